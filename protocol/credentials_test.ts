@@ -1,0 +1,232 @@
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import {
+  ensureAgentCredentials,
+  ensureIdsCredentials,
+  fingerprint,
+  parsePin,
+} from "./credentials.ts";
+
+const FILES = ["ca.key", "ca.pem", "agent.key", "agent.pem", "ids.key", "ids.pem"];
+
+async function withStateDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const parent = await Deno.makeTempDir({ prefix: "ebpfmon-credentials-" });
+  try {
+    await fn(join(parent, "state"));
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+}
+
+Deno.test("ensureAgentCredentials() and ensureIdsCredentials() create 0600 files in a 0700 directory", async () => {
+  await withStateDir(async (dir) => {
+    await ensureAgentCredentials(dir);
+    await ensureIdsCredentials(dir);
+    assertEquals((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    for (const name of FILES) {
+      assertEquals((await Deno.stat(join(dir, name))).mode! & 0o777, 0o600, name);
+    }
+    const entries = await Array.fromAsync(Deno.readDir(dir), (entry) => entry.name);
+    assertEquals(entries.sort(), [...FILES].sort());
+  });
+});
+
+Deno.test("ensureAgentCredentials() reuses the files of an earlier call", async () => {
+  await withStateDir(async (dir) => {
+    const first = await ensureAgentCredentials(dir);
+    const second = await ensureAgentCredentials(dir);
+    assertEquals(fingerprint(second.cert), fingerprint(first.cert));
+    assertEquals(second, first);
+  });
+});
+
+Deno.test("ensureIdsCredentials() pins the agent identity of the same state directory", async () => {
+  await withStateDir(async (dir) => {
+    const ids = await ensureIdsCredentials(dir);
+    const agent = await ensureAgentCredentials(dir);
+    assertEquals(ids.agentPin, fingerprint(agent.cert));
+    assertEquals(ids.ca, agent.ca);
+  });
+});
+
+Deno.test("ensureIdsCredentials() pins an explicit agent fingerprint instead", async () => {
+  await withStateDir(async (dir) => {
+    const pin = "ab".repeat(32);
+    const ids = await ensureIdsCredentials(dir, { agentPin: pin });
+    assertEquals(ids.agentPin, parsePin(pin));
+    assertEquals(await Array.fromAsync(Deno.readDir(dir), (e) => e.name).then((n) => n.sort()), [
+      "ca.key",
+      "ca.pem",
+      "ids.key",
+      "ids.pem",
+    ]);
+    await assertRejects(() => ensureIdsCredentials(dir, { agentPin: "sha256:12" }), TypeError);
+  });
+});
+
+Deno.test("concurrent ensure calls in one process end with one consistent set", async () => {
+  await withStateDir(async (dir) => {
+    const [a1, i1, a2, i2] = await Promise.all([
+      ensureAgentCredentials(dir),
+      ensureIdsCredentials(dir),
+      ensureAgentCredentials(dir),
+      ensureIdsCredentials(dir),
+    ]);
+    for (const credentials of [i1, a2, i2]) assertEquals(credentials.ca, a1.ca);
+    assertEquals(a2, a1);
+    assertEquals(i2, i1);
+    assertEquals(i1.agentPin, fingerprint(a1.cert));
+  });
+});
+
+Deno.test("concurrent ensure calls in separate processes end with one consistent set", async () => {
+  await withStateDir(async (dir) => {
+    const module = new URL("./credentials.ts", import.meta.url).href;
+    const run = (fn: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `const m = await import(${JSON.stringify(module)});
+           const c = await m.${fn}(${JSON.stringify(dir)});
+           console.log(JSON.stringify({ ca: c.ca, pin: c.agentPin ?? m.fingerprint(c.cert) }));`,
+        ],
+        cwd: new URL("..", import.meta.url),
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+    const outputs = await Promise.all([
+      run("ensureAgentCredentials"),
+      run("ensureIdsCredentials"),
+      run("ensureAgentCredentials"),
+    ]);
+    const results = outputs.map((output) => {
+      assertEquals(output.code, 0);
+      return JSON.parse(new TextDecoder().decode(output.stdout));
+    });
+    const local = await ensureIdsCredentials(dir);
+    for (const result of results) assertEquals(result, { ca: local.ca, pin: local.agentPin });
+  });
+});
+
+Deno.test("ensureAgentCredentials() names the local and the requested addresses", async () => {
+  await withStateDir(async (dir) => {
+    const { cert } = await ensureAgentCredentials(dir, { names: ["agent.example", "10.0.0.7"] });
+    const san = new x509.X509Certificate(cert).getExtension(x509.SubjectAlternativeNameExtension);
+    assertEquals(san?.names.toJSON().map((name) => `${name.type}:${name.value}`), [
+      "dns:localhost",
+      "ip:127.0.0.1",
+      "ip:::1",
+      "dns:agent.example",
+      "ip:10.0.0.7",
+    ]);
+    await assertRejects(
+      () => ensureAgentCredentials(dir, { names: ["not a name"] }),
+      TypeError,
+      '"not a name"',
+    );
+  });
+});
+
+Deno.test("a provisioned guest loads its copied identity without the CA key", async () => {
+  await withStateDir(async (dir) => {
+    const agent = await ensureAgentCredentials(dir);
+    const guest = `${dir}-guest`;
+    await Deno.mkdir(guest, { mode: 0o700 });
+    for (const name of ["ca.pem", "agent.key", "agent.pem"]) {
+      await Deno.copyFile(join(dir, name), join(guest, name));
+    }
+    assertEquals(await ensureAgentCredentials(guest), agent);
+    await Deno.remove(join(guest, "agent.pem"));
+    await assertRejects(
+      () => ensureAgentCredentials(guest),
+      Error,
+      `"${join(guest, "agent.key")}"`,
+    );
+    await Deno.remove(join(guest, "agent.key"));
+    await assertRejects(() => ensureAgentCredentials(guest), Error, `"${join(guest, "ca.key")}"`);
+  });
+});
+
+Deno.test("a corrupt certificate gives an error naming the file", async () => {
+  await withStateDir(async (dir) => {
+    await ensureAgentCredentials(dir);
+    const path = join(dir, "agent.pem");
+    await Deno.writeTextFile(
+      path,
+      "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    await assertRejects(() => ensureAgentCredentials(dir), Error, `Cannot read "${path}"`);
+    await Deno.writeTextFile(path, "not PEM at all");
+    await assertRejects(() => ensureAgentCredentials(dir), Error, `Cannot read "${path}"`);
+  });
+});
+
+Deno.test("a key that is not its certificate's gives an error naming both files", async () => {
+  await withStateDir(async (dir) => {
+    await ensureIdsCredentials(dir);
+    await Deno.copyFile(join(dir, "ids.key"), join(dir, "agent.key"));
+    await assertRejects(
+      () => ensureAgentCredentials(dir),
+      Error,
+      `"${join(dir, "agent.key")}": it is not the key of "${join(dir, "agent.pem")}"`,
+    );
+  });
+});
+
+Deno.test("an identity from another pairing CA gives an error naming it", async () => {
+  await withStateDir(async (dir) => {
+    await ensureAgentCredentials(dir);
+    await ensureAgentCredentials(`${dir}-other`);
+    for (const name of ["agent.key", "agent.pem"]) {
+      await Deno.copyFile(join(`${dir}-other`, name), join(dir, name));
+    }
+    await assertRejects(
+      () => ensureAgentCredentials(dir),
+      Error,
+      `"${join(dir, "agent.pem")}": it is not signed by`,
+    );
+  });
+});
+
+Deno.test("fingerprint() gives the same canonical form for PEM and DER", async () => {
+  await withStateDir(async (dir) => {
+    const { cert } = await ensureAgentCredentials(dir);
+    const der = new Uint8Array(new x509.X509Certificate(cert).rawData);
+    const expected = new Uint8Array(await crypto.subtle.digest("SHA-256", der));
+    const hex = Array.from(expected, (byte) => byte.toString(16).padStart(2, "0").toUpperCase());
+    assertEquals(fingerprint(cert), `sha256:${hex.join(":")}`);
+    assertEquals(fingerprint(der), fingerprint(cert));
+  });
+});
+
+Deno.test("parsePin() accepts prefixed, colon-separated and plain hex in either case", () => {
+  const canonical = `sha256:${Array(32).fill("AB").join(":")}`;
+  for (
+    const pin of [
+      canonical,
+      canonical.toLowerCase(),
+      "ab".repeat(32),
+      ` SHA256:${"Ab".repeat(32)} `,
+    ]
+  ) {
+    assertEquals(parsePin(pin), canonical);
+  }
+});
+
+Deno.test("parsePin() rejects what is not a SHA-256 fingerprint", () => {
+  for (
+    const pin of [
+      "",
+      "sha256:",
+      "ab".repeat(31),
+      "ab".repeat(33),
+      "zz".repeat(32),
+      "sha1:" + "ab".repeat(32),
+    ]
+  ) {
+    const error = assertThrows(() => parsePin(pin), TypeError);
+    assert(error.message.startsWith(`Cannot parse agent pin "${pin}"`));
+  }
+});

@@ -1,0 +1,270 @@
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import fc from "fast-check";
+import {
+  type AgentInfo,
+  DataFrameBuilder,
+  dataRecords,
+  encodeFrame,
+  ErrorCode,
+  type Frame,
+  FrameDecoder,
+  FrameError,
+  FrameType,
+  LIMITS,
+  parseFrame,
+  PrefetchTarget,
+  StopReason,
+} from "./frames.ts";
+
+const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
+const safe = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+const text = fc.string({ maxLength: 200 });
+
+const agentInfo: fc.Arbitrary<AgentInfo> = fc.record({
+  kernelRelease: text,
+  btfHash: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+  btfSize: u32,
+  bootId: text,
+  anchor: u64,
+  agentPid: u32,
+  programs: text,
+});
+
+const frame: fc.Arbitrary<Frame> = fc.oneof(
+  fc.record({
+    type: fc.constant(FrameType.HELLO),
+    id: u32,
+    version: fc.integer({ min: 0, max: 0xffff }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.HELLO),
+    id: u32,
+    version: fc.integer({ min: 0, max: 0xffff }),
+    agent: agentInfo,
+  }),
+  fc.record({ type: fc.constant(FrameType.GET_BTF), id: u32 }),
+  fc.record({ type: fc.constant(FrameType.READ), id: u32, addr: u64, len: u32 }),
+  fc.record({
+    type: fc.constant(FrameType.PREFETCH),
+    id: u32,
+    target: fc.constant(PrefetchTarget.TASKS),
+    maxObjects: u32,
+    maxBytes: u32,
+  }),
+  fc.record({
+    type: fc.constant(FrameType.DATA),
+    id: u32,
+    payload: fc.uint8Array({ maxLength: 300 }),
+  }),
+  fc.uint8Array({ maxLength: 300 }).chain((bytes) =>
+    fc.record({
+      type: fc.constant(FrameType.BTF),
+      id: u32,
+      offset: fc.integer({ min: 0, max: 1000 }),
+      bytes: fc.constant(bytes),
+    }).map((f) => ({ ...f, total: f.offset + bytes.length + 7 }))
+  ),
+  fc.record({
+    type: fc.constant(FrameType.END),
+    id: u32,
+    stats: fc.record({
+      objects: u32,
+      bytes: safe,
+      faults: u32,
+      guestNs: safe,
+      agentNs: safe,
+      stop: fc.constantFrom(...Object.values(StopReason)),
+      root: u64,
+    }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.ERROR),
+    id: u32,
+    code: fc.integer({ min: 0, max: 0xffff }),
+    message: text,
+  }),
+);
+
+function decodeAll(bytes: Uint8Array, cuts: number[] = []): Frame[] {
+  const decoder = new FrameDecoder();
+  const frames: Frame[] = [];
+  let at = 0;
+  for (const cut of [...cuts.filter((c) => c < bytes.length).sort((a, b) => a - b), bytes.length]) {
+    decoder.push(bytes.subarray(at, Math.max(at, cut)));
+    at = Math.max(at, cut);
+    for (let raw = decoder.next(); raw; raw = decoder.next()) frames.push(parseFrame(raw));
+  }
+  return frames;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+Deno.test("encodeFrame() and the decoder round-trip every frame type, whatever the chunking", () => {
+  fc.assert(
+    fc.property(
+      fc.array(frame, { maxLength: 8 }),
+      fc.array(fc.nat(4000), { maxLength: 10 }),
+      (frames, cuts) => {
+        const decoded = decodeAll(concat(frames.map(encodeFrame)), cuts);
+        assertEquals(decoded.length, frames.length);
+        decoded.forEach((d, i) => assertEquals(normalize(d), normalize(frames[i])));
+      },
+    ),
+  );
+});
+
+function normalize(f: Frame): unknown {
+  return JSON.parse(
+    JSON.stringify(
+      f,
+      (_, v) => typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? [...v] : v,
+    ),
+  );
+}
+
+Deno.test("FrameDecoder waits for a frame's last byte before returning it", () => {
+  const bytes = encodeFrame({ type: FrameType.READ, id: 7, addr: 0xffff888000001000n, len: 4096 });
+  const decoder = new FrameDecoder();
+  for (let i = 0; i < bytes.length - 1; i++) {
+    decoder.push(bytes.subarray(i, i + 1));
+    assertEquals(decoder.next(), undefined);
+  }
+  decoder.push(bytes.subarray(bytes.length - 1));
+  const frame = parseFrame(decoder.next()!);
+  assertEquals(frame.type, FrameType.READ);
+  assertEquals(decoder.buffered, 0);
+});
+
+Deno.test("FrameDecoder refuses an oversized length before buffering its payload", () => {
+  const decoder = new FrameDecoder({ maxFrame: 1024 });
+  const header = new Uint8Array(9);
+  new DataView(header.buffer).setUint32(0, 1025, true);
+  decoder.push(header);
+  const error = assertThrows(() => decoder.next(), FrameError);
+  assert(error.fatal, "an oversized frame is fatal");
+  assertEquals(error.code, ErrorCode.TOO_LARGE);
+});
+
+Deno.test("FrameDecoder refuses a length too short to hold a type and an id", () => {
+  const decoder = new FrameDecoder();
+  decoder.push(new Uint8Array([2, 0, 0, 0, 1, 0]));
+  assertThrows(() => decoder.next(), FrameError);
+});
+
+Deno.test("parseFrame() rejects every truncation of a valid frame with a FrameError", () => {
+  fc.assert(
+    fc.property(frame, fc.nat(), (f, seed) => {
+      const bytes = encodeFrame(f);
+      const payload = bytes.subarray(9);
+      if (payload.length === 0) return;
+      const cut = seed % payload.length;
+      const raw = { type: bytes[4], id: f.id, payload: payload.subarray(0, cut) };
+      // DATA payloads have no fixed shape; HELLO without the agent part is valid at 2 bytes.
+      if (f.type === FrameType.DATA || (f.type === FrameType.HELLO && cut === 2)) return;
+      if (f.type === FrameType.BTF && cut >= 8) return;
+      assertThrows(() => parseFrame(raw), FrameError);
+    }),
+  );
+});
+
+Deno.test("parseFrame() answers garbage with a FrameError or a frame, never another exception", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 255 }),
+      fc.uint8Array({ maxLength: 200 }),
+      (type, payload) => {
+        try {
+          parseFrame({ type, id: 1, payload });
+        } catch (error) {
+          assert(
+            error instanceof FrameError,
+            `unexpected ${(error as Error).name}: ${(error as Error).message}`,
+          );
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("parseFrame() names an unknown type and keeps the request id", () => {
+  const error = assertThrows(
+    () => parseFrame({ type: 0x7e, id: 42, payload: new Uint8Array() }),
+    FrameError,
+  );
+  assertEquals(error.code, ErrorCode.UNKNOWN_TYPE);
+  assertEquals(error.id, 42);
+  assert(error.message.includes("0x7e"));
+  assert(!error.fatal);
+});
+
+Deno.test("parseFrame() rejects trailing bytes and an unknown prefetch target", () => {
+  const read = encodeFrame({ type: FrameType.READ, id: 1, addr: 1n, len: 2 });
+  const longer = new Uint8Array(read.length + 1);
+  longer.set(read);
+  assertThrows(
+    () => parseFrame({ type: FrameType.READ, id: 1, payload: longer.subarray(9) }),
+    FrameError,
+  );
+  const prefetch = encodeFrame({
+    type: FrameType.PREFETCH,
+    id: 1,
+    target: PrefetchTarget.TASKS,
+    maxObjects: 1,
+    maxBytes: 1,
+  });
+  prefetch[9] = 99;
+  const error = assertThrows(
+    () => parseFrame({ type: FrameType.PREFETCH, id: 1, payload: prefetch.subarray(9) }),
+    FrameError,
+  );
+  assertEquals(error.code, ErrorCode.UNSUPPORTED);
+});
+
+Deno.test("parseFrame() rejects a string that is not UTF-8 or is too long", () => {
+  const payload = new Uint8Array([1, 0, 2, 0, 0xff, 0xfe]);
+  assertThrows(() => parseFrame({ type: FrameType.ERROR, id: 1, payload }), FrameError);
+  const long = new Uint8Array(4 + LIMITS.maxString + 1);
+  new DataView(long.buffer).setUint16(2, LIMITS.maxString + 1, true);
+  assertThrows(() => parseFrame({ type: FrameType.ERROR, id: 1, payload: long }), FrameError);
+});
+
+Deno.test("DataFrameBuilder packs records that dataRecords() reads back in order", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(u64, fc.uint8Array({ maxLength: 500 })), { maxLength: 50 }),
+      (records) => {
+        const builder = new DataFrameBuilder(4096);
+        const frames: Uint8Array[] = [];
+        for (const [addr, bytes] of records) {
+          if (!builder.append(addr, bytes)) {
+            frames.push(builder.take(3));
+            assert(builder.append(addr, bytes), "a record fits an empty frame");
+          }
+        }
+        if (builder.records) frames.push(builder.take(3));
+        const out = decodeAll(concat(frames)).flatMap((f) => {
+          assertEquals(f.type, FrameType.DATA);
+          return f.type === FrameType.DATA ? [...dataRecords(f.payload)] : [];
+        });
+        assertEquals(out.map((r) => [r.addr, [...r.bytes]]), records.map(([a, b]) => [a, [...b]]));
+      },
+    ),
+  );
+});
+
+Deno.test("dataRecords() rejects a record that claims more bytes than the frame holds", () => {
+  const payload = new Uint8Array(20);
+  new DataView(payload.buffer).setUint32(8, 9, true);
+  assertThrows(() => [...dataRecords(payload)], FrameError);
+  assertThrows(() => [...dataRecords(new Uint8Array(5))], FrameError);
+});
