@@ -239,7 +239,11 @@ export class BpfObject implements Disposable {
     opts[9] = 0n; // log level 0: libbpf retries a failed load with level 1 into our buffer
     const elfCopy = new Uint8Array(elf);
     takeLog();
-    const ptr = l.bpf.bpf_object__open_mem(elfCopy, BigInt(elfCopy.length), new Uint8Array(opts.buffer));
+    const ptr = l.bpf.bpf_object__open_mem(
+      elfCopy,
+      BigInt(elfCopy.length),
+      new Uint8Array(opts.buffer),
+    );
     if (isNull(ptr)) fail(l, `Cannot open BPF object "${name}"`, errno(l));
     return new BpfObject(ptr, name, [nameBuf, elfCopy], logBuffer);
   }
@@ -288,7 +292,9 @@ export class BpfObject implements Disposable {
     const rc = l.bpf.bpf_object__load(this.#live());
     if (rc < 0) {
       const end = this.#logBuffer.indexOf(0);
-      const verifier = new TextDecoder().decode(this.#logBuffer.subarray(0, end < 0 ? undefined : end));
+      const verifier = new TextDecoder().decode(
+        this.#logBuffer.subarray(0, end < 0 ? undefined : end),
+      );
       fail(l, `Cannot load "${this.#name}"`, rc, verifier.trimEnd());
     }
     this.#loaded = true;
@@ -403,7 +409,14 @@ export class RingReader implements Disposable {
     this.#onClose = onClose;
     const page = l.pageSize;
     const size = ringSize(fd);
-    const consumer = mmap(l, fd, page, PROT_READ | PROT_WRITE, 0, "the ring buffer's consumer page");
+    const consumer = mmap(
+      l,
+      fd,
+      page,
+      PROT_READ | PROT_WRITE,
+      0,
+      "the ring buffer's consumer page",
+    );
     let producer;
     try {
       producer = mmap(l, fd, page + 2 * size, PROT_READ, page, "the ring buffer's data pages");
@@ -427,24 +440,25 @@ export class RingReader implements Disposable {
   }
 
   /**
-   * Hands every committed record to `onRecord`, in order, then releases their space. The view
-   * passed to `onRecord` is only valid during the call: copy what must outlive it.
-   * @returns the number of records read.
+   * Hands committed records to `onRecord`, in order, and releases the space of each one it
+   * accepts. Returning false leaves that record (and those after it) in the ring for the next
+   * drain. The view passed to `onRecord` is only valid during the call: copy what must outlive it.
+   * @returns the number of records accepted.
    */
-  drain(onRecord: (record: RingRecord) => void): number {
+  drain(onRecord: (record: RingRecord) => boolean): number {
     if (!this.#consumer) throw new TypeError("Ring buffer is closed");
-    const mask = this.#size - 1;
+    const size = this.#size;
     let cons = readU64(this.#consumerPos);
     const prod = readU64(this.#producerPos);
     let count = 0;
     try {
       while (cons < prod) {
-        const at = cons % (mask + 1);
+        const at = cons % size;
         const header = this.#header.getUint32(at, true);
         if (header & RINGBUF_BUSY) break;
         const len = header & RINGBUF_LENGTH;
         if (!(header & RINGBUF_DISCARD)) {
-          onRecord(this.#data.subarray(at + RINGBUF_HEADER, at + RINGBUF_HEADER + len));
+          if (!onRecord(this.#data.subarray(at + RINGBUF_HEADER, at + RINGBUF_HEADER + len))) break;
           count++;
         }
         cons += (len + RINGBUF_HEADER + 7) & ~7;

@@ -1,0 +1,361 @@
+/**
+ * The agent: serves the protocol over the authenticated channel, one request at a time per
+ * connection, and one walker run at a time across connections.
+ *
+ * @module
+ */
+
+import { ensureAgentCredentials } from "../protocol/credentials.ts";
+import { type Channel, type ChannelServer, listenChannel } from "../protocol/channel.ts";
+import {
+  type AgentInfo,
+  DataFrameBuilder,
+  encodeFrame,
+  type EndStats,
+  ErrorCode,
+  type Frame,
+  FrameDecoder,
+  FrameError,
+  FrameType,
+  frameTypeName,
+  LIMITS,
+  parseFrame,
+  PROTOCOL_VERSION,
+  type RawFrame,
+  StopReason,
+} from "../protocol/frames.ts";
+import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
+
+/** Requests are tiny: anything bigger than this from the IDS is refused unread. */
+const MAX_REQUEST_FRAME = 64 << 10;
+const KERNEL_HALF = 0xffff_8000_0000_0000n;
+const U64_END = 1n << 64n;
+
+/** Options of {@linkcode Agent.start}. */
+export interface AgentOptions {
+  /** Address to listen on. @default "127.0.0.1" */
+  hostname?: string;
+  /** Port to listen on; 0 picks a free one. @default 7047 */
+  port?: number;
+  /** Directory holding the credentials (created on first use). */
+  stateDir: string;
+  /** Ring buffer size in bytes. @default 64 MiB */
+  ringBytes?: number;
+  /** Where log lines go. @default stderr */
+  log?: (line: string) => void;
+  /** Path of the guest kernel's BTF. @default "/sys/kernel/btf/vmlinux" */
+  btfPath?: string;
+}
+
+/** A running agent. Close it to stop listening, drop connections and unload the programs. */
+export class Agent implements AsyncDisposable {
+  #walker: Walker;
+  #server: ChannelServer | undefined;
+  #btf: Uint8Array;
+  #info: AgentInfo;
+  #log: (line: string) => void;
+  #busy: Promise<unknown> = Promise.resolve();
+  /** Reused by every request: requests run one at a time. */
+  #builder = new DataFrameBuilder();
+  #channels = new Set<Channel>();
+  #closed = false;
+
+  private constructor(
+    walker: Walker,
+    btf: Uint8Array,
+    info: AgentInfo,
+    log: (line: string) => void,
+  ) {
+    this.#walker = walker;
+    this.#btf = btf;
+    this.#info = info;
+    this.#log = log;
+  }
+
+  /**
+   * Loads the walker, creates the credentials if needed and starts listening.
+   * @throws {LibbpfError} when the kernel refuses the programs.
+   */
+  static async start(options: AgentOptions): Promise<Agent> {
+    const log = options.log ?? ((line: string) => console.error(`ebpfmon-agent: ${line}`));
+    const hostname = options.hostname ?? "127.0.0.1";
+    const btfPath = options.btfPath ?? "/sys/kernel/btf/vmlinux";
+    const btf = await Deno.readFile(btfPath);
+    const credentials = await ensureAgentCredentials(options.stateDir, { names: [hostname] });
+    const walker = await Walker.open({ ringBytes: options.ringBytes });
+    try {
+      const info: AgentInfo = {
+        kernelRelease: Deno.osRelease(),
+        btfHash: new Uint8Array(await crypto.subtle.digest("SHA-256", btf)),
+        btfSize: btf.length,
+        bootId: (await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim(),
+        anchor: walker.anchor(),
+        agentPid: Deno.pid,
+        programs: PROGRAM_VARIANT,
+      };
+      const agent = new Agent(walker, btf, info, log);
+      const server = await listenChannel({
+        hostname,
+        port: options.port ?? 7047,
+        credentials,
+        onChannel: (channel) => agent.#serve(channel),
+        onRefused: (remote, reason) => log(`refused ${remote}: ${reason}`),
+        onError: (error) => log(`channel error: ${error.message}`),
+      });
+      agent.#server = server;
+      log(`listening on ${server.hostname}:${server.port} (pid ${Deno.pid}, ${info.programs})`);
+      return agent;
+    } catch (error) {
+      walker.close();
+      throw error;
+    }
+  }
+
+  get hostname(): string {
+    return this.#server!.hostname;
+  }
+
+  get port(): number {
+    return this.#server!.port;
+  }
+
+  async #serve(channel: Channel): Promise<void> {
+    this.#channels.add(channel);
+    const decoder = new FrameDecoder({ maxFrame: MAX_REQUEST_FRAME });
+    let greeted = false;
+    try {
+      for await (const chunk of channel.chunks()) {
+        decoder.push(chunk);
+        for (let raw = decoder.next(); raw; raw = decoder.next()) {
+          greeted = await this.#handle(channel, raw, greeted);
+        }
+      }
+    } catch (error) {
+      if (error instanceof FrameError && error.fatal) {
+        this.#log(`closing ${channel.remote}: ${error.message}`);
+        await this.#send(channel, errorFrame(0, error.code, error.message)).catch(() => {});
+      } else if (!(error instanceof ChannelGone)) {
+        this.#log(`closing ${channel.remote}: ${(error as Error).message}`);
+      }
+    } finally {
+      this.#channels.delete(channel);
+      channel.close();
+    }
+  }
+
+  /** Serves one frame; returns whether the peer has completed the handshake. */
+  async #handle(channel: Channel, raw: RawFrame, greeted: boolean): Promise<boolean> {
+    let frame: Frame;
+    try {
+      frame = parseFrame(raw);
+    } catch (error) {
+      if (!(error instanceof FrameError)) throw error;
+      await this.#send(channel, errorFrame(raw.id, error.code, error.message));
+      return greeted;
+    }
+    if (frame.type === FrameType.HELLO) {
+      if (frame.version !== PROTOCOL_VERSION) {
+        await this.#send(
+          channel,
+          errorFrame(
+            frame.id,
+            ErrorCode.BAD_VERSION,
+            `Cannot talk protocol version ${frame.version}: this agent speaks ${PROTOCOL_VERSION}`,
+          ),
+        );
+        throw new ChannelGone();
+      }
+      await this.#send(
+        channel,
+        encodeFrame({
+          type: FrameType.HELLO,
+          id: frame.id,
+          version: PROTOCOL_VERSION,
+          agent: this.#info,
+        }),
+      );
+      return true;
+    }
+    if (!greeted) {
+      await this.#send(
+        channel,
+        errorFrame(frame.id, ErrorCode.NOT_READY, "Cannot serve a request before HELLO"),
+      );
+      return false;
+    }
+    switch (frame.type) {
+      case FrameType.GET_BTF:
+        await this.#sendBtf(channel, frame.id);
+        break;
+      case FrameType.READ:
+        await this.#read(channel, frame.id, frame.addr, frame.len);
+        break;
+      case FrameType.PREFETCH:
+        await this.#prefetch(channel, frame.id, frame.maxObjects, frame.maxBytes);
+        break;
+      default:
+        await this.#send(
+          channel,
+          errorFrame(
+            frame.id,
+            ErrorCode.BAD_FRAME,
+            `Cannot serve a ${frameTypeName(frame.type)} frame: it is not a request`,
+          ),
+        );
+    }
+    return true;
+  }
+
+  async #sendBtf(channel: Channel, id: number): Promise<void> {
+    const started = performance.now();
+    const btf = this.#btf;
+    for (let offset = 0; offset < btf.length; offset += LIMITS.dataFrame) {
+      const bytes = btf.subarray(offset, offset + LIMITS.dataFrame);
+      await this.#send(
+        channel,
+        encodeFrame({ type: FrameType.BTF, id, offset, total: btf.length, bytes }),
+      );
+    }
+    await this.#send(
+      channel,
+      endFrame(id, {
+        objects: 1,
+        bytes: btf.length,
+        faults: 0,
+        guestNs: 0,
+        agentNs: Math.round((performance.now() - started) * 1e6),
+        stop: StopReason.COMPLETE,
+        root: 0n,
+      }),
+    );
+  }
+
+  async #read(channel: Channel, id: number, addr: bigint, len: number): Promise<void> {
+    const problem = len === 0
+      ? "length is 0"
+      : len > LIMITS.maxRead
+      ? `length ${len} exceeds ${LIMITS.maxRead}`
+      : addr < KERNEL_HALF || addr + BigInt(len) > U64_END
+      ? `[0x${addr.toString(16)}, +${len}) is not in the kernel half`
+      : undefined;
+    if (problem) {
+      const code = len > LIMITS.maxRead ? ErrorCode.TOO_LARGE : ErrorCode.FAULT;
+      await this.#send(channel, errorFrame(id, code, `Cannot read: ${problem}`));
+      return;
+    }
+    await this.#exclusive(
+      channel,
+      id,
+      () => this.#walker.read(addr, len),
+      (result) =>
+        result.stop === StopReason.COMPLETE
+          ? undefined
+          : `Cannot read ${len} bytes at 0x${addr.toString(16)}: kernel read failed (errno ${-result
+            .error})`,
+    );
+  }
+
+  async #prefetch(
+    channel: Channel,
+    id: number,
+    maxObjects: number,
+    maxBytes: number,
+  ): Promise<void> {
+    if (maxObjects > LIMITS.maxRecords || maxBytes > LIMITS.maxPrefetchBytes) {
+      await this.#send(
+        channel,
+        errorFrame(
+          id,
+          ErrorCode.TOO_LARGE,
+          `Cannot prefetch ${maxObjects} objects / ${maxBytes} bytes: limits are ${LIMITS.maxRecords} / ${LIMITS.maxPrefetchBytes}`,
+        ),
+      );
+      return;
+    }
+    await this.#exclusive(
+      channel,
+      id,
+      () => this.#walker.walkTasks({ maxObjects, maxBytes }),
+      () => undefined,
+    );
+  }
+
+  /**
+   * Runs one walker request with the walker to itself, streams its records as DATA frames and
+   * closes with END (or ERROR when `failure` names a problem).
+   */
+  #exclusive(
+    channel: Channel,
+    id: number,
+    run: () => RunResult,
+    failure: (result: RunResult) => string | undefined,
+  ): Promise<void> {
+    const task = this.#busy.then(async () => {
+      const started = performance.now();
+      const result = run();
+      const problem = failure(result);
+      if (problem) {
+        this.#walker.discard();
+        await this.#send(channel, errorFrame(id, ErrorCode.FAULT, problem));
+        return;
+      }
+      const builder = this.#builder;
+      let more = true;
+      try {
+        while (more) {
+          more = this.#walker.drain((addr, bytes) => builder.append(addr, bytes));
+          if (builder.records) await this.#send(channel, builder.take(id));
+        }
+      } finally {
+        this.#walker.discard();
+      }
+      await this.#send(
+        channel,
+        endFrame(id, {
+          objects: result.objects,
+          bytes: result.bytes,
+          faults: result.faults,
+          guestNs: result.guestNs,
+          agentNs: Math.round((performance.now() - started) * 1e6),
+          stop: result.stop as StopReason,
+          root: result.root,
+        }),
+      );
+    });
+    this.#busy = task.catch(() => {});
+    return task;
+  }
+
+  async #send(channel: Channel, bytes: Uint8Array): Promise<void> {
+    try {
+      await channel.write(bytes);
+    } catch {
+      throw new ChannelGone();
+    }
+  }
+
+  /** Stops listening, closes every connection, unloads the programs. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const channel of this.#channels) channel.close();
+    await this.#server?.close();
+    await this.#busy;
+    this.#walker.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** The peer went away while we were writing to it. */
+class ChannelGone extends Error {}
+
+function errorFrame(id: number, code: number, message: string): Uint8Array {
+  return encodeFrame({ type: FrameType.ERROR, id, code, message });
+}
+
+function endFrame(id: number, stats: EndStats): Uint8Array {
+  return encodeFrame({ type: FrameType.END, id, stats });
+}

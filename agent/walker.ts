@@ -1,0 +1,214 @@
+/**
+ * The user side of `bpf/walk.bpf.c`: loads the object, attaches its programs to the trigger,
+ * writes requests into the shared `.bss`, fires the trigger and hands out the records the
+ * programs left in the ring buffer. The layouts mirror `bpf/walk.h`.
+ *
+ * The walker copies bytes; it never interprets them.
+ *
+ * @module
+ */
+
+import { BpfObject, currentThreadId, fireTrigger, TRIGGER } from "./libbpf.ts";
+
+const OP_READ = 1;
+const OP_WALK_TASKS = 2;
+const OP_ANCHOR = 3;
+
+/** Mirrors `struct ebpfmon_shared` in bpf/walk.h: request at 0 (48 bytes), result at 48. */
+const REQ = { seq: 0, op: 8, tid: 12, addr: 16, len: 24, maxObjects: 32, maxBytes: 40 } as const;
+const RES = {
+  seq: 48,
+  objects: 56,
+  bytes: 64,
+  walkNs: 72,
+  root: 80,
+  faults: 88,
+  error: 96,
+  stop: 104,
+} as const;
+const SHARED_SIZE = 112;
+/** Mirrors `struct ebpfmon_record`: u64 address, u32 length, u32 padding, then the bytes. */
+const RECORD_HEADER = 16;
+/** Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest READ. */
+export const READ_MAX = 1024 * 4096;
+
+const PROGRAMS = ["read_memory", "walk_tasks", "report_anchor"] as const;
+
+/** The name of the in-guest program set, reported to the IDS. */
+export const PROGRAM_VARIANT = "walk.bpf.o:bpf_loop+ringbuf";
+
+/** Where the compiled object is, for `deno run` and inside a `deno compile` binary alike. */
+export const WALK_OBJECT = new URL("../bpf/out/walk.bpf.o", import.meta.url);
+
+/** What a program run reported. */
+export interface RunResult {
+  objects: number;
+  bytes: number;
+  faults: number;
+  /** Nanoseconds the program ran, measured in the kernel. */
+  guestNs: number;
+  /** READ: 0, or the negative errno of the failed kernel read. */
+  error: number;
+  /** EBPFMON_STOP_* (0 = complete). */
+  stop: number;
+  /** ANCHOR: the calling task; WALK: init_task. */
+  root: bigint;
+}
+
+/** Limits of one walk. */
+export interface WalkLimits {
+  maxObjects: number;
+  maxBytes: number;
+}
+
+/** Options of {@linkcode Walker.open}. */
+export interface WalkerOptions {
+  /** Size of the ring buffer in bytes; a power of two, multiple of the page size. @default 64 MiB */
+  ringBytes?: number;
+  /** The compiled object; read from {@linkcode WALK_OBJECT} when absent. */
+  object?: Uint8Array;
+}
+
+/**
+ * The loaded walker programs. One request at a time: each run's records must be drained
+ * (or discarded) before the next run. Close it to detach and unload everything.
+ */
+export class Walker implements Disposable {
+  #obj: BpfObject;
+  #shared: DataView;
+  #ring: ReturnType<BpfObject["ring"]>;
+  #seq = 0;
+  #closed = false;
+
+  private constructor(obj: BpfObject) {
+    this.#obj = obj;
+    const bss = obj.globals(".bss");
+    if (bss.length < SHARED_SIZE) {
+      throw new TypeError(
+        `BPF object "${obj.name}" has a .bss of ${bss.length} bytes, expected ${SHARED_SIZE}`,
+      );
+    }
+    this.#shared = new DataView(bss.buffer, bss.byteOffset, bss.byteLength);
+    this.#ring = obj.ring("records");
+  }
+
+  /**
+   * Opens, configures, loads and attaches the walker, for this process only.
+   * @throws {LibbpfError} when the kernel refuses (no BPF permission, verifier, no uprobes).
+   */
+  static async open(options: WalkerOptions = {}): Promise<Walker> {
+    const elf = options.object ?? await Deno.readFile(WALK_OBJECT);
+    using stack = new DisposableStack();
+    const obj = stack.use(BpfObject.open(elf, "walk"));
+    const config = new Uint8Array(8);
+    new DataView(config.buffer).setUint32(0, Deno.pid, true);
+    obj.setGlobals(".rodata", config);
+    obj.setMaxEntries("records", options.ringBytes ?? 64 << 20);
+    obj.load();
+    for (const program of PROGRAMS) obj.attachUprobe(program, { pid: Deno.pid, ...TRIGGER });
+    const walker = new Walker(obj);
+    stack.move();
+    return walker;
+  }
+
+  /** Bytes the ring buffer holds: the most one walk can return. */
+  get ringBytes(): number {
+    return this.#ring.size;
+  }
+
+  /** The address of the agent's own task_struct. */
+  anchor(): bigint {
+    return this.#run(OP_ANCHOR, {}).root;
+  }
+
+  /**
+   * Copies `len` bytes at `addr` into the ring, in records of at most 4096 bytes.
+   * Drain them with {@linkcode drain}.
+   */
+  read(addr: bigint, len: number): RunResult {
+    if (len > READ_MAX) throw new RangeError(`Cannot read ${len} bytes: the limit is ${READ_MAX}`);
+    return this.#run(OP_READ, { addr, len: BigInt(len) });
+  }
+
+  /** Walks init_task's task list into the ring. Drain the records with {@linkcode drain}. */
+  walkTasks(limits: WalkLimits): RunResult {
+    return this.#run(OP_WALK_TASKS, {
+      maxObjects: BigInt(limits.maxObjects),
+      maxBytes: BigInt(limits.maxBytes),
+    });
+  }
+
+  /**
+   * Hands records left by the last run to `onRecord` (address and a view of the bytes, valid
+   * only during the call) until the ring is empty or `onRecord` returns false.
+   * @returns true when records remain.
+   */
+  drain(onRecord: (addr: bigint, bytes: Uint8Array) => boolean): boolean {
+    let more = false;
+    this.#ring.drain((record) => {
+      const view = new DataView(record.buffer, record.byteOffset, RECORD_HEADER);
+      const len = view.getUint32(8, true);
+      if (len > record.length - RECORD_HEADER) {
+        throw new RangeError(
+          `Ring record claims ${len} bytes but holds ${record.length - RECORD_HEADER}`,
+        );
+      }
+      const bytes = record.subarray(RECORD_HEADER, RECORD_HEADER + len);
+      if (!onRecord(view.getBigUint64(0, true), bytes)) {
+        more = true;
+        return false;
+      }
+      return true;
+    });
+    return more;
+  }
+
+  /** Drops every record left in the ring. */
+  discard(): void {
+    if (this.#closed) return;
+    this.#ring.drain(() => true);
+  }
+
+  #run(
+    op: number,
+    args: { addr?: bigint; len?: bigint; maxObjects?: bigint; maxBytes?: bigint },
+  ): RunResult {
+    if (this.#closed) throw new TypeError("Cannot use the walker: it is closed");
+    const s = this.#shared;
+    this.discard();
+    const seq = ++this.#seq;
+    s.setBigUint64(REQ.seq, BigInt(seq), true);
+    s.setUint32(REQ.op, op, true);
+    s.setUint32(REQ.tid, currentThreadId(), true);
+    s.setBigUint64(REQ.addr, args.addr ?? 0n, true);
+    s.setBigUint64(REQ.len, args.len ?? 0n, true);
+    s.setBigUint64(REQ.maxObjects, args.maxObjects ?? 0n, true);
+    s.setBigUint64(REQ.maxBytes, args.maxBytes ?? 0n, true);
+    fireTrigger();
+    s.setUint32(REQ.op, 0, true);
+    if (s.getBigUint64(RES.seq, true) !== BigInt(seq)) {
+      throw new Error(
+        `The walker program did not run for request ${seq} (is the uprobe attached?)`,
+      );
+    }
+    return {
+      objects: Number(s.getBigUint64(RES.objects, true)),
+      bytes: Number(s.getBigUint64(RES.bytes, true)),
+      faults: Number(s.getBigUint64(RES.faults, true)),
+      guestNs: Number(s.getBigUint64(RES.walkNs, true)),
+      error: Number(s.getBigInt64(RES.error, true)),
+      stop: Number(s.getBigUint64(RES.stop, true)),
+      root: s.getBigUint64(RES.root, true),
+    };
+  }
+
+  /** Detaches and unloads the programs. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    this.#obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
