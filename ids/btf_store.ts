@@ -1,0 +1,35 @@
+/**
+ * Guest kernels' BTF, kept in the IDS's state directory by SHA-256, so a guest's BTF crosses
+ * the network once. Stored files are checked against their name's hash when read back.
+ *
+ * @module
+ */
+
+import type { AgentClient } from "./client.ts";
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+}
+
+/** The agent's kernel BTF: from `stateDir/btf/<sha256>.btf` when present, else fetched and stored. */
+export async function loadBtf(client: AgentClient, stateDir: string): Promise<Uint8Array> {
+  const hash = toHex(client.info.btfHash);
+  const dir = `${stateDir}/btf`;
+  const path = `${dir}/${hash}.btf`;
+  try {
+    const stored = await Deno.readFile(path);
+    if (await sha256(stored) === hash) return stored;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const btf = await client.btf();
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeFile(tmp, btf, { mode: 0o600 });
+  await Deno.rename(tmp, path);
+  return btf;
+}

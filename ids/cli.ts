@@ -1,0 +1,110 @@
+/**
+ * The IDS's commands: `ps`, and the output they share (a table or JSON, and a stats line).
+ *
+ * @module
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { ensureIdsCredentials } from "../protocol/credentials.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/host_port.ts";
+import { AgentClient } from "./client.ts";
+import type { Process } from "./linux/processes.ts";
+import { GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
+
+/** Options every command that talks to an agent takes. */
+export interface AgentTarget {
+  agent: string;
+  state: string;
+  pin?: string;
+}
+
+/** Connects to the agent and opens a session on its guest. Close the session when done. */
+export async function openSession(target: AgentTarget): Promise<GuestSession> {
+  const { hostname, port } = parseHostPort(target.agent, "--agent");
+  const credentials = await ensureIdsCredentials(target.state, { agentPin: target.pin });
+  const client = await AgentClient.connect({ hostname, port, credentials });
+  try {
+    return await GuestSession.open(client, target.state);
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+}
+
+/** One line of stats, as printed under every table. */
+export function formatStats(stats: SnapshotStats): string {
+  const parts = [
+    `mode=${stats.mode}`,
+    `round-trips=${stats.roundTrips}`,
+    `bytes=${stats.bytes}`,
+    `ms=${stats.ms.toFixed(1)}`,
+    `truncated=${stats.truncated ? "yes" : "no"}`,
+  ];
+  if (stats.prefetch) {
+    parts.push(
+      `objects=${stats.prefetch.objects}`,
+      `guest-ms=${stats.prefetch.guestMs.toFixed(2)}`,
+    );
+    if (stats.prefetch.stop !== "complete") parts.push(`walk-stopped=${stats.prefetch.stop}`);
+  }
+  if (stats.misses) parts.push(`misses=${stats.misses}`);
+  if (stats.reason) parts.push(`reason=${JSON.stringify(stats.reason)}`);
+  return parts.join(" ");
+}
+
+/** Columns of text, left-aligned except the numeric ones. */
+export function formatTable(header: string[], rows: string[][], numeric: Set<number>): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) =>
+      i === cells.length - 1 ? c : numeric.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i])
+    ).join("  ");
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+/** The process table as `ps` would print it; kernel threads in brackets. */
+export function formatProcesses(processes: Process[]): string {
+  const rows = processes.map((p) => [
+    String(p.pid),
+    String(p.ppid),
+    String(p.uid),
+    String(p.euid),
+    String(p.gid),
+    p.state,
+    (p.kthread ? `[${p.comm}]` : p.comm) + (p.error ? `  (error: ${p.error})` : ""),
+  ]);
+  return formatTable(
+    ["PID", "PPID", "UID", "EUID", "GID", "S", "COMM"],
+    rows,
+    new Set([0, 1, 2, 3, 4]),
+  );
+}
+
+function targetOptions<T extends Command>(command: T) {
+  return command
+    .option("--agent <host:port>", "the agent to ask", DEFAULT_AGENT_ADDRESS)
+    .option("--state <dir>", "directory of the credentials and BTF store", DEFAULT_STATE)
+    .option("--pin <fingerprint>", "the agent certificate's SHA-256 (default: DIR/agent.pem)")
+    .addOption(
+      new Option("--mode <mode>", "how memory is fetched").choices(MODES).default(
+        "prefetch" as Mode,
+      ),
+    )
+    .option("--json", "print JSON instead of a table");
+}
+
+/** Builds the `ps` command. */
+export function psCommand() {
+  return targetOptions(new Command("ps"))
+    .description("Print the guest's process table, rebuilt from its kernel memory")
+    .action(async (options) => {
+      using session = await openSession(options);
+      const { processes, stats } = await session.processes(options.mode);
+      if (options.json) {
+        console.log(JSON.stringify({ processes, stats }, null, 2));
+      } else {
+        console.log(formatProcesses(processes));
+        console.log(formatStats(stats));
+      }
+    });
+}

@@ -1,0 +1,190 @@
+/**
+ * Struct layouts resolved once from BTF into typed decoders.
+ *
+ * A view declares the fields it reads (`{ pid: sint("pid"), next: ptr("tasks.next") }`);
+ * {@linkcode resolveLayout} looks each one up in the guest kernel's BTF at start-up, checks its
+ * size, and fails with the struct and field named when the kernel lacks it. Reading a struct
+ * then costs one cache lookup for the span of the declared fields, plus a fetch per missing
+ * field range when that span is not cached whole. The declared fields are also exactly the
+ * byte ranges a view needs, which is what a selective prefetch plan is made of.
+ *
+ * @module
+ */
+
+import type { Btf } from "../btf/mod.ts";
+import { type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+
+/** A field the layout cannot use. */
+export class LayoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LayoutError";
+  }
+}
+
+type Kind = "uint" | "sint" | "ptr" | "str";
+
+/** One declared field: its kind and the member path (or alternatives, first found wins). */
+export interface FieldSpec<K extends Kind = Kind> {
+  kind: K;
+  paths: readonly string[];
+}
+
+/** An unsigned integer of any width up to 8 bytes (decoded to a number; 8-byte values above 2^53 lose precision). */
+export const uint = (...paths: string[]): FieldSpec<"uint"> => ({ kind: "uint", paths });
+/** A signed integer of 1, 2, 4 or 8 bytes. */
+export const sint = (...paths: string[]): FieldSpec<"sint"> => ({ kind: "sint", paths });
+/** A pointer, decoded to a {@linkcode Pointer}: follow it with `follow()`. */
+export const ptr = (...paths: string[]): FieldSpec<"ptr"> => ({ kind: "ptr", paths });
+/** A NUL-terminated char array, decoded to a string. */
+export const str = (...paths: string[]): FieldSpec<"str"> => ({ kind: "str", paths });
+
+type Value<K extends Kind> = K extends "ptr" ? Pointer : K extends "str" ? string : number;
+
+/** The decoded form of a layout spec. */
+export type Decoded<S extends Record<string, FieldSpec>> = { [F in keyof S]: Value<S[F]["kind"]> };
+
+/** The decoded type of a resolved layout. */
+export type Fields<L> = L extends StructLayout<infer T> ? T : never;
+
+/** A resolved field: where it is and how big. */
+export interface ResolvedField {
+  name: string;
+  member: string;
+  offset: number;
+  size: number;
+  kind: Kind;
+}
+
+/** A struct's declared fields, resolved against one kernel's BTF. */
+export interface StructLayout<T> {
+  readonly struct: string;
+  /** The struct's full size in this kernel. */
+  readonly size: number;
+  readonly fields: readonly ResolvedField[];
+  /** First byte and one past the last byte of the declared fields, from the struct's start. */
+  readonly start: number;
+  readonly end: number;
+  /** Decodes the fields from `view`, which holds bytes [start, end) of the struct at `addr`. */
+  decode(view: DataView, addr: KAddr): T;
+}
+
+const latin1 = new TextDecoder("latin1");
+
+/**
+ * Resolves `spec` against `struct` in `btf`.
+ * @throws {LayoutError} naming the struct and field when a field is missing or has a size the
+ * kind cannot decode.
+ */
+export function resolveLayout<S extends Record<string, FieldSpec>>(
+  btf: Btf,
+  struct: string,
+  spec: S,
+): StructLayout<Decoded<S>> {
+  const size = btf.sizeof(btf.struct(struct).id);
+  const fields: ResolvedField[] = [];
+  for (const [name, field] of Object.entries(spec)) {
+    let found: ResolvedField | undefined;
+    const problems: string[] = [];
+    for (const member of field.paths) {
+      try {
+        const f = btf.field(struct, member);
+        if (f.bitSize) throw new LayoutError(`field "${member}" is a bitfield`);
+        found = { name, member, offset: f.offset, size: f.size, kind: field.kind };
+        break;
+      } catch (error) {
+        problems.push((error as Error).message);
+      }
+    }
+    if (!found) {
+      throw new LayoutError(
+        `Cannot resolve "${name}" of struct "${struct}": ${problems.join("; ")}`,
+      );
+    }
+    const ok = field.kind === "ptr"
+      ? found.size === 8
+      : field.kind === "str"
+      ? found.size > 0
+      : [1, 2, 4, 8].includes(found.size);
+    if (!ok) {
+      throw new LayoutError(
+        `Cannot use field "${found.member}" of struct "${struct}" as ${field.kind}: it is ${found.size} bytes`,
+      );
+    }
+    fields.push(found);
+  }
+  const start = Math.min(...fields.map((f) => f.offset));
+  const end = Math.max(...fields.map((f) => f.offset + f.size));
+  const decoders = fields.map((f) => decoderFor(f, start));
+  return {
+    struct,
+    size,
+    fields,
+    start,
+    end,
+    decode(view: DataView, addr: KAddr) {
+      const out: Record<string, unknown> = {};
+      for (const [name, decode] of decoders) out[name] = decode(view, addr);
+      return out as Decoded<S>;
+    },
+  };
+}
+
+type FieldDecoder = [string, (view: DataView, addr: KAddr) => unknown];
+
+function decoderFor(f: ResolvedField, start: number): FieldDecoder {
+  const at = f.offset - start;
+  switch (f.kind) {
+    case "ptr":
+      return [f.name, (v) => pointerAt(v, at)];
+    case "str":
+      return [f.name, (v) => {
+        const bytes = new Uint8Array(v.buffer, v.byteOffset + at, f.size);
+        const nul = bytes.indexOf(0);
+        return latin1.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+      }];
+    case "uint":
+      return [
+        f.name,
+        [
+          (v: DataView) => v.getUint8(at),
+          (v: DataView) => v.getUint16(at, true),
+          (v: DataView) => v.getUint32(at, true),
+          (v: DataView) => v.getUint32(at, true) + v.getUint32(at + 4, true) * 2 ** 32,
+        ][Math.log2(f.size)],
+      ];
+    case "sint":
+      return [
+        f.name,
+        [
+          (v: DataView) => v.getInt8(at),
+          (v: DataView) => v.getInt16(at, true),
+          (v: DataView) => v.getInt32(at, true),
+          (v: DataView) => Number(v.getBigInt64(at, true)),
+        ][Math.log2(f.size)],
+      ];
+  }
+}
+
+/**
+ * Reads the declared fields of the struct at `addr`. One cache lookup when the fields' span is
+ * cached whole; otherwise each field range is read on its own (fetching what is missing).
+ * @throws {GuestReadError} when the guest cannot provide a field.
+ */
+export async function readStruct<T>(
+  mem: GuestMemory,
+  addr: KAddr,
+  layout: StructLayout<T>,
+): Promise<T> {
+  const span = layout.end - layout.start;
+  let bytes = mem.peek(addr + layout.start, span);
+  if (!bytes) {
+    bytes = new Uint8Array(span);
+    for (const f of layout.fields) {
+      const field = mem.peek(addr + f.offset, f.size) ?? await mem.read(addr + f.offset, f.size);
+      bytes.set(field, f.offset - layout.start);
+    }
+  }
+  return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), addr);
+}

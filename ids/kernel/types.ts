@@ -1,0 +1,41 @@
+/**
+ * The kernel structures the Linux views read, resolved once per guest kernel from its BTF.
+ * A kernel missing one of them fails here, at start-up, with the struct and field named.
+ *
+ * @module
+ */
+
+import type { Btf } from "../btf/mod.ts";
+import { ptr, resolveLayout, sint, str, uint } from "./layout.ts";
+
+/** Resolves every layout the views use. @throws {LayoutError} naming what is missing. */
+export function resolveKernelTypes(btf: Btf) {
+  return {
+    task: resolveLayout(btf, "task_struct", {
+      pid: sint("pid"),
+      tgid: sint("tgid"),
+      state: uint("__state", "state"),
+      exitState: sint("exit_state"),
+      flags: uint("flags"),
+      comm: str("comm"),
+      realParent: ptr("real_parent"),
+      realCred: ptr("real_cred"),
+      tasksNext: ptr("tasks.next"),
+    }),
+    /** Offset of `tasks` in task_struct: a list entry minus this is its task. */
+    tasksOffset: btf.field("task_struct", "tasks").offset,
+    cred: resolveLayout(btf, "cred", {
+      uid: uint("uid.val"),
+      gid: uint("gid.val"),
+      suid: uint("suid.val"),
+      sgid: uint("sgid.val"),
+      euid: uint("euid.val"),
+      egid: uint("egid.val"),
+      fsuid: uint("fsuid.val"),
+      fsgid: uint("fsgid.val"),
+    }),
+  };
+}
+
+/** The resolved kernel structures of one guest kernel. */
+export type KernelTypes = ReturnType<typeof resolveKernelTypes>;

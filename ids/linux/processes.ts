@@ -1,0 +1,182 @@
+/**
+ * The process list, rebuilt from guest kernel memory: init_task's `tasks` list, one entry per
+ * thread-group leader, as `ps` shows processes.
+ *
+ * The walk is bounded, detects cycles and reports how it ended; guest memory is hostile. A
+ * process whose own fields cannot be read is listed with an error; a broken list link ends the
+ * walk, reported as truncated with the reason.
+ *
+ * @module
+ */
+
+import { follow, hex, type KAddr } from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import { type Fields, readStruct } from "../kernel/layout.ts";
+import type { KernelTypes } from "../kernel/types.ts";
+
+/** One process as the guest kernel holds it. */
+export interface Process {
+  pid: number;
+  tgid: number;
+  ppid: number;
+  comm: string;
+  /** One letter, as in `ps` (R, S, D, T, t, X, Z, P, I). */
+  state: string;
+  uid: number;
+  euid: number;
+  suid: number;
+  fsuid: number;
+  gid: number;
+  egid: number;
+  sgid: number;
+  fsgid: number;
+  /** A kernel thread (PF_KTHREAD). */
+  kthread: boolean;
+  /** Address of its task_struct. */
+  task: string;
+  /** Address of its (objective) credentials. */
+  cred: string;
+  /** Set when some of this process's fields could not be read; they are then -1 or "". */
+  error?: string;
+}
+
+/** The result of a walk. */
+export interface ProcessList {
+  processes: Process[];
+  /** The walk ended before returning to its start. */
+  truncated: boolean;
+  /** Why it was truncated. */
+  reason?: string;
+  /** Address of init_task. */
+  initTask?: string;
+}
+
+/** Options of {@linkcode listProcesses}. */
+export interface ListOptions {
+  /** Most tasks visited. @default 1_000_000 */
+  maxTasks?: number;
+  /** Most real_parent hops from the anchor to init_task. @default 4096 */
+  maxAncestors?: number;
+}
+
+const PF_KTHREAD = 0x0020_0000;
+const TASK_REPORT = 0x7f;
+const TASK_REPORT_IDLE = 0x80;
+const TASK_IDLE = 0x0402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
+const STATE_LETTERS = "RSDTtXZPI";
+
+/** The `ps` letter of a task, as fs/proc/array.c derives it from __state and exit_state. */
+export function stateLetter(state: number, exitState: number): string {
+  let report = (state | exitState) & TASK_REPORT;
+  if (state === TASK_IDLE) report = TASK_REPORT_IDLE;
+  const index = report === 0 ? 0 : 32 - Math.clz32(report);
+  return STATE_LETTERS[index] ?? "?";
+}
+
+/**
+ * Finds init_task by following real_parent from `anchor` (any task) to the task with pid 0.
+ * @throws {Error} when the chain is longer than allowed, loops, or ends without pid 0.
+ */
+export async function findInitTask(
+  mem: GuestMemory,
+  types: KernelTypes,
+  anchor: KAddr,
+  maxAncestors = 4096,
+): Promise<KAddr> {
+  const seen = new Set<KAddr>();
+  let at = anchor;
+  for (let hop = 0; hop <= maxAncestors; hop++) {
+    if (seen.has(at)) {
+      throw new Error(`Cannot find init_task: real_parent chain loops at ${hex(at)}`);
+    }
+    seen.add(at);
+    const task = await readStruct(mem, at, types.task);
+    if (task.pid === 0) return at;
+    at = follow(task.realParent, `real_parent of task ${hex(at)}`);
+  }
+  throw new Error(`Cannot find init_task: more than ${maxAncestors} real_parent hops`);
+}
+
+/**
+ * Lists the guest's processes.
+ * @throws {Error} only when init_task cannot be found; everything after is reported in the list.
+ */
+export async function listProcesses(
+  mem: GuestMemory,
+  types: KernelTypes,
+  anchor: KAddr,
+  options: ListOptions = {},
+): Promise<ProcessList> {
+  const maxTasks = options.maxTasks ?? 1_000_000;
+  const head = await findInitTask(mem, types, anchor, options.maxAncestors);
+  const processes: Process[] = [];
+  const seen = new Set<KAddr>([head]);
+  let current = await readStruct(mem, head, types.task);
+  let reason: string | undefined;
+  for (let at = head;;) {
+    let next: KAddr;
+    try {
+      next = follow(current.tasksNext, `tasks.next of task ${hex(at)}`) - types.tasksOffset;
+    } catch (error) {
+      reason = (error as Error).message;
+      break;
+    }
+    if (next === head) break;
+    if (seen.has(next)) {
+      reason = `the tasks list loops back to ${hex(next)} without reaching init_task`;
+      break;
+    }
+    if (processes.length >= maxTasks) {
+      reason = `more than ${maxTasks} tasks`;
+      break;
+    }
+    try {
+      current = await readStruct(mem, next, types.task);
+    } catch (error) {
+      reason = `task ${hex(next)}, linked from ${hex(at)}: ${(error as Error).message}`;
+      break;
+    }
+    seen.add(next);
+    processes.push(await describe(mem, types, next, current));
+    at = next;
+  }
+  return { processes, truncated: reason !== undefined, reason, initTask: hex(head) };
+}
+
+type Task = Fields<KernelTypes["task"]>;
+
+async function describe(
+  mem: GuestMemory,
+  types: KernelTypes,
+  at: KAddr,
+  task: Task,
+): Promise<Process> {
+  const p: Process = {
+    pid: task.pid,
+    tgid: task.tgid,
+    ppid: -1,
+    comm: task.comm,
+    state: stateLetter(task.state, task.exitState),
+    uid: -1,
+    euid: -1,
+    suid: -1,
+    fsuid: -1,
+    gid: -1,
+    egid: -1,
+    sgid: -1,
+    fsgid: -1,
+    kthread: (task.flags & PF_KTHREAD) !== 0,
+    task: hex(at),
+    cred: "",
+  };
+  try {
+    const parent = follow(task.realParent, "real_parent");
+    p.ppid = (await readStruct(mem, parent, types.task)).tgid;
+    const cred = follow(task.realCred, "real_cred");
+    p.cred = hex(cred);
+    Object.assign(p, await readStruct(mem, cred, types.cred));
+  } catch (error) {
+    p.error = (error as Error).message;
+  }
+  return p;
+}

@@ -1,0 +1,106 @@
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { parseBtf } from "../btf/mod.ts";
+import { resolveKernelTypes } from "../kernel/types.ts";
+import { CachedMemory } from "../memory/guest_memory.ts";
+import { hex } from "../memory/address.ts";
+import { listProcesses, stateLetter } from "./processes.ts";
+import { SyntheticKernel, type TaskSpec } from "./_synthetic.ts";
+
+// Offsets come from this machine's real kernel BTF; the memory image is synthetic.
+const types = resolveKernelTypes(parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux")));
+
+const TASKS: TaskSpec[] = [
+  { pid: 1, comm: "init" },
+  { pid: 2, comm: "kthreadd", kthread: true, state: 0x402 },
+  { pid: 100, comm: "sshd", parent: 0, uid: 0 },
+  { pid: 200, comm: "bash", parent: 2, uid: 1000, gid: 1000 },
+];
+
+Deno.test("listProcesses() rebuilds every task of a synthetic image, with parents and creds", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  const mem = new CachedMemory(kernel.build());
+  const list = await listProcesses(mem, types, kernel.tasks[3]);
+  assertEquals(list.truncated, false);
+  assertEquals(list.initTask, hex(kernel.initTask));
+  assertEquals(
+    list.processes.map((p) => [p.pid, p.ppid, p.comm, p.uid, p.gid, p.kthread, p.state]),
+    [
+      [1, 0, "init", 0, 0, false, "S"],
+      [2, 0, "kthreadd", 0, 0, true, "I"],
+      [100, 1, "sshd", 0, 0, false, "S"],
+      [200, 100, "bash", 1000, 1000, false, "S"],
+    ],
+  );
+  assertEquals(list.processes[3].cred, hex(kernel.creds[3]));
+});
+
+Deno.test("listProcesses() reports a tasks list that loops without reaching init_task", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  kernel.mutate(kernel.tasks[3], { tasksNext: kernel.entry(kernel.tasks[1]) });
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  assert(list.truncated);
+  assert(list.reason!.includes("loops"), list.reason);
+  assertEquals(list.processes.map((p) => p.pid), [1, 2, 100, 200]);
+});
+
+Deno.test("listProcesses() stops at a non-kernel tasks.next and says where", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  kernel.mutate(kernel.tasks[1], { tasksNext: { raw: 0x00007fff_dead_b000n } });
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  assert(list.truncated);
+  assert(
+    list.reason!.includes("0x7fffdeadb000") && list.reason!.includes("not a kernel address"),
+    list.reason,
+  );
+  assertEquals(list.processes.map((p) => p.pid), [1, 2]);
+});
+
+Deno.test("listProcesses() stops at a task missing from memory, reported as truncated", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  kernel.remove(kernel.tasks[2]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  assert(list.truncated);
+  assert(list.reason!.includes("Cannot read"), list.reason);
+  assertEquals(list.processes.map((p) => p.pid), [1, 2]);
+});
+
+Deno.test("listProcesses() lists a process with a bad cred pointer with an error and goes on", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  kernel.mutate(kernel.tasks[2], { realCred: { raw: 0x1234n } });
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  assertEquals(list.truncated, false);
+  const sshd = list.processes.find((p) => p.pid === 100)!;
+  assert(sshd.error?.includes("real_cred"), sshd.error);
+  assertEquals(sshd.uid, -1);
+  assertEquals(list.processes.length, 4);
+});
+
+Deno.test("listProcesses() bounds the walk by maxTasks", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0], {
+    maxTasks: 2,
+  });
+  assert(list.truncated);
+  assertEquals(list.processes.length, 2);
+});
+
+Deno.test("listProcesses() refuses a real_parent chain that loops before init_task", async () => {
+  const kernel = new SyntheticKernel(types, TASKS);
+  kernel.mutate(kernel.tasks[0], { realParent: kernel.tasks[3] });
+  await assertRejects(
+    () => listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[3]),
+    Error,
+    "loops",
+  );
+});
+
+Deno.test("stateLetter() follows the kernel's task_state_index", () => {
+  assertEquals(stateLetter(0, 0), "R");
+  assertEquals(stateLetter(1, 0), "S");
+  assertEquals(stateLetter(2, 0), "D");
+  assertEquals(stateLetter(4, 0), "T");
+  assertEquals(stateLetter(8, 0), "t");
+  assertEquals(stateLetter(0, 16), "X");
+  assertEquals(stateLetter(0, 32), "Z");
+  assertEquals(stateLetter(0x402, 0), "I");
+});

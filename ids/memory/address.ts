@@ -1,0 +1,80 @@
+/**
+ * Guest kernel addresses as plain numbers.
+ *
+ * Kernel virtual addresses on x86-64 (4-level paging) live in the upper canonical half,
+ * [0xffff800000000000, 2^64). A {@linkcode KAddr} is the offset of such an address from the
+ * start of that half: an integer below 2^47, exact in a double, so the IDS does its address
+ * arithmetic and indexing without BigInt. Anything outside the kernel half is refused at the
+ * border, when a pointer is read from guest memory or a record arrives from the wire.
+ *
+ * @module
+ */
+
+/** An address in the guest kernel's half, as an offset from {@linkcode KERNEL_BASE}. */
+export type KAddr = number;
+
+/** The first address of the kernel half. */
+export const KERNEL_BASE = 0xffff_8000_0000_0000n;
+const BASE_HIGH = 0xffff_8000;
+const TWO_32 = 2 ** 32;
+/** One past the largest KAddr (the kernel half is 2^47 bytes). */
+export const KADDR_END = 2 ** 47;
+
+/** The KAddr of a 64-bit address, or undefined when it is not in the kernel half. */
+export function toKAddr(addr: bigint): KAddr | undefined {
+  if (addr < KERNEL_BASE || addr >= 1n << 64n) return undefined;
+  return Number(addr - KERNEL_BASE);
+}
+
+/** The 64-bit address of a KAddr. */
+export function fromKAddr(addr: KAddr): bigint {
+  return KERNEL_BASE + BigInt(addr);
+}
+
+/** `0xffff...` form of a KAddr, for messages and output. */
+export function hex(addr: KAddr): string {
+  return "0x" + fromKAddr(addr).toString(16);
+}
+
+/** `0x...` form of any 64-bit value split in two halves. */
+function hex64(high: number, low: number): string {
+  return "0x" + high.toString(16) + low.toString(16).padStart(8, "0");
+}
+
+/** A pointer read from guest memory that is neither NULL nor in the kernel half. */
+export class BadPointer {
+  constructor(readonly value: string) {}
+}
+
+/** A decoded pointer field: a kernel address, NULL, or something else. */
+export type Pointer = KAddr | null | BadPointer;
+
+/** Following a pointer that does not lead to kernel memory. */
+export class BadPointerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BadPointerError";
+  }
+}
+
+/** Decodes the little-endian pointer at `offset`. */
+export function pointerAt(view: DataView, offset: number): Pointer {
+  const low = view.getUint32(offset, true);
+  const high = view.getUint32(offset + 4, true);
+  if (high >= BASE_HIGH) return (high - BASE_HIGH) * TWO_32 + low;
+  if (high === 0 && low === 0) return null;
+  return new BadPointer(hex64(high, low));
+}
+
+/**
+ * The address a pointer leads to.
+ * @throws {BadPointerError} for NULL or a non-kernel value, naming `where` it was read.
+ */
+export function follow(pointer: Pointer, where: string): KAddr {
+  if (typeof pointer === "number") return pointer;
+  throw new BadPointerError(
+    pointer === null
+      ? `Cannot follow ${where}: it is NULL`
+      : `Cannot follow ${where}: ${pointer.value} is not a kernel address`,
+  );
+}

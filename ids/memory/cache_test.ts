@@ -1,0 +1,73 @@
+import { assert, assertEquals } from "../../tests/assert.ts";
+import fc from "fast-check";
+import { MemoryCache, PAGE_SIZE } from "./cache.ts";
+
+const BASE = 0x0888_0000_0000; // a typical direct-map offset from the kernel half
+
+Deno.test("MemoryCache.get() returns a view into the extent that covers the range", () => {
+  const cache = new MemoryCache();
+  const bytes = Uint8Array.from({ length: 100 }, (_, i) => i);
+  cache.insert(BASE + 10, bytes);
+  const got = cache.get(BASE + 20, 5)!;
+  assertEquals([...got], [10, 11, 12, 13, 14]);
+  assert(got.buffer === bytes.buffer, "a covered range is not copied");
+  assertEquals(cache.stats.hits, 1);
+});
+
+Deno.test("MemoryCache.get() assembles a range from adjacent extents across a page boundary", () => {
+  const cache = new MemoryCache();
+  const start = BASE + PAGE_SIZE - 8;
+  cache.insert(start, new Uint8Array(8).fill(1));
+  cache.insert(start + 8, new Uint8Array(8).fill(2));
+  assertEquals([...cache.get(start + 6, 4)!], [1, 1, 2, 2]);
+});
+
+Deno.test("MemoryCache.get() misses when any byte of the range is absent", () => {
+  const cache = new MemoryCache();
+  cache.insert(BASE, new Uint8Array(8));
+  cache.insert(BASE + 9, new Uint8Array(8));
+  assertEquals(cache.get(BASE, 12), undefined);
+  assertEquals(cache.get(BASE - 1, 2), undefined);
+  assertEquals(cache.firstMissing(BASE, 12), BASE + 8);
+  assertEquals(cache.firstMissing(BASE, 8), undefined);
+  assertEquals(cache.stats.misses, 2);
+});
+
+Deno.test("MemoryCache prefers the most recent of overlapping extents", () => {
+  const cache = new MemoryCache();
+  cache.insert(BASE, new Uint8Array(PAGE_SIZE).fill(7));
+  cache.insert(BASE + 100, new Uint8Array(4).fill(9));
+  assertEquals([...cache.get(BASE + 100, 4)!], [9, 9, 9, 9]);
+  assertEquals([...cache.get(BASE + 99, 1)!], [7]);
+});
+
+Deno.test("MemoryCache refuses and counts inserts beyond its byte limit", () => {
+  const cache = new MemoryCache({ maxBytes: 16 });
+  assert(cache.insert(BASE, new Uint8Array(16)));
+  assert(!cache.insert(BASE + 16, new Uint8Array(1)));
+  assertEquals(cache.stats.refusedBytes, 1);
+  assertEquals(cache.get(BASE + 16, 1), undefined);
+});
+
+Deno.test("MemoryCache.get() agrees with a byte-by-byte model for random extents", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.nat(3 * PAGE_SIZE), fc.uint8Array({ minLength: 1, maxLength: 600 }))),
+      fc.array(fc.tuple(fc.nat(3 * PAGE_SIZE), fc.integer({ min: 1, max: 700 }))),
+      (extents, reads) => {
+        const cache = new MemoryCache();
+        const model = new Map<number, number>();
+        for (const [at, bytes] of extents) {
+          cache.insert(BASE + at, bytes);
+          bytes.forEach((b, i) => model.set(at + i, b));
+        }
+        for (const [at, len] of reads) {
+          const expected = Array.from({ length: len }, (_, i) => model.get(at + i));
+          const got = cache.get(BASE + at, len);
+          if (expected.includes(undefined)) assertEquals(got, undefined);
+          else assertEquals([...got!], expected);
+        }
+      },
+    ),
+  );
+});
