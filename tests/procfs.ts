@@ -1,0 +1,128 @@
+/**
+ * Ground truth for the tests: what this machine's /proc says about its processes, and test
+ * processes with distinctive names and a chosen uid.
+ *
+ * @module
+ */
+
+/** A process as /proc shows it. */
+export interface ProcEntry {
+  pid: number;
+  ppid: number;
+  comm: string;
+  uid: number;
+  euid: number;
+  gid: number;
+  /** PF_KTHREAD is set. Kernel threads' names in /proc may be longer than task_struct.comm. */
+  kthread: boolean;
+}
+
+const PF_KTHREAD = 0x0020_0000;
+
+/** Every process in /proc now (processes that vanish while being read are left out). */
+export function readProc(): Map<number, ProcEntry> {
+  const out = new Map<number, ProcEntry>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const status = Deno.readTextFileSync(`/proc/${entry.name}/status`);
+      const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)![1];
+      const [uid, euid] = field("Uid").split(/\s+/).map(Number);
+      const [gid] = field("Gid").split(/\s+/).map(Number);
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const flags = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[6]);
+      out.set(Number(entry.name), {
+        pid: Number(entry.name),
+        ppid: Number(field("PPid")),
+        comm: Deno.readTextFileSync(`/proc/${entry.name}/comm`).replace(/\n$/, ""),
+        uid,
+        euid,
+        gid,
+        kthread: (flags & PF_KTHREAD) !== 0,
+      });
+    } catch {
+      // the process exited between readdir and read
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether a name read from task_struct.comm is the name /proc shows: the same for processes;
+ * for kernel threads /proc may show more (a workqueue worker's queue, a long full name).
+ */
+export function sameComm(comm: string, proc: ProcEntry): boolean {
+  return proc.kthread ? proc.comm.startsWith(comm) && comm.length > 0 : proc.comm === comm;
+}
+
+/** Processes that exist with identical attributes in both readings. */
+export function stableAcross(
+  before: Map<number, ProcEntry>,
+  after: Map<number, ProcEntry>,
+): ProcEntry[] {
+  return [...before.values()].filter((p) => {
+    const q = after.get(p.pid);
+    return q && q.ppid === p.ppid && q.comm === p.comm && q.uid === p.uid && q.euid === p.euid;
+  });
+}
+
+/** Test processes: `sleep` started under distinctive names, some with another uid. */
+export class TestProcesses implements AsyncDisposable {
+  readonly children: { name: string; uid: number; process: Deno.ChildProcess }[] = [];
+  #dir: string;
+  private constructor(dir: string) {
+    this.#dir = dir;
+  }
+
+  /**
+   * Starts one sleeping process per `uids` entry, named `<prefix><index>` (comm is the name of
+   * the executable: a symlink to sleep), as that uid and gid.
+   */
+  static async start(prefix: string, uids: number[]): Promise<TestProcesses> {
+    const dir = await Deno.makeTempDir({ prefix: "ebpfmon-procs-" });
+    await Deno.chmod(dir, 0o755);
+    const set = new TestProcesses(dir);
+    for (const [i, uid] of uids.entries()) {
+      const name = `${prefix}${i}`.slice(0, 15);
+      const path = `${dir}/${name}`;
+      await Deno.symlink("/usr/bin/sleep", path);
+      const process = new Deno.Command("/usr/bin/setpriv", {
+        args: [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", path, "600"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      set.children.push({ name, uid, process });
+    }
+    await set.#waitExecuted();
+    return set;
+  }
+
+  /** Waits until every child runs under its final name (setpriv has exec'd sleep). */
+  async #waitExecuted(): Promise<void> {
+    for (let tries = 0; tries < 500; tries++) {
+      const done = this.children.every(({ name, process }) => {
+        try {
+          return Deno.readTextFileSync(`/proc/${process.pid}/comm`).trim() === name;
+        } catch {
+          return false;
+        }
+      });
+      if (done) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error("Test processes did not start");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const { process } of this.children) {
+      try {
+        process.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await process.status;
+    }
+    await Deno.remove(this.#dir, { recursive: true });
+  }
+}
