@@ -15,6 +15,8 @@ interface Extent {
   start: KAddr;
   end: KAddr;
   bytes: Uint8Array;
+  /** Insertion order: a newer extent wins where extents overlap. */
+  seq: number;
 }
 
 /** Counters of a {@linkcode MemoryCache}. */
@@ -44,6 +46,7 @@ export interface CacheOptions {
 export class MemoryCache {
   #pages = new Map<number, Extent[]>();
   #maxBytes: number;
+  #seq = 0;
   #stats: CacheStats = { hits: 0, misses: 0, bytes: 0, extents: 0, refusedBytes: 0 };
 
   constructor(options: CacheOptions = {}) {
@@ -62,7 +65,7 @@ export class MemoryCache {
       this.#stats.refusedBytes += bytes.length;
       return false;
     }
-    const extent = { start: addr, end: addr + bytes.length, bytes };
+    const extent = { start: addr, end: addr + bytes.length, bytes, seq: this.#seq++ };
     const last = Math.floor((extent.end - 1) / PAGE_SIZE);
     for (let page = Math.floor(addr / PAGE_SIZE); page <= last; page++) {
       const list = this.#pages.get(page);
@@ -76,38 +79,33 @@ export class MemoryCache {
 
   /**
    * The bytes at [addr, addr + len) when all of them are cached: a view into one extent when
-   * one covers the range, else a copy assembled from several. Undefined when any byte is missing.
+   * one serves the whole range, else a copy assembled from several. Undefined when any byte is
+   * missing.
    */
   get(addr: KAddr, len: number): Uint8Array | undefined {
-    const first = this.#covering(addr);
-    if (first && first.end >= addr + len) {
-      this.#stats.hits++;
-      return first.bytes.subarray(addr - first.start, addr - first.start + len);
-    }
-    if (!first) {
-      this.#stats.misses++;
-      return undefined;
-    }
-    const out = new Uint8Array(len);
-    let at = addr;
-    let extent: Extent | undefined = first;
-    while (extent) {
-      const n = Math.min(extent.end, addr + len) - at;
-      out.set(extent.bytes.subarray(at - extent.start, at - extent.start + n), at - addr);
-      at += n;
-      if (at === addr + len) {
-        this.#stats.hits++;
-        return out;
+    const end = addr + len;
+    let out: Uint8Array | undefined;
+    for (let at = addr; at < end;) {
+      const extent = this.#covering(at);
+      if (!extent) {
+        this.#stats.misses++;
+        return undefined;
       }
-      extent = this.#covering(at);
+      const stop = this.#servedUntil(extent, at, Math.min(extent.end, end));
+      const part = extent.bytes.subarray(at - extent.start, stop - extent.start);
+      if (at === addr && stop === end) {
+        this.#stats.hits++;
+        return part;
+      }
+      out ??= new Uint8Array(len);
+      out.set(part, at - addr);
+      at = stop;
     }
-    this.#stats.misses++;
-    return undefined;
+    this.#stats.hits++;
+    return out;
   }
 
-  /**
-   * The first address in [addr, addr + len) that is not cached, or undefined when all are.
-   */
+  /** The first address in [addr, addr + len) that is not cached, or undefined when all are. */
   firstMissing(addr: KAddr, len: number): KAddr | undefined {
     let at = addr;
     while (at < addr + len) {
@@ -116,6 +114,21 @@ export class MemoryCache {
       at = extent.end;
     }
     return undefined;
+  }
+
+  /**
+   * Where `extent`, the newest holding the byte at `at`, stops serving before `limit`: at the
+   * start of the first newer extent that overlaps [at, limit).
+   */
+  #servedUntil(extent: Extent, at: KAddr, limit: KAddr): KAddr {
+    let stop = limit;
+    const last = Math.floor((limit - 1) / PAGE_SIZE);
+    for (let page = Math.floor(at / PAGE_SIZE); page <= last; page++) {
+      for (const e of this.#pages.get(page) ?? []) {
+        if (e.seq > extent.seq && e.start < stop && e.end > at) stop = Math.max(at + 1, e.start);
+      }
+    }
+    return stop;
   }
 
   /** The newest extent holding the byte at `addr`. */
