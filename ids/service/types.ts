@@ -1,0 +1,138 @@
+/**
+ * What the monitor service knows about its guests, as the REST API and the CLI read it.
+ * The API depends on this interface only; `monitor.ts` implements it.
+ *
+ * @module
+ */
+
+import type { Process } from "../linux/processes.ts";
+import type { Mode, SnapshotStats } from "../session.ts";
+
+/** Connection state of one guest's agent. */
+export type AgentState = "connecting" | "up" | "down";
+
+/** The guest kernel as its agent described it. */
+export interface KernelInfo {
+  release: string;
+  /** SHA-256 of its BTF, hex. */
+  btfHash: string;
+  bootId: string;
+  /** The in-guest program variant serving requests. */
+  programs: string;
+}
+
+/** Something that happened to a guest: a reconnect, a reboot, a new kernel, an error. */
+export interface VmEvent {
+  /** Epoch milliseconds. */
+  at: number;
+  message: string;
+}
+
+/** One snapshot of a view, as kept by the monitor. */
+export interface Snapshot<T> {
+  vm: string;
+  /** Epoch milliseconds when the snapshot was complete. */
+  takenAt: number;
+  mode: Mode;
+  stats: SnapshotStats;
+  value: T;
+}
+
+/** One guest's status. */
+export interface VmStatus {
+  name: string;
+  /** `HOST:PORT` of its agent. */
+  agent: string;
+  state: AgentState;
+  /** Known once the agent has answered HELLO. */
+  kernel?: KernelInfo;
+  /** Refresh interval in milliseconds. */
+  refreshMs: number;
+  /** Epoch milliseconds of the last complete snapshot. */
+  lastSnapshotAt?: number;
+  lastError?: VmEvent;
+  /** The most recent events, oldest first (bounded). */
+  events: VmEvent[];
+}
+
+/** One fetch, for the recent-latency list of {@linkcode VmStats}. */
+export interface FetchRecord {
+  at: number;
+  ms: number;
+  mode: Mode;
+  roundTrips: number;
+  bytes: number;
+  ok: boolean;
+}
+
+/** Cumulative costs of monitoring one guest. */
+export interface VmStats {
+  fetches: number;
+  failures: number;
+  roundTrips: number;
+  bytes: number;
+  /** Share of view reads served from the cache (1 when every read hit). */
+  cacheHitRatio: number;
+  /** The most recent fetches, oldest first (bounded). */
+  recent: FetchRecord[];
+}
+
+/** Options of {@linkcode Monitor.processes}. */
+export interface ReadOptions {
+  /** Serve the cached snapshot only when it is at most this old; otherwise refresh first. */
+  maxAgeMs?: number;
+  /** When the agent cannot be reached, serve the last snapshot anyway (marked stale). */
+  allowStale?: boolean;
+}
+
+/** The answer to {@linkcode Monitor.processes}. */
+export interface ProcessesAnswer {
+  snapshot: Snapshot<Process[]>;
+  /** The agent could not be reached and this snapshot is older than asked for. */
+  stale: boolean;
+}
+
+/** No guest by that name. */
+export class UnknownVmError extends Error {
+  constructor(readonly vm: string) {
+    super(`Unknown VM "${vm}"`);
+    this.name = "UnknownVmError";
+  }
+}
+
+/** The guest's agent cannot be reached (or failed) and no acceptable snapshot is at hand. */
+export class AgentUnavailableError extends Error {
+  constructor(
+    readonly vm: string,
+    reason: string,
+    /** Age in milliseconds of the last good snapshot, if there is one. */
+    readonly lastSnapshotAgeMs?: number,
+  ) {
+    super(`Agent of VM "${vm}" is unavailable: ${reason}`);
+    this.name = "AgentUnavailableError";
+  }
+}
+
+/** What the API needs from the monitor service. */
+export interface Monitor {
+  /** Every configured guest, in configuration order. */
+  vms(): VmStatus[];
+  /** @throws {UnknownVmError} */
+  vm(name: string): VmStatus;
+  /**
+   * The guest's process list: the cached snapshot when fresh enough, else a refresh first.
+   * @throws {UnknownVmError}
+   * @throws {AgentUnavailableError} when a refresh is needed and fails, and staleness is not allowed.
+   */
+  processes(name: string, options?: ReadOptions): Promise<ProcessesAnswer>;
+  /**
+   * Refreshes the guest now (prefetch mode) and returns the new snapshot.
+   * @throws {UnknownVmError}
+   * @throws {AgentUnavailableError}
+   */
+  refresh(name: string): Promise<Snapshot<Process[]>>;
+  /** @throws {UnknownVmError} */
+  stats(name: string): VmStats;
+  /** Prometheus text exposition of the monitor's metrics. */
+  metrics(): Promise<string>;
+}
