@@ -1,51 +1,77 @@
 /**
  * ebpfmon: watch a confidential VM from outside it.
  *
- * `main.ts` carries every command: `agent` (inside the guest), `ps` (the IDS asking an agent),
- * and `local` (both on this machine, with defaults). Run `deno run -A main.ts --help`.
+ * `main.ts` carries every command: `agent` (inside the guest), `serve` and `ps` (the IDS), and
+ * `local` (agent and IDS service on this machine, with a built-in configuration). The compiled
+ * `ebpfmon-agent` (agent/main.ts) and `ebpfmon-ids` (ids/main.ts) carry their own halves.
  *
  * @module
  */
 
 import { Command } from "@commander-js/extra-typings";
 import { agentCommand } from "./agent/cli.ts";
-import { spawnAgent } from "./ids/agent_process.ts";
-import { formatProcesses, formatStats, openSession, psCommand } from "./ids/cli.ts";
-import { DEFAULT_STATE } from "./protocol/host_port.ts";
+import { spawnAgent } from "./agent/process.ts";
+import { formatProcesses, formatStats, psCommand, serveCommand } from "./ids/cli.ts";
+import { parseConfig } from "./ids/service/config.ts";
+import { startService } from "./ids/service/serve.ts";
+import { DEFAULT_STATE, runProgram } from "./protocol/cli.ts";
 
 function localCommand() {
   return new Command("local")
     .description(
-      "Start an agent on this machine, connect the IDS to it and print this machine's process table",
+      "Start an agent and the IDS service on this machine, print the API's address, a ready curl " +
+        "line and this machine's process table, then serve until interrupted",
     )
-    .option("--state <dir>", "directory of the credentials and BTF store", DEFAULT_STATE)
+    .option("--state <dir>", "directory of the credentials, token and BTF store", DEFAULT_STATE)
+    .option("--listen <host:port>", "address of the REST API", "127.0.0.1:8047")
+    .option("--once", "exit after printing, instead of serving")
     .action(async (options) => {
-      await using agent = await spawnAgent({
+      const agent = await spawnAgent({
         stateDir: options.state,
         log: (line) => console.error(line),
       });
-      console.error(`agent pid ${agent.pid} listening on ${agent.address}`);
-      using session = await openSession({ agent: agent.address, state: options.state });
-      const { processes, stats } = await session.processes("prefetch");
-      console.log(formatProcesses(processes));
-      console.log(formatStats(stats));
+      try {
+        const config = parseConfig(
+          {
+            listen: options.listen,
+            stateDir: options.state,
+            guests: [{ name: "local", agent: agent.address }],
+          },
+          Deno.cwd(),
+          "built-in configuration",
+        );
+        const service = await startService(config);
+        const { snapshot } = await service.monitor.processes("local");
+        console.log(`agent (pid ${agent.pid}) listening on ${agent.address}`);
+        console.log(`API on ${service.url}; its token is in ${service.tokenFile}`);
+        console.log(
+          `curl -H "Authorization: Bearer $(cat ${service.tokenFile})" ${service.url}/v1/vms/local/processes`,
+        );
+        console.log();
+        console.log(formatProcesses(snapshot.value));
+        console.log(formatStats(snapshot.stats));
+        if (options.once) {
+          await service.close();
+          return;
+        }
+        const { promise, resolve } = Promise.withResolvers<void>();
+        Deno.addSignalListener("SIGINT", resolve);
+        Deno.addSignalListener("SIGTERM", resolve);
+        await promise;
+        await service.close();
+      } finally {
+        await agent.stop();
+      }
     });
 }
 
-export function program() {
-  return new Command("ebpfmon")
+if (import.meta.main) {
+  const program = new Command("ebpfmon")
     .description("Monitor a confidential VM from outside it, through an eBPF agent inside it")
     .addCommand(agentCommand())
+    .addCommand(serveCommand())
     .addCommand(psCommand())
     .addCommand(localCommand())
     .showHelpAfterError();
-}
-
-if (import.meta.main) {
-  try {
-    await program().parseAsync(Deno.args, { from: "user" });
-  } catch (error) {
-    console.error(`ebpfmon: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
+  await runProgram(program, "ebpfmon");
 }

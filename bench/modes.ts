@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { spawnAgent } from "../ids/agent_process.ts";
+import { spawnAgent } from "../agent/process.ts";
 import { formatTable, openSession } from "../ids/cli.ts";
 import { type Mode, MODES, type SnapshotStats } from "../ids/session.ts";
 

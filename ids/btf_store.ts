@@ -6,6 +6,7 @@
  */
 
 import type { AgentClient } from "./client.ts";
+import { progress } from "./progress.ts";
 
 function toHex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -26,7 +27,13 @@ export async function loadBtf(client: AgentClient, stateDir: string): Promise<Ui
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
-  const btf = await client.btf();
+  const bar = progress("guest BTF");
+  let btf: Uint8Array;
+  try {
+    btf = await client.btf((received, total) => bar.update(received, total));
+  } finally {
+    bar.stop();
+  }
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
   await Deno.writeFile(tmp, btf, { mode: 0o600 });

@@ -6,10 +6,12 @@
 
 import { Command, Option } from "@commander-js/extra-typings";
 import { ensureIdsCredentials } from "../protocol/credentials.ts";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/host_port.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/cli.ts";
 import { AgentClient } from "./client.ts";
 import type { Process } from "./linux/processes.ts";
 import { GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
+import { loadConfig } from "./service/config.ts";
+import { startService } from "./service/serve.ts";
 
 /** Options every command that talks to an agent takes. */
 export interface AgentTarget {
@@ -106,5 +108,22 @@ export function psCommand() {
         console.log(formatProcesses(processes));
         console.log(formatStats(stats));
       }
+    });
+}
+
+/** Builds the `serve` command. */
+export function serveCommand() {
+  return new Command("serve")
+    .description("Monitor the guests of a configuration file and serve the REST API")
+    .requiredOption("--config <file>", "the service's JSON configuration")
+    .action(async (options) => {
+      const config = await loadConfig(options.config);
+      const service = await startService(config);
+      console.error(`ebpfmon-ids: API on ${service.url} (token in ${service.tokenFile})`);
+      const stop = () => {
+        service.close().finally(() => Deno.exit(0));
+      };
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
     });
 }

@@ -69,6 +69,7 @@ export class AgentClient implements Disposable {
   #closed: Error | undefined;
   #requestTimeoutMs: number;
   #info: AgentInfo | undefined;
+  #ended = Promise.withResolvers<Error>();
 
   private constructor(channel: Channel, requestTimeoutMs: number) {
     this.#channel = channel;
@@ -116,6 +117,11 @@ export class AgentClient implements Disposable {
     return this.#info!;
   }
 
+  /** Resolves with the reason once the connection is closed, by either side. */
+  get closed(): Promise<Error> {
+    return this.#ended.promise;
+  }
+
   /** A copy of the cumulative counters. */
   get counters(): ClientCounters {
     return { ...this.#counters };
@@ -125,7 +131,7 @@ export class AgentClient implements Disposable {
    * The guest kernel's BTF, as the agent sent it, checked against the hash from HELLO.
    * @throws {AgentError} when the bytes do not match the hash or the chunks do not add up.
    */
-  async btf(): Promise<Uint8Array> {
+  async btf(onProgress?: (received: number, total: number) => void): Promise<Uint8Array> {
     let out: Uint8Array<ArrayBuffer> | undefined;
     let received = 0;
     await this.#stream({ type: FrameType.GET_BTF, id: 0 }, (frame) => {
@@ -139,6 +145,7 @@ export class AgentClient implements Disposable {
       out ??= new Uint8Array(frame.total);
       out.set(frame.bytes, frame.offset);
       received += frame.bytes.length;
+      onProgress?.(received, frame.total);
       return true;
     });
     if (!out || received !== this.info.btfSize) {
@@ -301,6 +308,7 @@ export class AgentClient implements Disposable {
   close(reason: Error = new AgentError("Client closed", 0)): void {
     if (this.#closed) return;
     this.#closed = reason;
+    this.#ended.resolve(reason);
     for (const pending of [...this.#pending.values()]) pending.fail(reason);
     this.#pending.clear();
     this.#channel.close();

@@ -34,6 +34,8 @@ export interface SnapshotStats {
   reason?: string;
   /** Reads the cache could not serve (each fetched page by page). */
   misses: number;
+  /** Cache lookups the view made; `1 - misses / lookups` is the hit ratio. */
+  lookups: number;
   /** Prefetch mode: what the in-guest walk returned. */
   prefetch?: {
     objects: number;
@@ -146,6 +148,7 @@ export class GuestSession implements Disposable {
         truncated: result.truncated,
         ...(result.reason ? { reason: result.reason } : {}),
         misses: memory.stats.misses,
+        lookups: cache.stats.hits + cache.stats.misses,
         ...(prefetch ? { prefetch } : {}),
       },
     };

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { readProc, sameComm, stableAcross, TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../ids/agent_process.ts";
+import { spawnAgent } from "../agent/process.ts";
 import { openSession } from "../ids/cli.ts";
 import type { Process } from "../ids/linux/processes.ts";
 

@@ -75,8 +75,8 @@ export class TestProcesses implements AsyncDisposable {
   }
 
   /**
-   * Starts one sleeping process per `uids` entry, named `<prefix><index>` (comm is the name of
-   * the executable: a symlink to sleep), as that uid and gid.
+   * Starts one sleeping process per `uids` entry, named `<prefix><index>` cut to 15 characters
+   * (comm is the name of the executable: a symlink to sleep), as that uid and gid.
    */
   static async start(prefix: string, uids: number[]): Promise<TestProcesses> {
     const dir = await Deno.makeTempDir({ prefix: "ebpfmon-procs-" });
@@ -85,7 +85,9 @@ export class TestProcesses implements AsyncDisposable {
     for (const [i, uid] of uids.entries()) {
       const name = `${prefix}${i}`.slice(0, 15);
       const path = `${dir}/${name}`;
-      await Deno.symlink("/usr/bin/sleep", path);
+      await Deno.symlink("/usr/bin/sleep", path).catch((error) => {
+        if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+      });
       const process = new Deno.Command("/usr/bin/setpriv", {
         args: [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", path, "600"],
         stdin: "null",

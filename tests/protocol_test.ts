@@ -5,7 +5,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { type AgentProcess, spawnAgent } from "../ids/agent_process.ts";
+import { type AgentProcess, spawnAgent } from "../agent/process.ts";
 import { AgentClient } from "../ids/client.ts";
 import { type Channel, connectChannel } from "../protocol/channel.ts";
 import { ensureIdsCredentials } from "../protocol/credentials.ts";

@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../ids/agent_process.ts";
+import { spawnAgent } from "../agent/process.ts";
 import { AgentClient } from "../ids/client.ts";
 import { GuestSession } from "../ids/session.ts";
 import { ChannelError } from "../protocol/channel.ts";

@@ -1,9 +1,14 @@
 /**
- * Where agents listen and where state lives by default, and parsing of `HOST:PORT` arguments:
- * shared by the agent's and the IDS's commands.
+ * What the agent's and the IDS's command lines share: where agents listen and where state
+ * lives by default, parsing of `HOST:PORT` arguments, and how a program reports a failure.
  *
  * @module
  */
+
+/** What {@linkcode runProgram} needs of a command (commander's `Command`). */
+export interface Program {
+  parseAsync(argv: readonly string[], options: { from: "user" }): Promise<unknown>;
+}
 
 /** The agent's default listening address (and where the IDS looks for it). */
 export const DEFAULT_AGENT_ADDRESS = "127.0.0.1:7047";
@@ -25,4 +30,17 @@ export function parseHostPort(value: string, what = "address"): HostPort {
     throw new TypeError(`Invalid ${what} "${value}": expected HOST:PORT with a port of 0..65535`);
   }
   return { hostname: match[1] ?? match[2], port };
+}
+
+/**
+ * Runs a command-line program on `Deno.args`; a failure prints one line, `NAME: message`, and
+ * exits with status 1.
+ */
+export async function runProgram(program: Program, name: string): Promise<void> {
+  try {
+    await program.parseAsync(Deno.args, { from: "user" });
+  } catch (error) {
+    console.error(`${name}: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
 }

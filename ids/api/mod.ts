@@ -1,0 +1,20 @@
+/**
+ * The IDS REST API over the monitor service, built with Hono and described by an OpenAPI 3.1
+ * document that it serves at `/openapi.json`.
+ *
+ * ```ts
+ * import { createApi } from "./mod.ts";
+ *
+ * const app = createApi({ monitor, token });
+ * Deno.serve({ port: 8047 }, app.fetch);
+ * ```
+ *
+ * Every `/v1/*` route needs `Authorization: Bearer <token>`; `/healthz` never does and `/metrics`
+ * does only with `metricsAuth`. Errors are JSON with a stable code ({@linkcode ErrorCode}).
+ *
+ * @module
+ */
+
+export { type ApiOptions, createApi } from "./app.ts";
+export type { ErrorBody, ErrorCode } from "./errors.ts";
+export * from "./schemas.ts";

@@ -1,0 +1,164 @@
+/**
+ * The API's routes as OpenAPI route definitions: what each takes and answers. The handlers are
+ * in `app.ts`; the OpenAPI document is generated from these, so it lists exactly what is served.
+ *
+ * @module
+ */
+
+import { createRoute, z } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
+import {
+  ErrorSchema,
+  FreshnessQuery,
+  HealthSchema,
+  ProcessAnswerSchema,
+  ProcessesQuery,
+  ProcessesSchema,
+  ProcessParams,
+  RefreshSchema,
+  VmListSchema,
+  VmParams,
+  VmStatsSchema,
+  VmStatusSchema,
+} from "./schemas.ts";
+
+/** Name of the bearer security scheme in the OpenAPI document. */
+export const BEARER = "bearer";
+
+/** Content type of the Prometheus text exposition format. */
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+const ERRORS = {
+  401: "Missing or wrong bearer token (unauthorized)",
+  404: "No such guest (unknown_vm) or process (unknown_pid)",
+  422: "A path or query parameter is invalid (bad_parameter), named in `error.name`",
+  500: "Unexpected failure (internal)",
+  503: "The agent cannot be reached and no acceptable snapshot is at hand (agent_unreachable)",
+} as const;
+
+interface ErrorResponse {
+  description: string;
+  content: { "application/json": { schema: typeof ErrorSchema } };
+}
+
+function errors<S extends keyof typeof ERRORS>(...statuses: S[]): Record<S, ErrorResponse> {
+  const responses = {} as Record<S, ErrorResponse>;
+  for (const status of statuses) {
+    responses[status] = {
+      description: ERRORS[status],
+      content: { "application/json": { schema: ErrorSchema } },
+    };
+  }
+  return responses;
+}
+
+function json<T extends z.ZodType>(description: string, schema: T) {
+  return { description, content: { "application/json": { schema } } };
+}
+
+const secured = [{ [BEARER]: [] }];
+
+const snapshotAge = z.object({
+  "X-Snapshot-Age-Ms": z.string().openapi({
+    description: "Age of the snapshot in milliseconds when the response was made",
+  }),
+});
+
+export const health = createRoute({
+  method: "get",
+  path: "/healthz",
+  summary: "Liveness of the IDS API",
+  responses: { 200: json("The API is serving", HealthSchema) },
+});
+
+/** The metrics route, behind `auth` when given. */
+export function metrics(auth?: MiddlewareHandler) {
+  return createRoute({
+    method: "get",
+    path: "/metrics",
+    summary: "Prometheus metrics of the monitor",
+    middleware: auth ? [auth] : [],
+    security: auth ? secured : [],
+    responses: {
+      200: {
+        description: "Prometheus text exposition format 0.0.4",
+        content: { [PROMETHEUS_CONTENT_TYPE]: { schema: z.string() } },
+      },
+      ...(auth ? errors(401, 500) : errors(500)),
+    },
+  });
+}
+
+export const openApi = createRoute({
+  method: "get",
+  path: "/openapi.json",
+  summary: "This OpenAPI 3.1 document",
+  responses: {
+    200: json("The OpenAPI document", z.record(z.string(), z.unknown())),
+  },
+});
+
+export const listVms = createRoute({
+  method: "get",
+  path: "/v1/vms",
+  summary: "Every configured guest, in configuration order",
+  security: secured,
+  responses: { 200: json("The guests' status", VmListSchema), ...errors(401, 500) },
+});
+
+export const getVm = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}",
+  summary: "One guest's status",
+  security: secured,
+  request: { params: VmParams },
+  responses: { 200: json("The guest's status", VmStatusSchema), ...errors(401, 404, 500) },
+});
+
+export const listProcesses = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/processes",
+  summary: "The guest's process list, filtered, from the cache when fresh enough",
+  security: secured,
+  request: { params: VmParams, query: ProcessesQuery },
+  responses: {
+    200: {
+      ...json("The processes that pass every filter", ProcessesSchema),
+      headers: snapshotAge,
+    },
+    ...errors(401, 404, 422, 500, 503),
+  },
+});
+
+export const getProcess = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/processes/{pid}",
+  summary: "One process of the guest",
+  security: secured,
+  request: { params: ProcessParams, query: FreshnessQuery },
+  responses: {
+    200: { ...json("The process", ProcessAnswerSchema), headers: snapshotAge },
+    ...errors(401, 404, 422, 500, 503),
+  },
+});
+
+export const refresh = createRoute({
+  method: "post",
+  path: "/v1/vms/{vm}/refresh",
+  summary: "Refresh the guest's process list now (prefetch mode)",
+  security: secured,
+  request: { params: VmParams },
+  responses: {
+    200: json("The new snapshot", RefreshSchema),
+    ...errors(401, 404, 500, 503),
+  },
+});
+
+export const stats = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/stats",
+  summary: "Cumulative costs of monitoring the guest, with recent latency percentiles",
+  security: secured,
+  request: { params: VmParams },
+  responses: { 200: json("The guest's costs", VmStatsSchema), ...errors(401, 404, 500) },
+});

@@ -1,0 +1,230 @@
+/**
+ * The shapes the API reads and writes, as zod schemas: they validate requests and document
+ * every route in the OpenAPI document. Response schemas mirror the monitor's types; a type check
+ * at the bottom of this file fails when the two drift apart.
+ *
+ * @module
+ */
+
+import { z } from "@hono/zod-openapi";
+import type { Process } from "../linux/processes.ts";
+import type { SnapshotStats } from "../session.ts";
+import type { VmStats, VmStatus } from "../service/types.ts";
+
+const NON_NEGATIVE_INTEGER = "expected a non-negative integer";
+
+/** A non-negative integer given as a decimal string (a path or query parameter). */
+function integerParameter(name: string, location: "path" | "query", description: string) {
+  return z.string({ error: NON_NEGATIVE_INTEGER })
+    .regex(/^\d{1,15}$/, { error: NON_NEGATIVE_INTEGER })
+    .transform(Number)
+    .openapi({ param: { name, in: location, description }, type: "integer", minimum: 0 });
+}
+
+const vmParameter = z.string().openapi({
+  param: { name: "vm", in: "path", description: "Name of the guest, as configured" },
+  example: "web-1",
+});
+
+/** Path parameters of `/v1/vms/{vm}/…`. */
+export const VmParams = z.object({ vm: vmParameter });
+
+/** Path parameters of `/v1/vms/{vm}/processes/{pid}`. */
+export const ProcessParams = z.object({
+  vm: vmParameter,
+  pid: integerParameter("pid", "path", "Process id (thread-group id) in the guest"),
+});
+
+const freshnessQuery = {
+  max_age_ms: integerParameter(
+    "max_age_ms",
+    "query",
+    "Serve the cached snapshot only when at most this old; otherwise refresh first",
+  ).optional(),
+  allow_stale: z.enum(["true", "false"], { error: 'expected "true" or "false"' })
+    .transform((value) => value === "true")
+    .optional()
+    .openapi({
+      param: {
+        name: "allow_stale",
+        in: "query",
+        description: "When the agent cannot be reached, serve the last snapshot, marked stale",
+      },
+    }),
+};
+
+/** Query of `/v1/vms/{vm}/processes/{pid}`: how fresh the snapshot must be. */
+export const FreshnessQuery = z.object(freshnessQuery);
+
+/** Query of `/v1/vms/{vm}/processes`: filters, then how fresh the snapshot must be. */
+export const ProcessesQuery = z.object({
+  pid: integerParameter("pid", "query", "Only the process with this id").optional(),
+  ppid: integerParameter("ppid", "query", "Only children of this process").optional(),
+  uid: integerParameter("uid", "query", "Only processes with this real uid").optional(),
+  comm: z.string({ error: "expected a string" }).optional().openapi({
+    param: {
+      name: "comm",
+      in: "query",
+      description: "Only processes whose command name contains this (case-sensitive)",
+    },
+  }),
+  ...freshnessQuery,
+});
+
+/** A process as the guest kernel holds it. */
+export const ProcessSchema = z.object({
+  pid: z.number().int(),
+  tgid: z.number().int(),
+  ppid: z.number().int(),
+  comm: z.string(),
+  state: z.string().openapi({ description: "One letter, as in ps (R, S, D, T, t, X, Z, P, I)" }),
+  uid: z.number().int(),
+  euid: z.number().int(),
+  suid: z.number().int(),
+  fsuid: z.number().int(),
+  gid: z.number().int(),
+  egid: z.number().int(),
+  sgid: z.number().int(),
+  fsgid: z.number().int(),
+  kthread: z.boolean(),
+  task: z.string().openapi({ description: "Address of its task_struct" }),
+  cred: z.string().openapi({ description: "Address of its objective credentials" }),
+  error: z.string().optional().openapi({
+    description: "Some fields could not be read; they are then -1 or an empty string",
+  }),
+}).openapi("Process");
+
+const ModeSchema = z.enum(["prefetch", "on-demand"]).openapi("Mode");
+
+const SnapshotStatsSchema = z.object({
+  mode: ModeSchema,
+  roundTrips: z.number().int(),
+  bytes: z.number().int(),
+  ms: z.number(),
+  truncated: z.boolean(),
+  reason: z.string().optional(),
+  misses: z.number().int(),
+  lookups: z.number().int(),
+  prefetch: z.object({
+    objects: z.number().int(),
+    bytes: z.number().int(),
+    guestMs: z.number(),
+    agentMs: z.number(),
+    stop: z.string(),
+    rejected: z.number().int(),
+  }).optional(),
+}).openapi("SnapshotStats");
+
+/** What a snapshot is, without its value. */
+export const SnapshotInfoSchema = z.object({
+  takenAt: z.number().int().openapi({ description: "Epoch milliseconds" }),
+  mode: ModeSchema,
+  stats: SnapshotStatsSchema,
+  stale: z.boolean().openapi({
+    description: "The agent could not be reached and this snapshot is older than asked for",
+  }),
+}).openapi("SnapshotInfo");
+
+/** The body of `GET /v1/vms/{vm}/processes`. */
+export const ProcessesSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  processes: z.array(ProcessSchema),
+}).openapi("Processes");
+
+/** The body of `GET /v1/vms/{vm}/processes/{pid}`. */
+export const ProcessAnswerSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  process: ProcessSchema,
+}).openapi("ProcessAnswer");
+
+/** The body of `POST /v1/vms/{vm}/refresh`. */
+export const RefreshSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  count: z.number().int().openapi({ description: "Number of processes in the new snapshot" }),
+}).openapi("Refresh");
+
+const VmEventSchema = z.object({
+  at: z.number().int().openapi({ description: "Epoch milliseconds" }),
+  message: z.string(),
+}).openapi("VmEvent");
+
+const vmStatus = {
+  name: z.string(),
+  agent: z.string().openapi({ description: "HOST:PORT of its agent" }),
+  state: z.enum(["connecting", "up", "down"]),
+  kernel: z.object({
+    release: z.string(),
+    btfHash: z.string(),
+    bootId: z.string(),
+    programs: z.string(),
+  }).optional(),
+  refreshMs: z.number().int(),
+  lastSnapshotAt: z.number().int().optional(),
+  lastError: VmEventSchema.optional(),
+  events: z.array(VmEventSchema),
+};
+
+/** One guest's status, with the age of its last snapshot at the time of the request. */
+export const VmStatusSchema = z.object({
+  ...vmStatus,
+  lastSnapshotAgeMs: z.number().int().optional().openapi({
+    description: "Milliseconds since lastSnapshotAt, when there is a snapshot",
+  }),
+}).openapi("VmStatus");
+
+/** The body of `GET /v1/vms`. */
+export const VmListSchema = z.object({ vms: z.array(VmStatusSchema) }).openapi("VmList");
+
+const FetchRecordSchema = z.object({
+  at: z.number().int(),
+  ms: z.number(),
+  mode: ModeSchema,
+  roundTrips: z.number().int(),
+  bytes: z.number().int(),
+  ok: z.boolean(),
+}).openapi("FetchRecord");
+
+const vmStats = {
+  fetches: z.number().int(),
+  failures: z.number().int(),
+  roundTrips: z.number().int(),
+  bytes: z.number().int(),
+  cacheHitRatio: z.number(),
+  recent: z.array(FetchRecordSchema),
+};
+
+/** The body of `GET /v1/vms/{vm}/stats`: cumulative costs and latency percentiles. */
+export const VmStatsSchema = z.object({
+  ...vmStats,
+  latencyMs: z.object({
+    p50: z.number().nullable(),
+    p90: z.number().nullable(),
+    p99: z.number().nullable(),
+  }).openapi({ description: "Percentiles of recent fetch times (null when there are none)" }),
+}).openapi("VmStats");
+
+/** Every error the API returns. */
+export const ErrorSchema = z.object({
+  error: z.object({
+    code: z.string().openapi({ description: "Stable machine-readable code" }),
+    message: z.string(),
+    name: z.string().optional().openapi({ description: "The parameter of a bad_parameter" }),
+    lastSnapshotAgeMs: z.number().int().optional().openapi({
+      description: "Age of the last good snapshot of an agent_unreachable, when there is one",
+    }),
+  }),
+}).openapi("Error");
+
+/** The body of `GET /healthz`. */
+export const HealthSchema = z.object({ status: z.literal("ok") }).openapi("Health");
+
+type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false;
+const _inSync: [
+  Same<z.infer<typeof ProcessSchema>, Process>,
+  Same<z.infer<typeof SnapshotStatsSchema>, SnapshotStats>,
+  Same<z.infer<z.ZodObject<typeof vmStatus>>, VmStatus>,
+  Same<z.infer<z.ZodObject<typeof vmStats>>, VmStats>,
+] = [true, true, true, true];

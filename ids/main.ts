@@ -1,0 +1,18 @@
+/**
+ * `ebpfmon-ids`: the IDS's entry point, run outside the guests: `serve` and `ps`.
+ *
+ * @module
+ */
+
+import { Command } from "@commander-js/extra-typings";
+import { runProgram } from "../protocol/cli.ts";
+import { psCommand, serveCommand } from "./cli.ts";
+
+if (import.meta.main) {
+  const program = new Command("ebpfmon-ids")
+    .description("The IDS: rebuild guests' OS data from their kernel memory, serve it over REST")
+    .addCommand(serveCommand())
+    .addCommand(psCommand())
+    .showHelpAfterError();
+  await runProgram(program, "ebpfmon-ids");
+}

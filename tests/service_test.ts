@@ -1,0 +1,110 @@
+/**
+ * The IDS service end to end: `serve` (as ebpfmon-ids runs it) with a configuration for a real
+ * local agent, queried over HTTP.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { privilegedTest } from "./privileged.ts";
+import { TestProcesses } from "./procfs.ts";
+import { spawnAgent, spawnReady } from "../agent/process.ts";
+import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Polls `fn` until it returns a value, for at most `ms`. */
+async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  ms = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+privilegedTest(
+  "serve lists a spawned process, answers 503 while its agent is down, and recovers",
+  async () => {
+    const state = await Deno.makeTempDir({ prefix: "ebpfmon-svc-" });
+    const agentAddress = `127.0.0.1:${freePort()}`;
+    let agent = await spawnAgent({ stateDir: state, listen: agentAddress });
+    await using children = await TestProcesses.start("ebpfmon-svc-", [65534]);
+    const child = children.children[0];
+    const configPath = `${state}/ids.json`;
+    await Deno.writeTextFile(
+      configPath,
+      JSON.stringify({
+        listen: "127.0.0.1:0",
+        stateDir: state,
+        guests: [{ name: "vm1", agent: agentAddress, refreshMs: 200 }],
+      }),
+    );
+    await using serve = await spawnReady({
+      main: new URL("../ids/main.ts", import.meta.url),
+      permissions: IDS_PERMISSIONS,
+      args: ["serve", "--config", configPath],
+      ready: /API on (\S+) \(token in (\S+)\)/,
+    });
+    const [, url, tokenFile] = serve.ready;
+    const token = (await Deno.readTextFile(tokenFile)).trim();
+    const get = (path: string) =>
+      fetch(`${url}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+
+    try {
+      const listed = await eventually("the test process in the API", async () => {
+        const res = await get(`/v1/vms/vm1/processes?comm=${child.name}`);
+        const body = await res.json();
+        return res.status === 200 && body.processes.length ? body : undefined;
+      });
+      assertEquals(listed.processes.length, 1);
+      assertEquals(
+        [listed.processes[0].pid, listed.processes[0].uid, listed.processes[0].comm],
+        [child.process.pid, 65534, child.name],
+      );
+      assertEquals(listed.snapshot.mode, "prefetch");
+      assertEquals((await get("/v1/vms/vm1/processes")).status, 200);
+      assertEquals((await fetch(`${url}/v1/vms`)).status, 401);
+
+      await agent.stop();
+      const down = await eventually("503 after the agent stopped", async () => {
+        const res = await get("/v1/vms/vm1/processes");
+        const body = await res.json();
+        return res.status === 503 ? body : undefined;
+      });
+      assertEquals(down.error.code, "agent_unreachable");
+      assert(typeof down.error.lastSnapshotAgeMs === "number" && down.error.lastSnapshotAgeMs >= 0);
+      const stale = await get("/v1/vms/vm1/processes?allow_stale=true");
+      assertEquals(stale.status, 200);
+      assertEquals((await stale.json()).snapshot.stale, true);
+      const status = await (await get("/v1/vms/vm1")).json();
+      assertEquals(status.state, "down");
+
+      agent = await spawnAgent({ stateDir: state, listen: agentAddress });
+      const back = await eventually("recovery after the agent restarted", async () => {
+        const res = await get(`/v1/vms/vm1/processes?comm=${child.name}`);
+        const body = await res.json();
+        return res.status === 200 && !body.snapshot.stale ? body : undefined;
+      });
+      assertEquals(back.processes[0].pid, child.process.pid);
+      const vm = await (await get("/v1/vms/vm1")).json();
+      assertEquals(vm.state, "up");
+      assert(
+        vm.events.some((e: { message: string }) => e.message.includes("reconnected")),
+        JSON.stringify(vm.events),
+      );
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      assert(metrics.includes('ebpfmon_agent_up{vm="vm1"} 1'), metrics);
+    } finally {
+      await agent.stop();
+    }
+  },
+);
