@@ -92,6 +92,7 @@ export class Agent implements AsyncDisposable {
         anchor: walker.anchor(),
         agentPid: Deno.pid,
         programs: PROGRAM_VARIANT,
+        features: await kernelFeatures(),
       };
       const agent = new Agent(walker, btf, info, log);
       const server = await listenChannel({
@@ -192,6 +193,14 @@ export class Agent implements AsyncDisposable {
         break;
       case FrameType.PREFETCH:
         await this.#prefetch(channel, frame.id, frame.maxObjects, frame.maxBytes);
+        break;
+      case FrameType.SYMBOLS:
+        if (!("names" in frame)) {
+          await this.#send(channel, errorFrame(frame.id, ErrorCode.BAD_FRAME, "Cannot serve SYMBOLS: it carries no names"));
+          break;
+        }
+        await this.#send(channel, encodeFrame({ type: FrameType.SYMBOLS, id: frame.id, symbols: await lookupSymbols(frame.names) }));
+        await this.#send(channel, endFrame(frame.id, { objects: frame.names.length, bytes: 0, faults: 0, guestNs: 0, agentNs: 0, stop: StopReason.COMPLETE, root: 0n }));
         break;
       default:
         await this.#send(
@@ -347,6 +356,26 @@ export class Agent implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** What the guest kernel offers, as far as the IDS needs to know without reading memory. */
+async function kernelFeatures(): Promise<string[]> {
+  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+  return (await exists("/proc/modules")) ? ["modules"] : [];
+}
+
+/**
+ * The addresses of `names` in /proc/kallsyms (0 for a name it lacks, or when the kernel hides
+ * addresses). A symbol table, not guest memory: the agent still interprets nothing it reads.
+ */
+async function lookupSymbols(names: string[]): Promise<[string, bigint][]> {
+  const wanted = new Map<string, bigint>(names.map((n) => [n, 0n]));
+  const text = await Deno.readTextFile("/proc/kallsyms").catch(() => "");
+  for (const line of text.split("\n")) {
+    const [addr, , name] = line.split(" ");
+    if (name && wanted.get(name) === 0n) wanted.set(name, BigInt("0x" + addr));
+  }
+  return names.map((n) => [n, wanted.get(n)!]);
 }
 
 /** The peer went away while we were writing to it. */

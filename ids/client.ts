@@ -199,9 +199,10 @@ export class AgentClient implements Disposable {
     target: PrefetchTarget,
     limits: { maxObjects: number; maxBytes: number },
     onRecord: (addr: bigint, bytes: Uint8Array) => void,
+    plan: Uint8Array = new Uint8Array(),
   ): Promise<EndStats> {
     return this.#stream(
-      { type: FrameType.PREFETCH, id: 0, target, ...limits },
+      { type: FrameType.PREFETCH, id: 0, target, ...limits, plan },
       (frame) => {
         if (frame.type !== FrameType.DATA) return false;
         for (const record of dataRecords(frame.payload, frame.id)) {
@@ -210,6 +211,20 @@ export class AgentClient implements Disposable {
         return true;
       },
     );
+  }
+
+  /**
+   * The addresses of kernel symbols, from the guest's /proc/kallsyms: one round trip. A name the
+   * guest does not export maps to 0.
+   */
+  async symbols(names: string[]): Promise<Map<string, bigint>> {
+    const out = new Map<string, bigint>();
+    await this.#stream({ type: FrameType.SYMBOLS, id: 0, names }, (frame) => {
+      if (frame.type !== FrameType.SYMBOLS || !("symbols" in frame)) return false;
+      for (const [name, addr] of frame.symbols) if (names.includes(name)) out.set(name, addr);
+      return true;
+    });
+    return out;
   }
 
   /** Sends a request and feeds its frames to `onData` until END; returns END's stats. */

@@ -2,7 +2,7 @@
  * Binary frames between the IDS and the agent.
  *
  * Every frame is `u32 length | u8 type | u32 request id | payload`, little-endian, where `length`
- * counts the bytes after itself. A request from the IDS (HELLO, GET_BTF, READ, PREFETCH) is
+ * counts the bytes after itself. A request from the IDS (GET_BTF, SYMBOLS, READ, PREFETCH) is
  * answered by zero or more DATA or BTF frames with the same request id, then exactly one END or
  * ERROR. Request ids are chosen by the IDS; the agent answers requests in order.
  *
@@ -14,7 +14,7 @@
  */
 
 /** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Hard limits every peer enforces. */
 export const LIMITS = {
@@ -30,6 +30,8 @@ export const LIMITS = {
   maxPrefetchBytes: 256 << 20,
   /** Longest string field. */
   maxString: 4096,
+  /** Most names one SYMBOLS request may ask for. */
+  maxSymbols: 64,
 } as const;
 
 export const FrameType = {
@@ -37,6 +39,7 @@ export const FrameType = {
   GET_BTF: 0x02,
   READ: 0x03,
   PREFETCH: 0x04,
+  SYMBOLS: 0x05,
   DATA: 0x10,
   BTF: 0x11,
   END: 0x12,
@@ -61,9 +64,10 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
 
-/** What a PREFETCH walks. */
+/** What a PREFETCH walks: the built-in task walk, or the plan it carries. */
 export const PrefetchTarget = {
   TASKS: 1,
+  PLAN: 2,
 } as const;
 export type PrefetchTarget = typeof PrefetchTarget[keyof typeof PrefetchTarget];
 
@@ -90,6 +94,8 @@ export interface AgentInfo {
   agentPid: number;
   /** The in-guest program variant serving requests. */
   programs: string;
+  /** What the guest kernel offers: "modules" when it has loadable modules (/proc/modules). */
+  features: string[];
 }
 
 /** Statistics closing a READ or PREFETCH. */
@@ -116,7 +122,11 @@ export type Frame =
     target: PrefetchTarget;
     maxObjects: number;
     maxBytes: number;
+    /** PLAN: the encoded plan (protocol/plan.ts); empty for TASKS. */
+    plan: Uint8Array;
   }
+  | { type: typeof FrameType.SYMBOLS; id: number; names: string[] }
+  | { type: typeof FrameType.SYMBOLS; id: number; symbols: [string, bigint][] }
   | { type: typeof FrameType.DATA; id: number; payload: Uint8Array }
   | { type: typeof FrameType.BTF; id: number; offset: number; total: number; bytes: Uint8Array }
   | { type: typeof FrameType.END; id: number; stats: EndStats }
@@ -292,6 +302,12 @@ class Reader {
       throw this.error("string is not valid UTF-8");
     }
   }
+  /** A u16 count, then that many items. */
+  list<T>(item: () => T, max: number): T[] {
+    const n = this.u16();
+    if (n > max) throw this.error(`list of ${n} items exceeds ${max}`);
+    return Array.from({ length: n }, item);
+  }
   get left(): number {
     return this.#bytes.length - this.#at;
   }
@@ -370,7 +386,8 @@ export function encodeFrame(frame: Frame): Uint8Array {
           throw new RangeError("Cannot encode HELLO: BTF hash must be 32 bytes");
         }
         w.string(a.kernelRelease).bytes(a.btfHash).u32(a.btfSize).string(a.bootId);
-        w.u64(a.anchor).u32(a.agentPid).string(a.programs);
+        w.u64(a.anchor).u32(a.agentPid).string(a.programs).u16(a.features.length);
+        for (const f of a.features) w.string(f);
       }
       break;
     case FrameType.GET_BTF:
@@ -379,7 +396,16 @@ export function encodeFrame(frame: Frame): Uint8Array {
       w.u64(frame.addr).u32(frame.len);
       break;
     case FrameType.PREFETCH:
-      w.u8(frame.target).u32(frame.maxObjects).u32(frame.maxBytes);
+      w.u8(frame.target).u32(frame.maxObjects).u32(frame.maxBytes).bytes(frame.plan);
+      break;
+    case FrameType.SYMBOLS:
+      if ("names" in frame) {
+        w.u8(0).u16(frame.names.length);
+        for (const name of frame.names) w.string(name);
+      } else {
+        w.u8(1).u16(frame.symbols.length);
+        for (const [name, addr] of frame.symbols) w.string(name).u64(addr);
+      }
       break;
     case FrameType.DATA:
       w.bytes(frame.payload);
@@ -431,6 +457,7 @@ export function parseFrame(raw: RawFrame): Frame {
         anchor: r.u64(),
         agentPid: r.u32(),
         programs: r.string(),
+        features: r.list(() => r.string(), 64),
       };
       frame = { type: FrameType.HELLO, id, version, agent };
       break;
@@ -456,7 +483,20 @@ export function parseFrame(raw: RawFrame): Frame {
         target: target as PrefetchTarget,
         maxObjects: r.u32(),
         maxBytes: r.u32(),
+        plan: r.bytes(r.left),
       };
+      break;
+    }
+    case FrameType.SYMBOLS: {
+      const reply = r.u8();
+      if (reply > 1) throw r.error(`unknown form ${reply}`);
+      frame = reply === 0
+        ? { type: FrameType.SYMBOLS, id, names: r.list(() => r.string(), LIMITS.maxSymbols) }
+        : {
+          type: FrameType.SYMBOLS,
+          id,
+          symbols: r.list(() => [r.string(), r.u64()] as [string, bigint], LIMITS.maxSymbols),
+        };
       break;
     }
     case FrameType.DATA:

@@ -29,6 +29,7 @@ const agentInfo: fc.Arbitrary<AgentInfo> = fc.record({
   anchor: u64,
   agentPid: u32,
   programs: text,
+  features: fc.array(text, { maxLength: 4 }),
 });
 
 const frame: fc.Arbitrary<Frame> = fc.oneof(
@@ -48,9 +49,16 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({
     type: fc.constant(FrameType.PREFETCH),
     id: u32,
-    target: fc.constant(PrefetchTarget.TASKS),
+    target: fc.constantFrom(PrefetchTarget.TASKS, PrefetchTarget.PLAN),
     maxObjects: u32,
     maxBytes: u32,
+    plan: fc.uint8Array({ maxLength: 300 }),
+  }),
+  fc.record({ type: fc.constant(FrameType.SYMBOLS), id: u32, names: fc.array(text, { maxLength: 8 }) }),
+  fc.record({
+    type: fc.constant(FrameType.SYMBOLS),
+    id: u32,
+    symbols: fc.array(fc.tuple(text, u64), { maxLength: 8 }),
   }),
   fc.record({
     type: fc.constant(FrameType.DATA),
@@ -170,6 +178,7 @@ Deno.test("parseFrame() rejects every truncation of a valid frame with a FrameEr
       const raw = { type: bytes[4], id: f.id, payload: payload.subarray(0, cut) };
       // DATA payloads have no fixed shape; HELLO without the agent part is valid at 2 bytes.
       if (f.type === FrameType.DATA || (f.type === FrameType.HELLO && cut === 2)) return;
+      if (f.type === FrameType.PREFETCH && cut >= 9) return; // the plan is the rest
       if (f.type === FrameType.BTF && cut >= 8) return;
       assertThrows(() => parseFrame(raw), FrameError);
     }),
@@ -221,6 +230,7 @@ Deno.test("parseFrame() rejects trailing bytes and an unknown prefetch target", 
     target: PrefetchTarget.TASKS,
     maxObjects: 1,
     maxBytes: 1,
+    plan: new Uint8Array(),
   });
   prefetch[9] = 99;
   const error = assertThrows(

@@ -130,6 +130,7 @@ privilegedTest("the agent answers bad frames with ERROR and keeps the connection
     target: PrefetchTarget.TASKS,
     maxObjects: 0xffff_ffff,
     maxBytes: 1,
+    plan: new Uint8Array(),
   }));
   assertEquals(errorOf(await raw.answer()).code, ErrorCode.TOO_LARGE);
 
@@ -156,6 +157,7 @@ privilegedTest("the agent answers bad frames with ERROR and keeps the connection
       target: PrefetchTarget.TASKS,
       maxObjects: 5,
       maxBytes: 1 << 20,
+      plan: new Uint8Array(),
     }),
   );
   const frames = await raw.answer();

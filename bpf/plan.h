@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A walk plan: what the in-guest walker visits, which pointers it follows and which byte ranges
+ * of each object it copies. The IDS builds plans from the kernel types it read in BTF; the
+ * walker (walk.bpf.c, op EBPFMON_OP_PLAN) interprets them without knowing any kernel type.
+ * protocol/plan.ts mirrors these layouts byte for byte; every integer is little-endian.
+ *
+ * A plan is a small graph. Roots are objects at known addresses. Each node describes a kind of
+ * object: the ranges to copy, relative to the object's address, and up to PLAN_MAX_EDGES edges
+ * to other objects. An edge reads a value at `off` in the current object:
+ *
+ *   PLAN_EDGE_PTR    p = *(u64 *)(obj + off); visit target at p - delta, unless p is NULL.
+ *   PLAN_EDGE_LIST   obj + off is a list_head; for each entry e (e = head->next; e != head;
+ *                    e = e->next): visit target at e - delta.
+ *   PLAN_EDGE_HLIST  p = *(u64 *)(obj + off) is an hlist's first node; p = p->next until NULL.
+ *   PLAN_EDGE_HNULLS as HLIST, but the chain ends at a "nulls" marker (an odd value).
+ *   PLAN_EDGE_ARRAY  a = *(u64 *)(obj + off) points to `count` elements of `stride` bytes, where
+ *                    count is the `count_size`-byte value at obj + aux (plus one when
+ *                    PLAN_FLAG_COUNT_IS_MASK). Each element is `elem`: PLAN_ELEM_PTR (a pointer
+ *                    to the target, minus delta), PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head
+ *                    of a chain whose entries are the targets, minus delta).
+ *   PLAN_EDGE_BYTES  copy `n` bytes at p = *(u64 *)(obj + off), n being the `count_size`-byte
+ *                    value at obj + aux, at most `max` bytes.
+ *
+ * An edge may carry a condition on a field of the current object, read as `cond_size` bytes at
+ * `cond_off`: PLAN_COND_EQ follows when (field & mask) == value; PLAN_COND_IN_SET when the
+ * field is below 32 and bit `field` of `mask` is set. Lists, chains and arrays are followed for
+ * at most `max` entries each.
+ *
+ * Every walk is bounded: by PLAN_MAX_DEPTH (or the plan's max_depth) hops from a root, by the
+ * request's object and byte budgets, by the size of the walker's work stack, and by bpf_loop.
+ * A node with PLAN_FLAG_DEDUPE is visited once per walk per address.
+ */
+#ifndef EBPFMON_PLAN_H
+#define EBPFMON_PLAN_H
+
+#define PLAN_MAX_ROOTS 8
+#define PLAN_MAX_NODES 32
+#define PLAN_MAX_RANGES 8
+#define PLAN_MAX_EDGES 8
+#define PLAN_MAX_DEPTH 64
+/* Largest single copy; longer ranges are copied in several records. */
+#define PLAN_CHUNK 16384
+
+#define PLAN_EDGE_PTR 1
+#define PLAN_EDGE_LIST 2
+#define PLAN_EDGE_HLIST 3
+#define PLAN_EDGE_HNULLS 4
+#define PLAN_EDGE_ARRAY 5
+#define PLAN_EDGE_BYTES 6
+
+#define PLAN_ELEM_PTR 0
+#define PLAN_ELEM_HLIST 1
+#define PLAN_ELEM_HNULLS 2
+
+#define PLAN_COND_NONE 0
+#define PLAN_COND_EQ 1
+#define PLAN_COND_IN_SET 2
+
+/* Edge flags. */
+#define PLAN_FLAG_COUNT_IS_MASK 1
+/* Node flags. */
+#define PLAN_FLAG_DEDUPE 1
+
+struct plan_range {
+	__u32 off;
+	__u32 len;
+};
+
+struct plan_edge {
+	__u8 kind;       /* PLAN_EDGE_* */
+	__u8 target;     /* node index */
+	__u8 elem;       /* ARRAY: PLAN_ELEM_* */
+	__u8 flags;      /* PLAN_FLAG_COUNT_IS_MASK */
+	__u8 count_size; /* ARRAY, BYTES: 1, 2, 4 or 8 */
+	__u8 cond;       /* PLAN_COND_* */
+	__u8 cond_size;  /* 1, 2, 4 or 8 */
+	__u8 pad;
+	__u32 off;       /* where the pointer, list head or array pointer is */
+	__s32 delta;     /* target object = entry address - delta */
+	__u32 aux;       /* ARRAY, BYTES: where the count is */
+	__u32 stride;    /* ARRAY: bytes per element */
+	__u32 max;       /* most entries (LIST, HLIST, HNULLS, ARRAY) or bytes (BYTES) */
+	__u32 cond_off;
+	__u64 cond_mask;
+	__u64 cond_value;
+};
+
+struct plan_node {
+	__u32 flags;   /* PLAN_FLAG_DEDUPE */
+	__u32 nranges;
+	__u32 nedges;
+	__u32 pad;
+	struct plan_range ranges[PLAN_MAX_RANGES];
+	struct plan_edge edges[PLAN_MAX_EDGES];
+};
+
+struct plan_root {
+	__u64 addr;
+	__u32 node;
+	__u32 pad;
+};
+
+struct ebpfmon_plan {
+	__u32 nroots;
+	__u32 nnodes;
+	__u32 max_depth;
+	__u32 pad;
+	struct plan_root roots[PLAN_MAX_ROOTS];
+	struct plan_node nodes[PLAN_MAX_NODES];
+};
+
+#endif

@@ -1,0 +1,228 @@
+/**
+ * Builds walk plans (protocol/plan.ts) from the layouts the views read.
+ *
+ * A view's plan names the structures it visits (each a {@linkcode StructLayout}), the pointers
+ * between them, and the roots. The builder turns that into what the in-guest walker copies:
+ * whole structures (`"whole"`, the batched prefetch of the paper), or only the byte ranges of the
+ * fields each layout declares (`"selective"`, fetching only what the IDS reads). Either way the
+ * view then runs over the cache and finds every byte it reads.
+ *
+ * @module
+ */
+
+import {
+  CondKind,
+  EdgeKind,
+  ElemKind,
+  type FieldSize,
+  type Plan,
+  type PlanCondition,
+  type PlanEdge,
+  PLAN_LIMITS,
+  type PlanNode,
+} from "../../protocol/plan.ts";
+import { fromKAddr, type KAddr } from "../memory/address.ts";
+import type { ResolvedField, StructLayout } from "./layout.ts";
+
+/** What a prefetch copies of each visited structure. */
+export type CopyMode = "whole" | "selective";
+
+/** Ranges closer than this are copied as one, saving record headers. */
+const MERGE_GAP = 16;
+
+/** A node of a plan under construction: its index and the layout of its structure. */
+export interface NodeRef<L extends StructLayout<unknown> = StructLayout<unknown>> {
+  index: number;
+  layout: L;
+}
+
+/** A condition on a field of the current structure, by field name. */
+export interface FieldCondition {
+  field: string;
+  /** Follow when (field & mask) == value. */
+  equals?: { mask: bigint; value: bigint };
+  /** Follow when the field is below 32 and its bit in `mask` is set. */
+  inSet?: bigint;
+}
+
+/** Options shared by edges: entries followed at most, and a condition. */
+export interface EdgeOptions {
+  /** Most entries followed (lists, chains, arrays). @default 1_000_000 */
+  max?: number;
+  when?: FieldCondition;
+}
+
+const DEFAULT_MAX = 1_000_000;
+
+function fieldOf(layout: StructLayout<unknown>, name: string): ResolvedField {
+  const field = layout.fields.find((f) => f.name === name);
+  if (!field) throw new TypeError(`Layout of "${layout.struct}" declares no field "${name}"`);
+  return field;
+}
+
+function sizeOf(field: ResolvedField): FieldSize {
+  if (![1, 2, 4, 8].includes(field.size)) {
+    throw new TypeError(`Field "${field.member}" of ${field.size} bytes cannot be a count or condition`);
+  }
+  return field.size as FieldSize;
+}
+
+/** Merges sorted ranges whose gap is small, then the closest until at most `max` remain. */
+export function mergeRanges(
+  ranges: { off: number; len: number }[],
+  max: number = PLAN_LIMITS.ranges,
+): { off: number; len: number }[] {
+  const sorted = [...ranges].sort((a, b) => a.off - b.off);
+  const out: { off: number; end: number }[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.off <= last.end + MERGE_GAP) last.end = Math.max(last.end, r.off + r.len);
+    else out.push({ off: r.off, end: r.off + r.len });
+  }
+  while (out.length > max) {
+    let best = 0;
+    for (let i = 1; i < out.length - 1; i++) {
+      if (out[i + 1].off - out[i].end < out[best + 1].off - out[best].end) best = i;
+    }
+    out[best].end = out[best + 1].end;
+    out.splice(best + 1, 1);
+  }
+  return out.map((r) => ({ off: r.off, len: r.end - r.off }));
+}
+
+/** Builds one plan. */
+export class PlanBuilder {
+  #nodes: PlanNode[] = [];
+  #roots: { addr: bigint; node: number }[] = [];
+  constructor(readonly mode: CopyMode) {}
+
+  /**
+   * Adds a node for structures of `layout`. `extra` ranges (relative to the structure) are copied
+   * in both modes, e.g. bytes a view reads beyond its declared fields.
+   */
+  node<L extends StructLayout<unknown>>(
+    layout: L,
+    options: { dedupe?: boolean; extra?: { off: number; len: number }[] } = {},
+  ): NodeRef<L> {
+    if (this.#nodes.length >= PLAN_LIMITS.nodes) {
+      throw new RangeError(`Cannot add node "${layout.struct}": a plan has at most ${PLAN_LIMITS.nodes}`);
+    }
+    const fields = layout.fields.map((f) => ({ off: f.offset, len: f.size }));
+    const ranges = this.mode === "whole" ? [{ off: 0, len: layout.size }] : fields;
+    this.#nodes.push({
+      dedupe: options.dedupe ?? true,
+      ranges: mergeRanges([...ranges, ...(options.extra ?? [])]),
+      edges: [],
+    });
+    return { index: this.#nodes.length - 1, layout };
+  }
+
+  /** Starts the walk at the structure at `addr`. */
+  root(addr: KAddr, node: NodeRef): this {
+    this.#roots.push({ addr: fromKAddr(addr), node: node.index });
+    return this;
+  }
+
+  #edge(from: NodeRef, edge: PlanEdge, options: EdgeOptions): this {
+    if (options.when) edge.cond = this.#condition(from, options.when);
+    const node = this.#nodes[from.index];
+    if (node.edges.length >= PLAN_LIMITS.edges) {
+      throw new RangeError(`Cannot add an edge to "${from.layout.struct}": at most ${PLAN_LIMITS.edges}`);
+    }
+    node.edges.push(edge);
+    return this;
+  }
+
+  #condition(from: NodeRef, when: FieldCondition): PlanCondition {
+    const field = fieldOf(from.layout, when.field);
+    const base = { off: field.offset, size: sizeOf(field) };
+    if (when.equals) return { kind: CondKind.EQ, ...base, ...when.equals };
+    if (when.inSet !== undefined) return { kind: CondKind.IN_SET, ...base, mask: when.inSet };
+    throw new TypeError(`Condition on "${when.field}" says neither equals nor inSet`);
+  }
+
+  /** Follows the pointer field `field` of `from` to a `to` structure at pointer - `delta`. */
+  ptr(from: NodeRef, field: string, to: NodeRef, delta = 0, options: EdgeOptions = {}): this {
+    const off = fieldOf(from.layout, field).offset;
+    return this.#edge(from, { kind: EdgeKind.PTR, target: to.index, off, delta, max: 1 }, options);
+  }
+
+  /** Walks the list whose head is at `headOffset` in `from`; entries are `to` at entry - `delta`. */
+  list(from: NodeRef, headOffset: number, to: NodeRef, delta: number, options: EdgeOptions = {}): this {
+    return this.#edge(from, {
+      kind: EdgeKind.LIST,
+      target: to.index,
+      off: headOffset,
+      delta,
+      max: options.max ?? DEFAULT_MAX,
+    }, options);
+  }
+
+  /** Walks the hlist (or hlist_nulls) whose first pointer is the field `field` of `from`. */
+  chain(
+    from: NodeRef,
+    field: string,
+    to: NodeRef,
+    delta: number,
+    options: EdgeOptions & { nulls?: boolean } = {},
+  ): this {
+    return this.#edge(from, {
+      kind: options.nulls ? EdgeKind.HNULLS : EdgeKind.HLIST,
+      target: to.index,
+      off: fieldOf(from.layout, field).offset,
+      delta,
+      max: options.max ?? DEFAULT_MAX,
+    }, options);
+  }
+
+  /**
+   * Walks the array the pointer field `field` of `from` points to, with the element count in the
+   * field `count` (a mask when `countIsMask`): each element a pointer to `to`, or the head of a
+   * chain of `to`s (`elem: "hlist" | "hnulls"`).
+   */
+  array(
+    from: NodeRef,
+    field: string,
+    count: string,
+    to: NodeRef,
+    options: EdgeOptions & {
+      stride: number;
+      delta?: number;
+      elem?: "ptr" | "hlist" | "hnulls";
+      countIsMask?: boolean;
+    },
+  ): this {
+    const countField = fieldOf(from.layout, count);
+    return this.#edge(from, {
+      kind: EdgeKind.ARRAY,
+      target: to.index,
+      off: fieldOf(from.layout, field).offset,
+      delta: options.delta ?? 0,
+      elem: { ptr: ElemKind.PTR, hlist: ElemKind.HLIST, hnulls: ElemKind.HNULLS }[options.elem ?? "ptr"],
+      countIsMask: options.countIsMask ?? false,
+      aux: countField.offset,
+      countSize: sizeOf(countField),
+      stride: options.stride,
+      max: options.max ?? DEFAULT_MAX,
+    }, options);
+  }
+
+  /** Copies the bytes the pointer field `field` points to, as many as the field `length` says. */
+  bytes(from: NodeRef, field: string, length: string, max: number): this {
+    const lengthField = fieldOf(from.layout, length);
+    return this.#edge(from, {
+      kind: EdgeKind.BYTES,
+      target: 0,
+      off: fieldOf(from.layout, field).offset,
+      delta: 0,
+      aux: lengthField.offset,
+      countSize: sizeOf(lengthField),
+      max,
+    }, {});
+  }
+
+  /** The finished plan, at most `maxDepth` hops from a root. */
+  build(maxDepth: number = PLAN_LIMITS.depth): Plan {
+    return { roots: this.#roots, nodes: this.#nodes, maxDepth };
+  }
+}
