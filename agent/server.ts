@@ -196,11 +196,33 @@ export class Agent implements AsyncDisposable {
         break;
       case FrameType.SYMBOLS:
         if (!("names" in frame)) {
-          await this.#send(channel, errorFrame(frame.id, ErrorCode.BAD_FRAME, "Cannot serve SYMBOLS: it carries no names"));
+          await this.#send(
+            channel,
+            errorFrame(frame.id, ErrorCode.BAD_FRAME, "Cannot serve SYMBOLS: it carries no names"),
+          );
           break;
         }
-        await this.#send(channel, encodeFrame({ type: FrameType.SYMBOLS, id: frame.id, symbols: await lookupSymbols(frame.names) }));
-        await this.#send(channel, endFrame(frame.id, { objects: frame.names.length, bytes: 0, faults: 0, guestNs: 0, agentNs: 0, stop: StopReason.COMPLETE, root: 0n }));
+        await this.#send(
+          channel,
+          encodeFrame({
+            type: FrameType.SYMBOLS,
+            id: frame.id,
+            symbols: await lookupSymbols(frame.names),
+          }),
+        );
+        await this.#send(
+          channel,
+          endFrame(frame.id, {
+            objects: frame.names.length,
+            bytes: 0,
+            faults: 0,
+            pruned: 0,
+            guestNs: 0,
+            agentNs: 0,
+            stop: StopReason.COMPLETE,
+            root: 0n,
+          }),
+        );
         break;
       default:
         await this.#send(
@@ -231,6 +253,7 @@ export class Agent implements AsyncDisposable {
         objects: 1,
         bytes: btf.length,
         faults: 0,
+        pruned: 0,
         guestNs: 0,
         agentNs: Math.round((performance.now() - started) * 1e6),
         stop: StopReason.COMPLETE,
@@ -324,6 +347,7 @@ export class Agent implements AsyncDisposable {
           objects: result.objects,
           bytes: result.bytes,
           faults: result.faults,
+          pruned: 0,
           guestNs: result.guestNs,
           agentNs: Math.round((performance.now() - started) * 1e6),
           stop: result.stop as StopReason,

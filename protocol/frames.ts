@@ -79,6 +79,10 @@ export const StopReason = {
   RING_FULL: 3,
   FAULT: 4,
   NO_ROOT: 5,
+  /** The walker's work stack filled up. */
+  STACK_FULL: 6,
+  /** The walker used every step bpf_loop allows. */
+  STEPS: 7,
 } as const;
 export type StopReason = typeof StopReason[keyof typeof StopReason];
 
@@ -102,7 +106,10 @@ export interface AgentInfo {
 export interface EndStats {
   objects: number;
   bytes: number;
+  /** Objects that could not be read and were skipped. */
   faults: number;
+  /** Edges not followed because they lead deeper than the plan allows. */
+  pruned: number;
   /** Nanoseconds spent in the guest kernel's programs. */
   guestNs: number;
   /** Nanoseconds from request to END in the agent. */
@@ -415,7 +422,8 @@ export function encodeFrame(frame: Frame): Uint8Array {
       break;
     case FrameType.END: {
       const s = frame.stats;
-      w.u32(s.objects).u64(s.bytes).u32(s.faults).u64(s.guestNs).u64(s.agentNs).u8(s.stop);
+      w.u32(s.objects).u64(s.bytes).u32(s.faults).u32(s.pruned).u64(s.guestNs).u64(s.agentNs);
+      w.u8(s.stop);
       w.u64(s.root);
       break;
     }
@@ -517,6 +525,7 @@ export function parseFrame(raw: RawFrame): Frame {
         objects: r.u32(),
         bytes: r.count(),
         faults: r.u32(),
+        pruned: r.u32(),
         guestNs: r.count(),
         agentNs: r.count(),
         stop: r.u8() as StopReason,

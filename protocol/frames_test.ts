@@ -54,7 +54,11 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     maxBytes: u32,
     plan: fc.uint8Array({ maxLength: 300 }),
   }),
-  fc.record({ type: fc.constant(FrameType.SYMBOLS), id: u32, names: fc.array(text, { maxLength: 8 }) }),
+  fc.record({
+    type: fc.constant(FrameType.SYMBOLS),
+    id: u32,
+    names: fc.array(text, { maxLength: 8 }),
+  }),
   fc.record({
     type: fc.constant(FrameType.SYMBOLS),
     id: u32,
@@ -80,6 +84,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
       objects: u32,
       bytes: safe,
       faults: u32,
+      pruned: u32,
       guestNs: safe,
       agentNs: safe,
       stop: fc.constantFrom(...Object.values(StopReason)),

@@ -100,16 +100,31 @@ function u32(value: number, what: string): void {
 
 /** Checks every limit and reference of a plan. @throws {PlanError} naming the problem. */
 export function validatePlan(plan: Plan): void {
-  check(plan.roots.length >= 1 && plan.roots.length <= PLAN_LIMITS.roots, `${plan.roots.length} roots (1..${PLAN_LIMITS.roots})`);
-  check(plan.nodes.length >= 1 && plan.nodes.length <= PLAN_LIMITS.nodes, `${plan.nodes.length} nodes (1..${PLAN_LIMITS.nodes})`);
-  check(Number.isInteger(plan.maxDepth) && plan.maxDepth >= 0 && plan.maxDepth <= PLAN_LIMITS.depth, `max depth ${plan.maxDepth} (0..${PLAN_LIMITS.depth})`);
+  check(
+    plan.roots.length >= 1 && plan.roots.length <= PLAN_LIMITS.roots,
+    `${plan.roots.length} roots (1..${PLAN_LIMITS.roots})`,
+  );
+  check(
+    plan.nodes.length >= 1 && plan.nodes.length <= PLAN_LIMITS.nodes,
+    `${plan.nodes.length} nodes (1..${PLAN_LIMITS.nodes})`,
+  );
+  check(
+    Number.isInteger(plan.maxDepth) && plan.maxDepth >= 0 && plan.maxDepth <= PLAN_LIMITS.depth,
+    `max depth ${plan.maxDepth} (0..${PLAN_LIMITS.depth})`,
+  );
   plan.roots.forEach((root, i) => {
     check(root.node >= 0 && root.node < plan.nodes.length, `root ${i} names node ${root.node}`);
     check(root.addr >= 0n && root.addr < 1n << 64n, `root ${i} address is not a u64`);
   });
   plan.nodes.forEach((node, n) => {
-    check(node.ranges.length <= PLAN_LIMITS.ranges, `node ${n} has ${node.ranges.length} ranges (max ${PLAN_LIMITS.ranges})`);
-    check(node.edges.length <= PLAN_LIMITS.edges, `node ${n} has ${node.edges.length} edges (max ${PLAN_LIMITS.edges})`);
+    check(
+      node.ranges.length <= PLAN_LIMITS.ranges,
+      `node ${n} has ${node.ranges.length} ranges (max ${PLAN_LIMITS.ranges})`,
+    );
+    check(
+      node.edges.length <= PLAN_LIMITS.edges,
+      `node ${n} has ${node.edges.length} edges (max ${PLAN_LIMITS.edges})`,
+    );
     node.ranges.forEach((r, i) => {
       u32(r.off, `node ${n} range ${i} offset`);
       u32(r.len, `node ${n} range ${i} length`);
@@ -117,10 +132,16 @@ export function validatePlan(plan: Plan): void {
     node.edges.forEach((e, i) => {
       const where = `node ${n} edge ${i}`;
       check(Object.values(EdgeKind).includes(e.kind), `${where} has unknown kind ${e.kind}`);
-      check(e.kind === EdgeKind.BYTES || (e.target >= 0 && e.target < plan.nodes.length), `${where} targets node ${e.target}`);
+      check(
+        e.kind === EdgeKind.BYTES || (e.target >= 0 && e.target < plan.nodes.length),
+        `${where} targets node ${e.target}`,
+      );
       u32(e.off, `${where} offset`);
       u32(e.max, `${where} max`);
-      check(Number.isInteger(e.delta) && Math.abs(e.delta) <= 0x7fff_ffff, `${where} delta ${e.delta} is not an s32`);
+      check(
+        Number.isInteger(e.delta) && Math.abs(e.delta) <= 0x7fff_ffff,
+        `${where} delta ${e.delta} is not an s32`,
+      );
       if (e.kind === EdgeKind.ARRAY || e.kind === EdgeKind.BYTES) {
         u32(e.aux ?? -1, `${where} count offset`);
         check(FIELD_SIZES.has(e.countSize ?? 0), `${where} count size ${e.countSize}`);
@@ -128,12 +149,18 @@ export function validatePlan(plan: Plan): void {
       if (e.kind === EdgeKind.ARRAY) {
         u32(e.stride ?? -1, `${where} stride`);
         check((e.stride ?? 0) >= 8, `${where} stride ${e.stride} is below 8`);
-        check(Object.values(ElemKind).includes(e.elem ?? -1 as ElemKind), `${where} has unknown element kind ${e.elem}`);
+        check(
+          Object.values(ElemKind).includes(e.elem ?? -1 as ElemKind),
+          `${where} has unknown element kind ${e.elem}`,
+        );
       }
       if (e.cond) {
         u32(e.cond.off, `${where} condition offset`);
         check(FIELD_SIZES.has(e.cond.size), `${where} condition size ${e.cond.size}`);
-        check(e.cond.kind === CondKind.EQ || e.cond.kind === CondKind.IN_SET, `${where} condition kind ${e.cond.kind}`);
+        check(
+          e.cond.kind === CondKind.EQ || e.cond.kind === CondKind.IN_SET,
+          `${where} condition kind ${e.cond.kind}`,
+        );
       }
     });
   });
@@ -188,19 +215,31 @@ export function decodePlan(bytes: Uint8Array): Plan {
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const nroots = v.getUint32(0, true);
   const nnodes = v.getUint32(4, true);
-  check(nroots <= PLAN_LIMITS.roots && nnodes <= PLAN_LIMITS.nodes, `${nroots} roots and ${nnodes} nodes`);
+  check(
+    nroots <= PLAN_LIMITS.roots && nnodes <= PLAN_LIMITS.nodes,
+    `${nroots} roots and ${nnodes} nodes`,
+  );
   const plan: Plan = { roots: [], nodes: [], maxDepth: v.getUint32(8, true) };
   for (let i = 0; i < nroots; i++) {
-    plan.roots.push({ addr: v.getBigUint64(16 + i * ROOT_SIZE, true), node: v.getUint32(24 + i * ROOT_SIZE, true) });
+    plan.roots.push({
+      addr: v.getBigUint64(16 + i * ROOT_SIZE, true),
+      node: v.getUint32(24 + i * ROOT_SIZE, true),
+    });
   }
   for (let n = 0; n < nnodes; n++) {
     const at = 16 + PLAN_LIMITS.roots * ROOT_SIZE + n * NODE_SIZE;
     const nranges = v.getUint32(at + 4, true);
     const nedges = v.getUint32(at + 8, true);
-    check(nranges <= PLAN_LIMITS.ranges && nedges <= PLAN_LIMITS.edges, `node ${n} has ${nranges} ranges and ${nedges} edges`);
+    check(
+      nranges <= PLAN_LIMITS.ranges && nedges <= PLAN_LIMITS.edges,
+      `node ${n} has ${nranges} ranges and ${nedges} edges`,
+    );
     const node: PlanNode = { dedupe: (v.getUint32(at, true) & 1) === 1, ranges: [], edges: [] };
     for (let i = 0; i < nranges; i++) {
-      node.ranges.push({ off: v.getUint32(at + 16 + i * 8, true), len: v.getUint32(at + 20 + i * 8, true) });
+      node.ranges.push({
+        off: v.getUint32(at + 16 + i * 8, true),
+        len: v.getUint32(at + 20 + i * 8, true),
+      });
     }
     for (let i = 0; i < nedges; i++) {
       const ed = at + 16 + PLAN_LIMITS.ranges * 8 + i * EDGE_SIZE;

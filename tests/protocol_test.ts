@@ -141,6 +141,7 @@ privilegedTest("the agent answers bad frames with ERROR and keeps the connection
       objects: 0,
       bytes: 0,
       faults: 0,
+      pruned: 0,
       guestNs: 0,
       agentNs: 0,
       stop: 0,

@@ -16,9 +16,9 @@ import {
   ElemKind,
   type FieldSize,
   type Plan,
+  PLAN_LIMITS,
   type PlanCondition,
   type PlanEdge,
-  PLAN_LIMITS,
   type PlanNode,
 } from "../../protocol/plan.ts";
 import { fromKAddr, type KAddr } from "../memory/address.ts";
@@ -62,7 +62,9 @@ function fieldOf(layout: StructLayout<unknown>, name: string): ResolvedField {
 
 function sizeOf(field: ResolvedField): FieldSize {
   if (![1, 2, 4, 8].includes(field.size)) {
-    throw new TypeError(`Field "${field.member}" of ${field.size} bytes cannot be a count or condition`);
+    throw new TypeError(
+      `Field "${field.member}" of ${field.size} bytes cannot be a count or condition`,
+    );
   }
   return field.size as FieldSize;
 }
@@ -105,7 +107,9 @@ export class PlanBuilder {
     options: { dedupe?: boolean; extra?: { off: number; len: number }[] } = {},
   ): NodeRef<L> {
     if (this.#nodes.length >= PLAN_LIMITS.nodes) {
-      throw new RangeError(`Cannot add node "${layout.struct}": a plan has at most ${PLAN_LIMITS.nodes}`);
+      throw new RangeError(
+        `Cannot add node "${layout.struct}": a plan has at most ${PLAN_LIMITS.nodes}`,
+      );
     }
     const fields = layout.fields.map((f) => ({ off: f.offset, len: f.size }));
     const ranges = this.mode === "whole" ? [{ off: 0, len: layout.size }] : fields;
@@ -127,7 +131,9 @@ export class PlanBuilder {
     if (options.when) edge.cond = this.#condition(from, options.when);
     const node = this.#nodes[from.index];
     if (node.edges.length >= PLAN_LIMITS.edges) {
-      throw new RangeError(`Cannot add an edge to "${from.layout.struct}": at most ${PLAN_LIMITS.edges}`);
+      throw new RangeError(
+        `Cannot add an edge to "${from.layout.struct}": at most ${PLAN_LIMITS.edges}`,
+      );
     }
     node.edges.push(edge);
     return this;
@@ -148,7 +154,13 @@ export class PlanBuilder {
   }
 
   /** Walks the list whose head is at `headOffset` in `from`; entries are `to` at entry - `delta`. */
-  list(from: NodeRef, headOffset: number, to: NodeRef, delta: number, options: EdgeOptions = {}): this {
+  list(
+    from: NodeRef,
+    headOffset: number,
+    to: NodeRef,
+    delta: number,
+    options: EdgeOptions = {},
+  ): this {
     return this.#edge(from, {
       kind: EdgeKind.LIST,
       target: to.index,
@@ -198,7 +210,11 @@ export class PlanBuilder {
       target: to.index,
       off: fieldOf(from.layout, field).offset,
       delta: options.delta ?? 0,
-      elem: { ptr: ElemKind.PTR, hlist: ElemKind.HLIST, hnulls: ElemKind.HNULLS }[options.elem ?? "ptr"],
+      elem: {
+        ptr: ElemKind.PTR,
+        hlist: ElemKind.HLIST,
+        hnulls: ElemKind.HNULLS,
+      }[options.elem ?? "ptr"],
       countIsMask: options.countIsMask ?? false,
       aux: countField.offset,
       countSize: sizeOf(countField),
