@@ -1,7 +1,8 @@
 /**
  * ebpfmon: watch a confidential VM from outside it.
  *
- * `main.ts` carries every command: `agent` (inside the guest), `serve` and `ps` (the IDS), and
+ * `main.ts` carries every command: `agent` (inside the guest), `serve`, `ps`, `lsmod`, `ss` and
+ * `lsof` (the IDS), and
  * `local` (agent and IDS service on this machine, with a built-in configuration). The compiled
  * `ebpfmon-agent` (agent/main.ts) and `ebpfmon-ids` (ids/main.ts) carry their own halves.
  *
@@ -12,6 +13,7 @@ import { Command } from "@commander-js/extra-typings";
 import { agentCommand } from "./agent/cli.ts";
 import { spawnAgent } from "./agent/process.ts";
 import { formatProcesses, formatStats, psCommand, serveCommand } from "./ids/cli.ts";
+import { lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
 import { parseConfig } from "./ids/service/config.ts";
 import { startService } from "./ids/service/serve.ts";
 import { DEFAULT_STATE, runProgram } from "./protocol/cli.ts";
@@ -71,6 +73,9 @@ if (import.meta.main) {
     .addCommand(agentCommand())
     .addCommand(serveCommand())
     .addCommand(psCommand())
+    .addCommand(lsmodCommand())
+    .addCommand(ssCommand())
+    .addCommand(lsofCommand())
     .addCommand(localCommand())
     .showHelpAfterError();
   await runProgram(program, "ebpfmon");

@@ -20,10 +20,12 @@ import {
   frameTypeName,
   LIMITS,
   parseFrame,
+  PrefetchTarget,
   PROTOCOL_VERSION,
   type RawFrame,
   StopReason,
 } from "../protocol/frames.ts";
+import { decodePlan, encodePlan, PlanError } from "../protocol/plan.ts";
 import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
 
 /** Requests are tiny: anything bigger than this from the IDS is refused unread. */
@@ -192,7 +194,7 @@ export class Agent implements AsyncDisposable {
         await this.#read(channel, frame.id, frame.addr, frame.len);
         break;
       case FrameType.PREFETCH:
-        await this.#prefetch(channel, frame.id, frame.maxObjects, frame.maxBytes);
+        await this.#prefetch(channel, frame);
         break;
       case FrameType.SYMBOLS:
         if (!("names" in frame)) {
@@ -289,10 +291,9 @@ export class Agent implements AsyncDisposable {
 
   async #prefetch(
     channel: Channel,
-    id: number,
-    maxObjects: number,
-    maxBytes: number,
+    frame: Extract<Frame, { type: typeof FrameType.PREFETCH }>,
   ): Promise<void> {
+    const { id, maxObjects, maxBytes } = frame;
     if (maxObjects > LIMITS.maxRecords || maxBytes > LIMITS.maxPrefetchBytes) {
       await this.#send(
         channel,
@@ -304,12 +305,25 @@ export class Agent implements AsyncDisposable {
       );
       return;
     }
-    await this.#exclusive(
-      channel,
-      id,
-      () => this.#walker.walkTasks({ maxObjects, maxBytes }),
-      () => undefined,
-    );
+    const limits = { maxObjects, maxBytes };
+    if (frame.target === PrefetchTarget.TASKS) {
+      await this.#exclusive(channel, id, () => this.#walker.walkTasks(limits), () => undefined);
+      return;
+    }
+    let plan: Uint8Array;
+    try {
+      // Decoding checks every limit and reference; encoding it again hands the walker the
+      // checked plan with every unused byte zeroed, in a buffer of its own.
+      plan = encodePlan(decodePlan(frame.plan));
+    } catch (error) {
+      if (!(error instanceof PlanError)) throw error;
+      await this.#send(
+        channel,
+        errorFrame(id, ErrorCode.BAD_FRAME, `Cannot serve PREFETCH: ${error.message}`),
+      );
+      return;
+    }
+    await this.#exclusive(channel, id, () => this.#walker.walkPlan(plan, limits), () => undefined);
   }
 
   /**
@@ -347,7 +361,7 @@ export class Agent implements AsyncDisposable {
           objects: result.objects,
           bytes: result.bytes,
           faults: result.faults,
-          pruned: 0,
+          pruned: result.pruned,
           guestNs: result.guestNs,
           agentNs: Math.round((performance.now() - started) * 1e6),
           stop: result.stop as StopReason,

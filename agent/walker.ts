@@ -8,13 +8,18 @@
  * @module
  */
 
+import { PLAN_SIZE } from "../protocol/plan.ts";
 import { BpfObject, currentThreadId, fireTrigger, TRIGGER } from "./libbpf.ts";
 
 const OP_READ = 1;
 const OP_WALK_TASKS = 2;
 const OP_ANCHOR = 3;
+const OP_PLAN = 4;
 
-/** Mirrors `struct ebpfmon_shared` in bpf/walk.h: request at 0 (48 bytes), result at 48. */
+/**
+ * Mirrors `struct ebpfmon_shared` in bpf/walk.h: request at 0 (48 bytes), result at 48
+ * (72 bytes), plan at 120.
+ */
 const REQ = { seq: 0, op: 8, tid: 12, addr: 16, len: 24, maxObjects: 32, maxBytes: 40 } as const;
 const RES = {
   seq: 48,
@@ -25,14 +30,16 @@ const RES = {
   faults: 88,
   error: 96,
   stop: 104,
+  pruned: 112,
 } as const;
-const SHARED_SIZE = 112;
+const PLAN_AT = 120;
+const SHARED_SIZE = PLAN_AT + PLAN_SIZE;
 /** Mirrors `struct ebpfmon_record`: u64 address, u32 length, u32 padding, then the bytes. */
 const RECORD_HEADER = 16;
 /** Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest READ. */
 export const READ_MAX = 1024 * 4096;
 
-const PROGRAMS = ["read_memory", "walk_tasks", "report_anchor"] as const;
+const PROGRAMS = ["read_memory", "walk_tasks", "report_anchor", "walk_plan"] as const;
 
 /** The name of the in-guest program set, reported to the IDS. */
 export const PROGRAM_VARIANT = "walk.bpf.o:bpf_loop+ringbuf";
@@ -51,7 +58,9 @@ export interface RunResult {
   error: number;
   /** EBPFMON_STOP_* (0 = complete). */
   stop: number;
-  /** ANCHOR: the calling task; WALK: init_task. */
+  /** PLAN: edges not followed because they lead deeper than the plan's max depth. */
+  pruned: number;
+  /** ANCHOR: the calling task; WALK: init_task; PLAN: the first root. */
   root: bigint;
 }
 
@@ -65,6 +74,18 @@ export interface WalkLimits {
 export interface WalkerOptions {
   /** Size of the ring buffer in bytes; a power of two, multiple of the page size. @default 64 MiB */
   ringBytes?: number;
+  /**
+   * Items the plan walker's work stack holds (24 bytes each). A plan needs at most 3 per level of
+   * depth plus 3 (195 at the deepest); fewer stop deep walks with STACK_FULL. @default 256
+   */
+  stackItems?: number;
+  /**
+   * Objects the plan walker remembers per walk for nodes that dedupe (an LRU hash of about 90
+   * bytes per entry, allocated at load: 5.5 MiB by default). A walk visiting more may copy some
+   * objects twice.
+   * @default 65536
+   */
+  dedupeEntries?: number;
   /** The compiled object; read from {@linkcode WALK_OBJECT} when absent. */
   object?: Uint8Array;
 }
@@ -104,6 +125,8 @@ export class Walker implements Disposable {
     new DataView(config.buffer).setUint32(0, Deno.pid, true);
     obj.setGlobals(".rodata", config);
     obj.setMaxEntries("records", options.ringBytes ?? 64 << 20);
+    obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));
+    obj.setMaxEntries("plan_seen", positive(options.dedupeEntries ?? 65536, "dedupeEntries"));
     obj.load();
     for (const program of PROGRAMS) obj.attachUprobe(program, { pid: Deno.pid, ...TRIGGER });
     const walker = new Walker(obj);
@@ -135,6 +158,23 @@ export class Walker implements Disposable {
     return this.#run(OP_WALK_TASKS, {
       maxObjects: BigInt(limits.maxObjects),
       maxBytes: BigInt(limits.maxBytes),
+    });
+  }
+
+  /**
+   * Walks a plan (the bytes of `encodePlan`, exactly `PLAN_SIZE`) into the ring. Records come in
+   * depth-first pre-order (bpf/plan_walk.h). The plan is not checked here beyond its size: the
+   * in-guest walker treats it as hostile, and callers that take plans from the wire decode it
+   * first. Drain the records with {@linkcode drain}.
+   */
+  walkPlan(plan: Uint8Array, limits: WalkLimits): RunResult {
+    if (plan.length !== PLAN_SIZE) {
+      throw new RangeError(`Cannot walk a plan of ${plan.length} bytes: expected ${PLAN_SIZE}`);
+    }
+    return this.#run(OP_PLAN, {
+      maxObjects: BigInt(limits.maxObjects),
+      maxBytes: BigInt(limits.maxBytes),
+      plan,
     });
   }
 
@@ -171,7 +211,13 @@ export class Walker implements Disposable {
 
   #run(
     op: number,
-    args: { addr?: bigint; len?: bigint; maxObjects?: bigint; maxBytes?: bigint },
+    args: {
+      addr?: bigint;
+      len?: bigint;
+      maxObjects?: bigint;
+      maxBytes?: bigint;
+      plan?: Uint8Array;
+    },
   ): RunResult {
     if (this.#closed) throw new TypeError("Cannot use the walker: it is closed");
     const s = this.#shared;
@@ -184,6 +230,7 @@ export class Walker implements Disposable {
     s.setBigUint64(REQ.len, args.len ?? 0n, true);
     s.setBigUint64(REQ.maxObjects, args.maxObjects ?? 0n, true);
     s.setBigUint64(REQ.maxBytes, args.maxBytes ?? 0n, true);
+    if (args.plan) new Uint8Array(s.buffer, s.byteOffset + PLAN_AT, PLAN_SIZE).set(args.plan);
     fireTrigger();
     s.setUint32(REQ.op, 0, true);
     if (s.getBigUint64(RES.seq, true) !== BigInt(seq)) {
@@ -198,6 +245,7 @@ export class Walker implements Disposable {
       guestNs: Number(s.getBigUint64(RES.walkNs, true)),
       error: Number(s.getBigInt64(RES.error, true)),
       stop: Number(s.getBigUint64(RES.stop, true)),
+      pruned: Number(s.getBigUint64(RES.pruned, true)),
       root: s.getBigUint64(RES.root, true),
     };
   }
@@ -211,4 +259,11 @@ export class Walker implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+function positive(value: number, name: string): number {
+  if (!Number.isInteger(value) || value < 1 || value > 0xffff_ffff) {
+    throw new RangeError(`Cannot size the walker: ${name} ${value} is not a positive u32`);
+  }
+  return value;
 }

@@ -16,9 +16,11 @@
  *   PLAN_EDGE_HNULLS as HLIST, but the chain ends at a "nulls" marker (an odd value).
  *   PLAN_EDGE_ARRAY  a = *(u64 *)(obj + off) points to `count` elements of `stride` bytes, where
  *                    count is the `count_size`-byte value at obj + aux (plus one when
- *                    PLAN_FLAG_COUNT_IS_MASK). Each element is `elem`: PLAN_ELEM_PTR (a pointer
- *                    to the target, minus delta), PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head
- *                    of a chain whose entries are the targets, minus delta).
+ *                    PLAN_FLAG_COUNT_IS_MASK). Each element holds, `elem_off` bytes into it,
+ *                    `elem`: PLAN_ELEM_PTR (a pointer to the target, minus delta),
+ *                    PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head of a chain whose entries are
+ *                    the targets, minus delta). The elements
+ *                    themselves (count * stride bytes at a) are copied too, before their targets.
  *   PLAN_EDGE_BYTES  copy `n` bytes at p = *(u64 *)(obj + off), n being the `count_size`-byte
  *                    value at obj + aux, at most `max` bytes.
  *
@@ -29,7 +31,9 @@
  *
  * Every walk is bounded: by PLAN_MAX_DEPTH (or the plan's max_depth) hops from a root, by the
  * request's object and byte budgets, by the size of the walker's work stack, and by bpf_loop.
- * A node with PLAN_FLAG_DEDUPE is visited once per walk per address.
+ * Roots are at depth 0 and every edge is one hop, BYTES included: an edge of an object at
+ * max_depth is not followed, and counted in the result's `pruned`. A node with PLAN_FLAG_DEDUPE
+ * is visited once per walk per address.
  */
 #ifndef EBPFMON_PLAN_H
 #define EBPFMON_PLAN_H
@@ -75,7 +79,7 @@ struct plan_edge {
 	__u8 count_size; /* ARRAY, BYTES: 1, 2, 4 or 8 */
 	__u8 cond;       /* PLAN_COND_* */
 	__u8 cond_size;  /* 1, 2, 4 or 8 */
-	__u8 pad;
+	__u8 elem_off;   /* ARRAY: where in each element its pointer or chain head is */
 	__u32 off;       /* where the pointer, list head or array pointer is */
 	__s32 delta;     /* target object = entry address - delta */
 	__u32 aux;       /* ARRAY, BYTES: where the count is */

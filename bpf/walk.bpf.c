@@ -6,6 +6,8 @@
  * every record is (address, bytes). Each program is a uprobe on the agent's trigger function,
  * filtered to the agent's pid and to the thread named in the request, and serves one request per
  * trigger. Every loop is bounded by bpf_loop's count and by the request's object and byte budgets.
+ *
+ * walk_tasks is the built-in task walk; walk_plan (plan_walk.h) walks whatever plan the IDS sends.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -42,6 +44,7 @@ static __always_inline void begin(void)
 	result.faults = 0;
 	result.error = 0;
 	result.stop = EBPFMON_STOP_COMPLETE;
+	result.pruned = 0;
 }
 
 static __always_inline void end(void)
@@ -227,3 +230,7 @@ int walk_tasks(struct pt_regs *ctx)
 	end();
 	return 0;
 }
+
+/* ---- PLAN: the walk the IDS described (plan.h) ---- */
+
+#include "plan_walk.h"

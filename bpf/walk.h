@@ -10,9 +10,12 @@
 #ifndef EBPFMON_WALK_H
 #define EBPFMON_WALK_H
 
+#include "plan.h"
+
 #define EBPFMON_OP_READ 1
 #define EBPFMON_OP_WALK_TASKS 2
 #define EBPFMON_OP_ANCHOR 3
+#define EBPFMON_OP_PLAN 4
 
 /* Largest span one READ record carries; longer reads are split into several records. */
 #define EBPFMON_READ_CHUNK 4096
@@ -28,6 +31,8 @@
 #define EBPFMON_STOP_RING_FULL 3
 #define EBPFMON_STOP_FAULT 4
 #define EBPFMON_STOP_NO_ROOT 5
+#define EBPFMON_STOP_STACK_FULL 6 /* PLAN: the work stack had no room for the next item */
+#define EBPFMON_STOP_STEPS 7      /* PLAN: bpf_loop ran out of steps */
 
 /* .rodata: set by the agent before load. The only read-only global, so it sits at offset 0. */
 struct ebpfmon_config {
@@ -51,15 +56,20 @@ struct ebpfmon_result {
 	__u64 bytes;    /* payload bytes emitted */
 	__u64 walk_ns;  /* time spent in the program */
 	__u64 root;     /* ANCHOR: current task; WALK: init_task */
-	__u64 faults;   /* objects that could not be read and were skipped */
+	__u64 faults;   /* objects (PLAN: reads) that could not be read and were skipped */
 	__s64 error;    /* READ: negative errno of the failing read, else 0 */
 	__u64 stop;     /* EBPFMON_STOP_* */
+	__u64 pruned;   /* PLAN: edges not followed because they lead deeper than max_depth */
 };
 
-/* .bss: the request the agent writes and the result the program writes, at fixed offsets. */
+/*
+ * .bss: the request the agent writes and the result the program writes, at fixed offsets; for
+ * EBPFMON_OP_PLAN the agent also writes the plan, last so that the offsets before it stay put.
+ */
 struct ebpfmon_shared {
 	struct ebpfmon_request request;
 	struct ebpfmon_result result;
+	struct ebpfmon_plan plan;
 };
 
 /* One ring buffer record: this header, then len bytes of kernel memory copied from addr. */

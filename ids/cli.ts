@@ -95,20 +95,50 @@ function targetOptions<T extends Command>(command: T) {
     .option("--json", "print JSON instead of a table");
 }
 
-/** Builds the `ps` command. */
-export function psCommand() {
-  return targetOptions(new Command("ps"))
-    .description("Print the guest's process table, rebuilt from its kernel memory")
-    .action(async (options) => {
+/** What a view command prints: JSON (the whole answer), or a table, then the stats line. */
+export interface ViewOutput {
+  json: Record<string, unknown>;
+  table: string;
+  stats: SnapshotStats;
+}
+
+/**
+ * A command that takes one snapshot of a view of the guest and prints it: every view command has
+ * the same flags (`--agent`, `--state`, `--pin`, `--mode`, `--json`) and the same stats line.
+ */
+export function viewCommand(
+  name: string,
+  description: string,
+  run: (session: GuestSession, mode: Mode, args: string[]) => Promise<ViewOutput>,
+  argument?: { name: string; description: string },
+) {
+  const command = new Command(name);
+  if (argument) command.argument(argument.name, argument.description);
+  return targetOptions(command)
+    .description(description)
+    .action(async function (this: Command) {
+      const options = this.opts() as AgentTarget & { mode: Mode; json?: boolean };
       using session = await openSession(options);
-      const { processes, stats } = await session.processes(options.mode);
+      const out = await run(session, options.mode, this.args);
       if (options.json) {
-        console.log(JSON.stringify({ processes, stats }, null, 2));
+        console.log(JSON.stringify({ ...out.json, stats: out.stats }, null, 2));
       } else {
-        console.log(formatProcesses(processes));
-        console.log(formatStats(stats));
+        console.log(out.table);
+        console.log(formatStats(out.stats));
       }
     });
+}
+
+/** Builds the `ps` command. */
+export function psCommand() {
+  return viewCommand(
+    "ps",
+    "Print the guest's process table, rebuilt from its kernel memory",
+    async (session, mode) => {
+      const { processes, stats } = await session.processes(mode);
+      return { json: { processes }, table: formatProcesses(processes), stats };
+    },
+  );
 }
 
 /** Builds the `serve` command. */

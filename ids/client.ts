@@ -14,6 +14,7 @@ import {
   dataRecords,
   encodeFrame,
   type EndStats,
+  forEachRecord,
   type Frame,
   FrameDecoder,
   FrameError,
@@ -55,9 +56,19 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
 }
 
+/**
+ * Counts what some requests cost, e.g. one snapshot's, however many other requests run on the
+ * same connection meanwhile.
+ */
+export interface Meter {
+  roundTrips: number;
+  bytes: number;
+}
+
 interface Pending {
   onFrame(frame: Frame): void;
   fail(error: Error): void;
+  meter?: Meter;
 }
 
 /** A connection to one agent. Close it when done. */
@@ -93,6 +104,7 @@ export class AgentClient implements Disposable {
     try {
       const hello = await client.#request(
         { type: FrameType.HELLO, id: 0, version: PROTOCOL_VERSION },
+        undefined,
         (frame) => frame.type === FrameType.HELLO,
       );
       if (hello.type !== FrameType.HELLO || !hello.agent) {
@@ -134,7 +146,7 @@ export class AgentClient implements Disposable {
   async btf(onProgress?: (received: number, total: number) => void): Promise<Uint8Array> {
     let out: Uint8Array<ArrayBuffer> | undefined;
     let received = 0;
-    await this.#stream({ type: FrameType.GET_BTF, id: 0 }, (frame) => {
+    await this.#stream({ type: FrameType.GET_BTF, id: 0 }, undefined, (frame) => {
       if (frame.type !== FrameType.BTF) return false;
       if (frame.total !== this.info.btfSize) {
         throw new AgentError(
@@ -162,13 +174,13 @@ export class AgentClient implements Disposable {
    * Reads guest kernel memory: one round trip.
    * @throws {AgentError} when the agent cannot read it (code FAULT) or answers inconsistently.
    */
-  async read(addr: bigint, len: number): Promise<Uint8Array> {
+  async read(addr: bigint, len: number, meter?: Meter): Promise<Uint8Array> {
     if (len <= 0 || len > LIMITS.maxRead) {
       throw new RangeError(`Cannot read ${len} bytes: the length must be 1..${LIMITS.maxRead}`);
     }
     const out = new Uint8Array(len);
     let filled = 0;
-    await this.#stream({ type: FrameType.READ, id: 0, addr, len }, (frame) => {
+    await this.#stream({ type: FrameType.READ, id: 0, addr, len }, meter, (frame) => {
       if (frame.type !== FrameType.DATA) return false;
       for (const record of dataRecords(frame.payload, frame.id)) {
         const at = record.addr - addr;
@@ -192,22 +204,23 @@ export class AgentClient implements Disposable {
   }
 
   /**
-   * Asks the agent to walk `target` in the guest and stream the memory: one round trip.
-   * `onRecord` gets each record; `bytes` views a received frame and may be kept.
+   * Asks the agent to walk `target` in the guest (for PLAN, the encoded `plan`) and stream the
+   * memory: one round trip. `onRecord` gets each record's address, in two 32-bit halves, and its
+   * bytes, a view of a received frame that may be kept.
    */
   prefetch(
     target: PrefetchTarget,
     limits: { maxObjects: number; maxBytes: number },
-    onRecord: (addr: bigint, bytes: Uint8Array) => void,
+    onRecord: (high: number, low: number, bytes: Uint8Array) => void,
     plan: Uint8Array = new Uint8Array(),
+    meter?: Meter,
   ): Promise<EndStats> {
     return this.#stream(
       { type: FrameType.PREFETCH, id: 0, target, ...limits, plan },
+      meter,
       (frame) => {
         if (frame.type !== FrameType.DATA) return false;
-        for (const record of dataRecords(frame.payload, frame.id)) {
-          onRecord(record.addr, record.bytes);
-        }
+        forEachRecord(frame.payload, onRecord, frame.id);
         return true;
       },
     );
@@ -219,7 +232,7 @@ export class AgentClient implements Disposable {
    */
   async symbols(names: string[]): Promise<Map<string, bigint>> {
     const out = new Map<string, bigint>();
-    await this.#stream({ type: FrameType.SYMBOLS, id: 0, names }, (frame) => {
+    await this.#stream({ type: FrameType.SYMBOLS, id: 0, names }, undefined, (frame) => {
       if (frame.type !== FrameType.SYMBOLS || !("symbols" in frame)) return false;
       for (const [name, addr] of frame.symbols) if (names.includes(name)) out.set(name, addr);
       return true;
@@ -228,8 +241,12 @@ export class AgentClient implements Disposable {
   }
 
   /** Sends a request and feeds its frames to `onData` until END; returns END's stats. */
-  async #stream(request: Frame, onData: (frame: Frame) => boolean): Promise<EndStats> {
-    const end = await this.#request(request, (frame) => {
+  async #stream(
+    request: Frame,
+    meter: Meter | undefined,
+    onData: (frame: Frame) => boolean,
+  ): Promise<EndStats> {
+    const end = await this.#request(request, meter, (frame) => {
       if (frame.type === FrameType.END) return true;
       if (!onData(frame)) {
         throw new AgentError(
@@ -247,7 +264,11 @@ export class AgentClient implements Disposable {
    * Sends `request` with a fresh id; every answer frame goes to `isLast`, and the request resolves
    * with the first for which it returns true. An ERROR rejects with {@linkcode AgentError}.
    */
-  #request(request: Frame, isLast: (frame: Frame) => boolean): Promise<Frame> {
+  #request(
+    request: Frame,
+    meter: Meter | undefined,
+    isLast: (frame: Frame) => boolean,
+  ): Promise<Frame> {
     if (this.#closed) return Promise.reject(this.#closed);
     const id = this.#nextId++;
     if (this.#nextId > 0xffff_ffff) this.#nextId = 1;
@@ -282,8 +303,10 @@ export class AgentClient implements Disposable {
         done();
         reject(error);
       },
+      meter,
     });
     this.#counters.roundTrips++;
+    if (meter) meter.roundTrips++;
     this.#channel.write(encodeFrame({ ...request, id })).catch((error) => {
       this.close(new AgentError(`Cannot send to the agent: ${error.message}`, 0, { cause: error }));
     });
@@ -305,6 +328,7 @@ export class AgentClient implements Disposable {
               0,
             );
           }
+          if (pending.meter) pending.meter.bytes += raw.payload.length + 9;
           pending.onFrame(frame);
         }
       }

@@ -1,5 +1,6 @@
 /**
- * `ebpfmon-ids`: the IDS's entry point, run outside the guests: `serve` and `ps`.
+ * `ebpfmon-ids`: the IDS's entry point, run outside the guests: `serve`, `ps`, `lsmod`, `ss`,
+ * `lsof`.
  *
  * @module
  */
@@ -7,12 +8,16 @@
 import { Command } from "@commander-js/extra-typings";
 import { runProgram } from "../protocol/cli.ts";
 import { psCommand, serveCommand } from "./cli.ts";
+import { lsmodCommand, lsofCommand, ssCommand } from "./cli_views.ts";
 
 if (import.meta.main) {
   const program = new Command("ebpfmon-ids")
     .description("The IDS: rebuild guests' OS data from their kernel memory, serve it over REST")
     .addCommand(serveCommand())
     .addCommand(psCommand())
+    .addCommand(lsmodCommand())
+    .addCommand(ssCommand())
+    .addCommand(lsofCommand())
     .showHelpAfterError();
   await runProgram(program, "ebpfmon-ids");
 }

@@ -1,24 +1,37 @@
 /**
- * One monitored guest: a connected agent, its kernel's types, and snapshots of its views in
- * either mode. Every snapshot starts from an empty cache: guest memory changes, so bytes from an
- * earlier snapshot are never served as current.
+ * One monitored guest: a connected agent, its kernel's types, and snapshots of its views in any
+ * of three modes. Every snapshot starts from an empty cache: guest memory changes, so bytes from
+ * an earlier snapshot are never served as current.
+ *
+ * - `on-demand`: the view reads through the cache, and every miss fetches a page (one round
+ *   trip each): the page-by-page baseline.
+ * - `prefetch`: one PREFETCH round trip carrying the view's plan with whole structures, then the
+ *   same view over the cache (the batched prefetch).
+ * - `selective`: the same plan, copying only the fields the view reads.
+ *
+ * A read the prefetch did not cover still works (one round trip) and is counted as a miss.
  *
  * @module
  */
 
 import { PrefetchTarget, StopReason } from "../protocol/frames.ts";
-import type { AgentClient } from "./client.ts";
+import { encodePlan } from "../protocol/plan.ts";
+import type { AgentClient, Meter } from "./client.ts";
 import { loadBtf } from "./btf_store.ts";
-import { parseBtf } from "./btf/mod.ts";
-import { fromKAddr, type KAddr, toKAddr } from "./memory/address.ts";
+import { type Btf, parseBtf } from "./btf/mod.ts";
+import { fromKAddr, type KAddr, kaddrOf, toKAddr } from "./memory/address.ts";
 import { MemoryCache } from "./memory/cache.ts";
 import { RemoteMemory } from "./memory/guest_memory.ts";
+import { type CopyMode, PlanBuilder } from "./kernel/plan.ts";
 import { type KernelTypes, resolveKernelTypes } from "./kernel/types.ts";
-import { listProcesses, type Process } from "./linux/processes.ts";
+import { findInitTask, listProcesses, planTasks, type Process } from "./linux/processes.ts";
+import { listModules, type Module, planModules, resolveModuleTypes } from "./linux/modules.ts";
+import { listSockets, planSockets, resolveSocketTypes, type Socket } from "./linux/sockets.ts";
+import { listFiles, type OpenFile, planFiles, resolveFileTypes } from "./linux/files.ts";
 
 /** How a snapshot gets its memory. */
-export type Mode = "prefetch" | "on-demand";
-export const MODES: readonly Mode[] = ["prefetch", "on-demand"];
+export type Mode = "prefetch" | "selective" | "on-demand";
+export const MODES: readonly Mode[] = ["prefetch", "selective", "on-demand"];
 
 /** What a snapshot cost and how it ended. */
 export interface SnapshotStats {
@@ -36,7 +49,7 @@ export interface SnapshotStats {
   misses: number;
   /** Cache lookups the view made; `1 - misses / lookups` is the hit ratio. */
   lookups: number;
-  /** Prefetch mode: what the in-guest walk returned. */
+  /** Prefetch modes: what the in-guest walk returned. */
   prefetch?: {
     objects: number;
     bytes: number;
@@ -46,6 +59,8 @@ export interface SnapshotStats {
     agentMs: number;
     /** Why the walk stopped ("complete" when it did not stop early). */
     stop: string;
+    /** Edges the walker did not follow because they lead deeper than the plan allows. */
+    pruned: number;
     /** Records refused because their address is not a kernel address. */
     rejected: number;
   };
@@ -60,20 +75,63 @@ export interface PrefetchLimits {
 export const DEFAULT_PREFETCH_LIMITS: PrefetchLimits = { maxObjects: 1 << 20, maxBytes: 256 << 20 };
 
 const STOP_NAMES = new Map<number, string>(
-  Object.entries(StopReason).map(([name, code]) => [code, name.toLowerCase().replace("_", "-")]),
+  Object.entries(StopReason).map(([name, code]) => [code, name.toLowerCase().replaceAll("_", "-")]),
 );
+
+/** What a view returns to {@linkcode GuestSession.snapshot}. */
+export interface ViewResult<T> {
+  value: T;
+  truncated: boolean;
+  reason?: string;
+}
+
+/** A view as a session runs it: its plan, and the view itself over guest memory. */
+export interface View<T> {
+  plan(builder: PlanBuilder): void;
+  read(memory: RemoteMemory): Promise<ViewResult<T>>;
+}
+
+/** The module list, or why the guest cannot have one. */
+export interface ModulesAnswer {
+  /** False when the guest kernel has no loadable modules, or hides where their list is. */
+  supported: boolean;
+  reason?: string;
+  modules: Module[];
+}
+
+/** A process's open files. */
+export interface FilesAnswer {
+  pid: number;
+  /** Address of its task. */
+  task: string;
+  files: OpenFile[];
+}
+
+/** No process has the pid asked for. */
+export class NoSuchProcessError extends Error {
+  constructor(readonly pid: number) {
+    super(`No process with pid ${pid}`);
+    this.name = "NoSuchProcessError";
+  }
+}
 
 /** A guest, ready for snapshots. Closing it closes the client. */
 export class GuestSession implements Disposable {
+  #lazy = new Map<string, unknown>();
+
   private constructor(
     readonly client: AgentClient,
+    readonly btf: Btf,
     readonly types: KernelTypes,
+    /** The agent's own task. */
     readonly anchor: KAddr,
+    /** init_task, found once from the anchor. */
+    readonly initTask: KAddr,
   ) {}
 
   /**
-   * Loads the guest's BTF (from `stateDir`'s store when known, else from the agent) and
-   * resolves the kernel types.
+   * Loads the guest's BTF (from `stateDir`'s store when known, else from the agent), resolves
+   * the kernel types, and finds init_task from the agent's task (a few round trips, once).
    * @throws {LayoutError} when the guest kernel lacks a field the views need.
    */
   static async open(client: AgentClient, stateDir: string): Promise<GuestSession> {
@@ -86,7 +144,13 @@ export class GuestSession implements Disposable {
       );
     }
     const btf = parseBtf(await loadBtf(client, stateDir));
-    return new GuestSession(client, resolveKernelTypes(btf), anchor);
+    const types = resolveKernelTypes(btf);
+    const memory = new RemoteMemory(
+      new MemoryCache(),
+      (addr, len) => client.read(fromKAddr(addr), len),
+    );
+    const initTask = await findInitTask(memory, types, anchor);
+    return new GuestSession(client, btf, types, anchor, initTask);
   }
 
   /** The guest's process list, with what it cost. */
@@ -94,56 +158,172 @@ export class GuestSession implements Disposable {
     mode: Mode,
     limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
   ): Promise<{ processes: Process[]; stats: SnapshotStats }> {
-    const { value, stats } = await this.#snapshot(
-      mode,
-      PrefetchTarget.TASKS,
-      limits,
-      async (memory) => {
-        const list = await listProcesses(memory, this.types, this.anchor);
+    const { value, stats } = await this.snapshot(mode, {
+      plan: (b) => planTasks(b, this.types, this.initTask),
+      read: async (memory) => {
+        const list = await listProcesses(memory, this.types, this.initTask);
         return { value: list.processes, truncated: list.truncated, reason: list.reason };
       },
-    );
+    }, limits);
     return { processes: value, stats };
   }
 
-  async #snapshot<T>(
+  /** Resolves (once) what only some views need; a failure is kept and thrown again. */
+  #once<T>(key: string, make: () => T): T {
+    if (!this.#lazy.has(key)) {
+      try {
+        this.#lazy.set(key, { value: make() });
+      } catch (error) {
+        this.#lazy.set(key, { error });
+      }
+    }
+    const entry = this.#lazy.get(key) as { value: T } | { error: unknown };
+    if ("error" in entry) throw entry.error;
+    return entry.value;
+  }
+
+  /** Kernel symbols, looked up once per session (one round trip); 0 for a missing one. */
+  async #symbol(name: string): Promise<KAddr | undefined> {
+    const key = `symbol:${name}`;
+    if (!this.#lazy.has(key)) {
+      const addr = (await this.client.symbols([name])).get(name) ?? 0n;
+      this.#lazy.set(key, { value: toKAddr(addr) });
+    }
+    return (this.#lazy.get(key) as { value: KAddr | undefined }).value;
+  }
+
+  /**
+   * The guest's kernel modules. A kernel without loadable modules answers `supported: false`
+   * with the reason, never an empty list that would look like "no modules".
+   */
+  async modules(
     mode: Mode,
-    target: PrefetchTarget,
-    limits: PrefetchLimits,
-    view: (memory: RemoteMemory) => Promise<{ value: T; truncated: boolean; reason?: string }>,
+    limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
+  ): Promise<{ answer: ModulesAnswer; stats: SnapshotStats }> {
+    if (!this.client.info.features.includes("modules")) {
+      return {
+        answer: {
+          supported: false,
+          reason: "not supported by this kernel: it has no loadable modules (no /proc/modules)",
+          modules: [],
+        },
+        stats: emptyStats(mode),
+      };
+    }
+    const types = this.#once("modules", () => resolveModuleTypes(this.btf));
+    const head = await this.#symbol("modules");
+    if (head === undefined) {
+      return {
+        answer: {
+          supported: false,
+          reason: 'not available: the guest\'s kallsyms does not give the address of "modules"',
+          modules: [],
+        },
+        stats: emptyStats(mode),
+      };
+    }
+    const { value, stats } = await this.snapshot(mode, {
+      plan: (b) => planModules(b, types, head),
+      read: async (memory) => {
+        const list = await listModules(memory, types, head);
+        return { value: list.modules, truncated: list.truncated, reason: list.reason };
+      },
+    }, limits);
+    return { answer: { supported: true, modules: value }, stats };
+  }
+
+  /** The guest's TCP and UDP sockets (init network namespace), with their owners. */
+  async sockets(
+    mode: Mode,
+    limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
+  ): Promise<{ sockets: Socket[]; stats: SnapshotStats }> {
+    const types = this.#once("sockets", () => resolveSocketTypes(this.btf));
+    const udpTable = types.net.fields.some((f) => f.name === "udpTable")
+      ? undefined
+      : await this.#symbol("udp_table");
+    const { value, stats } = await this.snapshot(mode, {
+      plan: (b) => planSockets(b, types, planTasks(b, this.types, this.initTask), { udpTable }),
+      read: async (memory) => {
+        const list = await listSockets(memory, this.types, types, this.initTask, { udpTable });
+        return { value: list.sockets, truncated: list.truncated, reason: list.reason };
+      },
+    }, limits);
+    return { sockets: value, stats };
+  }
+
+  /**
+   * The open files of the process `pid`.
+   * @throws {NoSuchProcessError} when no process has that pid.
+   */
+  async files(
+    pid: number,
+    mode: Mode,
+    limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
+  ): Promise<{ answer: FilesAnswer; stats: SnapshotStats }> {
+    const types = this.#once("files", () => resolveFileTypes(this.btf));
+    const { value, stats } = await this.snapshot(mode, {
+      plan: (b) => planFiles(b, types, planTasks(b, this.types, this.initTask), { pid }),
+      read: async (memory) => {
+        const list = await listProcesses(memory, this.types, this.initTask);
+        const process = list.processes.find((p) => p.pid === pid);
+        if (!process) throw new NoSuchProcessError(pid);
+        const files = await listFiles(memory, this.types, types, toKAddr(BigInt(process.task))!);
+        return {
+          value: { pid, task: process.task, files: files.files },
+          truncated: files.truncated || list.truncated,
+          reason: files.reason ?? list.reason,
+        };
+      },
+    }, limits);
+    return { answer: value, stats };
+  }
+
+  /** Takes one snapshot of `view` in `mode`. */
+  async snapshot<T>(
+    mode: Mode,
+    view: View<T>,
+    limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
   ): Promise<{ value: T; stats: SnapshotStats }> {
     const started = performance.now();
-    const before = this.client.counters;
+    const meter: Meter = { roundTrips: 0, bytes: 0 };
     const cache = new MemoryCache();
     const memory = new RemoteMemory(
       cache,
-      (addr, len) => this.client.read(fromKAddr(addr), len),
+      (addr, len) => this.client.read(fromKAddr(addr), len, meter),
     );
     let prefetch: SnapshotStats["prefetch"];
-    if (mode === "prefetch") {
+    if (mode !== "on-demand") {
+      const builder = new PlanBuilder(COPY_MODES[mode]);
+      view.plan(builder);
       let rejected = 0;
-      const end = await this.client.prefetch(target, limits, (addr, bytes) => {
-        const at = toKAddr(addr);
-        if (at === undefined) rejected++;
-        else cache.insert(at, bytes);
-      });
+      const end = await this.client.prefetch(
+        PrefetchTarget.PLAN,
+        limits,
+        (high, low, bytes) => {
+          const at = kaddrOf(high, low);
+          if (at === undefined) rejected++;
+          else cache.insert(at, bytes);
+        },
+        encodePlan(builder.build()),
+        meter,
+      );
       prefetch = {
         objects: end.objects,
         bytes: end.bytes,
         guestMs: end.guestNs / 1e6,
         agentMs: end.agentNs / 1e6,
         stop: STOP_NAMES.get(end.stop) ?? String(end.stop),
+        pruned: end.pruned,
         rejected,
       };
     }
-    const result = await view(memory);
-    const after = this.client.counters;
+    const result = await view.read(memory);
     return {
       value: result.value,
       stats: {
         mode,
-        roundTrips: after.roundTrips - before.roundTrips,
-        bytes: after.bytes - before.bytes,
+        roundTrips: meter.roundTrips,
+        bytes: meter.bytes,
         ms: performance.now() - started,
         truncated: result.truncated,
         ...(result.reason ? { reason: result.reason } : {}),
@@ -162,3 +342,12 @@ export class GuestSession implements Disposable {
     this.close();
   }
 }
+
+function emptyStats(mode: Mode): SnapshotStats {
+  return { mode, roundTrips: 0, bytes: 0, ms: 0, truncated: false, misses: 0, lookups: 0 };
+}
+
+const COPY_MODES: Record<Exclude<Mode, "on-demand">, CopyMode> = {
+  prefetch: "whole",
+  selective: "selective",
+};

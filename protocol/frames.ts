@@ -169,10 +169,19 @@ export interface RawFrame {
  * Splits a byte stream into raw frames. Feed it chunks with {@linkcode push}, then take frames
  * with {@linkcode next} until it returns undefined. A frame larger than `maxFrame` throws a fatal
  * {@linkcode FrameError} as soon as its length is read, before any of it is buffered.
+ *
+ * A frame inside one chunk is returned as a view of it; a frame spread over chunks is copied
+ * once, into a buffer of its size allocated when its length is known.
  */
 export class FrameDecoder {
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  #queue: Uint8Array[] = [];
+  /** Index in #queue of the first chunk not wholly consumed, and how much of it is. */
+  #head = 0;
+  #offset = 0;
+  #queued = 0;
+  /** The frame being assembled (without its length field), and how much of it is filled. */
+  #frame: Uint8Array | undefined;
+  #filled = 0;
   #maxFrame: number;
   constructor(options: { maxFrame?: number } = {}) {
     this.#maxFrame = options.maxFrame ?? LIMITS.maxFrame;
@@ -180,72 +189,77 @@ export class FrameDecoder {
 
   /** Bytes received but not yet returned as frames. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#queued + this.#filled;
   }
 
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
-    this.#chunks.push(chunk);
-    this.#buffered += chunk.length;
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
   }
 
   next(): RawFrame | undefined {
-    if (this.#buffered < 4) return undefined;
-    const length = this.#peekU32();
-    if (length < HEADER - 4 || length > this.#maxFrame) {
-      throw new FrameError(
-        `Cannot accept frame: length ${length} is outside 5..${this.#maxFrame}`,
-        ErrorCode.TOO_LARGE,
-        0,
-        true,
-      );
+    if (!this.#frame) {
+      if (this.#queued < 4) return undefined;
+      const length = this.#readU32();
+      if (length < HEADER - 4 || length > this.#maxFrame) {
+        throw new FrameError(
+          `Cannot accept frame: length ${length} is outside 5..${this.#maxFrame}`,
+          ErrorCode.TOO_LARGE,
+          0,
+          true,
+        );
+      }
+      const chunk = this.#queue[this.#head];
+      if (chunk && chunk.length - this.#offset >= length) {
+        const bytes = chunk.subarray(this.#offset, this.#offset + length);
+        this.#advance(length);
+        return raw(bytes);
+      }
+      this.#frame = new Uint8Array(length);
+      this.#filled = 0;
     }
-    if (this.#buffered < 4 + length) return undefined;
-    const bytes = this.#take(4 + length);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    return { type: view.getUint8(4), id: view.getUint32(5, true), payload: bytes.subarray(HEADER) };
+    const frame = this.#frame;
+    while (this.#filled < frame.length && this.#queued > 0) {
+      const chunk = this.#queue[this.#head];
+      const n = Math.min(chunk.length - this.#offset, frame.length - this.#filled);
+      frame.set(chunk.subarray(this.#offset, this.#offset + n), this.#filled);
+      this.#filled += n;
+      this.#advance(n);
+    }
+    if (this.#filled < frame.length) return undefined;
+    this.#frame = undefined;
+    this.#filled = 0;
+    return raw(frame);
   }
 
-  #peekU32(): number {
-    const first = this.#chunks[0];
-    if (first.length >= 4) {
-      return new DataView(first.buffer, first.byteOffset, 4).getUint32(0, true);
+  /** Consumes four bytes (the caller checked they are there) as a little-endian u32. */
+  #readU32(): number {
+    let value = 0;
+    for (let i = 0; i < 4; i++) {
+      value += this.#queue[this.#head][this.#offset] * 2 ** (8 * i);
+      this.#advance(1);
     }
-    const four = this.#copy(4, false);
-    return new DataView(four.buffer).getUint32(0, true);
+    return value;
   }
 
-  #take(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    if (first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-      this.#buffered -= n;
-      return out;
-    }
-    return this.#copy(n, true);
-  }
-
-  #copy(n: number, consume: boolean): Uint8Array {
-    const out = new Uint8Array(n);
-    let filled = 0;
-    let i = 0;
-    while (filled < n) {
-      const chunk = this.#chunks[i];
-      const part = Math.min(chunk.length, n - filled);
-      out.set(chunk.subarray(0, part), filled);
-      filled += part;
-      if (consume) {
-        if (part === chunk.length) this.#chunks.shift();
-        else this.#chunks[0] = chunk.subarray(part);
-      } else {
-        i++;
+  #advance(n: number): void {
+    this.#offset += n;
+    this.#queued -= n;
+    if (this.#offset === this.#queue[this.#head].length) {
+      this.#head++;
+      this.#offset = 0;
+      if (this.#head === this.#queue.length || this.#head > 64) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
       }
     }
-    if (consume) this.#buffered -= n;
-    return out;
   }
+}
+
+function raw(bytes: Uint8Array): RawFrame {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 5);
+  return { type: view.getUint8(0), id: view.getUint32(1, true), payload: bytes.subarray(5) };
 }
 
 /** Reads fields of one payload, throwing {@linkcode FrameError} when it runs short. */
@@ -629,6 +643,36 @@ export function* dataRecords(payload: Uint8Array, id = 0): Generator<DataRecord>
       );
     }
     yield { addr, bytes: payload.subarray(start, start + len) };
+    at = start + len;
+  }
+}
+
+/**
+ * Calls `onRecord` for each record of a DATA payload, with the address in two 32-bit halves
+ * (no BigInt, for the hot path of a large prefetch) and a view of its bytes.
+ * @throws {FrameError} when a record's length runs past the payload.
+ */
+export function forEachRecord(
+  payload: Uint8Array,
+  onRecord: (high: number, low: number, bytes: Uint8Array) => void,
+  id = 0,
+): void {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  for (let at = 0; at < payload.length;) {
+    const start = at + RECORD_HEADER;
+    const len = start <= payload.length ? view.getUint32(at + 8, true) : -1;
+    if (len < 0 || start + len > payload.length) {
+      throw new FrameError(
+        `Cannot decode DATA frame: record at ${at} is cut short`,
+        ErrorCode.BAD_FRAME,
+        id,
+      );
+    }
+    onRecord(
+      view.getUint32(at + 4, true),
+      view.getUint32(at, true),
+      payload.subarray(start, start + len),
+    );
     at = start + len;
   }
 }

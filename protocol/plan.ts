@@ -53,6 +53,8 @@ export interface PlanEdge {
   countSize?: FieldSize;
   /** ARRAY: bytes per element. */
   stride?: number;
+  /** ARRAY: where in each element its pointer or chain head is (0..255). @default 0 */
+  elemOffset?: number;
   /** Most entries (LIST, HLIST, HNULLS, ARRAY) or bytes (BYTES) followed. */
   max: number;
   cond?: PlanCondition;
@@ -196,6 +198,7 @@ export function encodePlan(plan: Plan): Uint8Array {
       v.setUint8(ed + 4, e.countSize ?? 0);
       v.setUint8(ed + 5, e.cond?.kind ?? CondKind.NONE);
       v.setUint8(ed + 6, e.cond?.size ?? 0);
+      v.setUint8(ed + 7, e.elemOffset ?? 0);
       v.setUint32(ed + 8, e.off, true);
       v.setInt32(ed + 12, e.delta, true);
       v.setUint32(ed + 16, e.aux ?? 0, true);
@@ -260,6 +263,7 @@ export function decodePlan(bytes: Uint8Array): Plan {
         edge.elem = v.getUint8(ed + 2) as ElemKind;
         edge.countIsMask = (v.getUint8(ed + 3) & 1) === 1;
         edge.stride = v.getUint32(ed + 20, true);
+        edge.elemOffset = v.getUint8(ed + 7);
       }
       if (cond !== CondKind.NONE) {
         edge.cond = {

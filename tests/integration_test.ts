@@ -16,7 +16,7 @@ function byPid(list: Process[]): Map<number, Process> {
   return new Map(list.map((p) => [p.pid, p]));
 }
 
-privilegedTest("ps in both modes lists the test's processes and agrees with /proc", async () => {
+privilegedTest("ps in every mode lists the test's processes and agrees with /proc", async () => {
   const state = await Deno.makeTempDir({ prefix: "ebpfmon-state-" });
   await using agent = await spawnAgent({ stateDir: state });
   await using children = await TestProcesses.start("ebpfmon-it-", [NOBODY, NOBODY, 0]);
@@ -24,10 +24,11 @@ privilegedTest("ps in both modes lists the test's processes and agrees with /pro
 
   const before = readProc();
   const prefetch = await session.processes("prefetch");
+  const selective = await session.processes("selective");
   const onDemand = await session.processes("on-demand");
   const after = readProc();
 
-  for (const { processes, stats } of [prefetch, onDemand]) {
+  for (const { processes, stats } of [prefetch, selective, onDemand]) {
     assert(!stats.truncated, `${stats.mode} walk was truncated: ${stats.reason}`);
     const listed = byPid(processes);
     for (const child of children.children) {
@@ -69,17 +70,21 @@ privilegedTest("ps in both modes lists the test's processes and agrees with /pro
   const stable = new Set(stableAcross(before, after).map((p) => p.pid));
   const pick = (list: Process[]) =>
     list.filter((p) => stable.has(p.pid)).map((p) => JSON.stringify({ ...p, state: "" })).sort();
-  assertEquals(
-    pick(prefetch.processes),
-    pick(onDemand.processes),
-    "both modes return the same set",
-  );
+  assertEquals(pick(prefetch.processes), pick(onDemand.processes), "prefetch = on-demand");
+  assertEquals(pick(selective.processes), pick(onDemand.processes), "selective = on-demand");
 
-  assertEquals(prefetch.stats.roundTrips, 1 + prefetch.stats.misses);
-  assertEquals(prefetch.stats.prefetch?.stop, "complete");
+  for (const batched of [prefetch, selective]) {
+    assertEquals(batched.stats.prefetch?.stop, "complete");
+    assertEquals(batched.stats.misses, 0, `${batched.stats.mode} read past its plan`);
+    assertEquals(batched.stats.roundTrips, 1);
+    assert(
+      onDemand.stats.roundTrips > batched.stats.roundTrips * 10,
+      `on-demand made ${onDemand.stats.roundTrips} round trips, ${batched.stats.mode} 1`,
+    );
+  }
   assert(
-    onDemand.stats.roundTrips > prefetch.stats.roundTrips * 10,
-    `on-demand made ${onDemand.stats.roundTrips} round trips, prefetch ${prefetch.stats.roundTrips}`,
+    selective.stats.bytes <= prefetch.stats.bytes / 4,
+    `selective received ${selective.stats.bytes} bytes, whole-object ${prefetch.stats.bytes}`,
   );
 });
 

@@ -10,6 +10,7 @@ import { AgentClient } from "../ids/client.ts";
 import { type Channel, connectChannel } from "../protocol/channel.ts";
 import { ensureIdsCredentials } from "../protocol/credentials.ts";
 import {
+  dataRecords,
   encodeFrame,
   ErrorCode,
   type Frame,
@@ -18,7 +19,10 @@ import {
   parseFrame,
   PrefetchTarget,
   PROTOCOL_VERSION,
+  StopReason,
 } from "../protocol/frames.ts";
+import { EdgeKind, encodePlan, type Plan, PLAN_SIZE } from "../protocol/plan.ts";
+import { parseBtf } from "../ids/btf/mod.ts";
 
 /** A raw authenticated connection: sends bytes, reads whole frames. */
 class Raw implements Disposable {
@@ -199,3 +203,92 @@ privilegedTest(
     assertEquals(bytes.length, 64);
   },
 );
+
+privilegedTest("the agent walks a PREFETCH plan and refuses a bad one with BAD_FRAME", async () => {
+  const btf = parseBtf(await Deno.readFile("/sys/kernel/btf/vmlinux"));
+  const pid = btf.field("task_struct", "pid").offset;
+  const comm = btf.field("task_struct", "comm").offset;
+  const parent = btf.field("task_struct", "real_parent").offset;
+  const state = await Deno.makeTempDir({ prefix: "ebpfmon-state-" });
+  await using agent = await spawnAgent({ stateDir: state });
+  using raw = await Raw.open(agent, state);
+  await raw.send(hello);
+  const greeting = (await raw.answer())[0];
+  assert(greeting.type === FrameType.HELLO && greeting.agent, "HELLO");
+  const anchor = greeting.agent.anchor;
+
+  // The agent's task, then real_parent up to init_task (its own parent), copying pid and comm.
+  const ancestors = (maxDepth: number): Plan => ({
+    roots: [{ addr: anchor, node: 0 }],
+    nodes: [{
+      dedupe: true,
+      ranges: [{ off: pid, len: 4 }, { off: comm, len: 16 }],
+      edges: [{ kind: EdgeKind.PTR, target: 0, off: parent, delta: 0, max: 1 }],
+    }],
+    maxDepth,
+  });
+  const prefetch = (id: number, plan: Uint8Array) =>
+    raw.send(encodeFrame({
+      type: FrameType.PREFETCH,
+      id,
+      target: PrefetchTarget.PLAN,
+      maxObjects: 1000,
+      maxBytes: 1 << 20,
+      plan,
+    }));
+
+  await prefetch(20, encodePlan(ancestors(64)));
+  const frames = await raw.answer();
+  const end = frames.pop()!;
+  assert(end.type === FrameType.END, `expected END, got ${end.type}`);
+  const records = frames.flatMap((f) =>
+    f.type === FrameType.DATA ? [...dataRecords(f.payload)] : []
+  );
+  assertEquals(records.length, end.stats.objects);
+  assertEquals(records.slice(0, 2).map((r) => r.addr), [
+    anchor + BigInt(pid),
+    anchor + BigInt(comm),
+  ]);
+  assertEquals([end.stats.stop, end.stats.pruned, end.stats.root], [
+    StopReason.COMPLETE,
+    0,
+    anchor,
+  ]);
+  assert(
+    records.some((r) =>
+      new DataView(r.bytes.buffer, r.bytes.byteOffset).getInt32(0, true) === 0 &&
+      r.bytes.length === 4
+    ),
+    "reaches init_task",
+  );
+
+  await prefetch(21, encodePlan(ancestors(0)));
+  const shallow = (await raw.answer()).pop()!;
+  assert(shallow.type === FrameType.END, `expected END, got ${shallow.type}`);
+  assertEquals([shallow.stats.objects, shallow.stats.pruned], [2, 1]);
+
+  await prefetch(22, new Uint8Array(10));
+  const short = errorOf(await raw.answer());
+  assertEquals([short.id, short.code], [22, ErrorCode.BAD_FRAME]);
+  assert(short.message.includes(`10 bytes, expected ${PLAN_SIZE}`), short.message);
+
+  await prefetch(23, new Uint8Array(PLAN_SIZE));
+  const empty = errorOf(await raw.answer());
+  assertEquals(empty.code, ErrorCode.BAD_FRAME);
+  assert(empty.message.includes("0 roots"), empty.message);
+
+  // The connection still serves both kinds of prefetch.
+  await prefetch(24, encodePlan(ancestors(64)));
+  const again = (await raw.answer()).pop()!;
+  assert(again.type === FrameType.END && again.stats.objects === end.stats.objects, "plan again");
+  await raw.send(encodeFrame({
+    type: FrameType.PREFETCH,
+    id: 25,
+    target: PrefetchTarget.TASKS,
+    maxObjects: 5,
+    maxBytes: 1 << 20,
+    plan: new Uint8Array(),
+  }));
+  const tasks = (await raw.answer()).pop()!;
+  assert(tasks.type === FrameType.END && tasks.stats.objects === 5, "tasks");
+});

@@ -1,19 +1,27 @@
 /**
  * An in-memory {@linkcode Monitor} for the API's tests and benchmarks: guests whose process
- * tables the test sets, snapshots taken on a clock the test moves, and agents it can take down.
+ * tables, modules, sockets and open files the test sets, snapshots taken on a clock the test
+ * moves, and agents it can take down.
  *
  * @module
  */
 
+import type { OpenFile } from "../linux/files.ts";
+import type { Module } from "../linux/modules.ts";
 import type { Process } from "../linux/processes.ts";
+import type { Socket } from "../linux/sockets.ts";
+import type { FilesAnswer, ModulesAnswer } from "../session.ts";
 import {
   AgentUnavailableError,
+  type Answer,
   type FetchRecord,
   type Monitor,
+  NoSuchProcessError,
   type ProcessesAnswer,
   type ReadOptions,
   type Snapshot,
   UnknownVmError,
+  type ViewName,
   type VmStats,
   type VmStatus,
 } from "../service/types.ts";
@@ -40,11 +48,64 @@ export function fakeProcess(pid: number, ppid: number, uid: number, comm: string
   };
 }
 
+/** A live module with the given name and taint letters. */
+export function fakeModule(name: string, taintFlags = ""): Module {
+  return {
+    name,
+    module: "0xffffffffc0001000",
+    base: "0xffffffffc0002000",
+    size: 16384,
+    state: "live",
+    refcount: 0,
+    taints: taintFlags ? "0x0000000000003000" : "0x0000000000000000",
+    taintFlags,
+  };
+}
+
+/** An IPv4 socket between the given ports, held by `owners` (pids, each with fd 3). */
+export function fakeSocket(
+  protocol: Socket["protocol"],
+  state: string,
+  localPort: number,
+  remotePort: number,
+  owners: number[] = [],
+): Socket {
+  return {
+    protocol,
+    family: "inet",
+    state,
+    localAddress: "10.0.0.1",
+    localPort,
+    remoteAddress: remotePort ? "10.0.0.2" : "0.0.0.0",
+    remotePort,
+    inode: 10_000 + localPort,
+    sock: `0xffff888200${localPort.toString(16).padStart(6, "0")}`,
+    owners: owners.map((pid) => ({ pid, fd: 3 })),
+  };
+}
+
+/** A regular file open at `fd`. */
+export function fakeFile(fd: number, path: string): OpenFile {
+  return {
+    fd,
+    type: "file",
+    inode: 100 + fd,
+    path,
+    pathComplete: true,
+    file: `0xffff888300${fd.toString(16).padStart(6, "0")}`,
+  };
+}
+
 interface Guest {
   status: VmStatus;
-  /** What the guest's kernel holds now; a refresh copies it into a snapshot. */
+  /** What the guest's kernel holds now; a fetch copies it into a snapshot. */
   processes: Process[];
-  snapshot?: Snapshot<Process[]>;
+  modules: ModulesAnswer;
+  sockets: Socket[];
+  /** Open files by pid; a process of `processes` without an entry has none. */
+  files: Map<number, OpenFile[]>;
+  /** By view, and for files by `files:PID`. */
+  snapshots: Map<string, Snapshot<unknown>>;
   recent: FetchRecord[];
   fetches: number;
   failures: number;
@@ -61,7 +122,10 @@ export class FakeMonitor implements Monitor {
   readonly clock = (): number => this.now;
   readonly #guests = new Map<string, Guest>();
 
-  /** Adds a guest whose kernel holds `processes`; its agent is up until {@linkcode setDown}. */
+  /**
+   * Adds a guest whose kernel holds `processes`, no modules and no sockets; its agent is up
+   * until {@linkcode setDown}.
+   */
   addVm(name: string, processes: Process[]): this {
     this.#guests.set(name, {
       status: {
@@ -72,6 +136,10 @@ export class FakeMonitor implements Monitor {
         events: [],
       },
       processes,
+      modules: { supported: true, modules: [] },
+      sockets: [],
+      files: new Map(),
+      snapshots: new Map(),
       recent: [],
       fetches: 0,
       failures: 0,
@@ -84,14 +152,30 @@ export class FakeMonitor implements Monitor {
     this.#guest(name).processes = processes;
   }
 
+  /** Replaces the guest's module list (or makes it unsupported). */
+  setModules(name: string, modules: ModulesAnswer): void {
+    this.#guest(name).modules = modules;
+  }
+
+  setSockets(name: string, sockets: Socket[]): void {
+    this.#guest(name).sockets = sockets;
+  }
+
+  /** Replaces the open files of the guest's process `pid`. */
+  setFiles(name: string, pid: number, files: OpenFile[]): void {
+    this.#guest(name).files.set(pid, files);
+  }
+
   /** Takes the guest's agent down (or brings it back up). */
   setDown(name: string, down: boolean): void {
     this.#guest(name).status.state = down ? "down" : "up";
   }
 
-  /** Number of fetches from the guest's agent, failed ones included. */
-  fetchCount(name: string): number {
-    return this.#guest(name).fetches;
+  /** Number of fetches from the guest's agent (of one view), failed ones included. */
+  fetchCount(name: string, view?: ViewName): number {
+    const guest = this.#guest(name);
+    if (view === undefined) return guest.fetches;
+    return guest.recent.filter((record) => record.view === view).length;
   }
 
   vms(): VmStatus[] {
@@ -102,16 +186,49 @@ export class FakeMonitor implements Monitor {
     return structuredClone(this.#guest(name).status);
   }
 
-  async processes(name: string, options: ReadOptions = {}): Promise<ProcessesAnswer> {
+  processes(name: string, options: ReadOptions = {}): Promise<ProcessesAnswer> {
+    return this.#read(name, options, "processes", "processes", (guest) => guest.processes);
+  }
+
+  modules(name: string, options: ReadOptions = {}): Promise<Answer<ModulesAnswer>> {
+    return this.#read(name, options, "modules", "modules", (guest) => guest.modules);
+  }
+
+  sockets(name: string, options: ReadOptions = {}): Promise<Answer<Socket[]>> {
+    return this.#read(name, options, "sockets", "sockets", (guest) => guest.sockets);
+  }
+
+  files(name: string, pid: number, options: ReadOptions = {}): Promise<Answer<FilesAnswer>> {
+    return this.#read(name, options, "files", `files:${pid}`, (guest) => {
+      const process = guest.processes.find((candidate) => candidate.pid === pid);
+      if (process === undefined) throw new NoSuchProcessError(pid);
+      return { pid, task: process.task, files: guest.files.get(pid) ?? [] };
+    });
+  }
+
+  refresh(name: string): Promise<Snapshot<Process[]>> {
+    return this.#fetch(name, "processes", "processes", (guest) => guest.processes);
+  }
+
+  /** As the monitor reads: processes fresh while the agent is up, other views for refreshMs. */
+  async #read<T>(
+    name: string,
+    options: ReadOptions,
+    view: ViewName,
+    key: string,
+    take: (guest: Guest) => T,
+  ): Promise<Answer<T>> {
     const guest = this.#guest(name);
-    const cached = guest.snapshot;
+    const cached = guest.snapshots.get(key) as Snapshot<T> | undefined;
+    const maxAgeMs = options.maxAgeMs ??
+      (view === "processes" ? undefined : guest.status.refreshMs);
     const fresh = cached !== undefined &&
-      (options.maxAgeMs === undefined
+      (maxAgeMs === undefined
         ? guest.status.state === "up"
-        : this.now - cached.takenAt <= options.maxAgeMs);
+        : this.now - cached.takenAt <= maxAgeMs);
     if (fresh) return { snapshot: cached, stale: false };
     try {
-      return { snapshot: await this.refresh(name), stale: false };
+      return { snapshot: await this.#fetch(name, view, key, take), stale: false };
     } catch (error) {
       if (error instanceof AgentUnavailableError && options.allowStale && cached) {
         return { snapshot: cached, stale: true };
@@ -120,11 +237,17 @@ export class FakeMonitor implements Monitor {
     }
   }
 
-  refresh(name: string): Promise<Snapshot<Process[]>> {
+  #fetch<T>(
+    name: string,
+    view: ViewName,
+    key: string,
+    take: (guest: Guest) => T,
+  ): Promise<Snapshot<T>> {
     const guest = this.#guest(name);
     const ok = guest.status.state === "up";
     guest.fetches++;
     guest.recent.push({
+      view,
       at: this.now,
       ms: this.fetchMs,
       mode: "prefetch",
@@ -137,10 +260,17 @@ export class FakeMonitor implements Monitor {
       const error = { at: this.now, message: "Cannot connect to the agent: connection refused" };
       guest.status.lastError = error;
       guest.status.events.push(error);
-      const age = guest.snapshot && this.now - guest.snapshot.takenAt;
+      const last = guest.snapshots.get(key);
+      const age = last && this.now - last.takenAt;
       return Promise.reject(new AgentUnavailableError(name, "connection refused", age));
     }
-    guest.snapshot = {
+    let value: T;
+    try {
+      value = structuredClone(take(guest));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const snapshot: Snapshot<T> = {
       vm: name,
       takenAt: this.now,
       mode: "prefetch",
@@ -153,10 +283,11 @@ export class FakeMonitor implements Monitor {
         misses: 0,
         lookups: guest.processes.length,
       },
-      value: structuredClone(guest.processes),
+      value,
     };
-    guest.status.lastSnapshotAt = this.now;
-    return Promise.resolve(guest.snapshot);
+    guest.snapshots.set(key, snapshot);
+    if (view === "processes") guest.status.lastSnapshotAt = this.now;
+    return Promise.resolve(snapshot);
   }
 
   stats(name: string): VmStats {

@@ -8,7 +8,8 @@ import { OpenAPIHono, type z } from "@hono/zod-openapi";
 import type { TypedResponse } from "hono";
 import type { JSONParsed } from "hono/utils/types";
 import type { Process } from "../linux/processes.ts";
-import type { Monitor, Snapshot, VmStatus } from "../service/types.ts";
+import type { Socket } from "../linux/sockets.ts";
+import type { Monitor, ReadOptions, Snapshot, VmStatus } from "../service/types.ts";
 import { bearerAuth } from "./auth.ts";
 import { ApiError, badParameter, errorResponse } from "./errors.ts";
 import * as routes from "./routes.ts";
@@ -49,15 +50,35 @@ interface ProcessFilter {
   comm?: string;
 }
 
-function snapshotInfo(snapshot: Snapshot<Process[]>, stale: boolean): SnapshotInfo {
+/** The filters of the sockets route. */
+interface SocketFilter {
+  protocol?: Socket["protocol"];
+  state?: string;
+  port?: number;
+  pid?: number;
+}
+
+function snapshotInfo(snapshot: Snapshot<unknown>, stale: boolean): SnapshotInfo {
   return { takenAt: snapshot.takenAt, mode: snapshot.mode, stats: snapshot.stats, stale };
 }
 
-function matches(process: Process, filter: ProcessFilter): boolean {
+function readOptions(query: Freshness): ReadOptions {
+  return { maxAgeMs: query.max_age_ms, allowStale: query.allow_stale };
+}
+
+function processMatches(process: Process, filter: ProcessFilter): boolean {
   return (filter.pid === undefined || process.pid === filter.pid) &&
     (filter.ppid === undefined || process.ppid === filter.ppid) &&
     (filter.uid === undefined || process.uid === filter.uid) &&
     (filter.comm === undefined || process.comm.includes(filter.comm));
+}
+
+function socketMatches(socket: Socket, filter: SocketFilter): boolean {
+  return (filter.protocol === undefined || socket.protocol === filter.protocol) &&
+    (filter.state === undefined || socket.state === filter.state) &&
+    (filter.port === undefined || socket.localPort === filter.port ||
+      socket.remotePort === filter.port) &&
+    (filter.pid === undefined || socket.owners.some((owner) => owner.pid === filter.pid));
 }
 
 function isUnfiltered(filter: ProcessFilter): boolean {
@@ -130,9 +151,8 @@ export function createApi(options: ApiOptions): OpenAPIHono {
     status.lastSnapshotAt === undefined
       ? status
       : { ...status, lastSnapshotAgeMs: ageOf(status.lastSnapshotAt) };
-  const read = (vm: string, query: Freshness) =>
-    monitor.processes(vm, { maxAgeMs: query.max_age_ms, allowStale: query.allow_stale });
-  const jsonHeaders = (snapshot: Snapshot<Process[]>) => ({
+  const read = (vm: string, query: Freshness) => monitor.processes(vm, readOptions(query));
+  const jsonHeaders = (snapshot: Snapshot<unknown>) => ({
     "Content-Type": "application/json",
     "X-Snapshot-Age-Ms": String(ageOf(snapshot.takenAt)),
   });
@@ -171,7 +191,9 @@ export function createApi(options: ApiOptions): OpenAPIHono {
       info: {
         title: "ebpfmon IDS",
         version: "1.0.0",
-        description: "Process lists of confidential VMs, rebuilt from their kernel memory",
+        description:
+          "Processes, kernel modules, sockets and open files of confidential VMs, rebuilt from " +
+          "their kernel memory",
       },
     });
     return c.json(document, 200);
@@ -187,7 +209,7 @@ export function createApi(options: ApiOptions): OpenAPIHono {
     if (isUnfiltered(filter)) {
       return prebuiltJson<ProcessesBody>(bodies.get(snapshot, stale), jsonHeaders(snapshot));
     }
-    const processes = snapshot.value.filter((process) => matches(process, filter));
+    const processes = snapshot.value.filter((process) => processMatches(process, filter));
     return c.json(
       { vm: snapshot.vm, snapshot: snapshotInfo(snapshot, stale), processes },
       200,
@@ -207,6 +229,40 @@ export function createApi(options: ApiOptions): OpenAPIHono {
     }
     return c.json(
       { vm: snapshot.vm, snapshot: snapshotInfo(snapshot, stale), process },
+      200,
+      jsonHeaders(snapshot),
+    );
+  });
+
+  app.openapi(routes.listFiles, async (c) => {
+    const { vm, pid } = c.req.valid("param");
+    const { snapshot, stale } = await monitor.files(vm, pid, readOptions(c.req.valid("query")));
+    return c.json(
+      { vm: snapshot.vm, snapshot: snapshotInfo(snapshot, stale), ...snapshot.value },
+      200,
+      jsonHeaders(snapshot),
+    );
+  });
+
+  app.openapi(routes.listModules, async (c) => {
+    const { vm } = c.req.valid("param");
+    const { snapshot, stale } = await monitor.modules(vm, readOptions(c.req.valid("query")));
+    return c.json(
+      { vm: snapshot.vm, snapshot: snapshotInfo(snapshot, stale), ...snapshot.value },
+      200,
+      jsonHeaders(snapshot),
+    );
+  });
+
+  app.openapi(routes.listSockets, async (c) => {
+    const { max_age_ms, allow_stale, ...filter } = c.req.valid("query");
+    const { snapshot, stale } = await monitor.sockets(
+      c.req.valid("param").vm,
+      readOptions({ max_age_ms, allow_stale }),
+    );
+    const sockets = snapshot.value.filter((socket) => socketMatches(socket, filter));
+    return c.json(
+      { vm: snapshot.vm, snapshot: snapshotInfo(snapshot, stale), sockets },
       200,
       jsonHeaders(snapshot),
     );

@@ -2,10 +2,8 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import type { Process } from "../linux/processes.ts";
 import type { VmStats } from "../service/types.ts";
 import { FakeMonitor, fakeProcess } from "./_fake_monitor.ts";
+import { assertError, AUTH, TOKEN } from "./_test_utils.ts";
 import { type ApiOptions, createApi } from "./mod.ts";
-
-const TOKEN = "correct-horse-battery-staple";
-const AUTH = { Authorization: `Bearer ${TOKEN}` };
 
 const WEB: Process[] = [
   fakeProcess(1, 0, 0, "systemd"),
@@ -31,19 +29,6 @@ async function pids(response: Response): Promise<number[]> {
   assertEquals(response.status, 200);
   const body = await response.json();
   return body.processes.map((process: Process) => process.pid);
-}
-
-async function assertError(
-  response: Response,
-  status: number,
-  error: Record<string, unknown>,
-): Promise<Record<string, unknown>> {
-  assertEquals(response.status, status);
-  assert(response.headers.get("Content-Type")?.startsWith("application/json"));
-  const body = await response.json();
-  for (const [key, value] of Object.entries(error)) assertEquals(body.error[key], value, key);
-  assertEquals(typeof body.error.message, "string");
-  return body.error;
 }
 
 Deno.test("GET /healthz answers without a token", async () => {
@@ -75,6 +60,9 @@ Deno.test("every /v1 route refuses a request without a bearer token", async () =
       ["GET", "/v1/vms/web-1"],
       ["GET", "/v1/vms/web-1/processes"],
       ["GET", "/v1/vms/web-1/processes/1"],
+      ["GET", "/v1/vms/web-1/processes/1/files"],
+      ["GET", "/v1/vms/web-1/modules"],
+      ["GET", "/v1/vms/web-1/sockets"],
       ["POST", "/v1/vms/web-1/refresh"],
       ["GET", "/v1/vms/web-1/stats"],
       ["GET", "/v1/no-such-route"],
@@ -145,7 +133,16 @@ Deno.test("GET /v1/vms/{vm} answers one guest's status", async () => {
 
 Deno.test("an unknown guest is a 404 unknown_vm on every /v1/vms/{vm} route", async () => {
   const { get } = setup();
-  for (const path of ["", "/processes", "/processes/1", "/stats"]) {
+  const paths = [
+    "",
+    "/processes",
+    "/processes/1",
+    "/processes/1/files",
+    "/modules",
+    "/sockets",
+    "/stats",
+  ];
+  for (const path of paths) {
     await assertError(await get(`/v1/vms/nope${path}`), 404, { code: "unknown_vm" });
   }
   await assertError(await get("/v1/vms/nope/refresh", { method: "POST" }), 404, {
@@ -435,7 +432,7 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
     ),
   );
   assertEquals([...documented].sort(), [...served].sort());
-  assertEquals(served.size, 9);
+  assertEquals(served.size, 12);
 
   for (const [path, item] of Object.entries(document.paths)) {
     for (const operation of Object.values(item as Record<string, Operation>)) {
@@ -459,6 +456,40 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
     ],
   );
   assert("422" in processes.responses && "503" in processes.responses);
+  const parameters = (path: string) =>
+    (document.paths[path].get as Operation).parameters
+      .map((parameter) => `${parameter.in} ${parameter.name}`).sort();
+  assertEquals(parameters("/v1/vms/{vm}/sockets"), [
+    "path vm",
+    "query allow_stale",
+    "query max_age_ms",
+    "query pid",
+    "query port",
+    "query protocol",
+    "query state",
+  ]);
+  assertEquals(parameters("/v1/vms/{vm}/modules"), [
+    "path vm",
+    "query allow_stale",
+    "query max_age_ms",
+  ]);
+  assertEquals(parameters("/v1/vms/{vm}/processes/{pid}/files"), [
+    "path pid",
+    "path vm",
+    "query allow_stale",
+    "query max_age_ms",
+  ]);
+  for (const path of ["/v1/vms/{vm}/sockets", "/v1/vms/{vm}/modules"]) {
+    const { responses } = document.paths[path].get as Operation;
+    assertEquals(Object.keys(responses).sort(), ["200", "401", "404", "422", "500", "503"], path);
+  }
+  for (const name of ["Module", "Socket", "OpenFile", "Modules", "Sockets", "Files"]) {
+    assert(name in document.components.schemas, `${name} is a component`);
+  }
+  const process = document.components.schemas.Process.properties;
+  for (const field of ["capEffective", "capPermitted", "capInheritable", "initCred"]) {
+    assert(field in process, `Process documents ${field}`);
+  }
 });
 
 Deno.test("GET /openapi.json leaves /metrics unsecured without metricsAuth", async () => {

@@ -8,7 +8,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { AgentUnavailableError, UnknownVmError } from "../service/types.ts";
+import { AgentUnavailableError, NoSuchProcessError, UnknownVmError } from "../service/types.ts";
 
 /** The stable codes of API errors. */
 export type ErrorCode =
@@ -62,6 +62,10 @@ export function errorResponse(
       { error: { code: "unknown_vm", message: error.message } } satisfies ErrorBody,
       404,
     );
+  }
+  if (error instanceof NoSuchProcessError) {
+    const message = `No process ${error.pid} in VM "${c.req.param("vm")}"`;
+    return c.json({ error: { code: "unknown_pid", message } } satisfies ErrorBody, 404);
   }
   if (error instanceof AgentUnavailableError) {
     const body: ErrorBody = { error: { code: "agent_unreachable", message: error.message } };

@@ -9,13 +9,17 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
 import {
   ErrorSchema,
+  FilesSchema,
   FreshnessQuery,
   HealthSchema,
+  ModulesSchema,
   ProcessAnswerSchema,
   ProcessesQuery,
   ProcessesSchema,
   ProcessParams,
   RefreshSchema,
+  SocketsQuery,
+  SocketsSchema,
   VmListSchema,
   VmParams,
   VmStatsSchema,
@@ -138,6 +142,49 @@ export const getProcess = createRoute({
   request: { params: ProcessParams, query: FreshnessQuery },
   responses: {
     200: { ...json("The process", ProcessAnswerSchema), headers: snapshotAge },
+    ...errors(401, 404, 422, 500, 503),
+  },
+});
+
+export const listFiles = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/processes/{pid}/files",
+  summary: "The open files of one process of the guest, taken on request",
+  description: "Kept per process: a request within `max_age_ms` (default: the guest's refresh " +
+    "interval) is served the same snapshot.",
+  security: secured,
+  request: { params: ProcessParams, query: FreshnessQuery },
+  responses: {
+    200: { ...json("The process's open files", FilesSchema), headers: snapshotAge },
+    ...errors(401, 404, 422, 500, 503),
+  },
+});
+
+export const listModules = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/modules",
+  summary: "The guest's loaded kernel modules, taken on request",
+  description: "A request within `max_age_ms` (default: the guest's refresh interval) is served " +
+    "the same snapshot. A kernel without loadable modules answers `supported: false` with the " +
+    "reason.",
+  security: secured,
+  request: { params: VmParams, query: FreshnessQuery },
+  responses: {
+    200: { ...json("The modules, or why there can be none", ModulesSchema), headers: snapshotAge },
+    ...errors(401, 404, 422, 500, 503),
+  },
+});
+
+export const listSockets = createRoute({
+  method: "get",
+  path: "/v1/vms/{vm}/sockets",
+  summary: "The guest's TCP and UDP sockets with their owners, filtered, taken on request",
+  description: "A request within `max_age_ms` (default: the guest's refresh interval) is served " +
+    "the same snapshot.",
+  security: secured,
+  request: { params: VmParams, query: SocketsQuery },
+  responses: {
+    200: { ...json("The sockets that pass every filter", SocketsSchema), headers: snapshotAge },
     ...errors(401, 404, 422, 500, 503),
   },
 });

@@ -7,9 +7,12 @@
  */
 
 import { z } from "@hono/zod-openapi";
+import type { OpenFile } from "../linux/files.ts";
+import type { Module } from "../linux/modules.ts";
 import type { Process } from "../linux/processes.ts";
-import type { SnapshotStats } from "../session.ts";
-import type { VmStats, VmStatus } from "../service/types.ts";
+import type { Socket } from "../linux/sockets.ts";
+import { type FilesAnswer, MODES, type ModulesAnswer, type SnapshotStats } from "../session.ts";
+import { VIEWS, type VmStats, type VmStatus } from "../service/types.ts";
 
 const NON_NEGATIVE_INTEGER = "expected a non-negative integer";
 
@@ -53,7 +56,7 @@ const freshnessQuery = {
     }),
 };
 
-/** Query of `/v1/vms/{vm}/processes/{pid}`: how fresh the snapshot must be. */
+/** Query of `/v1/vms/{vm}/processes/{pid}` and the other views: how fresh the snapshot must be. */
 export const FreshnessQuery = z.object(freshnessQuery);
 
 /** Query of `/v1/vms/{vm}/processes`: filters, then how fresh the snapshot must be. */
@@ -68,6 +71,40 @@ export const ProcessesQuery = z.object({
       description: "Only processes whose command name contains this (case-sensitive)",
     },
   }),
+  ...freshnessQuery,
+});
+
+const PORT = "expected a port number (1-65535)";
+
+/** Query of `/v1/vms/{vm}/sockets`: filters, then how fresh the snapshot must be. */
+export const SocketsQuery = z.object({
+  protocol: z.enum(["tcp", "udp"], { error: 'expected "tcp" or "udp"' }).optional().openapi({
+    param: { name: "protocol", in: "query", description: "Only sockets of this protocol" },
+  }),
+  state: z.string({ error: "expected a string" }).optional().openapi({
+    param: {
+      name: "state",
+      in: "query",
+      description: "Only sockets in exactly this state: LISTEN, ESTABLISHED, TIME_WAIT... for " +
+        "TCP, UNCONN or ESTAB for UDP",
+    },
+  }),
+  port: z.string({ error: PORT })
+    .regex(/^\d{1,5}$/, { error: PORT })
+    .transform(Number)
+    .refine((port) => port >= 1 && port <= 65535, { error: PORT })
+    .optional()
+    .openapi({
+      param: {
+        name: "port",
+        in: "query",
+        description: "Only sockets with this local or remote port",
+      },
+      type: "integer",
+      minimum: 1,
+      maximum: 65535,
+    }),
+  pid: integerParameter("pid", "query", "Only sockets this process holds open").optional(),
   ...freshnessQuery,
 });
 
@@ -86,6 +123,17 @@ export const ProcessSchema = z.object({
   egid: z.number().int(),
   sgid: z.number().int(),
   fsgid: z.number().int(),
+  capEffective: z.string().optional().openapi({
+    description: "Effective capabilities, 64-bit hex; absent when its credentials were not read",
+  }),
+  capPermitted: z.string().optional().openapi({ description: "Permitted capabilities, as above" }),
+  capInheritable: z.string().optional().openapi({
+    description: "Inheritable capabilities, as above",
+  }),
+  initCred: z.boolean().optional().openapi({
+    description: "It runs with the kernel's initial credentials (its real_cred is init_task's); " +
+      "absent when init_task's real_cred is not a kernel address",
+  }),
   kthread: z.boolean(),
   task: z.string().openapi({ description: "Address of its task_struct" }),
   cred: z.string().openapi({ description: "Address of its objective credentials" }),
@@ -94,7 +142,78 @@ export const ProcessSchema = z.object({
   }),
 }).openapi("Process");
 
-const ModeSchema = z.enum(["prefetch", "on-demand"]).openapi("Mode");
+/** A loaded kernel module, as /proc/modules shows it. */
+export const ModuleSchema = z.object({
+  name: z.string(),
+  module: z.string().openapi({ description: "Address of its struct module" }),
+  base: z.string().openapi({ description: "Start of its text; empty when unread" }),
+  size: z.number().int().openapi({
+    description: "Bytes of all its memory, as /proc/modules' size; -1 when unread",
+  }),
+  state: z.string().openapi({
+    description: "live, coming, going or unformed; unknown (with an error) for anything else",
+  }),
+  refcount: z.number().int().nullable().openapi({
+    description: "References, as /proc/modules prints them; null without module unloading",
+  }),
+  taints: z.string().openapi({ description: "The raw taint mask, 64-bit hex" }),
+  taintFlags: z.string().openapi({
+    description: 'The taint letters /proc/modules shows, e.g. "OE"',
+  }),
+  error: z.string().optional().openapi({ description: "Some of its fields make no sense" }),
+}).openapi("Module");
+
+const modulesAnswer = {
+  supported: z.boolean().openapi({
+    description: "False when the guest kernel has no loadable modules or hides their list; " +
+      "`modules` is then empty and `reason` says why",
+  }),
+  reason: z.string().optional(),
+  modules: z.array(ModuleSchema),
+};
+
+/** A TCP or UDP socket of the guest's initial network namespace, as `ss -tuan` shows it. */
+export const SocketSchema = z.object({
+  protocol: z.enum(["tcp", "udp"]),
+  family: z.string().openapi({ description: "inet or inet6; empty (with an error) otherwise" }),
+  state: z.string().openapi({
+    description: "TCP: ESTABLISHED, LISTEN, TIME_WAIT...; UDP: UNCONN or ESTAB",
+  }),
+  localAddress: z.string().openapi({ description: "Dotted IPv4 or compressed IPv6 text" }),
+  localPort: z.number().int(),
+  remoteAddress: z.string(),
+  remotePort: z.number().int(),
+  inode: z.number().int().openapi({
+    description: "Its socket's inode number; 0 for TIME_WAIT, NEW_SYN_RECV and orphans",
+  }),
+  sock: z.string().openapi({ description: "Address of the sock" }),
+  owners: z.array(z.object({ pid: z.number().int(), fd: z.number().int() })).openapi({
+    description: "Processes holding it in their fd table, with the fd",
+  }),
+  error: z.string().optional(),
+}).openapi("Socket");
+
+/** An open file descriptor of a process, as /proc/PID/fd shows it. */
+export const OpenFileSchema = z.object({
+  fd: z.number().int(),
+  type: z.enum(["file", "dir", "socket", "pipe", "anon", "char", "block", "link", "other"]),
+  inode: z.number().int().openapi({ description: "Its inode number; -1 when unread" }),
+  path: z.string().openapi({
+    description: "As readlink of /proc/PID/fd/FD (socket:[INODE], pipe:[INODE], " +
+      "anon_inode:[eventfd]...); when incomplete, the part rebuilt from the file up",
+  }),
+  pathComplete: z.boolean(),
+  file: z.string().openapi({ description: "Address of its struct file" }),
+  error: z.string().optional().openapi({ description: "Some of it could not be read" }),
+}).openapi("OpenFile");
+
+const filesAnswer = {
+  pid: z.number().int(),
+  task: z.string().openapi({ description: "Address of its task_struct" }),
+  files: z.array(OpenFileSchema),
+};
+
+const ModeSchema = z.enum(MODES).openapi("Mode");
 
 const SnapshotStatsSchema = z.object({
   mode: ModeSchema,
@@ -111,6 +230,7 @@ const SnapshotStatsSchema = z.object({
     guestMs: z.number(),
     agentMs: z.number(),
     stop: z.string(),
+    pruned: z.number().int(),
     rejected: z.number().int(),
   }).optional(),
 }).openapi("SnapshotStats");
@@ -138,6 +258,27 @@ export const ProcessAnswerSchema = z.object({
   snapshot: SnapshotInfoSchema,
   process: ProcessSchema,
 }).openapi("ProcessAnswer");
+
+/** The body of `GET /v1/vms/{vm}/modules`. */
+export const ModulesSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  ...modulesAnswer,
+}).openapi("Modules");
+
+/** The body of `GET /v1/vms/{vm}/sockets`. */
+export const SocketsSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  sockets: z.array(SocketSchema),
+}).openapi("Sockets");
+
+/** The body of `GET /v1/vms/{vm}/processes/{pid}/files`. */
+export const FilesSchema = z.object({
+  vm: z.string(),
+  snapshot: SnapshotInfoSchema,
+  ...filesAnswer,
+}).openapi("Files");
 
 /** The body of `POST /v1/vms/{vm}/refresh`. */
 export const RefreshSchema = z.object({
@@ -179,6 +320,7 @@ export const VmStatusSchema = z.object({
 export const VmListSchema = z.object({ vms: z.array(VmStatusSchema) }).openapi("VmList");
 
 const FetchRecordSchema = z.object({
+  view: z.enum(VIEWS),
   at: z.number().int(),
   ms: z.number(),
   mode: ModeSchema,
@@ -221,10 +363,21 @@ export const ErrorSchema = z.object({
 /** The body of `GET /healthz`. */
 export const HealthSchema = z.object({ status: z.literal("ok") }).openapi("Health");
 
-type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false;
+/**
+ * True when each type is assignable to the other and both have the same keys, so that an
+ * optional field on one side only fails the check too.
+ */
+type Same<A, B> = [A, keyof A] extends [B, keyof B] ? [B, keyof B] extends [A, keyof A] ? true
+  : false
+  : false;
 const _inSync: [
   Same<z.infer<typeof ProcessSchema>, Process>,
+  Same<z.infer<typeof ModuleSchema>, Module>,
+  Same<z.infer<z.ZodObject<typeof modulesAnswer>>, ModulesAnswer>,
+  Same<z.infer<typeof SocketSchema>, Socket>,
+  Same<z.infer<typeof OpenFileSchema>, OpenFile>,
+  Same<z.infer<z.ZodObject<typeof filesAnswer>>, FilesAnswer>,
   Same<z.infer<typeof SnapshotStatsSchema>, SnapshotStats>,
   Same<z.infer<z.ZodObject<typeof vmStatus>>, VmStatus>,
   Same<z.infer<z.ZodObject<typeof vmStats>>, VmStats>,
-] = [true, true, true, true];
+] = [true, true, true, true, true, true, true, true, true];

@@ -23,7 +23,7 @@ export class LayoutError extends Error {
   }
 }
 
-type Kind = "uint" | "sint" | "ptr" | "str";
+type Kind = "uint" | "sint" | "ptr" | "str" | "raw";
 
 /** One declared field: its kind and the member path (or alternatives, first found wins). */
 export interface FieldSpec<K extends Kind = Kind> {
@@ -39,8 +39,13 @@ export const sint = (...paths: string[]): FieldSpec<"sint"> => ({ kind: "sint", 
 export const ptr = (...paths: string[]): FieldSpec<"ptr"> => ({ kind: "ptr", paths });
 /** A NUL-terminated char array, decoded to a string. */
 export const str = (...paths: string[]): FieldSpec<"str"> => ({ kind: "str", paths });
+/** Bytes of any size, decoded to a copy: arrays, addresses, integers wider than 53 bits. */
+export const raw = (...paths: string[]): FieldSpec<"raw"> => ({ kind: "raw", paths });
 
-type Value<K extends Kind> = K extends "ptr" ? Pointer : K extends "str" ? string : number;
+type Value<K extends Kind> = K extends "ptr" ? Pointer
+  : K extends "str" ? string
+  : K extends "raw" ? Uint8Array
+  : number;
 
 /** The decoded form of a layout spec. */
 export type Decoded<S extends Record<string, FieldSpec>> = { [F in keyof S]: Value<S[F]["kind"]> };
@@ -66,6 +71,8 @@ export interface StructLayout<T> {
   /** First byte and one past the last byte of the declared fields, from the struct's start. */
   readonly start: number;
   readonly end: number;
+  /** The fields' byte ranges relative to `start`. */
+  readonly ranges: readonly { off: number; len: number }[];
   /** Decodes the fields from `view`, which holds bytes [start, end) of the struct at `addr`. */
   decode(view: DataView, addr: KAddr): T;
 }
@@ -82,7 +89,12 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
   struct: string,
   spec: S,
 ): StructLayout<Decoded<S>> {
-  const size = btf.sizeof(btf.struct(struct).id);
+  let size: number;
+  try {
+    size = btf.sizeof(btf.struct(struct).id);
+  } catch (error) {
+    throw new LayoutError(`Cannot resolve struct "${struct}": ${(error as Error).message}`);
+  }
   const fields: ResolvedField[] = [];
   for (const [name, field] of Object.entries(spec)) {
     let found: ResolvedField | undefined;
@@ -104,7 +116,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     }
     const ok = field.kind === "ptr"
       ? found.size === 8
-      : field.kind === "str"
+      : field.kind === "str" || field.kind === "raw"
       ? found.size > 0
       : [1, 2, 4, 8].includes(found.size);
     if (!ok) {
@@ -117,18 +129,34 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
   const start = Math.min(...fields.map((f) => f.offset));
   const end = Math.max(...fields.map((f) => f.offset + f.size));
   const decoders = fields.map((f) => decoderFor(f, start));
+  const ranges = fields.map((f) => ({ off: f.offset - start, len: f.size }));
   return {
     struct,
     size,
     fields,
     start,
     end,
+    ranges,
     decode(view: DataView, addr: KAddr) {
       const out: Record<string, unknown> = {};
       for (const [name, decode] of decoders) out[name] = decode(view, addr);
       return out as Decoded<S>;
     },
   };
+}
+
+/**
+ * The offset of member `path` in `struct`, for container_of arithmetic.
+ * @throws {LayoutError} naming the struct and member when the kernel lacks it.
+ */
+export function offsetOf(btf: Btf, struct: string, path: string): number {
+  try {
+    return btf.field(struct, path).offset;
+  } catch (error) {
+    throw new LayoutError(
+      `Cannot resolve "${path}" of struct "${struct}": ${(error as Error).message}`,
+    );
+  }
 }
 
 type FieldDecoder = [string, (view: DataView, addr: KAddr) => unknown];
@@ -144,6 +172,8 @@ function decoderFor(f: ResolvedField, start: number): FieldDecoder {
         const nul = bytes.indexOf(0);
         return latin1.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
       }];
+    case "raw":
+      return [f.name, (v) => new Uint8Array(v.buffer, v.byteOffset + at, f.size).slice()];
     case "uint":
       return [
         f.name,
@@ -168,8 +198,9 @@ function decoderFor(f: ResolvedField, start: number): FieldDecoder {
 }
 
 /**
- * Reads the declared fields of the struct at `addr`. One cache lookup when the fields' span is
- * cached whole; otherwise each field range is read on its own (fetching what is missing).
+ * Reads the declared fields of the struct at `addr`: one cache lookup when the fields' span is
+ * cached whole or field by field (after a selective prefetch); otherwise each field range is
+ * read on its own, fetching what is missing.
  * @throws {GuestReadError} when the guest cannot provide a field.
  */
 export async function readStruct<T>(
@@ -178,7 +209,8 @@ export async function readStruct<T>(
   layout: StructLayout<T>,
 ): Promise<T> {
   const span = layout.end - layout.start;
-  let bytes = mem.peek(addr + layout.start, span);
+  let bytes = mem.peek(addr + layout.start, span) ??
+    mem.peekRanges(addr + layout.start, span, layout.ranges);
   if (!bytes) {
     bytes = new Uint8Array(span);
     for (const f of layout.fields) {

@@ -27,8 +27,11 @@ import type { ResolvedField, StructLayout } from "./layout.ts";
 /** What a prefetch copies of each visited structure. */
 export type CopyMode = "whole" | "selective";
 
-/** Ranges closer than this are copied as one, saving record headers. */
-const MERGE_GAP = 16;
+/**
+ * Ranges closer than this are copied as one: a few bytes more on the wire, but fewer records to
+ * copy, frame, decode and index.
+ */
+const MERGE_GAP = 64;
 
 /** A node of a plan under construction: its index and the layout of its structure. */
 export interface NodeRef<L extends StructLayout<unknown> = StructLayout<unknown>> {
@@ -199,6 +202,8 @@ export class PlanBuilder {
     to: NodeRef,
     options: EdgeOptions & {
       stride: number;
+      /** Where in each element its pointer or chain head is. @default 0 */
+      elemOffset?: number;
       delta?: number;
       elem?: "ptr" | "hlist" | "hnulls";
       countIsMask?: boolean;
@@ -219,6 +224,7 @@ export class PlanBuilder {
       aux: countField.offset,
       countSize: sizeOf(countField),
       stride: options.stride,
+      elemOffset: options.elemOffset ?? 0,
       max: options.max ?? DEFAULT_MAX,
     }, options);
   }

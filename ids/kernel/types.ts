@@ -6,7 +6,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { ptr, resolveLayout, sint, str, uint } from "./layout.ts";
+import { ptr, raw, resolveLayout, sint, str, uint } from "./layout.ts";
 
 /** Resolves every layout the views use. @throws {LayoutError} naming what is missing. */
 export function resolveKernelTypes(btf: Btf) {
@@ -21,6 +21,10 @@ export function resolveKernelTypes(btf: Btf) {
       realParent: ptr("real_parent"),
       realCred: ptr("real_cred"),
       tasksNext: ptr("tasks.next"),
+      /** Open files (files.ts, sockets.ts); NULL for an exiting task. */
+      files: ptr("files"),
+      /** Namespaces; init_task's leads to the initial network namespace (sockets.ts). */
+      nsproxy: ptr("nsproxy"),
     }),
     /** Offset of `tasks` in task_struct: a list entry minus this is its task. */
     tasksOffset: btf.field("task_struct", "tasks").offset,
@@ -33,6 +37,10 @@ export function resolveKernelTypes(btf: Btf) {
       egid: uint("egid.val"),
       fsuid: uint("fsuid.val"),
       fsgid: uint("fsgid.val"),
+      // kernel_cap_t is 8 bytes: `u64 val` (6.3+) or `__u32 cap[2]` (6.1), little-endian either way.
+      capInheritable: raw("cap_inheritable"),
+      capPermitted: raw("cap_permitted"),
+      capEffective: raw("cap_effective"),
     }),
   };
 }

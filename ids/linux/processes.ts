@@ -12,6 +12,7 @@
 import { follow, hex, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
+import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 
 /** One process as the guest kernel holds it. */
@@ -30,6 +31,15 @@ export interface Process {
   egid: number;
   sgid: number;
   fsgid: number;
+  /** Capability sets as 64-bit hex ("0x000001ffffffffff"); absent when the cred was not read. */
+  capEffective?: string;
+  capPermitted?: string;
+  capInheritable?: string;
+  /**
+   * Its real_cred is init_task's: it runs with the kernel's initial credentials. Absent when
+   * init_task's real_cred is not a kernel address.
+   */
+  initCred?: boolean;
   /** A kernel thread (PF_KTHREAD). */
   kthread: boolean;
   /** Address of its task_struct. */
@@ -55,8 +65,6 @@ export interface ProcessList {
 export interface ListOptions {
   /** Most tasks visited. @default 1_000_000 */
   maxTasks?: number;
-  /** Most real_parent hops from the anchor to init_task. @default 4096 */
-  maxAncestors?: number;
 }
 
 const PF_KTHREAD = 0x0020_0000;
@@ -97,21 +105,46 @@ export async function findInitTask(
   throw new Error(`Cannot find init_task: more than ${maxAncestors} real_parent hops`);
 }
 
+/** The nodes of a task walk, for plans that go on from each task. */
+export interface TaskNodes {
+  /** init_task, whose `tasks` list is walked. */
+  root: NodeRef<KernelTypes["task"]>;
+  /** Every task on the list, and every real_parent. */
+  task: NodeRef<KernelTypes["task"]>;
+}
+
 /**
- * Lists the guest's processes.
- * @throws {Error} only when init_task cannot be found; everything after is reported in the list.
+ * Adds to `b` what {@linkcode listProcesses} reads: init_task, its `tasks` list, each task's
+ * real_parent and real_cred. Returns the task nodes, so other views' plans can go on from them.
+ */
+export function planTasks(b: PlanBuilder, types: KernelTypes, initTask: KAddr): TaskNodes {
+  const root = b.node(types.task);
+  const task = b.node(types.task);
+  const cred = b.node(types.cred);
+  b.root(initTask, root);
+  b.list(root, types.tasksOffset, task, types.tasksOffset);
+  b.ptr(task, "realParent", task);
+  b.ptr(task, "realCred", cred);
+  return { root, task };
+}
+
+/**
+ * Lists the guest's processes: the tasks on init_task's `tasks` list.
+ * @throws {GuestReadError} only when init_task itself cannot be read; everything after is
+ * reported in the list.
  */
 export async function listProcesses(
   mem: GuestMemory,
   types: KernelTypes,
-  anchor: KAddr,
+  initTask: KAddr,
   options: ListOptions = {},
 ): Promise<ProcessList> {
   const maxTasks = options.maxTasks ?? 1_000_000;
-  const head = await findInitTask(mem, types, anchor, options.maxAncestors);
+  const head = initTask;
   const processes: Process[] = [];
   const seen = new Set<KAddr>([head]);
   let current = await readStruct(mem, head, types.task);
+  const initCred = typeof current.realCred === "number" ? current.realCred : undefined;
   let reason: string | undefined;
   for (let at = head;;) {
     let next: KAddr;
@@ -137,7 +170,7 @@ export async function listProcesses(
       break;
     }
     seen.add(next);
-    processes.push(await describe(mem, types, next, current));
+    processes.push(await describe(mem, types, next, current, initCred));
     at = next;
   }
   return { processes, truncated: reason !== undefined, reason, initTask: hex(head) };
@@ -150,6 +183,7 @@ async function describe(
   types: KernelTypes,
   at: KAddr,
   task: Task,
+  initCred: KAddr | undefined,
 ): Promise<Process> {
   const p: Process = {
     pid: task.pid,
@@ -165,6 +199,7 @@ async function describe(
     egid: -1,
     sgid: -1,
     fsgid: -1,
+    ...(initCred === undefined ? {} : { initCred: task.realCred === initCred }),
     kthread: (task.flags & PF_KTHREAD) !== 0,
     task: hex(at),
     cred: "",
@@ -174,9 +209,25 @@ async function describe(
     p.ppid = (await readStruct(mem, parent, types.task)).tgid;
     const cred = follow(task.realCred, "real_cred");
     p.cred = hex(cred);
-    Object.assign(p, await readStruct(mem, cred, types.cred));
+    const { capEffective, capPermitted, capInheritable, ...ids } = await readStruct(
+      mem,
+      cred,
+      types.cred,
+    );
+    Object.assign(p, ids, {
+      capEffective: capHex(capEffective),
+      capPermitted: capHex(capPermitted),
+      capInheritable: capHex(capInheritable),
+    });
   } catch (error) {
     p.error = (error as Error).message;
   }
   return p;
+}
+
+/** A little-endian kernel_cap_t as 64-bit hex. */
+function capHex(bytes: Uint8Array): string {
+  let v = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
+  return "0x" + v.toString(16).padStart(16, "0");
 }

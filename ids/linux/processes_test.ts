@@ -3,7 +3,7 @@ import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { hex } from "../memory/address.ts";
-import { listProcesses, stateLetter } from "./processes.ts";
+import { findInitTask, listProcesses, stateLetter } from "./processes.ts";
 import { SyntheticKernel, type TaskSpec } from "./_synthetic.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
@@ -19,7 +19,8 @@ const TASKS: TaskSpec[] = [
 Deno.test("listProcesses() rebuilds every task of a synthetic image, with parents and creds", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   const mem = new CachedMemory(kernel.build());
-  const list = await listProcesses(mem, types, kernel.tasks[3]);
+  assertEquals(await findInitTask(mem, types, kernel.tasks[3]), kernel.initTask);
+  const list = await listProcesses(mem, types, kernel.initTask);
   assertEquals(list.truncated, false);
   assertEquals(list.initTask, hex(kernel.initTask));
   assertEquals(
@@ -34,10 +35,30 @@ Deno.test("listProcesses() rebuilds every task of a synthetic image, with parent
   assertEquals(list.processes[3].cred, hex(kernel.creds[3]));
 });
 
+Deno.test("listProcesses() reads capability sets and finds processes on init_task's cred", async () => {
+  const kernel = new SyntheticKernel(types, [
+    { pid: 1, comm: "init", caps: 0x1ff_ffff_ffffn },
+    { pid: 2, comm: "kthreadd", kthread: true, initCred: true },
+    { pid: 300, comm: "nginx", uid: 33, caps: 1n << 10n },
+  ]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask);
+  assertEquals(
+    list.processes.map((
+      p,
+    ) => [p.pid, p.capEffective, p.capPermitted, p.capInheritable, p.initCred]),
+    [
+      [1, "0x000001ffffffffff", "0x000001ffffffffff", "0x0000000000000000", false],
+      [2, "0x000001ffffffffff", "0x000001ffffffffff", "0x0000000000000000", true],
+      [300, "0x0000000000000400", "0x0000000000000400", "0x0000000000000000", false],
+    ],
+  );
+  assertEquals(list.processes[1].cred, hex(kernel.initCred));
+});
+
 Deno.test("listProcesses() reports a tasks list that loops without reaching init_task", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   kernel.mutate(kernel.tasks[3], { tasksNext: kernel.entry(kernel.tasks[1]) });
-  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask);
   assert(list.truncated);
   assert(list.reason!.includes("loops"), list.reason);
   assertEquals(list.processes.map((p) => p.pid), [1, 2, 100, 200]);
@@ -46,7 +67,7 @@ Deno.test("listProcesses() reports a tasks list that loops without reaching init
 Deno.test("listProcesses() stops at a non-kernel tasks.next and says where", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   kernel.mutate(kernel.tasks[1], { tasksNext: { raw: 0x00007fff_dead_b000n } });
-  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask);
   assert(list.truncated);
   assert(
     list.reason!.includes("0x7fffdeadb000") && list.reason!.includes("not a kernel address"),
@@ -58,7 +79,7 @@ Deno.test("listProcesses() stops at a non-kernel tasks.next and says where", asy
 Deno.test("listProcesses() stops at a task missing from memory, reported as truncated", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   kernel.remove(kernel.tasks[2]);
-  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask);
   assert(list.truncated);
   assert(list.reason!.includes("Cannot read"), list.reason);
   assertEquals(list.processes.map((p) => p.pid), [1, 2]);
@@ -67,28 +88,30 @@ Deno.test("listProcesses() stops at a task missing from memory, reported as trun
 Deno.test("listProcesses() lists a process with a bad cred pointer with an error and goes on", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   kernel.mutate(kernel.tasks[2], { realCred: { raw: 0x1234n } });
-  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0]);
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask);
   assertEquals(list.truncated, false);
   const sshd = list.processes.find((p) => p.pid === 100)!;
   assert(sshd.error?.includes("real_cred"), sshd.error);
   assertEquals(sshd.uid, -1);
+  assertEquals(sshd.capEffective, undefined);
+  assertEquals(sshd.initCred, false);
   assertEquals(list.processes.length, 4);
 });
 
 Deno.test("listProcesses() bounds the walk by maxTasks", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
-  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[0], {
+  const list = await listProcesses(new CachedMemory(kernel.build()), types, kernel.initTask, {
     maxTasks: 2,
   });
   assert(list.truncated);
   assertEquals(list.processes.length, 2);
 });
 
-Deno.test("listProcesses() refuses a real_parent chain that loops before init_task", async () => {
+Deno.test("findInitTask() refuses a real_parent chain that loops before init_task", async () => {
   const kernel = new SyntheticKernel(types, TASKS);
   kernel.mutate(kernel.tasks[0], { realParent: kernel.tasks[3] });
   await assertRejects(
-    () => listProcesses(new CachedMemory(kernel.build()), types, kernel.tasks[3]),
+    () => findInitTask(new CachedMemory(kernel.build()), types, kernel.tasks[3]),
     Error,
     "loops",
   );

@@ -33,7 +33,13 @@ export function fromKAddr(addr: KAddr): bigint {
 
 /** `0xffff...` form of a KAddr, for messages and output. */
 export function hex(addr: KAddr): string {
-  return "0x" + fromKAddr(addr).toString(16);
+  const high = Math.floor(addr / TWO_32);
+  return hex64(BASE_HIGH + high, addr - high * TWO_32);
+}
+
+/** The KAddr of the 64-bit address `high:low`, or undefined outside the kernel half. */
+export function kaddrOf(high: number, low: number): KAddr | undefined {
+  return high >= BASE_HIGH ? (high - BASE_HIGH) * TWO_32 + low : undefined;
 }
 
 /** `0x...` form of any 64-bit value split in two halves. */

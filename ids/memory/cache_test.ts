@@ -71,3 +71,34 @@ Deno.test("MemoryCache.get() agrees with a byte-by-byte model for random extents
     ),
   );
 });
+
+Deno.test("MemoryCache.gather() fills exactly the asked ranges, or misses, like the model", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.nat(2 * PAGE_SIZE), fc.uint8Array({ minLength: 1, maxLength: 300 }))),
+      fc.nat(2 * PAGE_SIZE),
+      fc.array(fc.tuple(fc.nat(600), fc.integer({ min: 1, max: 64 })), {
+        minLength: 1,
+        maxLength: 6,
+      }),
+      (extents, at, ranges) => {
+        const cache = new MemoryCache();
+        const model = new Map<number, number>();
+        for (const [start, bytes] of extents) {
+          cache.insert(BASE + start, bytes);
+          bytes.forEach((b, i) => model.set(start + i, b));
+        }
+        const asked = ranges.map(([off, len]) => ({ off, len }));
+        const got = cache.gather(BASE + at, 700, asked);
+        const complete = asked.every((r) =>
+          Array.from({ length: r.len }, (_, i) => model.has(at + r.off + i)).every(Boolean)
+        );
+        assertEquals(got !== undefined, complete);
+        if (!got) return;
+        for (const r of asked) {
+          for (let i = r.off; i < r.off + r.len; i++) assertEquals(got[i], model.get(at + i));
+        }
+      },
+    ),
+  );
+});

@@ -14,6 +14,15 @@ export interface GuestMemory {
   /** The bytes if they are at hand (no I/O), else undefined. */
   peek(addr: KAddr, len: number): Uint8Array | undefined;
   /**
+   * The span [addr, addr + len) if at least its `ranges` (offsets from `addr`) are at hand (no
+   * I/O), bytes outside them being unspecified; else undefined.
+   */
+  peekRanges(
+    addr: KAddr,
+    len: number,
+    ranges: readonly { off: number; len: number }[],
+  ): Uint8Array | undefined;
+  /**
    * The bytes, fetched if needed.
    * @throws {GuestReadError} when the guest cannot provide them.
    */
@@ -42,6 +51,9 @@ export class CachedMemory implements GuestMemory {
   constructor(readonly cache: MemoryCache) {}
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
+  }
+  peekRanges(addr: KAddr, len: number, ranges: readonly { off: number; len: number }[]) {
+    return this.cache.gather(addr, len, ranges);
   }
   read(addr: KAddr, len: number): Promise<Uint8Array> {
     checkLength(addr, len);
@@ -78,6 +90,10 @@ export class RemoteMemory implements GuestMemory {
 
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
+  }
+
+  peekRanges(addr: KAddr, len: number, ranges: readonly { off: number; len: number }[]) {
+    return this.cache.gather(addr, len, ranges);
   }
 
   async read(addr: KAddr, len: number): Promise<Uint8Array> {

@@ -6,7 +6,15 @@
  */
 
 import type { Process } from "../linux/processes.ts";
-import type { Mode, SnapshotStats } from "../session.ts";
+import type { Socket } from "../linux/sockets.ts";
+import type { FilesAnswer, Mode, ModulesAnswer, SnapshotStats } from "../session.ts";
+
+export { NoSuchProcessError } from "../session.ts";
+
+/** The views the monitor takes of a guest. */
+export const VIEWS = ["processes", "modules", "sockets", "files"] as const;
+/** One of {@linkcode VIEWS}. */
+export type ViewName = typeof VIEWS[number];
 
 /** Connection state of one guest's agent. */
 export type AgentState = "connecting" | "up" | "down";
@@ -57,6 +65,7 @@ export interface VmStatus {
 
 /** One fetch, for the recent-latency list of {@linkcode VmStats}. */
 export interface FetchRecord {
+  view: ViewName;
   at: number;
   ms: number;
   mode: Mode;
@@ -77,20 +86,27 @@ export interface VmStats {
   recent: FetchRecord[];
 }
 
-/** Options of {@linkcode Monitor.processes}. */
+/** Options of the view reads of {@linkcode Monitor}. */
 export interface ReadOptions {
-  /** Serve the cached snapshot only when it is at most this old; otherwise refresh first. */
+  /**
+   * Serve the cached snapshot only when it is at most this old; otherwise take a new one first.
+   * @default {undefined} for processes: the snapshot the guest's loop keeps, while its agent is
+   * up; the guest's `refreshMs` for the other views, which are taken only on request
+   */
   maxAgeMs?: number;
   /** When the agent cannot be reached, serve the last snapshot anyway (marked stale). */
   allowStale?: boolean;
 }
 
-/** The answer to {@linkcode Monitor.processes}. */
-export interface ProcessesAnswer {
-  snapshot: Snapshot<Process[]>;
+/** A snapshot of a view, as a read of {@linkcode Monitor} answers it. */
+export interface Answer<T> {
+  snapshot: Snapshot<T>;
   /** The agent could not be reached and this snapshot is older than asked for. */
   stale: boolean;
 }
+
+/** The answer to {@linkcode Monitor.processes}. */
+export type ProcessesAnswer = Answer<Process[]>;
 
 /** No guest by that name. */
 export class UnknownVmError extends Error {
@@ -126,7 +142,27 @@ export interface Monitor {
    */
   processes(name: string, options?: ReadOptions): Promise<ProcessesAnswer>;
   /**
-   * Refreshes the guest now (prefetch mode) and returns the new snapshot.
+   * The guest's kernel modules, taken on request. A kernel without loadable modules answers
+   * `supported: false` with the reason.
+   * @throws {UnknownVmError}
+   * @throws {AgentUnavailableError} as {@linkcode Monitor.processes}
+   */
+  modules(name: string, options?: ReadOptions): Promise<Answer<ModulesAnswer>>;
+  /**
+   * The guest's TCP and UDP sockets with their owners, taken on request.
+   * @throws {UnknownVmError}
+   * @throws {AgentUnavailableError} as {@linkcode Monitor.processes}
+   */
+  sockets(name: string, options?: ReadOptions): Promise<Answer<Socket[]>>;
+  /**
+   * The open files of the guest's process `pid`, taken on request (and kept per pid).
+   * @throws {UnknownVmError}
+   * @throws {NoSuchProcessError} when the guest has no process `pid`
+   * @throws {AgentUnavailableError} as {@linkcode Monitor.processes}
+   */
+  files(name: string, pid: number, options?: ReadOptions): Promise<Answer<FilesAnswer>>;
+  /**
+   * Refreshes the guest's process list now (prefetch mode) and returns the new snapshot.
    * @throws {UnknownVmError}
    * @throws {AgentUnavailableError}
    */

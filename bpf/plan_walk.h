@@ -1,0 +1,437 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The plan interpreter (EBPFMON_OP_PLAN) of walk.bpf.c, which includes it after defining
+ * `request`, `result`, `shared` and the ring buffer `records`. It walks the plan (plan.h) the
+ * agent wrote into shared.plan.
+ *
+ * A plan nests loops (entries of lists, in arrays, in objects...), and nested bpf_loops are hard
+ * on the verifier. So the whole walk is ONE bpf_loop over small steps, with an explicit work
+ * stack: each step does one piece of work for the item on top, e.g. one range of an object, one
+ * edge, one list entry, one chunk of a copy. A step that finds new work leaves its own item,
+ * advanced, in place and pushes the new item above it. The walk is therefore depth first and
+ * its records come in pre-order: a root's ranges in plan order, then each edge's objects in edge
+ * order (list and chain entries in list order, array elements by index, an array's bytes before
+ * its elements' objects), then the next root. The stack holds at most three items per level of
+ * depth (an object, an array, a chain), plus the roots and, at the deepest level, an object and
+ * a copy: 3 * max_depth + 3, so 195 for PLAN_MAX_DEPTH.
+ *
+ * Nothing in the plan is trusted: every index read from it is masked before use, every address
+ * is checked to be in the kernel half and read with bpf_probe_read_kernel, and a failed read is
+ * counted in result.faults and skips only what depended on it.
+ */
+#ifndef EBPFMON_PLAN_WALK_H
+#define EBPFMON_PLAN_WALK_H
+
+/* bpf_loop's own limit (BPF_MAX_LOOPS). */
+#define PLAN_MAX_STEPS (1 << 23)
+/* Lowest address of the kernel half on x86-64. */
+#define KERNEL_MIN 0xffff800000000000ULL
+
+#define ITEM_ROOTS 0  /* index: next root */
+#define ITEM_OBJECT 1 /* addr: object; index: next slot, its ranges then its edges */
+#define ITEM_COPY 2   /* addr: next byte; cursor: bytes left */
+#define ITEM_LIST 3   /* addr: list head; cursor: next entry; index: entries visited */
+#define ITEM_CHAIN 4  /* cursor: next entry; index: entries visited */
+#define ITEM_ARRAY 5  /* addr: first element; cursor: elements; index: next element */
+
+struct plan_item {
+	__u64 addr;
+	__u64 cursor;
+	__u32 index;
+	__u8 kind;  /* ITEM_* */
+	__u8 node;  /* OBJECT: its node; LIST, CHAIN, ARRAY: the node whose edge this is */
+	__u8 edge;  /* LIST, CHAIN, ARRAY: the edge */
+	__u8 depth; /* OBJECT: hops from its root; LIST, CHAIN, ARRAY: of the objects they visit */
+};
+
+/* The work stack. Only the agent's trigger thread runs a walk, so one copy is enough. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256); /* resized by the agent before load */
+	__type(key, __u32);
+	__type(value, struct plan_item);
+} plan_stack SEC(".maps");
+
+struct plan_seen_key {
+	__u64 addr;
+	__u32 node;
+	__u32 pad;
+};
+
+/*
+ * (address, node) -> seq of the request that visited it: an entry from an earlier request is
+ * stale by its value, so nothing is cleared between requests. LRU, so a walk that visits more
+ * objects than the map holds forgets the oldest and may copy an object twice, never loops for
+ * ever (every walk is bounded anyway).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* resized by the agent before load */
+	__type(key, struct plan_seen_key);
+	__type(value, __u64);
+} plan_seen SEC(".maps");
+
+/*
+ * The record being copied, and the walk's small state beside it. bpf_ringbuf_reserve takes only
+ * a constant size, so a chunk is read here first and output with its exact length; 16 KiB is far
+ * beyond the 512-byte BPF stack, hence a per-CPU map (a walk runs on one CPU: programs run with
+ * migration disabled).
+ */
+struct plan_scratch {
+	__u32 sp;        /* items on the stack */
+	__u32 max_depth; /* the plan's, at most PLAN_MAX_DEPTH */
+	struct ebpfmon_record rec;
+	__u8 bytes[PLAN_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct plan_scratch);
+} plan_scratch SEC(".maps");
+
+#define plan shared.plan
+
+static __always_inline __u32 min_u32(__u32 a, __u32 b)
+{
+	return a < b ? a : b;
+}
+
+static __always_inline struct plan_node *node_at(__u32 n)
+{
+	return &plan.nodes[n & (PLAN_MAX_NODES - 1)];
+}
+
+static __always_inline struct plan_edge *edge_at(__u32 n, __u32 e)
+{
+	return &node_at(n)->edges[e & (PLAN_MAX_EDGES - 1)];
+}
+
+/* Reads a little-endian number of `size` bytes (at most 8); false when unreadable (counted). */
+static __always_inline int read_num(__u64 addr, __u32 size, __u64 *out)
+{
+	*out = 0;
+	if (size > 8)
+		size = 8;
+	if (addr < KERNEL_MIN || bpf_probe_read_kernel(out, size, (const void *)addr)) {
+		result.faults++;
+		return 0;
+	}
+	return 1;
+}
+
+/* The item on top of the stack, or NULL when it is empty. */
+static __always_inline struct plan_item *top_item(struct plan_scratch *s)
+{
+	__u32 i = s->sp - 1;
+
+	return s->sp ? bpf_map_lookup_elem(&plan_stack, &i) : NULL;
+}
+
+/* Pushes an item on top of the stack, or stops the walk with STACK_FULL when it is full. */
+static __always_inline void push(struct plan_scratch *s, __u8 kind, __u64 addr, __u64 cursor,
+				 __u32 node, __u32 edge, __u32 depth)
+{
+	__u32 i = s->sp;
+	struct plan_item *item = bpf_map_lookup_elem(&plan_stack, &i);
+
+	if (!item) {
+		result.stop = EBPFMON_STOP_STACK_FULL;
+		return;
+	}
+	s->sp = i + 1;
+	item->addr = addr;
+	item->cursor = cursor;
+	item->index = 0;
+	item->kind = kind;
+	item->node = node & (PLAN_MAX_NODES - 1);
+	item->edge = edge & (PLAN_MAX_EDGES - 1);
+	item->depth = depth;
+}
+
+/* Objects are checked when found; lists, chains and arrays check each entry as they read it. */
+static __always_inline void push_object(struct plan_scratch *s, __u64 addr, __u32 node,
+					__u32 depth)
+{
+	if (addr < KERNEL_MIN)
+		result.faults++;
+	else
+		push(s, ITEM_OBJECT, addr, 0, node, 0, depth);
+}
+
+static __always_inline void push_copy(struct plan_scratch *s, __u64 addr, __u64 len)
+{
+	if (len)
+		push(s, ITEM_COPY, addr, len, 0, 0, 0);
+}
+
+/*
+ * Copies up to PLAN_CHUNK bytes at src as one record, like emit() but with the exact length.
+ * Returns the bytes consumed (copied, or skipped after a counted fault), or -1 when a budget or
+ * the ring ran out (the walk stops).
+ */
+static __always_inline long copy_chunk(struct plan_scratch *s, __u64 src, __u64 len)
+{
+	__u32 n = len > PLAN_CHUNK ? PLAN_CHUNK : len;
+
+	if (result.objects >= request.max_objects) {
+		result.stop = EBPFMON_STOP_MAX_OBJECTS;
+		return -1;
+	}
+	if (result.bytes + n > request.max_bytes) {
+		result.stop = EBPFMON_STOP_MAX_BYTES;
+		return -1;
+	}
+	if (src < KERNEL_MIN || bpf_probe_read_kernel(s->bytes, n, (const void *)src)) {
+		result.faults++;
+		return n;
+	}
+	s->rec.addr = src;
+	s->rec.len = n;
+	s->rec.pad = 0;
+	if (bpf_ringbuf_output(&records, &s->rec, sizeof(s->rec) + n, BPF_RB_NO_WAKEUP)) {
+		result.stop = EBPFMON_STOP_RING_FULL;
+		return -1;
+	}
+	result.objects++;
+	result.bytes += n;
+	return n;
+}
+
+/* Whether an edge's condition lets it be followed from the object at obj. */
+static __always_inline int cond_holds(const struct plan_edge *edge, __u64 obj)
+{
+	__u64 v;
+
+	if (edge->cond == PLAN_COND_NONE)
+		return 1;
+	if (!read_num(obj + edge->cond_off, edge->cond_size, &v))
+		return 0;
+	if (edge->cond == PLAN_COND_EQ)
+		return (v & edge->cond_mask) == edge->cond_value;
+	if (edge->cond == PLAN_COND_IN_SET)
+		return v < 32 && ((edge->cond_mask >> v) & 1);
+	return 0;
+}
+
+static __always_inline int chain_end(__u64 p, int nulls)
+{
+	return !p || (nulls && (p & 1));
+}
+
+/* Follows edge e of node n from the object at obj, which is `depth` hops from its root. */
+static __always_inline void follow_edge(struct plan_scratch *s, __u64 obj, __u32 n, __u32 e,
+					__u32 depth)
+{
+	const struct plan_edge *edge = edge_at(n, e);
+	__u32 target = edge->target & (PLAN_MAX_NODES - 1);
+	__u64 p, count;
+
+	if (!cond_holds(edge, obj))
+		return;
+	if (depth >= s->max_depth) {
+		result.pruned++;
+		return;
+	}
+	if (!read_num(obj + edge->off, 8, &p))
+		return;
+	switch (edge->kind) {
+	case PLAN_EDGE_PTR:
+		if (p)
+			push_object(s, p - edge->delta, target, depth + 1);
+		break;
+	case PLAN_EDGE_LIST:
+		if (p != obj + edge->off)
+			push(s, ITEM_LIST, obj + edge->off, p, n, e, depth + 1);
+		break;
+	case PLAN_EDGE_HLIST:
+	case PLAN_EDGE_HNULLS:
+		if (!chain_end(p, edge->kind == PLAN_EDGE_HNULLS))
+			push(s, ITEM_CHAIN, 0, p, n, e, depth + 1);
+		break;
+	case PLAN_EDGE_ARRAY:
+		if (!p || !read_num(obj + edge->aux, edge->count_size, &count))
+			return;
+		if (edge->flags & PLAN_FLAG_COUNT_IS_MASK)
+			count++;
+		if (count > edge->max)
+			count = edge->max;
+		if (!count)
+			return;
+		/* The IDS reads the elements too: copy them first (pushed last, so on top). */
+		push(s, ITEM_ARRAY, p, count, n, e, depth + 1);
+		push_copy(s, p, count * edge->stride);
+		break;
+	case PLAN_EDGE_BYTES:
+		if (p && read_num(obj + edge->aux, edge->count_size, &count))
+			push_copy(s, p, count < edge->max ? count : edge->max);
+		break;
+	}
+}
+
+static __always_inline void step_roots(struct plan_scratch *s, struct plan_item *top)
+{
+	__u32 i = top->index, nroots = min_u32(plan.nroots, PLAN_MAX_ROOTS);
+	const struct plan_root *root = &plan.roots[i & (PLAN_MAX_ROOTS - 1)];
+
+	if (i + 1 < nroots)
+		top->index = i + 1;
+	else
+		s->sp--;
+	if (i < nroots)
+		push_object(s, root->addr, root->node, 0);
+}
+
+static __always_inline void step_object(struct plan_scratch *s, struct plan_item *top)
+{
+	__u32 n = top->node & (PLAN_MAX_NODES - 1), slot = top->index, depth = top->depth;
+	const struct plan_node *node = node_at(n);
+	__u32 nranges = min_u32(node->nranges, PLAN_MAX_RANGES);
+	__u32 slots = nranges + min_u32(node->nedges, PLAN_MAX_EDGES);
+	struct plan_seen_key key = { .addr = top->addr, .node = n };
+	__u64 obj = top->addr, seq = request.seq, *seen;
+
+	if (slot == 0 && (node->flags & PLAN_FLAG_DEDUPE)) {
+		seen = bpf_map_lookup_elem(&plan_seen, &key);
+		if (seen && *seen == seq) {
+			s->sp--;
+			return;
+		}
+		bpf_map_update_elem(&plan_seen, &key, &seq, BPF_ANY);
+	}
+	/* Leave the object for its next slot, or pop it, before pushing what this slot finds. */
+	if (slot + 1 < slots)
+		top->index = slot + 1;
+	else
+		s->sp--;
+	if (slot < nranges) {
+		const struct plan_range *r = &node->ranges[slot & (PLAN_MAX_RANGES - 1)];
+
+		push_copy(s, obj + r->off, r->len);
+	} else if (slot < slots) {
+		follow_edge(s, obj, n, slot - nranges, depth);
+	}
+}
+
+/* One list or chain entry: visit it, move to the next. */
+static __always_inline void step_entry(struct plan_scratch *s, struct plan_item *top)
+{
+	const struct plan_edge *edge = edge_at(top->node, top->edge);
+	int nulls = edge->kind == PLAN_EDGE_HNULLS ||
+		    (edge->kind == PLAN_EDGE_ARRAY && edge->elem == PLAN_ELEM_HNULLS);
+	__u64 e = top->cursor, next;
+	__u32 depth = top->depth;
+
+	if ((top->kind == ITEM_LIST ? e == top->addr : chain_end(e, nulls)) ||
+	    top->index >= edge->max || !read_num(e, 8, &next)) {
+		s->sp--;
+		return;
+	}
+	top->cursor = next;
+	top->index++;
+	push_object(s, e - edge->delta, edge->target, depth);
+}
+
+/* One array element: a pointer to an object, or the head of a chain. */
+static __always_inline void step_array(struct plan_scratch *s, struct plan_item *top)
+{
+	const struct plan_edge *edge = edge_at(top->node, top->edge);
+	__u64 i = top->index, v;
+	__u32 n = top->node, e = top->edge, depth = top->depth;
+
+	if (i + 1 < top->cursor)
+		top->index = i + 1;
+	else
+		s->sp--;
+	if (i >= top->cursor || !read_num(top->addr + i * edge->stride + edge->elem_off, 8, &v))
+		return;
+	if (edge->elem == PLAN_ELEM_PTR) {
+		if (v)
+			push_object(s, v - edge->delta, edge->target, depth);
+	} else if (!chain_end(v, edge->elem == PLAN_ELEM_HNULLS)) {
+		push(s, ITEM_CHAIN, 0, v, n, e, depth);
+	}
+}
+
+static __always_inline void step_copy(struct plan_scratch *s, struct plan_item *top)
+{
+	long done = copy_chunk(s, top->addr, top->cursor);
+
+	if (done < 0)
+		return;
+	if (done < top->cursor) {
+		top->addr += done;
+		top->cursor -= done;
+	} else {
+		s->sp--;
+	}
+}
+
+static long plan_step(__u64 index, void *unused)
+{
+	__u32 zero = 0;
+	struct plan_scratch *s = bpf_map_lookup_elem(&plan_scratch, &zero);
+	struct plan_item *top;
+
+	if (!s)
+		return 1;
+	top = top_item(s);
+	if (!top)
+		return 1;
+	switch (top->kind) {
+	case ITEM_ROOTS:
+		step_roots(s, top);
+		break;
+	case ITEM_OBJECT:
+		step_object(s, top);
+		break;
+	case ITEM_COPY:
+		step_copy(s, top);
+		break;
+	case ITEM_LIST:
+	case ITEM_CHAIN:
+		step_entry(s, top);
+		break;
+	case ITEM_ARRAY:
+		step_array(s, top);
+		break;
+	default:
+		s->sp--;
+	}
+	return result.stop != EBPFMON_STOP_COMPLETE;
+}
+
+SEC("uprobe")
+int walk_plan(struct pt_regs *ctx)
+{
+	__u32 zero = 0;
+	struct plan_scratch *s;
+
+	if (!for_us(EBPFMON_OP_PLAN))
+		return 0;
+	begin();
+	s = bpf_map_lookup_elem(&plan_scratch, &zero);
+	if (!s)
+		goto out;
+	if (!plan.nroots) {
+		result.stop = EBPFMON_STOP_NO_ROOT;
+		goto out;
+	}
+	result.root = plan.roots[0].addr;
+	s->sp = 0;
+	s->max_depth = min_u32(plan.max_depth, PLAN_MAX_DEPTH);
+	push(s, ITEM_ROOTS, 0, 0, 0, 0, 0);
+	if (result.stop != EBPFMON_STOP_COMPLETE)
+		goto out;
+	bpf_loop(PLAN_MAX_STEPS, plan_step, NULL, 0);
+	if (s->sp && result.stop == EBPFMON_STOP_COMPLETE)
+		result.stop = EBPFMON_STOP_STEPS;
+out:
+	end();
+	return 0;
+}
+
+#undef plan
+
+#endif

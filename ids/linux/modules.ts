@@ -1,0 +1,300 @@
+/**
+ * The loaded kernel modules, rebuilt from guest kernel memory as /proc/modules shows them: the
+ * `modules` list (a `list_head` whose entries are `struct module`s, linked by their `list`).
+ *
+ * The walk is bounded, detects cycles and reports how it ended; guest memory is hostile. A
+ * module whose fields make no sense is listed with an error; a broken list link ends the walk,
+ * reported as truncated with the reason.
+ *
+ * @module
+ */
+
+import type { Btf } from "../btf/mod.ts";
+import { follow, hex, type KAddr } from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import {
+  type Fields,
+  LayoutError,
+  offsetOf,
+  ptr,
+  raw,
+  readStruct,
+  resolveLayout,
+  sint,
+  str,
+  uint,
+} from "../kernel/layout.ts";
+import type { PlanBuilder } from "../kernel/plan.ts";
+
+/**
+ * Resolves the structures of the module list. Where the kernels differ:
+ * - memory: `mem[]` of `struct module_memory` {base, size} (Linux 6.4+), else `core_layout` and
+ *   `init_layout` (Linux 6.1);
+ * - `refcnt` exists only with CONFIG_MODULE_UNLOAD; without it the refcount is null.
+ * @throws {LayoutError} naming the struct and field the kernel lacks.
+ */
+export function resolveModuleTypes(btf: Btf) {
+  return {
+    head: resolveLayout(btf, "list_head", { next: ptr("next") }),
+    module: resolveLayout(btf, "module", {
+      state: uint("state"),
+      next: ptr("list.next"),
+      name: str("name"),
+      taints: raw("taints"),
+    }),
+    /** Offset of `list` in struct module: a list entry minus this is its module. */
+    listOffset: offsetOf(btf, "module", "list"),
+    memory: resolveMemory(btf),
+    refcnt: optional(() => resolveLayout(btf, "module", { refcnt: sint("refcnt.counter") })),
+    states: stateNames(btf),
+  };
+}
+
+/** The resolved module structures of one guest kernel. */
+export type ModuleTypes = ReturnType<typeof resolveModuleTypes>;
+
+function optional<T>(resolve: () => T): T | undefined {
+  try {
+    return resolve();
+  } catch (error) {
+    if (error instanceof LayoutError) return undefined;
+    throw error;
+  }
+}
+
+/** Where a module's memory is described, in one kernel or the other. */
+type MemoryLayout =
+  | {
+    kind: "mem";
+    layout: ReturnType<typeof memLayout>;
+    count: number;
+    stride: number;
+    base: number;
+    size: number;
+  }
+  | { kind: "layout"; layout: ReturnType<typeof coreLayout> };
+
+const memLayout = (btf: Btf) => resolveLayout(btf, "module", { mem: raw("mem") });
+const coreLayout = (btf: Btf) =>
+  resolveLayout(btf, "module", {
+    coreBase: raw("core_layout.base"),
+    coreSize: uint("core_layout.size"),
+    initSize: uint("init_layout.size"),
+  });
+
+function resolveMemory(btf: Btf): MemoryLayout {
+  const problems: string[] = [];
+  try {
+    const layout = memLayout(btf);
+    const array = btf.type(btf.resolve(btf.field("module", "mem").typeId));
+    if (array.kind !== "ARRAY") throw new LayoutError(`"mem" of struct "module" is no array`);
+    const stride = btf.sizeof(array.typeId);
+    const size = btf.field("module_memory", "size");
+    if (size.size !== 4) throw new LayoutError(`"size" of "module_memory" is ${size.size} bytes`);
+    return {
+      kind: "mem",
+      layout,
+      count: array.count,
+      stride,
+      base: offsetOf(btf, "module_memory", "base"),
+      size: size.offset,
+    };
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  try {
+    return { kind: "layout", layout: coreLayout(btf) };
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  throw new LayoutError(`Cannot resolve the memory of struct "module": ${problems.join("; ")}`);
+}
+
+/** Module states, from the kernel's `enum module_state` (MODULE_STATE_LIVE -> "live"). */
+function stateNames(btf: Btf): Map<number, string> {
+  const id = btf.find("module_state", "ENUM")[0];
+  if (id === undefined) throw new LayoutError(`Cannot find enum "module_state" in BTF`);
+  const type = btf.type(id);
+  if (type.kind !== "ENUM") throw new LayoutError(`"module_state" is not an enum`);
+  return new Map(
+    type.values.map((v) => [v.value, v.name.replace(/^MODULE_STATE_/, "").toLowerCase()]),
+  );
+}
+
+/** One loaded module. */
+export interface Module {
+  name: string;
+  /** Address of its `struct module`. */
+  module: string;
+  /** Start of its text (`mem[MOD_TEXT].base`; `core_layout.base` before Linux 6.4). */
+  base: string;
+  /** Bytes of all its memory, as /proc/modules' size. */
+  size: number;
+  /** `live`, `coming`, `going` or `unformed`; `unknown` (with an error) for anything else. */
+  state: string;
+  /** References, as /proc/modules prints them (refcnt - 1); null without module unloading. */
+  refcount: number | null;
+  /** The raw taint mask (`taints`), 64-bit hex. */
+  taints: string;
+  /** The taint letters /proc/modules shows, e.g. "OE". */
+  taintFlags: string;
+  /** Set when some of its fields make no sense. */
+  error?: string;
+}
+
+/** The result of a walk. */
+export interface ModuleList {
+  modules: Module[];
+  /** The walk ended before returning to the list head. */
+  truncated: boolean;
+  reason?: string;
+}
+
+/** Options of {@linkcode listModules} and {@linkcode planModules}. */
+export interface ModuleOptions {
+  /** Most modules visited. @default 65536 */
+  maxModules?: number;
+}
+
+/**
+ * The module taint flags of the kernel's taint_flags[] table (kernel/panic.c): bit and letter
+ * of those whose `module` is true, in bit order, as module_flags_taint() prints them.
+ */
+const MODULE_TAINTS: readonly [number, string][] = [
+  [0, "P"], // TAINT_PROPRIETARY_MODULE
+  [1, "F"], // TAINT_FORCED_MODULE
+  [10, "C"], // TAINT_CRAP (staging)
+  [12, "O"], // TAINT_OOT_MODULE
+  [13, "E"], // TAINT_UNSIGNED_MODULE
+  [15, "K"], // TAINT_LIVEPATCH
+  [16, "X"], // TAINT_AUX
+  [17, "T"], // TAINT_RANDSTRUCT
+  [18, "N"], // TAINT_TEST
+  [19, "J"], // TAINT_FWCTL (6.15+)
+];
+
+/** The letters /proc/modules shows for a module's taint mask. */
+export function taintLetters(taints: bigint): string {
+  return MODULE_TAINTS.filter(([bit]) => (taints >> BigInt(bit)) & 1n).map(([, c]) => c).join("");
+}
+
+function u64(bytes: Uint8Array, at = 0): bigint {
+  let v = 0n;
+  for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
+  return v;
+}
+
+const hex64 = (v: bigint) => "0x" + v.toString(16).padStart(16, "0");
+
+/**
+ * Lists the modules on the list whose `list_head` is at `head` (the kernel's `modules` symbol).
+ * @throws {GuestReadError} only when the list head itself cannot be read.
+ */
+export async function listModules(
+  mem: GuestMemory,
+  types: ModuleTypes,
+  head: KAddr,
+  options: ModuleOptions = {},
+): Promise<ModuleList> {
+  const maxModules = options.maxModules ?? 65536;
+  const modules: Module[] = [];
+  const seen = new Set<KAddr>();
+  let next = (await readStruct(mem, head, types.head)).next;
+  let from = `the list head ${hex(head)}`;
+  let reason: string | undefined;
+  for (;;) {
+    let entry: KAddr;
+    try {
+      entry = follow(next, `list.next of ${from}`);
+    } catch (error) {
+      reason = (error as Error).message;
+      break;
+    }
+    if (entry === head) break;
+    const at = entry - types.listOffset;
+    if (seen.has(at)) {
+      reason = `the module list loops back to ${hex(at)} without reaching its head`;
+      break;
+    }
+    if (modules.length >= maxModules) {
+      reason = `more than ${maxModules} modules`;
+      break;
+    }
+    let module: Fields<ModuleTypes["module"]>;
+    try {
+      module = await readStruct(mem, at, types.module);
+    } catch (error) {
+      reason = `module ${hex(at)}, linked from ${from}: ${(error as Error).message}`;
+      break;
+    }
+    seen.add(at);
+    modules.push(await describe(mem, types, at, module));
+    next = module.next;
+    from = `module ${hex(at)}`;
+  }
+  return { modules, truncated: reason !== undefined, reason };
+}
+
+async function describe(
+  mem: GuestMemory,
+  types: ModuleTypes,
+  at: KAddr,
+  module: Fields<ModuleTypes["module"]>,
+): Promise<Module> {
+  const taints = u64(module.taints);
+  const state = types.states.get(module.state);
+  const m: Module = {
+    name: module.name,
+    module: hex(at),
+    base: "",
+    size: -1,
+    state: state ?? "unknown",
+    refcount: null,
+    taints: hex64(taints),
+    taintFlags: taintLetters(taints),
+  };
+  const errors: string[] = [];
+  if (state === undefined) errors.push(`state ${module.state} is no module_state`);
+  try {
+    Object.assign(m, await memoryOf(mem, types.memory, at));
+    if (types.refcnt) m.refcount = (await readStruct(mem, at, types.refcnt)).refcnt - 1;
+  } catch (error) {
+    errors.push((error as Error).message);
+  }
+  if (errors.length) m.error = errors.join("; ");
+  return m;
+}
+
+async function memoryOf(
+  mem: GuestMemory,
+  memory: MemoryLayout,
+  at: KAddr,
+): Promise<{ base: string; size: number }> {
+  if (memory.kind === "layout") {
+    const l = await readStruct(mem, at, memory.layout);
+    return { base: hex64(u64(l.coreBase)), size: l.coreSize + l.initSize };
+  }
+  const { mem: bytes } = await readStruct(mem, at, memory.layout);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let size = 0;
+  for (let i = 0; i < memory.count; i++) {
+    size += view.getUint32(i * memory.stride + memory.size, true);
+  }
+  return { base: hex64(u64(bytes, memory.base)), size };
+}
+
+/** Adds to `b` what {@linkcode listModules} reads: the list head and every module on it. */
+export function planModules(
+  b: PlanBuilder,
+  types: ModuleTypes,
+  head: KAddr,
+  options: ModuleOptions = {},
+): void {
+  const extra = [types.memory.layout, types.refcnt].flatMap((layout) =>
+    layout ? layout.fields.map((f) => ({ off: f.offset, len: f.size })) : []
+  );
+  const list = b.node(types.head);
+  const module = b.node(types.module, { extra });
+  b.root(head, list);
+  b.list(list, 0, module, types.listOffset, { max: options.maxModules ?? 65536 });
+}

@@ -1,0 +1,418 @@
+/**
+ * TCP and UDP sockets (IPv4 and IPv6) of the initial network namespace, rebuilt from the
+ * kernel's own hash tables, as `ss -tuan` shows them, with the processes that own them.
+ *
+ * The namespace is init_task's (`nsproxy->net_ns`). TCP: `net->ipv4.tcp_death_row.hashinfo`,
+ * whose `lhash2` (listeners) and `ehash` (everything else, TIME_WAIT and NEW_SYN_RECV included)
+ * are arrays of hlist_nulls chains through `skc_nulls_node`. UDP: `net->ipv4.udp_table` (Linux
+ * 6.2+; on 6.1 the table is the global `udp_table`, whose address callers pass as `udpTable`),
+ * an array of `udp_hslot` whose hlists run through `skc_node`. Owners come from every task's fd
+ * table: a socket file's inode is the `vfs_inode` of a `struct socket_alloc`, whose socket's
+ * `sk` is the sock.
+ *
+ * Guest memory is hostile: bucket counts, chains and tables are bounded, chains are checked for
+ * loops, a socket whose fields cannot be read is listed with an error, and every walk that
+ * could not finish makes the list truncated, with the reasons.
+ *
+ * @module
+ */
+
+import {
+  BadPointer,
+  follow,
+  hex,
+  type KAddr,
+  type Pointer,
+  pointerAt,
+  toKAddr,
+} from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import { type Fields, readStruct } from "../kernel/layout.ts";
+import type { PlanBuilder } from "../kernel/plan.ts";
+import type { KernelTypes } from "../kernel/types.ts";
+import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
+import { listProcesses, type TaskNodes } from "./processes.ts";
+import type { SocketTypes } from "./socket_types.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  FULL_MASK,
+  FULL_STATES,
+  ipv4Text,
+  ipv6Text,
+  stateName,
+  TCP_STATES,
+} from "./_inet.ts";
+
+export { resolveSocketTypes, type SocketTypes } from "./socket_types.ts";
+
+/** A process holding a socket open. */
+export interface SocketOwner {
+  pid: number;
+  fd: number;
+}
+
+/** One socket. */
+export interface Socket {
+  protocol: "tcp" | "udp";
+  /** `inet` or `inet6`; "" (with an error) for another family. */
+  family: string;
+  /** TCP: ESTABLISHED, LISTEN, TIME_WAIT...; UDP as ss shows it: UNCONN or ESTAB. */
+  state: string;
+  /** Dotted IPv4 or compressed IPv6 text. */
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  /** Its socket's inode number, as /proc/net/tcp shows; 0 for TIME_WAIT, NEW_SYN_RECV, orphans. */
+  inode: number;
+  /** Address of the sock (or time-wait or request sock). */
+  sock: string;
+  /** Processes with the socket in their fd table; [] when none. */
+  owners: SocketOwner[];
+  error?: string;
+}
+
+/** The result of the walks. */
+export interface SocketList {
+  sockets: Socket[];
+  /** A table, a chain or the owners' walk could not be finished. */
+  truncated: boolean;
+  /** Why, for each walk that did not finish. */
+  reason?: string;
+}
+
+/** Options of {@linkcode listSockets} and {@linkcode planSockets}. */
+export interface SocketOptions {
+  /** The global `udp_table` (Linux 6.1, whose netns_ipv4 has no udp_table). */
+  udpTable?: KAddr;
+  /** Most buckets scanned per table. @default 1 << 22 */
+  maxBuckets?: number;
+  /** Most entries followed per chain. @default 65536 */
+  maxChain?: number;
+  /** Most sockets listed. @default 1 << 20 */
+  maxSockets?: number;
+  /** Most tasks and fd slots per task scanned for owners. @default 1_000_000 and 65536 */
+  maxTasks?: number;
+  maxFds?: number;
+}
+
+const DEFAULTS = {
+  maxBuckets: 1 << 22,
+  maxChain: 65536,
+  maxSockets: 1 << 20,
+  maxTasks: 1_000_000,
+  maxFds: 65536,
+};
+
+type Entry = Fields<SocketTypes["sock"]>;
+/** Lists a chain entry; false when no more may be listed; throws when the chain is bad. */
+type Visit = (at: KAddr, entry: Entry, protocol: "tcp" | "udp") => Promise<boolean>;
+
+/** A table to scan. */
+interface Table {
+  name: string;
+  protocol: "tcp" | "udp";
+  array: Pointer;
+  mask: number;
+  stride: number;
+  head: number;
+  nulls: boolean;
+  delta: number;
+}
+
+function chainEnd(p: Pointer, nulls: boolean): boolean {
+  if (p === null) return true;
+  if (!nulls) return false;
+  return p instanceof BadPointer ? (BigInt(p.value) & 1n) === 1n : p % 2 === 1;
+}
+
+/** Buckets read per guest read. */
+const BUCKETS_PER_READ = 4096;
+
+/**
+ * Lists the TCP and UDP sockets of init_task's network namespace, with their owners.
+ * Never throws: what cannot be read is reported in the list.
+ */
+export async function listSockets(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  initTask: KAddr,
+  options: SocketOptions = {},
+): Promise<SocketList> {
+  const limits = { ...DEFAULTS, ...options };
+  const problems: string[] = [];
+  const sockets: Socket[] = [];
+  const bySock = new Map<KAddr, Socket>();
+
+  const visit: Visit = async (at, entry, protocol) => {
+    // A sock is on one chain only: meeting one again means the chains were made to merge.
+    if (bySock.has(at)) throw new Error(`it reaches ${hex(at)}, already listed`);
+    if (sockets.length >= limits.maxSockets) {
+      problems.push(`more than ${limits.maxSockets} sockets`);
+      return false;
+    }
+    const socket = await describe(mem, types, at, entry, protocol);
+    sockets.push(socket);
+    bySock.set(at, socket);
+    return true;
+  };
+
+  for (const table of await tables(mem, core, types, initTask, limits.udpTable, problems)) {
+    if (!await scan(mem, types, table, limits, problems, visit)) break;
+  }
+  await findOwners(mem, core, types, initTask, limits, problems, bySock);
+  return {
+    sockets,
+    truncated: problems.length > 0,
+    reason: problems.length ? summary(problems) : undefined,
+  };
+}
+
+function summary(problems: string[]): string {
+  const shown = problems.slice(0, 5).join("; ");
+  return problems.length > 5 ? `${shown}; and ${problems.length - 5} more` : shown;
+}
+
+/** The tables of init_task's network namespace; what cannot be found goes to `problems`. */
+async function tables(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  initTask: KAddr,
+  udpTable: KAddr | undefined,
+  problems: string[],
+): Promise<Table[]> {
+  const found: Table[] = [];
+  let net: { hashinfo: Pointer; udpTable?: Pointer };
+  try {
+    const init = await readStruct(mem, initTask, core.task);
+    const nsproxy = follow(init.nsproxy, `nsproxy of init_task ${hex(initTask)}`);
+    const ns = await readStruct(mem, nsproxy, types.nsproxy);
+    net = await readStruct(mem, follow(ns.netNs, `net_ns of nsproxy ${hex(nsproxy)}`), types.net);
+  } catch (error) {
+    problems.push(`network namespace: ${(error as Error).message}`);
+    return found;
+  }
+  const chains = { nulls: true, delta: types.nullsNodeOffset, protocol: "tcp" as const };
+  try {
+    const at = follow(net.hashinfo, "ipv4.tcp_death_row.hashinfo");
+    const h = await readStruct(mem, at, types.hashinfo);
+    const name = `inet_hashinfo ${hex(at)}`;
+    found.push(
+      {
+        ...chains,
+        ...types.lhash2,
+        name: `lhash2 of ${name}`,
+        array: h.lhash2,
+        mask: h.lhash2Mask,
+      },
+      { ...chains, ...types.ehash, name: `ehash of ${name}`, array: h.ehash, mask: h.ehashMask },
+    );
+  } catch (error) {
+    problems.push(`tcp: ${(error as Error).message}`);
+  }
+  try {
+    const at = udpTable ??
+      (net.udpTable === undefined ? undefined : follow(net.udpTable, "ipv4.udp_table"));
+    if (at === undefined) throw new Error("this kernel keeps it in the global udp_table: pass it");
+    const t = await readStruct(mem, at, types.udpTable);
+    found.push({
+      ...types.udpSlot,
+      name: `udp_table ${hex(at)}`,
+      protocol: "udp",
+      array: t.hash,
+      mask: t.mask,
+      nulls: false,
+      delta: types.nodeOffset,
+    });
+  } catch (error) {
+    problems.push(`udp: ${(error as Error).message}`);
+  }
+  return found;
+}
+
+/** Scans a table's buckets and chains; false when the socket limit stopped it. */
+async function scan(
+  mem: GuestMemory,
+  types: SocketTypes,
+  table: Table,
+  limits: typeof DEFAULTS,
+  problems: string[],
+  visit: Visit,
+): Promise<boolean> {
+  const buckets = table.mask + 1;
+  let count = buckets;
+  if (buckets > limits.maxBuckets) {
+    problems.push(`${table.name}: ${buckets} buckets, more than ${limits.maxBuckets}`);
+    count = limits.maxBuckets;
+  }
+  let array: KAddr;
+  try {
+    array = follow(table.array, `the buckets of ${table.name}`);
+  } catch (error) {
+    problems.push((error as Error).message);
+    return true;
+  }
+  for (let first = 0; first < count; first += BUCKETS_PER_READ) {
+    const n = Math.min(BUCKETS_PER_READ, count - first);
+    let view: DataView;
+    try {
+      const bytes = await mem.read(array + first * table.stride, n * table.stride);
+      view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (error) {
+      problems.push(`${table.name}: ${(error as Error).message}`);
+      return true;
+    }
+    for (let i = 0; i < n; i++) {
+      const where = `bucket ${first + i} of ${table.name}`;
+      const seen = new Set<KAddr>();
+      let p = pointerAt(view, i * table.stride + table.head);
+      for (let length = 0; !chainEnd(p, table.nulls); length++) {
+        try {
+          if (length >= limits.maxChain) throw new Error(`more than ${limits.maxChain} entries`);
+          const at = follow(p, "the chain") - table.delta;
+          if (seen.has(at)) throw new Error(`the chain loops back to ${hex(at)}`);
+          seen.add(at);
+          const entry = await readStruct(mem, at, types.sock);
+          if (!await visit(at, entry, table.protocol)) return false;
+          p = entry.next;
+        } catch (error) {
+          problems.push(`${where}: ${(error as Error).message}`);
+          break;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+async function describe(
+  mem: GuestMemory,
+  types: SocketTypes,
+  at: KAddr,
+  e: Entry,
+  protocol: "tcp" | "udp",
+): Promise<Socket> {
+  const inet6 = e.family === AF_INET6;
+  const s: Socket = {
+    protocol,
+    family: inet6 ? "inet6" : e.family === AF_INET ? "inet" : "",
+    state: stateName(protocol, e.state),
+    localAddress: inet6 ? ipv6Text(e.v6RcvSaddr) : ipv4Text(e.rcvSaddr),
+    localPort: e.num,
+    remoteAddress: inet6 ? ipv6Text(e.v6Daddr) : ipv4Text(e.daddr),
+    remotePort: ((e.dport & 0xff) << 8) | (e.dport >> 8),
+    inode: 0,
+    sock: hex(at),
+    owners: [],
+  };
+  const errors: string[] = [];
+  if (!s.family) errors.push(`family ${e.family} is neither AF_INET nor AF_INET6`);
+  if (!TCP_STATES[e.state]) {
+    errors.push(`state ${e.state} is no TCP state`);
+  } else if (FULL_STATES.has(e.state) && e.socket !== null) {
+    try {
+      const socket = follow(e.socket, "sk_socket") - types.socketOffset;
+      s.inode = (await readStruct(mem, socket, types.socketAlloc)).ino;
+    } catch (error) {
+      errors.push((error as Error).message);
+    }
+  }
+  if (errors.length) s.error = errors.join("; ");
+  return s;
+}
+
+/** Adds every task's socket files to the sockets' owners. */
+async function findOwners(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  initTask: KAddr,
+  limits: typeof DEFAULTS,
+  problems: string[],
+  bySock: Map<KAddr, Socket>,
+): Promise<void> {
+  let list;
+  try {
+    list = await listProcesses(mem, core, initTask, { maxTasks: limits.maxTasks });
+  } catch (error) {
+    problems.push(`owners: ${(error as Error).message}`);
+    return;
+  }
+  if (list.truncated) problems.push(`owners: ${list.reason}`);
+  for (const process of list.processes) {
+    const task = toKAddr(BigInt(process.task))!;
+    const table = await readFdTable(mem, core, types.fd, task, limits.maxFds);
+    if (table.truncated) problems.push(`owners in pid ${process.pid}: ${table.reason}`);
+    for (const slot of table.slots) {
+      if (slot.file === undefined) continue;
+      try {
+        const file = await readStruct(mem, slot.file, types.fd.file);
+        const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
+        const { mode } = await readStruct(mem, inode, types.inode);
+        if ((mode & 0o170000) !== S_IFSOCK) continue;
+        const { sk } = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+        if (typeof sk === "number") bySock.get(sk)?.owners.push({ pid: process.pid, fd: slot.fd });
+      } catch (error) {
+        problems.push(`owners in pid ${process.pid}: ${(error as Error).message}`);
+      }
+    }
+  }
+}
+
+/**
+ * Adds to `b` what {@linkcode listSockets} reads, going on from the task walk `tasks` of
+ * `planTasks`: from init_task, nsproxy → net → the TCP and UDP tables, their buckets and
+ * chains; from each entry in a full-socket state (an IN_SET condition on `skc_state`), its
+ * socket; from each task, its fd table, each file's socket_alloc, and for socket inodes (an EQ
+ * condition on `i_mode`) the sock.
+ */
+export function planSockets(
+  b: PlanBuilder,
+  types: SocketTypes,
+  tasks: TaskNodes,
+  options: SocketOptions = {},
+): void {
+  const limits = { ...DEFAULTS, ...options };
+  const nsproxy = b.node(types.nsproxy);
+  const net = b.node(types.net);
+  const hashinfo = b.node(types.hashinfo);
+  const udp = b.node(types.udpTable);
+  const sock = b.node(types.sock);
+  const socket = b.node(types.socketAlloc);
+  b.ptr(tasks.root, "nsproxy", nsproxy);
+  b.ptr(nsproxy, "netNs", net);
+  b.ptr(net, "hashinfo", hashinfo);
+  if (types.net.fields.some((f) => f.name === "udpTable")) b.ptr(net, "udpTable", udp);
+  if (options.udpTable !== undefined) b.root(options.udpTable, udp);
+  const chains = { countIsMask: true, max: Math.max(limits.maxBuckets, limits.maxChain) };
+  const tcp = { ...chains, elem: "hnulls" as const, delta: types.nullsNodeOffset };
+  b.array(hashinfo, "lhash2", "lhash2Mask", sock, {
+    ...tcp,
+    stride: types.lhash2.stride,
+    elemOffset: types.lhash2.head,
+  });
+  b.array(hashinfo, "ehash", "ehashMask", sock, {
+    ...tcp,
+    stride: types.ehash.stride,
+    elemOffset: types.ehash.head,
+  });
+  b.array(udp, "hash", "mask", sock, {
+    ...chains,
+    elem: "hlist",
+    delta: types.nodeOffset,
+    stride: types.udpSlot.stride,
+    elemOffset: types.udpSlot.head,
+  });
+  b.ptr(sock, "socket", socket, types.socketOffset, {
+    when: { field: "state", inSet: FULL_MASK },
+  });
+  // Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk.
+  const { file } = planFdTables(b, types.fd, tasks, { maxFds: limits.maxFds });
+  b.ptr(file, "inode", socket, types.vfsInodeOffset);
+  b.ptr(socket, "sk", sock, 0, {
+    when: { field: "mode", equals: { mask: 0o170000n, value: BigInt(S_IFSOCK) } },
+  });
+}

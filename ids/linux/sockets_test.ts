@@ -1,0 +1,255 @@
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { BtfBuilder, parseBtf } from "../btf/mod.ts";
+import { LayoutError } from "../kernel/layout.ts";
+import { resolveKernelTypes } from "../kernel/types.ts";
+import { checkPlan } from "../kernel/_plan_interpreter.ts";
+import { hex } from "../memory/address.ts";
+import { CachedMemory } from "../memory/guest_memory.ts";
+import { planTasks } from "./processes.ts";
+import { listSockets, planSockets, resolveSocketTypes, type SocketList } from "./sockets.ts";
+import { ipv4Text, ipv6Text } from "./_inet.ts";
+import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticFds } from "./_synthetic_files.ts";
+import { addressBytes, SyntheticNet } from "./_synthetic_sockets.ts";
+
+// Offsets come from this machine's real kernel BTF; the memory image is synthetic.
+const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
+const core = resolveKernelTypes(btf);
+const types = resolveSocketTypes(btf);
+
+const ESTABLISHED = 1;
+const TIME_WAIT = 6;
+const CLOSE = 7;
+const LISTEN = 10;
+const NEW_SYN_RECV = 12;
+
+/**
+ * sshd (pid 100) listens on 0.0.0.0:22 (fd 3) and has an IPv6 connection (fd 4), chained in
+ * one ehash bucket with an unowned TIME_WAIT; a connection request waits in another; curl
+ * (pid 200) has a regular file (fd 0) and an unconnected UDP socket (fd 5); a kernel UDP socket
+ * has no owner.
+ */
+function image() {
+  const kernel = new SyntheticKernel(core, [
+    { pid: 1, comm: "init" },
+    { pid: 100, comm: "sshd", parent: 0 },
+    { pid: 200, comm: "curl", parent: 0 },
+  ]);
+  const net = new SyntheticNet(kernel, types);
+  const socks = {
+    listen: net.sock("lhash2", 3, {
+      family: "inet",
+      state: LISTEN,
+      local: "0.0.0.0",
+      localPort: 22,
+      inode: 1001,
+    }),
+    ssh6: net.sock("ehash", 5, {
+      family: "inet6",
+      state: ESTABLISHED,
+      local: "2001:db8::1",
+      localPort: 22,
+      remote: "2001:db8::2",
+      remotePort: 51000,
+      inode: 1002,
+    }),
+    timeWait: net.sock("ehash", 5, {
+      family: "inet",
+      state: TIME_WAIT,
+      local: "10.0.0.1",
+      localPort: 443,
+      remote: "10.0.0.2",
+      remotePort: 40000,
+    }),
+    synRecv: net.sock("ehash", 9, {
+      family: "inet",
+      state: NEW_SYN_RECV,
+      local: "10.0.0.1",
+      localPort: 443,
+      remote: "10.0.0.3",
+      remotePort: 41000,
+    }),
+    dhcp: net.sock("udp", 2, {
+      family: "inet",
+      state: CLOSE,
+      local: "0.0.0.0",
+      localPort: 68,
+      inode: 1003,
+    }),
+    dns: net.sock("udp", 6, {
+      family: "inet",
+      state: ESTABLISHED,
+      local: "10.0.0.1",
+      localPort: 5353,
+      remote: "10.0.0.9",
+      remotePort: 53,
+      inode: 9000,
+    }),
+  };
+  const fds = new SyntheticFds(kernel, types.fd);
+  const sshd = [null, null, null, fds.file(net.inodeOf(socks.listen))];
+  fds.table(kernel.tasks[1], [...sshd, fds.file(net.inodeOf(socks.ssh6))]);
+  const regular = fds.file(net.regularInode(55));
+  fds.table(kernel.tasks[2], [regular, null, null, null, null, fds.file(net.inodeOf(socks.dhcp))]);
+  return { kernel, net, socks };
+}
+
+const EXPECTED = [
+  ["tcp", "inet", "LISTEN", "0.0.0.0", 22, "0.0.0.0", 0, 1001, [{ pid: 100, fd: 3 }]],
+  ["tcp", "inet6", "ESTABLISHED", "2001:db8::1", 22, "2001:db8::2", 51000, 1002, [{
+    pid: 100,
+    fd: 4,
+  }]],
+  ["tcp", "inet", "TIME_WAIT", "10.0.0.1", 443, "10.0.0.2", 40000, 0, []],
+  ["tcp", "inet", "NEW_SYN_RECV", "10.0.0.1", 443, "10.0.0.3", 41000, 0, []],
+  ["udp", "inet", "UNCONN", "0.0.0.0", 68, "0.0.0.0", 0, 1003, [{ pid: 200, fd: 5 }]],
+  ["udp", "inet", "ESTAB", "10.0.0.1", 5353, "10.0.0.9", 53, 9000, []],
+];
+
+const rows = (list: SocketList) =>
+  list.sockets.map((s) => [
+    s.protocol,
+    s.family,
+    s.state,
+    s.localAddress,
+    s.localPort,
+    s.remoteAddress,
+    s.remotePort,
+    s.inode,
+    s.owners,
+  ]);
+
+Deno.test("listSockets() rebuilds TCP and UDP sockets of both families, with their owners", async () => {
+  const { kernel, socks } = image();
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assertEquals(list.reason, undefined);
+  assertEquals(list.truncated, false);
+  assertEquals(rows(list), EXPECTED);
+  assertEquals(list.sockets[2].sock, hex(socks.timeWait));
+  assertEquals(list.sockets.filter((s) => s.error), []);
+});
+
+Deno.test("listSockets() reports a chain that loops and lists each socket once", async () => {
+  const { kernel, socks } = image();
+  kernel.mutate(socks.timeWait, { next: socks.ssh6 + types.nullsNodeOffset });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.truncated);
+  assert(list.reason!.includes("bucket 5 of ehash") && list.reason!.includes("loops"));
+  assertEquals(rows(list), EXPECTED);
+});
+
+Deno.test("listSockets() stops chains that merge into one already walked", async () => {
+  const { kernel, net, socks } = image();
+  kernel.mutate(socks.synRecv, { next: socks.ssh6 + types.nullsNodeOffset });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.truncated);
+  assert(list.reason!.includes(`bucket 9 of ehash of inet_hashinfo ${hex(net.hashinfo)}`));
+  assert(list.reason!.includes(`reaches ${hex(socks.ssh6)}, already listed`), list.reason);
+  assertEquals(rows(list), EXPECTED);
+});
+
+Deno.test("listSockets() bounds a huge bucket mask", async () => {
+  const { kernel, net } = image();
+  kernel.mutate(net.hashinfo, { ehashMask: 0xffff_ffff });
+  const mem = new CachedMemory(kernel.build());
+  const list = await listSockets(mem, core, types, kernel.initTask, { maxBuckets: 16 });
+  assert(list.truncated);
+  assert(list.reason!.includes("4294967296 buckets, more than 16"), list.reason);
+  assertEquals(rows(list), EXPECTED);
+  const unbounded = await listSockets(mem, core, types, kernel.initTask);
+  assert(unbounded.reason!.includes("Cannot read"), unbounded.reason);
+  assertEquals(unbounded.sockets.length, 3);
+});
+
+Deno.test("listSockets() stops a chain at a non-kernel pointer or a missing sock, and goes on", async () => {
+  const { kernel, socks } = image();
+  kernel.mutate(socks.ssh6, { next: { raw: 0x7fff_0000_2000n } });
+  kernel.remove(socks.dhcp);
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.truncated);
+  assert(list.reason!.includes("0x7fff00002000"), list.reason);
+  assert(list.reason!.includes("bucket 2 of udp_table"), list.reason);
+  assertEquals(rows(list), [EXPECTED[0], EXPECTED[1], EXPECTED[3], EXPECTED[5]]);
+});
+
+Deno.test("listSockets() lists a socket whose sk_socket is bad with an error", async () => {
+  const { kernel, socks } = image();
+  kernel.mutate(socks.dns, { socket: { raw: 0x1000n } });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  const dns = list.sockets[5];
+  assertEquals([dns.inode, dns.localPort], [0, 5353]);
+  assert(dns.error?.includes("sk_socket"), dns.error);
+});
+
+Deno.test("listSockets() takes Linux 6.1's global udp_table when the namespace has none", async () => {
+  const { kernel, net } = image();
+  kernel.mutate(net.net, { udpTable: null });
+  const mem = new CachedMemory(kernel.build());
+  const without = await listSockets(mem, core, types, kernel.initTask);
+  assert(without.reason!.includes("udp: Cannot follow ipv4.udp_table"), without.reason);
+  assertEquals(rows(without), EXPECTED.slice(0, 4));
+  const given = await listSockets(mem, core, types, kernel.initTask, { udpTable: net.udpTable });
+  assertEquals([given.truncated, rows(given)], [false, EXPECTED]);
+});
+
+Deno.test("listSockets() bounds the number of sockets", async () => {
+  const { kernel } = image();
+  const mem = new CachedMemory(kernel.build());
+  const list = await listSockets(mem, core, types, kernel.initTask, { maxSockets: 2 });
+  assert(list.truncated);
+  assert(list.reason!.includes("more than 2 sockets"), list.reason);
+  assertEquals(list.sockets.length, 2);
+});
+
+Deno.test("listSockets() reports a namespace it cannot reach", async () => {
+  const { kernel } = image();
+  kernel.mutate(kernel.initTask, { nsproxy: null });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.truncated);
+  assert(list.reason!.startsWith("network namespace: Cannot follow nsproxy"), list.reason);
+  assertEquals(list.sockets, []);
+});
+
+Deno.test("ipv4Text() and ipv6Text() write addresses as ss does", () => {
+  assertEquals(ipv4Text(new Uint8Array([192, 168, 1, 20])), "192.168.1.20");
+  for (
+    const text of [
+      "::",
+      "::1",
+      "2001:db8::1",
+      "fe80::1:2:3:4",
+      "2001:db8:0:1:1:1:1:1",
+      "2001:0:0:1::1",
+      "1::",
+    ]
+  ) {
+    assertEquals(ipv6Text(addressBytes(text)), text);
+  }
+  assertEquals(ipv6Text(addressBytes("2001:db8:0:0:1:0:0:1")), "2001:db8::1:0:0:1");
+  const mapped = addressBytes("::ffff:a00:1");
+  assertEquals(ipv6Text(mapped), "::ffff:10.0.0.1");
+});
+
+Deno.test("resolveSocketTypes() names the struct a kernel lacks", () => {
+  const b = new BtfBuilder();
+  b.addStruct("nsproxy", { size: 8, members: [] });
+  assertThrows(() => resolveSocketTypes(parseBtf(b.build())), LayoutError, "net_ns");
+});
+
+Deno.test("planSockets() covers listSockets() in both modes; selective copies far less", async () => {
+  const { kernel, net } = image();
+  const img = kernel.build();
+  for (const udpTable of [undefined, net.udpTable]) {
+    const expected = await listSockets(new CachedMemory(img), core, types, kernel.initTask);
+    const checks = await checkPlan(
+      img,
+      (b) => planSockets(b, types, planTasks(b, core, kernel.initTask), { udpTable }),
+      (mem) => listSockets(mem, core, types, kernel.initTask, { udpTable }),
+    );
+    for (const check of Object.values(checks)) {
+      assertEquals(check.misses, []);
+      assertEquals(check.result, expected);
+    }
+    assert(checks.selective.bytes * 3 < checks.whole.bytes);
+  }
+});

@@ -1,0 +1,407 @@
+/**
+ * One monitored guest, as the monitor service runs it: its agent connection (kept up, revalidated
+ * on reconnect), the views it takes through it, their last snapshots and what they cost.
+ *
+ * @module
+ */
+
+import client from "prom-client";
+import {
+  ensureIdsCredentials,
+  fingerprint,
+  type IdsCredentials,
+  parsePin,
+} from "../../protocol/credentials.ts";
+import { parseHostPort } from "../../protocol/cli.ts";
+import { AgentClient, type ClientCounters } from "../client.ts";
+import { LayoutError } from "../kernel/layout.ts";
+import type { Process } from "../linux/processes.ts";
+import type { Socket } from "../linux/sockets.ts";
+import {
+  type FilesAnswer,
+  GuestSession,
+  type Mode,
+  type ModulesAnswer,
+  NoSuchProcessError,
+  type SnapshotStats,
+} from "../session.ts";
+import type { GuestConfig, ServiceConfig } from "./config.ts";
+import type { AgentState, FetchRecord, KernelInfo, Snapshot, ViewName, VmEvent } from "./types.ts";
+
+/** How the service takes every view: one PREFETCH round trip of whole structures. */
+const MODE: Mode = "prefetch";
+/** Most processes whose open files one guest keeps a snapshot of. */
+const MAX_FILE_SNAPSHOTS = 64;
+
+const MAX_EVENTS = 50;
+const MAX_RECENT = 100;
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 5_000;
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The metrics every guest reports, in one registry. */
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly fetchSeconds = new client.Histogram({
+    name: "ebpfmon_fetch_seconds",
+    help: "Time to take one snapshot of a view of a guest",
+    labelNames: ["vm", "view", "mode"] as const,
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly bytes = new client.Counter({
+    name: "ebpfmon_received_bytes_total",
+    help: "Frame bytes received from a guest's agent",
+    labelNames: ["vm"] as const,
+    registers: [this.registry],
+  });
+  readonly roundTrips = new client.Counter({
+    name: "ebpfmon_round_trips_total",
+    help: "Requests sent to a guest's agent",
+    labelNames: ["vm"] as const,
+    registers: [this.registry],
+  });
+  readonly failures = new client.Counter({
+    name: "ebpfmon_fetch_failures_total",
+    help: "Snapshots of a view of a guest that failed",
+    labelNames: ["vm", "view"] as const,
+    registers: [this.registry],
+  });
+  readonly up = new client.Gauge({
+    name: "ebpfmon_agent_up",
+    help: "1 when the guest's agent is connected",
+    labelNames: ["vm"] as const,
+    registers: [this.registry],
+  });
+}
+
+/** What one view's session call returns. */
+interface Taken<T> {
+  value: T;
+  stats: SnapshotStats;
+}
+
+/** One view of a guest: how it is taken, its last snapshot, and the fetch under way. */
+export interface Feed<T> {
+  view: ViewName;
+  /** The view as events name it: "sockets", "files of pid 42". */
+  label: string;
+  /**
+   * A read that gives no max age is served a snapshot at most this old; when undefined, the
+   * snapshot while the agent is up (the guest's loop keeps it fresh).
+   */
+  maxAgeMs?: number;
+  take(session: GuestSession): Promise<Taken<T>>;
+  snapshot?: Snapshot<T>;
+  pending?: Promise<Snapshot<T>>;
+}
+
+/**
+ * The view's own answer about the guest, not a failure of its agent: the process asked for does
+ * not exist, or the guest kernel lacks what the view reads. The session stays up.
+ */
+export function isViewError(error: unknown): boolean {
+  return error instanceof NoSuchProcessError || error instanceof LayoutError;
+}
+
+/** Round trips and bytes `session` spent since `before` (nothing without a session). */
+function spent(session?: GuestSession, before?: ClientCounters): ClientCounters {
+  if (!session || !before) return { roundTrips: 0, bytes: 0 };
+  const after = session.client.counters;
+  return { roundTrips: after.roundTrips - before.roundTrips, bytes: after.bytes - before.bytes };
+}
+
+/** One guest: its connection, the snapshots of its views, its history. */
+export class Guest {
+  state: AgentState = "connecting";
+  kernel?: KernelInfo;
+  lastError?: VmEvent;
+  readonly events: VmEvent[] = [];
+  readonly totals = { fetches: 0, failures: 0, roundTrips: 0, bytes: 0, misses: 0, lookups: 0 };
+  readonly recent: FetchRecord[] = [];
+  readonly hostname: string;
+  readonly port: number;
+  readonly processes: Feed<Process[]> = {
+    view: "processes",
+    label: "processes",
+    take: async (session) => {
+      const { processes, stats } = await session.processes(MODE);
+      return { value: processes, stats };
+    },
+  };
+  readonly modules: Feed<ModulesAnswer>;
+  readonly sockets: Feed<Socket[]>;
+  /** By pid, the least recently read first. */
+  readonly #files = new Map<number, Feed<FilesAnswer>>();
+  #session?: GuestSession;
+  #connecting?: Promise<GuestSession>;
+  #closed = false;
+  #wake?: () => void;
+  #loop?: Promise<void>;
+
+  constructor(
+    readonly config: GuestConfig,
+    readonly service: ServiceConfig,
+    readonly metrics: Metrics,
+    readonly log: (line: string) => void,
+  ) {
+    ({ hostname: this.hostname, port: this.port } = parseHostPort(config.agent));
+    metrics.up.set({ vm: config.name }, 0);
+    this.modules = {
+      view: "modules",
+      label: "modules",
+      maxAgeMs: config.refreshMs,
+      take: async (session) => {
+        const { answer, stats } = await session.modules(MODE);
+        return { value: answer, stats };
+      },
+    };
+    this.sockets = {
+      view: "sockets",
+      label: "sockets",
+      maxAgeMs: config.refreshMs,
+      take: async (session) => {
+        const { sockets, stats } = await session.sockets(MODE);
+        return { value: sockets, stats };
+      },
+    };
+  }
+
+  /**
+   * The view of `pid`'s open files. Past {@linkcode MAX_FILE_SNAPSHOTS} pids, those read least
+   * recently (and not being fetched) are forgotten.
+   */
+  files(pid: number): Feed<FilesAnswer> {
+    let feed = this.#files.get(pid);
+    if (feed) {
+      this.#files.delete(pid);
+    } else {
+      feed = {
+        view: "files",
+        label: `files of pid ${pid}`,
+        maxAgeMs: this.config.refreshMs,
+        take: async (session) => {
+          const { answer, stats } = await session.files(pid, MODE);
+          return { value: answer, stats };
+        },
+      };
+    }
+    this.#files.set(pid, feed);
+    for (const [old, idle] of this.#files) {
+      if (this.#files.size <= MAX_FILE_SNAPSHOTS) break;
+      if (!idle.pending) this.#files.delete(old);
+    }
+    return feed;
+  }
+
+  #feeds(): Feed<unknown>[] {
+    return [this.processes, this.modules, this.sockets, ...this.#files.values()];
+  }
+
+  /** Forgets every snapshot: they describe another kernel or boot. */
+  #forget(): void {
+    for (const feed of this.#feeds()) feed.snapshot = undefined;
+    this.#files.clear();
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  event(message: string, error = false): VmEvent {
+    const event = { at: Date.now(), message };
+    this.events.push(event);
+    if (this.events.length > MAX_EVENTS) this.events.shift();
+    if (error) this.lastError = event;
+    this.log(`${this.config.name}: ${message}`);
+    return event;
+  }
+
+  /** Takes a new snapshot of `feed`'s view now; concurrent callers share one fetch. */
+  fetch<T>(feed: Feed<T>): Promise<Snapshot<T>> {
+    feed.pending ??= this.#fetch(feed).finally(() => feed.pending = undefined);
+    return feed.pending;
+  }
+
+  async #fetch<T>(feed: Feed<T>): Promise<Snapshot<T>> {
+    const started = Date.now();
+    const { view, label } = feed;
+    let session: GuestSession | undefined;
+    let before: ClientCounters | undefined;
+    try {
+      session = await this.#connect();
+      before = session.client.counters;
+      const { value, stats } = await feed.take(session);
+      const snapshot = {
+        vm: this.config.name,
+        takenAt: Date.now(),
+        mode: stats.mode,
+        stats,
+        value,
+      };
+      feed.snapshot = snapshot;
+      this.#record({
+        view,
+        at: started,
+        ms: stats.ms,
+        mode: stats.mode,
+        roundTrips: stats.roundTrips,
+        bytes: stats.bytes,
+        ok: true,
+      });
+      this.totals.misses += stats.misses;
+      this.totals.lookups += stats.lookups;
+      if (stats.truncated) this.event(`${label} snapshot truncated: ${stats.reason}`, true);
+      return snapshot;
+    } catch (error) {
+      // A process that does not exist is an answer, not a failure.
+      const answered = error instanceof NoSuchProcessError;
+      this.#record({
+        view,
+        at: started,
+        ms: Date.now() - started,
+        mode: MODE,
+        ...spent(session, before),
+        ok: answered,
+      });
+      const message = `cannot take ${label}: ${(error as Error).message}`;
+      if (!isViewError(error)) this.#drop(message);
+      else if (!answered) this.event(message, true);
+      throw error;
+    }
+  }
+
+  #record(fetch: FetchRecord): void {
+    const vm = this.config.name;
+    this.totals.fetches++;
+    this.totals.roundTrips += fetch.roundTrips;
+    this.totals.bytes += fetch.bytes;
+    this.metrics.roundTrips.inc({ vm }, fetch.roundTrips);
+    this.metrics.bytes.inc({ vm }, fetch.bytes);
+    if (fetch.ok) {
+      this.metrics.fetchSeconds.observe(
+        { vm, view: fetch.view, mode: fetch.mode },
+        fetch.ms / 1000,
+      );
+    } else {
+      this.totals.failures++;
+      this.metrics.failures.inc({ vm, view: fetch.view });
+    }
+    this.recent.push(fetch);
+    if (this.recent.length > MAX_RECENT) this.recent.shift();
+  }
+
+  /** The live session, connecting (and revalidating the guest's kernel) when there is none. */
+  #connect(): Promise<GuestSession> {
+    if (this.#session) return Promise.resolve(this.#session);
+    this.#connecting ??= this.#open().finally(() => this.#connecting = undefined);
+    return this.#connecting;
+  }
+
+  async #open(): Promise<GuestSession> {
+    const credentials = await this.#credentials();
+    const agent = await AgentClient.connect({
+      hostname: this.hostname,
+      port: this.port,
+      credentials,
+      timeoutMs: CONNECT_TIMEOUT_MS,
+      requestTimeoutMs: Math.max(10_000, this.config.refreshMs),
+    });
+    try {
+      const info = agent.info;
+      const kernel: KernelInfo = {
+        release: info.kernelRelease,
+        btfHash: toHex(info.btfHash),
+        bootId: info.bootId,
+        programs: info.programs,
+      };
+      const before = this.kernel;
+      if (before && before.btfHash !== kernel.btfHash) {
+        this.#forget();
+        this.event(
+          `kernel changed (BTF ${before.btfHash.slice(0, 12)} -> ${
+            kernel.btfHash.slice(0, 12)
+          }, ${kernel.release}): snapshots dropped`,
+        );
+      } else if (before && before.bootId !== kernel.bootId) {
+        this.#forget();
+        this.event(`guest rebooted (boot id ${kernel.bootId}): snapshots dropped`);
+      } else {
+        this.event(
+          before
+            ? "agent reconnected, same kernel and boot"
+            : `connected: ${kernel.release}, ${kernel.programs}`,
+        );
+      }
+      this.kernel = kernel;
+      const session = await GuestSession.open(agent, this.service.stateDir);
+      this.#session = session;
+      agent.closed.then((reason) => {
+        if (this.#session !== session || this.#closed) return;
+        this.#drop(`connection lost: ${reason.message}`);
+        this.#wake?.();
+      });
+      this.state = "up";
+      this.metrics.up.set({ vm: this.config.name }, 1);
+      return session;
+    } catch (error) {
+      agent.close();
+      throw error;
+    }
+  }
+
+  async #credentials(): Promise<IdsCredentials> {
+    const files = this.config.credentials;
+    if (!files) return ensureIdsCredentials(this.service.stateDir, { agentPin: this.config.pin });
+    const read = (path: string) => Deno.readTextFile(path);
+    const [ca, cert, key] = await Promise.all([read(files.ca), read(files.cert), read(files.key)]);
+    const agentPin = this.config.pin
+      ? parsePin(this.config.pin)
+      : fingerprint(await read(`${this.service.stateDir}/agent.pem`));
+    return { ca, cert, key, agentPin };
+  }
+
+  /** Forgets the session after a failure; the next refresh reconnects. */
+  #drop(reason: string): void {
+    this.#session?.close();
+    this.#session = undefined;
+    if (this.state !== "down") this.event(reason, true);
+    else this.lastError = { at: Date.now(), message: reason };
+    this.state = "down";
+    this.metrics.up.set({ vm: this.config.name }, 0);
+  }
+
+  async #run(): Promise<void> {
+    let backoff = BACKOFF_MIN_MS;
+    while (!this.#closed) {
+      let wait = this.config.refreshMs;
+      try {
+        await this.fetch(this.processes);
+        backoff = BACKOFF_MIN_MS;
+      } catch {
+        wait = Math.min(backoff, this.config.refreshMs);
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#wake?.();
+    await Promise.allSettled(this.#feeds().map((feed) => feed.pending));
+    await this.#loop;
+    this.#session?.close();
+    this.#session = undefined;
+  }
+}
