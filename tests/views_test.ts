@@ -11,6 +11,7 @@ import { spawnAgent } from "../agent/process.ts";
 import { openSession } from "../ids/cli.ts";
 import { MODES } from "../ids/session.ts";
 import type { Socket } from "../ids/linux/sockets.ts";
+import { TCP_STATES } from "../ids/linux/_inet.ts";
 import dgram from "node:dgram";
 
 /** A bound UDP socket (node:dgram: Deno's own datagram API is unstable). */
@@ -87,21 +88,6 @@ function procNet(): Map<number, ProcNetSocket> {
   }
   return out;
 }
-
-const TCP_STATE_NAMES = [
-  "",
-  "ESTABLISHED",
-  "SYN_SENT",
-  "SYN_RECV",
-  "FIN_WAIT1",
-  "FIN_WAIT2",
-  "TIME_WAIT",
-  "CLOSE",
-  "CLOSE_WAIT",
-  "LAST_ACK",
-  "LISTEN",
-  "CLOSING",
-];
 
 privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", async () => {
   const state = await Deno.makeTempDir({ prefix: "ebpfmon-views-" });
@@ -181,7 +167,7 @@ privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", asy
           ],
           `${mode}: socket inode ${truth.inode}`,
         );
-        if (truth.protocol === "tcp") assertEquals(s.state, TCP_STATE_NAMES[truth.state]);
+        if (truth.protocol === "tcp") assertEquals(s.state, TCP_STATES[truth.state]);
         else assertEquals(s.state, truth.state === 1 ? "ESTAB" : "UNCONN");
         assert(
           s.owners.some((o) => o.pid === Deno.pid && o.fd === truth.fd),
