@@ -5,33 +5,12 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { ensureIdsCredentials } from "../protocol/credentials.ts";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/cli.ts";
-import { AgentClient } from "./client.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE } from "../protocol/cli.ts";
+import { type AgentTarget, openSession } from "./connect.ts";
 import type { Process } from "./linux/processes.ts";
-import { GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
+import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
 import { loadConfig } from "./service/config.ts";
 import { startService } from "./service/serve.ts";
-
-/** Options every command that talks to an agent takes. */
-export interface AgentTarget {
-  agent: string;
-  state: string;
-  pin?: string;
-}
-
-/** Connects to the agent and opens a session on its guest. Close the session when done. */
-export async function openSession(target: AgentTarget): Promise<GuestSession> {
-  const { hostname, port } = parseHostPort(target.agent, "--agent");
-  const credentials = await ensureIdsCredentials(target.state, { agentPin: target.pin });
-  const client = await AgentClient.connect({ hostname, port, credentials });
-  try {
-    return await GuestSession.open(client, target.state);
-  } catch (error) {
-    client.close();
-    throw error;
-  }
-}
 
 /** One line of stats, as printed under every table. */
 export function formatStats(stats: SnapshotStats): string {
@@ -121,7 +100,9 @@ export function viewCommand(
       using session = await openSession(options);
       const out = await run(session, options.mode, this.args);
       if (options.json) {
-        console.log(JSON.stringify({ ...out.json, stats: out.stats }, null, 2));
+        // Which in-guest program variant served the view, as the agent announced it.
+        const stats = { ...out.stats, programs: session.client.info.programs };
+        console.log(JSON.stringify({ ...out.json, stats }, null, 2));
       } else {
         console.log(out.table);
         console.log(formatStats(out.stats));

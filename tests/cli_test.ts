@@ -86,7 +86,7 @@ privilegedTest("ebpfmon-ids ps --json prints processes and stats in both modes",
       assert(key in processes[0], `process lacks ${key}`);
     }
     assertEquals(stats.mode, mode);
-    for (const key of ["roundTrips", "bytes", "ms", "truncated"]) {
+    for (const key of ["roundTrips", "bytes", "ms", "truncated", "programs"]) {
       assert(key in stats, `stats lack ${key}`);
     }
   }

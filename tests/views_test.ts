@@ -8,7 +8,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { TestProcesses } from "./procfs.ts";
 import { spawnAgent } from "../agent/process.ts";
-import { openSession } from "../ids/cli.ts";
+import { openSession } from "../ids/connect.ts";
 import { MODES } from "../ids/session.ts";
 import type { Socket } from "../ids/linux/sockets.ts";
 import { TCP_STATES } from "../ids/linux/_inet.ts";

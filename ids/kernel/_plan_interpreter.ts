@@ -187,10 +187,10 @@ export class MissRecorder implements GuestMemory {
   }
   peekRanges(
     addr: KAddr,
-    len: number,
+    out: Uint8Array,
     ranges: readonly { off: number; len: number }[],
   ): Uint8Array | undefined {
-    return this.#mem.peekRanges(addr, len, ranges);
+    return this.#mem.peekRanges(addr, out, ranges);
   }
   read(addr: KAddr, len: number): Promise<Uint8Array> {
     return this.#mem.read(addr, len).catch((error) => {

@@ -197,6 +197,17 @@ function decoderFor(f: ResolvedField, start: number): FieldDecoder {
   }
 }
 
+const scratch = new WeakMap<StructLayout<unknown>, Uint8Array>();
+
+function scratchOf(layout: StructLayout<unknown>): Uint8Array {
+  let buffer = scratch.get(layout);
+  if (!buffer) {
+    buffer = new Uint8Array(layout.end - layout.start);
+    scratch.set(layout, buffer);
+  }
+  return buffer;
+}
+
 /**
  * Reads the declared fields of the struct at `addr`: one cache lookup when the fields' span is
  * cached whole or field by field (after a selective prefetch); otherwise each field range is
@@ -209,8 +220,9 @@ export async function readStruct<T>(
   layout: StructLayout<T>,
 ): Promise<T> {
   const span = layout.end - layout.start;
+  // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
   let bytes = mem.peek(addr + layout.start, span) ??
-    mem.peekRanges(addr + layout.start, span, layout.ranges);
+    mem.peekRanges(addr + layout.start, scratchOf(layout), layout.ranges);
   if (!bytes) {
     bytes = new Uint8Array(span);
     for (const f of layout.fields) {

@@ -145,6 +145,8 @@ export async function listProcesses(
   const seen = new Set<KAddr>([head]);
   let current = await readStruct(mem, head, types.task);
   const initCred = typeof current.realCred === "number" ? current.realCred : undefined;
+  // Parents come before their children on the list: their tgids are at hand, not read again.
+  const tgids = new Map<KAddr, number>([[head, current.tgid]]);
   let reason: string | undefined;
   for (let at = head;;) {
     let next: KAddr;
@@ -170,7 +172,8 @@ export async function listProcesses(
       break;
     }
     seen.add(next);
-    processes.push(await describe(mem, types, next, current, initCred));
+    tgids.set(next, current.tgid);
+    processes.push(await describe(mem, types, next, current, initCred, tgids));
     at = next;
   }
   return { processes, truncated: reason !== undefined, reason, initTask: hex(head) };
@@ -184,6 +187,7 @@ async function describe(
   at: KAddr,
   task: Task,
   initCred: KAddr | undefined,
+  tgids: Map<KAddr, number>,
 ): Promise<Process> {
   const p: Process = {
     pid: task.pid,
@@ -206,7 +210,7 @@ async function describe(
   };
   try {
     const parent = follow(task.realParent, "real_parent");
-    p.ppid = (await readStruct(mem, parent, types.task)).tgid;
+    p.ppid = tgids.get(parent) ?? (await readStruct(mem, parent, types.task)).tgid;
     const cred = follow(task.realCred, "real_cred");
     p.cred = hex(cred);
     const { capEffective, capPermitted, capInheritable, ...ids } = await readStruct(

@@ -100,16 +100,15 @@ export class MemoryCache {
   }
 
   /**
-   * The bytes at [addr, addr + len), of which only `ranges` (offsets from `addr`) must be
-   * cached: a new buffer holding those ranges (the rest zero), or undefined when a byte of a
-   * range is missing. The way to read the fields of a structure copied selectively.
+   * Copies the cached bytes of `ranges` (offsets from `addr`) into `out` at the same offsets,
+   * and returns it; undefined when a byte of a range is missing. Bytes of `out` outside the
+   * ranges are left as they were. The way to read the fields of a structure copied selectively.
    */
   gather(
     addr: KAddr,
-    len: number,
+    out: Uint8Array,
     ranges: readonly { off: number; len: number }[],
   ): Uint8Array | undefined {
-    const out = new Uint8Array(len);
     for (const r of ranges) {
       const bytes = this.#lookup(addr + r.off, r.len);
       if (!bytes) {

@@ -89,7 +89,7 @@ Deno.test("MemoryCache.gather() fills exactly the asked ranges, or misses, like 
           bytes.forEach((b, i) => model.set(start + i, b));
         }
         const asked = ranges.map(([off, len]) => ({ off, len }));
-        const got = cache.gather(BASE + at, 700, asked);
+        const got = cache.gather(BASE + at, new Uint8Array(700), asked);
         const complete = asked.every((r) =>
           Array.from({ length: r.len }, (_, i) => model.has(at + r.off + i)).every(Boolean)
         );

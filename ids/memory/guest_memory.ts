@@ -14,12 +14,12 @@ export interface GuestMemory {
   /** The bytes if they are at hand (no I/O), else undefined. */
   peek(addr: KAddr, len: number): Uint8Array | undefined;
   /**
-   * The span [addr, addr + len) if at least its `ranges` (offsets from `addr`) are at hand (no
-   * I/O), bytes outside them being unspecified; else undefined.
+   * Copies `ranges` (offsets from `addr`) into `out` at the same offsets if they are all at hand
+   * (no I/O) and returns `out`; else undefined.
    */
   peekRanges(
     addr: KAddr,
-    len: number,
+    out: Uint8Array,
     ranges: readonly { off: number; len: number }[],
   ): Uint8Array | undefined;
   /**
@@ -52,8 +52,8 @@ export class CachedMemory implements GuestMemory {
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
   }
-  peekRanges(addr: KAddr, len: number, ranges: readonly { off: number; len: number }[]) {
-    return this.cache.gather(addr, len, ranges);
+  peekRanges(addr: KAddr, out: Uint8Array, ranges: readonly { off: number; len: number }[]) {
+    return this.cache.gather(addr, out, ranges);
   }
   read(addr: KAddr, len: number): Promise<Uint8Array> {
     checkLength(addr, len);
@@ -92,8 +92,8 @@ export class RemoteMemory implements GuestMemory {
     return this.cache.get(addr, len);
   }
 
-  peekRanges(addr: KAddr, len: number, ranges: readonly { off: number; len: number }[]) {
-    return this.cache.gather(addr, len, ranges);
+  peekRanges(addr: KAddr, out: Uint8Array, ranges: readonly { off: number; len: number }[]) {
+    return this.cache.gather(addr, out, ranges);
   }
 
   async read(addr: KAddr, len: number): Promise<Uint8Array> {

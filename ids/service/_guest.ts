@@ -386,6 +386,8 @@ export class Guest {
         wait = Math.min(backoff, this.config.refreshMs);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
+      // Closed while fetching: its wake-up came before this wait existed.
+      if (this.#closed) break;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.#wake = () => {

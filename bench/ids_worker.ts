@@ -1,0 +1,219 @@
+/**
+ * The IDS side of one benchmark point, run as its own process (so its CPU time and peak memory
+ * are its own): connects to the agent (directly or through a relay), takes a warm-up snapshot
+ * per view and mode, then the measured ones, alternating modes so that they are measured side
+ * by side, and prints a {@linkcode WorkerReport} as JSON on standard output.
+ *
+ * Before each snapshot it resets its own and the agent's peak resident memory
+ * (`/proc/PID/clear_refs`), so the peaks are those reached during that snapshot. It does not
+ * force a garbage collection first (that made a small prefetch twice as slow): like a long-running
+ * IDS, a snapshot may find garbage of the previous one still in memory.
+ *
+ * Usage: `deno run -A bench/ids_worker.ts --agent HOST:PORT --state DIR --agent-pid PID
+ *   --views processes --modes prefetch,on-demand --reps 10 --budget-ms 300000 --warmup-ms 1000`
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { openSession } from "../ids/connect.ts";
+import type { GuestSession, Mode, SnapshotStats } from "../ids/session.ts";
+
+/** A view as the benchmark takes it: its size and what it cost. */
+type ViewRunner = (
+  session: GuestSession,
+  mode: Mode,
+) => Promise<{ items: number; stats: SnapshotStats }>;
+
+/** The views the session offers, by name. */
+export const VIEWS: Record<string, ViewRunner> = {
+  processes: async (session, mode) => {
+    const { processes, stats } = await session.processes(mode);
+    return { items: processes.length, stats };
+  },
+};
+
+/** One measured snapshot. */
+export interface Sample {
+  ms: number;
+  roundTrips: number;
+  bytes: number;
+  /** Milliseconds the in-guest walk ran (prefetch modes), else null. */
+  guestMs: number | null;
+  /** Milliseconds from request to END in the agent (prefetch modes), else null. */
+  agentMs: number | null;
+  /** User + system CPU milliseconds of this process during the snapshot. */
+  idsCpuMs: number;
+  /** Resident KiB of this process when the snapshot starts. */
+  idsBaseKb: number;
+  /** Peak resident KiB of this process during the snapshot. */
+  idsPeakKb: number;
+  /** Peak resident KiB of the agent during the snapshot. */
+  agentPeakKb: number;
+  /** Items the view returned (processes, ...). */
+  items: number;
+  truncated: boolean;
+  misses: number;
+}
+
+/** What one view in one mode measured. */
+export interface ModeReport {
+  view: string;
+  mode: Mode;
+  warmupMs: number | null;
+  samples: Sample[];
+  /** Why there are fewer samples than asked, or why there are none. */
+  note?: string;
+  error?: string;
+}
+
+export interface WorkerReport {
+  results: ModeReport[];
+}
+
+function statusKb(pid: number | "self", field: "VmHWM" | "VmRSS"): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1] ?? NaN);
+}
+
+function resetPeak(pid: number | "self"): void {
+  Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
+}
+
+async function measure(
+  session: GuestSession,
+  run: ViewRunner,
+  mode: Mode,
+  agentPid: number,
+): Promise<Sample> {
+  resetPeak("self");
+  resetPeak(agentPid);
+  const idsBaseKb = statusKb("self", "VmRSS");
+  const cpu = process.cpuUsage();
+  const { items, stats } = await run(session, mode);
+  const used = process.cpuUsage(cpu);
+  return {
+    ms: stats.ms,
+    roundTrips: stats.roundTrips,
+    bytes: stats.bytes,
+    guestMs: stats.prefetch?.guestMs ?? null,
+    agentMs: stats.prefetch?.agentMs ?? null,
+    idsCpuMs: (used.user + used.system) / 1000,
+    idsBaseKb,
+    idsPeakKb: statusKb("self", "VmHWM"),
+    agentPeakKb: statusKb(agentPid, "VmHWM"),
+    items,
+    truncated: stats.truncated,
+    misses: stats.misses,
+  };
+}
+
+/**
+ * Runs `snapshot` until it has run for `ms` in all (at least once, at most 50 times): the JIT
+ * compiler needs dozens of snapshots of a small view to settle, and one of a large one. Returns
+ * the last.
+ */
+async function warmUp(snapshot: () => Promise<Sample>, ms: number): Promise<Sample> {
+  let spent = 0;
+  for (let i = 0;; i++) {
+    const sample = await snapshot();
+    spent += sample.ms;
+    if (spent >= ms || i === 49) return sample;
+  }
+}
+
+/**
+ * Runs every view in every mode: a warm-up each, then up to `reps` measured snapshots per
+ * mode, alternating modes. A mode whose warm-up says `reps` snapshots would take longer than
+ * `budgetMs` gets fewer (never fewer than `minReps`), and says so in its note.
+ */
+export async function runPoint(session: GuestSession, options: {
+  views: string[];
+  modes: Mode[];
+  agentPid: number;
+  reps: number;
+  minReps: number;
+  budgetMs: number;
+  warmupMs: number;
+}): Promise<WorkerReport> {
+  const results: ModeReport[] = [];
+  for (const view of options.views) {
+    const run = VIEWS[view];
+    const reports = options.modes.map((mode): ModeReport => ({
+      view,
+      mode,
+      warmupMs: null,
+      samples: [],
+    }));
+    const wanted = new Map<ModeReport, number>();
+    for (const report of reports) {
+      try {
+        const warmup = await warmUp(
+          () => measure(session, run, report.mode, options.agentPid),
+          options.warmupMs,
+        );
+        report.warmupMs = warmup.ms;
+        const affordable = Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3));
+        const reps = Math.max(options.minReps, Math.min(options.reps, affordable));
+        if (reps < options.reps) {
+          report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
+            warmup.ms.toFixed(0)
+          } ms and the budget per point and mode is ${(options.budgetMs / 1000).toFixed(0)} s`;
+        }
+        wanted.set(report, reps);
+      } catch (error) {
+        report.error = (error as Error).message;
+      }
+    }
+    for (let i = 0; i < options.reps; i++) {
+      for (const report of reports) {
+        if (report.error || i >= (wanted.get(report) ?? 0)) continue;
+        try {
+          report.samples.push(await measure(session, run, report.mode, options.agentPid));
+        } catch (error) {
+          report.error = (error as Error).message;
+        }
+      }
+    }
+    results.push(...reports);
+  }
+  return { results };
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      agent: { type: "string" },
+      state: { type: "string" },
+      "agent-pid": { type: "string" },
+      views: { type: "string", default: Object.keys(VIEWS).join(",") },
+      modes: { type: "string" },
+      reps: { type: "string", default: "10" },
+      "min-reps": { type: "string", default: "3" },
+      "budget-ms": { type: "string", default: "300000" },
+      "warmup-ms": { type: "string", default: "1000" },
+    },
+  });
+  if (!values.agent || !values.state || !values["agent-pid"] || !values.modes) {
+    throw new TypeError(
+      "Cannot run a point: --agent, --state, --agent-pid and --modes are required",
+    );
+  }
+  const views = values.views.split(",");
+  for (const view of views) {
+    if (!(view in VIEWS)) throw new TypeError(`Cannot run view "${view}": no such view`);
+  }
+  using session = await openSession({ agent: values.agent, state: values.state });
+  const report = await runPoint(session, {
+    views,
+    modes: values.modes.split(",") as Mode[],
+    agentPid: Number(values["agent-pid"]),
+    reps: Number(values.reps),
+    minReps: Number(values["min-reps"]),
+    budgetMs: Number(values["budget-ms"]),
+    warmupMs: Number(values["warmup-ms"]),
+  });
+  console.log(JSON.stringify(report));
+}

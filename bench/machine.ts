@@ -1,0 +1,80 @@
+/**
+ * What the benchmark needs to know about the machine it runs on: a description for the results,
+ * how many processes there are, and how many there may be.
+ *
+ * @module
+ */
+
+function read(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return "";
+  }
+}
+
+/** The machine, for the results. */
+export function machine() {
+  const cpuinfo = read("/proc/cpuinfo");
+  const cpu = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown CPU";
+  const cores = navigator.hardwareConcurrency;
+  const memKb = Number(/^MemTotal:\s*(\d+) kB$/m.exec(read("/proc/meminfo"))?.[1] ?? 0);
+  const memoryGiB = Math.round(memKb / 1024 / 1024 * 10) / 10;
+  const virtual = /^flags\s*:.*\bhypervisor\b/m.test(cpuinfo);
+  const kernel = Deno.osRelease();
+  return {
+    description: `${cpu}, ${cores} ${virtual ? "vCPUs (virtual machine)" : "cores"}, ` +
+      `${memoryGiB} GiB, Linux ${kernel}`,
+    cpu,
+    cores,
+    memoryGiB,
+    kernel,
+    deno: Deno.version.deno,
+  };
+}
+
+function cpuTimes(): { idle: number; total: number } {
+  const fields = read("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: fields[3] + fields[4], total: fields.reduce((a, b) => a + b, 0) };
+}
+
+const USER_HZ = 100;
+
+function processTicks(pid: number | "self"): number {
+  const stat = read(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime, stime, cutime, cstime: fields 14 to 17 of proc(5), counted from the state (3)
+  return fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+}
+
+/**
+ * CPU seconds used so far by the whole machine, and by this process (with the children it has
+ * waited for) and the running processes `pids`.
+ */
+export function cpuSeconds(pids: number[]): { machine: number; ours: number } {
+  const { idle, total } = cpuTimes();
+  const ours = [processTicks("self"), ...pids.map(processTicks)].reduce((a, b) => a + b, 0);
+  return { machine: (total - idle) / USER_HZ, ours: ours / USER_HZ };
+}
+
+/** Processes (thread groups) on the machine now. */
+export function processCount(): number {
+  let count = 0;
+  for (const entry of Deno.readDirSync("/proc")) if (/^\d+$/.test(entry.name)) count++;
+  return count;
+}
+
+/** How many processes the machine allows, and which limit says so. */
+export function processLimits(): { max: number; reason: string } {
+  const limits: [number, string][] = [
+    [Number(read("/proc/sys/kernel/pid_max")), "kernel.pid_max"],
+    [Number(read("/proc/sys/kernel/threads-max")), "kernel.threads-max"],
+  ];
+  // RLIMIT_NPROC does not bind root (CAP_SYS_RESOURCE or CAP_SYS_ADMIN).
+  if (Deno.uid() !== 0) {
+    const nproc = /^Max processes\s+(\d+|unlimited)/m.exec(read("/proc/self/limits"))?.[1];
+    if (nproc && nproc !== "unlimited") limits.push([Number(nproc), "ulimit -u"]);
+  }
+  const [max, reason] = limits.filter(([n]) => n > 0).sort((a, b) => a[0] - b[0])[0];
+  return { max, reason };
+}

@@ -1,0 +1,234 @@
+/**
+ * The benchmark's results: the JSON schema (checked by the test of `--quick`), how raw samples
+ * become a point, the limit estimate, and the targets of the issue evaluated on them.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import type { ModeReport } from "./ids_worker.ts";
+
+/** One link setting, as measured by the probe (not as claimed). */
+export const LinkResult = z.object({
+  /** "loopback", "0.2 ms", ... */
+  name: z.string(),
+  /** The round-trip time the link claims; 0 for loopback (no relay). */
+  targetRttMs: z.number(),
+  /** Microseconds the relay holds each chunk in each direction; null without a relay. */
+  holdUs: z.number().nullable(),
+  /** One-byte ping-pong through the link. */
+  rttMs: z.object({ median: z.number().positive(), p90: z.number().positive() }),
+  /** (median - target) / target, in percent; null for loopback. */
+  rttErrorPct: z.number().nullable(),
+  /** Bulk transfers through the link (the median of 5), in 10^6 bytes per second. */
+  bandwidthMBps: z.number().positive(),
+});
+export type LinkResult = z.infer<typeof LinkResult>;
+
+const nullableNumber = z.number().nullable();
+
+/** One view at one process count, over one link, in one mode. */
+export const PointResult = z.object({
+  view: z.string(),
+  /** The process count asked for (the machine's own in `--quick`). */
+  processes: z.number().int().positive(),
+  /** What the view returned (median over the samples). */
+  items: nullableNumber,
+  link: z.string(),
+  rttMs: z.number(),
+  mode: z.string(),
+  reps: z.number().int().nonnegative(),
+  note: z.string().nullable(),
+  error: z.string().nullable(),
+  warmupMs: nullableNumber,
+  medianMs: nullableNumber,
+  p90Ms: nullableNumber,
+  roundTrips: nullableNumber,
+  bytes: nullableNumber,
+  /** In-guest walk (prefetch modes). */
+  guestMs: nullableNumber,
+  /** Agent: request to END (prefetch modes). */
+  agentMs: nullableNumber,
+  idsCpuMs: nullableNumber,
+  /** Resident memory of the IDS when a snapshot starts (median over the samples). */
+  idsBaseMB: nullableNumber,
+  /** Highest over the samples. */
+  idsPeakMB: nullableNumber,
+  agentPeakMB: nullableNumber,
+  /** On-demand median / this median, measured in the same run. */
+  speedup: nullableNumber,
+  /** One RTT + in-guest walk + bytes / link bandwidth (prefetch modes). */
+  limitMs: nullableNumber,
+  /** medianMs / limitMs. */
+  limitRatio: nullableNumber,
+  truncated: z.boolean(),
+  misses: nullableNumber,
+  /**
+   * CPU time that processes other than the benchmark's used while this point ran, as a
+   * percentage of the machine's CPU time (the same for every mode of a point).
+   */
+  otherCpuPct: nullableNumber,
+  samplesMs: z.array(z.number()),
+});
+export type PointResult = z.infer<typeof PointResult>;
+
+/** One target of the issue and whether this run met it (null: not measured in this run). */
+export const TargetResult = z.object({
+  name: z.string(),
+  value: nullableNumber,
+  unit: z.string(),
+  met: z.boolean().nullable(),
+  detail: z.string(),
+});
+export type TargetResult = z.infer<typeof TargetResult>;
+
+export const BenchResults = z.object({
+  version: z.literal(1),
+  quick: z.boolean(),
+  startedAt: z.string(),
+  wallS: z.number(),
+  machine: z.object({
+    description: z.string(),
+    cpu: z.string(),
+    cores: z.number().int().positive(),
+    memoryGiB: z.number(),
+    kernel: z.string(),
+    deno: z.string(),
+  }),
+  settings: z.object({
+    counts: z.array(z.number().int().positive()),
+    rttsMs: z.array(z.number().nonnegative()),
+    views: z.array(z.string()),
+    modes: z.array(z.string()),
+    reps: z.number().int().positive(),
+    minReps: z.number().int().positive(),
+    budgetS: z.number().positive(),
+    warmupS: z.number().nonnegative(),
+  }),
+  links: z.array(LinkResult),
+  points: z.array(PointResult),
+  targets: z.array(TargetResult),
+  notes: z.array(z.string()),
+});
+export type BenchResults = z.infer<typeof BenchResults>;
+
+/** The q-quantile of `values` (nearest rank); NaN for none. */
+export function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+function orNull(value: number): number | null {
+  return Number.isFinite(value) ? value : null;
+}
+
+/** Summarises one worker report into a point, without the comparisons (see {@linkcode compare}). */
+export function summarise(
+  report: ModeReport,
+  at: { processes: number; link: LinkResult },
+): PointResult {
+  const s = report.samples;
+  const median = (pick: (x: (typeof s)[number]) => number | null) => {
+    const xs = s.map(pick).filter((x): x is number => x !== null);
+    return orNull(quantile(xs, 0.5));
+  };
+  const max = (pick: (x: (typeof s)[number]) => number) => orNull(Math.max(...s.map(pick)));
+  return {
+    view: report.view,
+    processes: at.processes,
+    items: median((x) => x.items),
+    link: at.link.name,
+    rttMs: at.link.targetRttMs,
+    mode: report.mode,
+    reps: s.length,
+    note: report.note ?? null,
+    error: report.error ?? null,
+    warmupMs: report.warmupMs,
+    medianMs: median((x) => x.ms),
+    p90Ms: orNull(quantile(s.map((x) => x.ms), 0.9)),
+    roundTrips: median((x) => x.roundTrips),
+    bytes: median((x) => x.bytes),
+    guestMs: median((x) => x.guestMs),
+    agentMs: median((x) => x.agentMs),
+    idsCpuMs: median((x) => x.idsCpuMs),
+    idsBaseMB: median((x) => x.idsBaseKb * 1024 / 1e6),
+    idsPeakMB: max((x) => x.idsPeakKb * 1024 / 1e6),
+    agentPeakMB: max((x) => x.agentPeakKb * 1024 / 1e6),
+    speedup: null,
+    limitMs: null,
+    limitRatio: null,
+    truncated: s.some((x) => x.truncated),
+    misses: median((x) => x.misses),
+    otherCpuPct: null,
+    samplesMs: s.map((x) => Math.round(x.ms * 1000) / 1000),
+  };
+}
+
+/**
+ * Fills in the side-by-side comparisons of the points of one view, count and link: each mode's
+ * speedup over on-demand, and for the prefetch modes the limit estimate.
+ */
+export function compare(points: PointResult[], link: LinkResult): void {
+  const baseline = points.find((p) => p.mode === "on-demand")?.medianMs ?? null;
+  const bytesPerMs = link.bandwidthMBps * 1e3;
+  for (const p of points) {
+    if (p.medianMs === null) continue;
+    if (baseline !== null) p.speedup = baseline / p.medianMs;
+    if (p.guestMs !== null && p.bytes !== null) {
+      p.limitMs = link.rttMs.median + p.guestMs + p.bytes / bytesPerMs;
+      p.limitRatio = p.medianMs / p.limitMs;
+    }
+  }
+}
+
+const BATCHED = "prefetch";
+
+/** The targets of the issue, evaluated on the batched prefetch points. */
+export function evaluateTargets(points: PointResult[], links: LinkResult[]): TargetResult[] {
+  const at = (processes: number, rttMs: number) =>
+    points.find((p) =>
+      p.view === "processes" && p.mode === BATCHED && p.processes === processes &&
+      p.rttMs === rttMs
+    );
+  const measured = (value: number | null | undefined, limit: number, atMost: boolean) =>
+    value === null || value === undefined
+      ? { value: null, met: null }
+      : { value, met: atMost ? value <= limit : value >= limit };
+  const loopback = links.find((l) => l.targetRttMs === 0)?.targetRttMs ?? 0;
+  const small = at(100, 0.2);
+  const large = at(10_000, loopback);
+  const batched = points.filter((p) => p.mode === BATCHED && p.limitRatio !== null);
+  const worst = batched.reduce<PointResult | undefined>(
+    (w, p) => (w && w.limitRatio! >= p.limitRatio! ? w : p),
+    undefined,
+  );
+  const where = (p: PointResult | undefined) =>
+    p ? `${p.view}, ${p.processes} processes, ${p.link}` : "not measured in this run";
+  return [
+    {
+      name: "100 processes at 0.2 ms RTT: batched prefetch at least 20x faster than on-demand",
+      unit: "x",
+      ...measured(small?.speedup, 20, false),
+      detail: small ? `on-demand / prefetch, medians, ${where(small)}` : where(small),
+    },
+    {
+      name: "batched prefetch within 2x of the limit estimate at every point",
+      unit: "x",
+      ...measured(worst?.limitRatio, 2, true),
+      detail: worst ? `worst point: ${where(worst)}` : where(worst),
+    },
+    {
+      name: "10,000 processes on loopback: full process list in at most 100 ms",
+      unit: "ms",
+      ...measured(large?.medianMs, 100, true),
+      detail: large ? `batched prefetch median, ${where(large)}` : where(large),
+    },
+    {
+      name: "10,000 processes: IDS peak RSS at most 300 MB",
+      unit: "MB",
+      ...measured(large?.idsPeakMB, 300, true),
+      detail: large ? `batched prefetch, highest over the samples, ${where(large)}` : where(large),
+    },
+  ];
+}

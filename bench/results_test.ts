@@ -1,0 +1,112 @@
+import { assert, assertEquals } from "../tests/assert.ts";
+import { renderChart } from "./chart.ts";
+import { renderMarkdown } from "./report.ts";
+import {
+  BenchResults,
+  compare,
+  evaluateTargets,
+  type LinkResult,
+  type PointResult,
+  quantile,
+  summarise,
+} from "./results.ts";
+import type { Sample } from "./ids_worker.ts";
+
+const LINK: LinkResult = {
+  name: "0.2 ms",
+  targetRttMs: 0.2,
+  holdUs: 70,
+  rttMs: { median: 0.2, p90: 0.25 },
+  rttErrorPct: 0,
+  bandwidthMBps: 1000,
+};
+
+function sample(ms: number, batched: boolean): Sample {
+  return {
+    ms,
+    roundTrips: batched ? 1 : 150,
+    bytes: batched ? 100_000 : 500_000,
+    guestMs: batched ? 0.5 : null,
+    agentMs: batched ? 1 : null,
+    idsCpuMs: ms / 2,
+    idsBaseKb: 90_000,
+    idsPeakKb: 100_000,
+    agentPeakKb: 200_000,
+    items: 100,
+    truncated: false,
+    misses: 0,
+  };
+}
+
+function points(): PointResult[] {
+  const at = { processes: 100, link: LINK };
+  const ps = [
+    summarise({
+      view: "processes",
+      mode: "prefetch",
+      warmupMs: 3,
+      samples: [2, 1, 3].map((ms) => sample(ms, true)),
+    }, at),
+    summarise({
+      view: "processes",
+      mode: "on-demand",
+      warmupMs: 60,
+      samples: [40, 60, 50].map((ms) => sample(ms, false)),
+    }, at),
+  ];
+  compare(ps, LINK);
+  return ps;
+}
+
+Deno.test("quantile() takes the nearest rank", () => {
+  assertEquals(quantile([5, 1, 3, 2, 4], 0.5), 3);
+  assertEquals(quantile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.9), 9);
+  assert(Number.isNaN(quantile([], 0.5)));
+});
+
+Deno.test("compare() sets the speedup over on-demand and the limit of prefetch modes", () => {
+  const [prefetch, onDemand] = points();
+  assertEquals(prefetch.medianMs, 2);
+  assertEquals(prefetch.speedup, 25);
+  assertEquals(onDemand.speedup, 1);
+  // one RTT + walk + 100,000 bytes at 10^9 bytes/s
+  assertEquals(prefetch.limitMs, 0.2 + 0.5 + 0.1);
+  assertEquals(prefetch.limitRatio, 2 / 0.8);
+  assertEquals(onDemand.limitMs, null);
+});
+
+Deno.test("evaluateTargets() judges what was measured and leaves the rest unjudged", () => {
+  const targets = evaluateTargets(points(), [LINK]);
+  assertEquals(targets.map((t) => t.met), [true, false, null, null]);
+});
+
+Deno.test("the chart and the report render every point", () => {
+  const results: BenchResults = BenchResults.parse({
+    version: 1,
+    quick: true,
+    startedAt: new Date(0).toISOString(),
+    wallS: 1,
+    machine: { description: "test", cpu: "cpu", cores: 2, memoryGiB: 1, kernel: "6", deno: "2" },
+    settings: {
+      counts: [100],
+      rttsMs: [0.2],
+      views: ["processes"],
+      modes: ["prefetch", "on-demand"],
+      reps: 3,
+      minReps: 3,
+      budgetS: 1,
+      warmupS: 1,
+    },
+    links: [LINK],
+    points: points(),
+    targets: evaluateTargets(points(), [LINK]),
+    notes: [],
+  });
+  const svg = renderChart(results);
+  // two modes and the limit at one count, and their legend
+  assertEquals(svg.match(/<circle /g)?.length, 6);
+  assert(svg.includes("prefetch, 0.2 ms") && svg.includes("limit estimate, 0.2 ms"));
+  const markdown = renderMarkdown(results, "chart.svg");
+  assertEquals(markdown.match(/^\| processes \|/gm)?.length, 2);
+  assert(markdown.includes("![median time against process count](chart.svg)"));
+});

@@ -1,0 +1,381 @@
+/**
+ * Boots the test guest in QEMU (software emulation: no KVM needed) and talks to its console.
+ *
+ * The guest gets the IDS's pairing credentials (`ca.pem`, `agent.key`, `agent.pem`, never
+ * `ca.key` or `ids.key`) as a second cpio archive appended to the initramfs; user-mode networking
+ * (isolated: `restrict=on`) forwards a port of 127.0.0.1 to the agent's port in the guest. The
+ * serial console carries the guest's own view of itself (guest/init.sh), asked for by writing a
+ * command line to it.
+ *
+ * @module
+ */
+
+import { ensureIdsCredentials } from "../protocol/credentials.ts";
+import { run } from "./_command.ts";
+import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
+import {
+  type GuestModule,
+  type GuestProcess,
+  parseAnswerMarker,
+  parseEvent,
+  parseModuleLine,
+  parseProcessLine,
+} from "./console.ts";
+
+/** Options of {@linkcode GuestVm.boot}. */
+export interface BootOptions {
+  /** The IDS's state dir: its credentials are created there if missing, then provisioned. */
+  stateDir: string;
+  /** Guest memory in MiB. @default 2048 */
+  memoryMiB?: number;
+  /** Virtual CPUs. @default 2 */
+  cpus?: number;
+  /** Port of 127.0.0.1 forwarded to the agent; 0 picks a free one. @default 0 */
+  hostPort?: number;
+  /** Give up when the agent does not listen within this long. @default 300000 */
+  timeoutMs?: number;
+  /** Every console line, as it arrives. @default dropped */
+  log?: (line: string) => void;
+}
+
+/** A known process the guest started. */
+export interface KnownProcess {
+  name: string;
+  pid: number;
+  uid: number;
+}
+
+const CONSOLE_LINES = 2000;
+
+/**
+ * A running guest. Stop it with {@linkcode GuestVm.stop} (or `await using`): it powers off, and
+ * QEMU is killed if it does not.
+ */
+export class GuestVm implements AsyncDisposable {
+  /** `127.0.0.1:PORT`, for `--agent`. */
+  readonly address: string;
+  /** Milliseconds from starting QEMU to the agent's "listening" line on the console. */
+  readonly bootMs: number;
+  /** Seconds of guest uptime when /init started the agent (kernel boot, modprobe, network). */
+  readonly uptimeAtAgentStart: number;
+  /** SHA-256 of the walker object the guest's agent loads, as the guest computed it. */
+  readonly objectSha256: string;
+  /** The program variant the agent announced on its console. */
+  readonly programs: string;
+  readonly knownProcesses: KnownProcess[];
+  readonly agentPid: number;
+  /** The guest's kernel release. */
+  readonly release: string;
+
+  #qemu: Deno.ChildProcess;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #console: ConsoleLines;
+  #runDir: string;
+  #nextId = 1;
+  #stopped: Promise<void> | undefined;
+
+  private constructor(
+    qemu: Deno.ChildProcess,
+    console: ConsoleLines,
+    runDir: string,
+    facts: {
+      address: string;
+      bootMs: number;
+      uptimeAtAgentStart: number;
+      objectSha256: string;
+      programs: string;
+      knownProcesses: KnownProcess[];
+      agentPid: number;
+      release: string;
+    },
+  ) {
+    this.#qemu = qemu;
+    this.#stdin = qemu.stdin.getWriter();
+    this.#console = console;
+    this.#runDir = runDir;
+    this.address = facts.address;
+    this.bootMs = facts.bootMs;
+    this.uptimeAtAgentStart = facts.uptimeAtAgentStart;
+    this.objectSha256 = facts.objectSha256;
+    this.programs = facts.programs;
+    this.knownProcesses = facts.knownProcesses;
+    this.agentPid = facts.agentPid;
+    this.release = facts.release;
+  }
+
+  /**
+   * Provisions the credentials, starts QEMU and resolves once the agent in the guest listens.
+   * @throws {Error} with the console's last lines when QEMU exits or the agent is not up in time.
+   */
+  static async boot(image: GuestImage, options: BootOptions): Promise<GuestVm> {
+    await ensureIdsCredentials(options.stateDir);
+    const runDir = await Deno.makeTempDir({
+      dir: image.initrd.slice(0, image.initrd.lastIndexOf("/")),
+      prefix: "run-",
+    });
+    try {
+      const initrd = await provision(image.initrd, options.stateDir, runDir);
+      const port = options.hostPort || freePort();
+      const started = performance.now();
+      const qemu = new Deno.Command("qemu-system-x86_64", {
+        args: qemuArgs(image.kernel, initrd, port, options),
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const console = new ConsoleLines(qemu, options.log);
+      try {
+        const timeoutMs = options.timeoutMs ?? 300_000;
+        const listening = await console.waitFor(
+          (line) => /^ebpfmon-agent: listening on \S+ \(pid \d+, (.*)\)$/.exec(line),
+          timeoutMs,
+          "the agent to listen",
+        );
+        const bootMs = performance.now() - started;
+        const event = (key: string) => console.events(key);
+        const vm = new GuestVm(qemu, console, runDir, {
+          address: `127.0.0.1:${port}`,
+          bootMs,
+          uptimeAtAgentStart: Number(event("agent-start")[0]?.uptime),
+          objectSha256: event("object")[0]?.sha256 ?? "",
+          programs: listening[1],
+          knownProcesses: event("process").map((p) => ({
+            name: p.name,
+            pid: Number(p.pid),
+            uid: Number(p.uid),
+          })),
+          agentPid: Number(event("agent")[0]?.pid),
+          release: event("init")[0]?.kernel ?? "",
+        });
+        const errors = console.events("error");
+        if (errors.length) {
+          await vm.stop();
+          throw new Error(`The guest failed to boot cleanly:\n${console.tail()}`);
+        }
+        return vm;
+      } catch (error) {
+        try {
+          qemu.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+        await qemu.status;
+        throw error;
+      }
+    } catch (error) {
+      await Deno.remove(runDir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The guest's processes, as its /proc lists them now. */
+  async processes(): Promise<Map<number, GuestProcess>> {
+    const lines = await this.#ask("proc");
+    return new Map(lines.map(parseProcessLine).map((p) => [p.pid, p]));
+  }
+
+  /** The guest's /proc/modules now. */
+  async modules(): Promise<GuestModule[]> {
+    return (await this.#ask("modules")).map(parseModuleLine);
+  }
+
+  /** The console's last lines, for diagnostics. */
+  consoleTail(lines = 60): string {
+    return this.#console.tail(lines);
+  }
+
+  async #ask(kind: string): Promise<string[]> {
+    const id = String(this.#nextId++);
+    const answer = this.#console.answer(kind, id, 60_000);
+    await this.#stdin.write(new TextEncoder().encode(`${kind} ${id}\n`));
+    return await answer;
+  }
+
+  /** Powers the guest off (QEMU is killed after 20 s) and removes its run dir. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      await this.#stdin.write(new TextEncoder().encode("poweroff\n")).catch(() => {});
+      const timer = setTimeout(() => {
+        try {
+          this.#qemu.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+      }, 20_000);
+      await this.#qemu.status;
+      clearTimeout(timer);
+      await this.#stdin.close().catch(() => {});
+      await this.#console.closed;
+      await Deno.remove(this.#runDir, { recursive: true }).catch(() => {});
+    })();
+    return this.#stopped;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+function qemuArgs(kernel: string, initrd: string, port: number, options: BootOptions): string[] {
+  return [
+    "-accel",
+    "tcg",
+    // 5-level paging off: ebpfmon takes kernel addresses to be in the 4-level kernel half.
+    "-cpu",
+    "max,la57=off",
+    "-m",
+    String(options.memoryMiB ?? 2048),
+    "-smp",
+    String(options.cpus ?? 2),
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-kernel",
+    kernel,
+    "-initrd",
+    initrd,
+    "-append",
+    "console=ttyS0 quiet panic=-1",
+    "-netdev",
+    `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${port}-:${GUEST_AGENT_PORT}`,
+    "-device",
+    "virtio-net-pci,netdev=net0",
+  ];
+}
+
+/** A port of 127.0.0.1 free now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * The initramfs with the agent's credentials appended as a second archive (the kernel unpacks
+ * both): `var/lib/ebpfmon/{ca.pem,agent.key,agent.pem}`, mode 0600 in a 0700 directory.
+ */
+async function provision(initrd: string, stateDir: string, runDir: string): Promise<string> {
+  const stage = `${runDir}/credentials`;
+  await Deno.mkdir(`${stage}/var/lib/ebpfmon`, { recursive: true });
+  await Deno.chmod(`${stage}/var/lib/ebpfmon`, 0o700);
+  for (const name of ["ca.pem", "agent.key", "agent.pem"]) {
+    await Deno.copyFile(`${stateDir}/${name}`, `${stage}/var/lib/ebpfmon/${name}`);
+    await Deno.chmod(`${stage}/var/lib/ebpfmon/${name}`, 0o600);
+  }
+  const archive = `${runDir}/credentials.cpio`;
+  await run("cpio", ["--quiet", "-o", "-H", "newc", "-R", "0:0", "-O", archive], {
+    cwd: stage,
+    stdin: new TextEncoder().encode(
+      ["var", "var/lib", "var/lib/ebpfmon", "ca.pem", "agent.key", "agent.pem"]
+        .map((p, i) => (i < 3 ? p : `var/lib/ebpfmon/${p}`)).join("\n") + "\n",
+    ),
+  });
+  const out = `${runDir}/initrd.cpio`;
+  using file = await Deno.open(out, { write: true, createNew: true });
+  for (const part of [initrd, archive]) {
+    using input = await Deno.open(part);
+    await input.readable.pipeTo(file.writable, { preventClose: true });
+  }
+  return out;
+}
+
+/** QEMU's output, split into lines, kept (the last ones) and handed to whoever waits for them. */
+class ConsoleLines {
+  #lines: string[] = [];
+  #waiters = new Set<(line: string) => void>();
+  #exited: string | undefined;
+  #onExit = new Set<() => void>();
+  readonly closed: Promise<void>;
+
+  constructor(qemu: Deno.ChildProcess, log?: (line: string) => void) {
+    const read = async (stream: ReadableStream<Uint8Array>) => {
+      let rest = "";
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        for (const part of parts) this.#push(part.replace(/\r$/, ""), log);
+      }
+      if (rest) this.#push(rest, log);
+    };
+    this.closed = Promise.all([read(qemu.stdout), read(qemu.stderr)]).then(async () => {
+      const { code } = await qemu.status;
+      this.#exited = `QEMU exited with status ${code}`;
+      for (const f of this.#onExit) f();
+    });
+  }
+
+  #push(line: string, log?: (line: string) => void): void {
+    log?.(line);
+    this.#lines.push(line);
+    if (this.#lines.length > CONSOLE_LINES) this.#lines.shift();
+    for (const waiter of [...this.#waiters]) waiter(line);
+  }
+
+  /** The fields of every `@@ebpfmon KEY ...` line seen so far. */
+  events(key: string): Record<string, string>[] {
+    return this.#lines.map((l) => parseEvent(l, key)).filter((e) => e !== null);
+  }
+
+  tail(lines = 60): string {
+    return this.#lines.slice(-lines).join("\n");
+  }
+
+  /** Resolves with the first line (from now on, or already seen) that `match` accepts. */
+  waitFor<T>(match: (line: string) => T | null, timeoutMs: number, what: string): Promise<T> {
+    for (const line of this.#lines) {
+      const found = match(line);
+      if (found) return Promise.resolve(found);
+    }
+    return this.#wait(timeoutMs, what, (line, resolve) => {
+      const found = match(line);
+      if (found) resolve(found);
+    });
+  }
+
+  /** The lines between `@@ebpfmon KIND ID begin` and `... end`. */
+  answer(kind: string, id: string, timeoutMs: number): Promise<string[]> {
+    let lines: string[] | undefined;
+    return this.#wait(timeoutMs, `the guest's "${kind}" answer`, (line, resolve) => {
+      const marker = parseAnswerMarker(line);
+      if (marker && marker.kind === kind && marker.id === id) {
+        if (marker.edge === "begin") lines = [];
+        else if (lines) resolve(lines);
+      } else if (lines && line.startsWith("@@") && !line.startsWith("@@ebpfmon")) {
+        lines.push(line);
+      }
+    });
+  }
+
+  #wait<T>(
+    timeoutMs: number,
+    what: string,
+    onLine: (line: string, resolve: (value: T) => void) => void,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(waiter);
+        this.#onExit.delete(exited);
+      };
+      const fail = (reason: string) => {
+        done();
+        reject(new Error(`Cannot wait for ${what}: ${reason}. The console said:\n${this.tail()}`));
+      };
+      const timer = setTimeout(() => fail(`nothing within ${timeoutMs} ms`), timeoutMs);
+      const waiter = (line: string) =>
+        onLine(line, (value) => {
+          done();
+          resolve(value);
+        });
+      const exited = () => fail(this.#exited!);
+      if (this.#exited) return fail(this.#exited);
+      this.#waiters.add(waiter);
+      this.#onExit.add(exited);
+    });
+  }
+}

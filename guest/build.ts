@@ -1,0 +1,219 @@
+/**
+ * Builds the test guest's initramfs from Debian packages and the project, into a git-ignored work
+ * dir (`.guest/` by default):
+ *
+ * - busybox (busybox-static) as the shell and tools, `guest/init.sh` as `/init`;
+ * - the agent: the Deno binary of `.tools/deno`, the agent's own modules (as `deno info` lists
+ *   them), `deno.json`, `deno.lock`, its npm packages (a DENO_DIR filled by `deno cache`) and
+ *   the very same `bpf/out/walk.bpf.o` this machine runs (copied, not rebuilt);
+ * - the shared libraries `ldd` names for Deno, libbpf.so.1 (libbpf1) and the test processes'
+ *   coreutils `sleep` and util-linux `setpriv`, all as installed from Debian's packages;
+ * - the stock modules of {@linkcode GUEST_MODULES} with their dependencies, from the kernel
+ *   package of {@linkcode GUEST_KERNEL}, and a modules.dep for modprobe.
+ *
+ * Nothing secret is in it: the pairing credentials are added at boot, as a second archive
+ * (guest/boot.ts). The build is skipped when none of its inputs changed.
+ *
+ * Usage: `deno run -A guest/build.ts [--work-dir DIR] [--force]`
+ *
+ * @module
+ */
+
+import { exists, run } from "./_command.ts";
+import { fetchKernel, GUEST_KERNEL, GUEST_MODULES, moduleClosure } from "./kernel.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Where the work dir is unless told otherwise. */
+export const DEFAULT_WORK_DIR = `${ROOT}/.guest`;
+
+/** The port the agent listens on inside the guest. */
+export const GUEST_AGENT_PORT = 7047;
+
+/** Uids of the known processes the guest starts (`ebpfmon-g0`, `ebpfmon-g1`, ...). */
+export const GUEST_PROCESSES = { prefix: "ebpfmon-g", uids: [0, 65534, 65534] } as const;
+
+/** What {@linkcode buildGuest} produced. */
+export interface GuestImage {
+  /** The kernel image to boot. */
+  kernel: string;
+  /** The initramfs (uncompressed newc cpio), without credentials. */
+  initrd: string;
+  release: string;
+  /** Seconds the build took (0 when it was already up to date). */
+  seconds: number;
+}
+
+/** Options of {@linkcode buildGuest}. */
+export interface BuildOptions {
+  /** @default {DEFAULT_WORK_DIR} */
+  workDir?: string;
+  /** Rebuild even when nothing changed. @default false */
+  force?: boolean;
+  /** Progress lines. @default dropped */
+  log?: (line: string) => void;
+}
+
+/**
+ * Builds (or finds up to date) the guest's kernel and initramfs.
+ * @throws {Error} when a tool or package is missing (./dev setup installs them) or a step fails.
+ */
+export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage> {
+  const started = performance.now();
+  const work = options.workDir ?? DEFAULT_WORK_DIR;
+  const log = options.log ?? (() => {});
+  const kernel = await fetchKernel(`${work}/cache`);
+  const inputs = await collectInputs(kernel.modulesDir);
+  const initrd = `${work}/initrd.cpio`;
+  const stampFile = `${work}/initrd.stamp`;
+  const stamp = JSON.stringify(await fingerprint(inputs), null, 1);
+  const image = { kernel: kernel.vmlinuz, initrd, release: kernel.release };
+  if (
+    !options.force && await exists(initrd) &&
+    await Deno.readTextFile(stampFile).catch(() => "") === stamp
+  ) {
+    return { ...image, seconds: 0 };
+  }
+  log(`building the guest initramfs (kernel ${kernel.release}) in ${work}`);
+  const root = `${work}/root`;
+  await Deno.remove(root, { recursive: true }).catch(() => {});
+  await stage(root, inputs, `${work}/cache/deno-dir`);
+  await run("busybox", ["depmod", "-b", root, kernel.release]);
+  const list = await run("find", [".", "-mindepth", "1"], { cwd: root });
+  const sorted = list.split("\n").filter((s) => s).sort().join("\n") + "\n";
+  const partial = `${initrd}.tmp`;
+  await run("cpio", ["--quiet", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "-O", partial], {
+    cwd: root,
+    stdin: new TextEncoder().encode(sorted),
+  });
+  await Deno.rename(partial, initrd);
+  await Deno.writeTextFile(stampFile, stamp);
+  const seconds = (performance.now() - started) / 1000;
+  log(`built ${initrd} (${((await Deno.stat(initrd)).size / 2 ** 20).toFixed(0)} MiB)`);
+  return { ...image, seconds };
+}
+
+/** Every file the initramfs is made of: guest path -> host path. */
+interface Inputs {
+  files: Map<string, string>;
+  /** The guest's /etc/ebpfmon-guest.conf. */
+  config: string;
+}
+
+const LIB_DIR = "/usr/lib/x86_64-linux-gnu";
+
+async function collectInputs(modulesDir: string): Promise<Inputs> {
+  const files = new Map<string, string>();
+  const deno = await Deno.realPath(Deno.execPath());
+  files.set("/init", `${ROOT}/guest/init.sh`);
+  files.set("/bin/busybox", await Deno.realPath(await which("busybox")));
+  files.set("/opt/deno/deno", deno);
+  files.set("/usr/bin/sleep", await Deno.realPath(await which("sleep")));
+  files.set("/usr/bin/setpriv", await Deno.realPath(await which("setpriv")));
+  const libbpf = await Deno.realPath(`${LIB_DIR}/libbpf.so.1`).catch(() => {
+    throw new Error(`Cannot find "${LIB_DIR}/libbpf.so.1" (./dev setup installs libbpf1)`);
+  });
+  files.set(`${LIB_DIR}/libbpf.so.1`, libbpf);
+  for (
+    const binary of [deno, files.get("/usr/bin/sleep")!, files.get("/usr/bin/setpriv")!, libbpf]
+  ) {
+    for (const [name, path] of await sharedLibraries(binary)) {
+      const at = name.startsWith("ld-linux") ? `/usr/lib64/${name}` : `${LIB_DIR}/${name}`;
+      files.set(at, await Deno.realPath(path));
+    }
+  }
+  for (const path of [...await agentModules(), "deno.json", "deno.lock", "bpf/out/walk.bpf.o"]) {
+    files.set(`/opt/ebpfmon/${path}`, `${ROOT}/${path}`);
+  }
+  for (const path of await moduleClosure(modulesDir, GUEST_MODULES)) {
+    files.set(`/lib/modules/${GUEST_KERNEL.release}/${path}`, `${modulesDir}/${path}`);
+  }
+  for (const extra of ["modules.order", "modules.builtin", "modules.builtin.modinfo"]) {
+    files.set(`/lib/modules/${GUEST_KERNEL.release}/${extra}`, `${modulesDir}/${extra}`);
+  }
+  const config = [
+    `GUEST_MODULES="${GUEST_MODULES.join(" ")}"`,
+    `GUEST_AGENT_PORT=${GUEST_AGENT_PORT}`,
+    `GUEST_RING_MB=64`,
+    `GUEST_PROCESS_PREFIX=${GUEST_PROCESSES.prefix}`,
+    `GUEST_PROCESS_UIDS="${GUEST_PROCESSES.uids.join(" ")}"`,
+    "",
+  ].join("\n");
+  return { files, config };
+}
+
+async function which(name: string): Promise<string> {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    if (await exists(`${dir}/${name}`)) return `${dir}/${name}`;
+  }
+  throw new Error(`Cannot find "${name}" on PATH (./dev setup installs it)`);
+}
+
+/** The libraries `ldd` resolves for `binary`: soname (or loader name) -> path. */
+async function sharedLibraries(binary: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const line of (await run("ldd", [binary])).split("\n")) {
+    const resolved = /^\s*(\S+) => (\/\S+)/.exec(line);
+    const loader = /^\s*(\/\S*ld-linux\S*)/.exec(line);
+    if (resolved) out.set(resolved[1], resolved[2]);
+    else if (loader) out.set(loader[1].split("/").pop()!, loader[1]);
+  }
+  return out;
+}
+
+/** The project's files the agent imports, relative to the project's root. */
+async function agentModules(): Promise<string[]> {
+  const info = JSON.parse(
+    await run(Deno.execPath(), ["info", "--json", `${ROOT}/agent/main.ts`], { cwd: ROOT }),
+  ) as { modules: { specifier: string }[] };
+  const prefix = `file://${ROOT}/`;
+  return info.modules.map((m) => m.specifier).filter((s) => s.startsWith(prefix))
+    .map((s) => decodeURIComponent(s.slice(prefix.length))).sort();
+}
+
+async function fingerprint(inputs: Inputs): Promise<unknown> {
+  const files: Record<string, string> = {};
+  for (const [at, path] of [...inputs.files].sort(([a], [b]) => a < b ? -1 : 1)) {
+    const info = await Deno.stat(path);
+    files[at] = `${path} ${info.size} ${info.mtime?.getTime()}`;
+  }
+  return { kernel: GUEST_KERNEL, config: inputs.config, files };
+}
+
+async function stage(root: string, inputs: Inputs, denoDir: string): Promise<void> {
+  for (const dir of ["proc", "sys", "dev", "tmp", "run", "root", "opt/procs", "usr/bin", "etc"]) {
+    await Deno.mkdir(`${root}/${dir}`, { recursive: true });
+  }
+  await Deno.mkdir(`${root}/usr/lib64`, { recursive: true });
+  await Deno.symlink("usr/lib", `${root}/lib`);
+  await Deno.symlink("usr/lib64", `${root}/lib64`);
+  await Deno.mkdir(`${root}/var/lib/ebpfmon`, { recursive: true, mode: 0o700 });
+  // The kernel opens /dev/console for /init before anything is mounted.
+  await run("mknod", ["-m", "600", `${root}/dev/console`, "c", "5", "1"]);
+  for (const [at, path] of inputs.files) {
+    const target = `${root}${at.replace(/^\/lib\//, "/usr/lib/")}`;
+    await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+    await Deno.copyFile(path, target);
+  }
+  await Deno.chmod(`${root}/init`, 0o755);
+  await Deno.writeTextFile(`${root}/etc/ebpfmon-guest.conf`, inputs.config);
+  await Deno.writeTextFile(`${root}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
+  // The agent's npm packages, fetched once into the work dir's DENO_DIR, then copied.
+  await run(Deno.execPath(), ["cache", "--frozen", `${root}/opt/ebpfmon/agent/main.ts`], {
+    cwd: `${root}/opt/ebpfmon`,
+    env: { DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
+  });
+  await Deno.mkdir(`${root}/opt/deno-dir`);
+  await run("cp", ["-a", `${denoDir}/npm`, `${root}/opt/deno-dir/npm`]);
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  const at = args.indexOf("--work-dir");
+  const image = await buildGuest({
+    workDir: at >= 0 ? args[at + 1] : undefined,
+    force: args.includes("--force"),
+    log: (line) => console.error(line),
+  });
+  console.error(`kernel ${image.kernel}\ninitrd ${image.initrd}`);
+}

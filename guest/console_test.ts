@@ -1,0 +1,61 @@
+import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { parseAnswerMarker, parseEvent, parseModuleLine, parseProcessLine } from "./console.ts";
+import { median } from "./measure.ts";
+
+Deno.test("parseProcessLine() reads a process line, a name with spaces and a kernel thread", () => {
+  assertEquals(parseProcessLine("@@p 113 1 65534 65534 65534 0 ebpfmon-g2"), {
+    pid: 113,
+    ppid: 1,
+    comm: "ebpfmon-g2",
+    uid: 65534,
+    euid: 65534,
+    gid: 65534,
+    kthread: false,
+  });
+  assertEquals(parseProcessLine("@@p 7 2 0 0 0 1 kworker/0:0-events").kthread, true);
+  assertEquals(parseProcessLine("@@p 9 1 0 0 0 0 a b  c").comm, "a b  c");
+  assertThrows(() => parseProcessLine("@@p 9 x"), SyntaxError, '"@@p 9 x"');
+});
+
+Deno.test("parseModuleLine() reads /proc/modules lines with users, none, and taints", () => {
+  assertEquals(
+    parseModuleLine("@@m virtio_ring 45056 2 virtio_net,virtio_pci, Live 0xffffffffc02da000"),
+    {
+      name: "virtio_ring",
+      size: 45056,
+      refcount: 2,
+      usedBy: ["virtio_net", "virtio_pci"],
+      state: "Live",
+      base: "0xffffffffc02da000",
+      taints: "",
+    },
+  );
+  const tainted = parseModuleLine("@@m out 16384 - - Loading 0x0000000000000000 (OE)");
+  assertEquals([tainted.refcount, tainted.usedBy, tainted.state, tainted.taints], [
+    null,
+    [],
+    "Loading",
+    "OE",
+  ]);
+  assertThrows(() => parseModuleLine("@@m dummy 16384"), SyntaxError, "module line");
+});
+
+Deno.test("parseAnswerMarker() and parseEvent() tell markers and events from other lines", () => {
+  assertEquals(parseAnswerMarker("@@ebpfmon proc 3 begin"), {
+    kind: "proc",
+    id: "3",
+    edge: "begin",
+  });
+  assertEquals(parseAnswerMarker("@@ebpfmon modules 12 end")?.edge, "end");
+  assertEquals(parseAnswerMarker("proc 3"), null);
+  assertEquals(parseEvent("@@ebpfmon agent pid=115", "agent"), { pid: "115" });
+  assertEquals(parseEvent("@@ebpfmon agent-start uptime=7.32", "agent"), null);
+  assertEquals(parseEvent("@@ebpfmon error modprobe loop failed", "error"), {});
+  assertEquals(parseEvent("[    1.0] agent pid=1", "agent"), null);
+});
+
+Deno.test("median() takes the middle value, or the mean of the middle two", () => {
+  assertEquals(median([3, 1, 2]), 2);
+  assertEquals(median([4, 1, 3, 2]), 2.5);
+  assertThrows(() => median([]), RangeError, "no values");
+});

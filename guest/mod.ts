@@ -1,0 +1,26 @@
+/**
+ * The test guest: Debian's stock kernel in QEMU (software emulation) with the agent inside,
+ * built from Debian packages and the project, monitored from outside through a forwarded port.
+ *
+ * - {@linkcode buildGuest} builds the initramfs into a git-ignored work dir (`.guest/`);
+ * - {@linkcode GuestVm.boot} provisions the pairing credentials, boots QEMU and waits for the
+ *   agent; the guest's own /proc and /proc/modules come from its console;
+ * - {@linkcode measureRtt} and {@linkcode measureModules} measure through the forwarded link.
+ *
+ * `deno task guest` runs all of it (guest/main.ts).
+ *
+ * @module
+ */
+
+export {
+  buildGuest,
+  type BuildOptions,
+  DEFAULT_WORK_DIR,
+  GUEST_AGENT_PORT,
+  GUEST_PROCESSES,
+  type GuestImage,
+} from "./build.ts";
+export { type BootOptions, GuestVm, type KnownProcess } from "./boot.ts";
+export type { GuestModule, GuestProcess } from "./console.ts";
+export { GUEST_KERNEL, GUEST_MODULES } from "./kernel.ts";
+export { measureModules, measureRtt, median } from "./measure.ts";
