@@ -5,7 +5,7 @@
  * @module
  */
 
-/** A process as the guest's /proc shows it (the shape of tests/procfs.ts's `ProcEntry`). */
+/** A process as the guest's /proc shows it. */
 export interface GuestProcess {
   pid: number;
   ppid: number;

@@ -5,17 +5,13 @@
  * @module
  */
 
-/** A process as /proc shows it. */
-export interface ProcEntry {
-  pid: number;
-  ppid: number;
-  comm: string;
-  uid: number;
-  euid: number;
-  gid: number;
-  /** PF_KTHREAD is set. Kernel threads' names in /proc may be longer than task_struct.comm. */
-  kthread: boolean;
-}
+import type { GuestProcess } from "../guest/console.ts";
+
+/**
+ * A process as /proc shows it, here or in a guest. Kernel threads' names in /proc may be longer
+ * than task_struct.comm.
+ */
+export type ProcEntry = GuestProcess;
 
 const PF_KTHREAD = 0x0020_0000;
 
