@@ -9,11 +9,12 @@
  * @module
  */
 
+import { checkCommand } from "./ids/detect/cli.ts";
 import { Command } from "@commander-js/extra-typings";
 import { agentCommand } from "./agent/cli.ts";
 import { spawnAgent } from "./agent/process.ts";
 import { formatProcesses, formatStats, psCommand, serveCommand } from "./ids/cli.ts";
-import { lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
+import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
 import { parseConfig } from "./ids/service/config.ts";
 import { startService } from "./ids/service/serve.ts";
 import { DEFAULT_STATE, runProgram } from "./protocol/cli.ts";
@@ -73,7 +74,9 @@ if (import.meta.main) {
     .addCommand(agentCommand())
     .addCommand(serveCommand())
     .addCommand(psCommand())
+    .addCommand(checkCommand())
     .addCommand(lsmodCommand())
+    .addCommand(bpfCommand())
     .addCommand(ssCommand())
     .addCommand(lsofCommand())
     .addCommand(localCommand())

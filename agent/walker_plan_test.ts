@@ -411,3 +411,70 @@ privilegedTest("walkPlan() measured against walkTasks() on the task list", async
   measure("plan, whole objects", () => walker.walkPlan(whole, LIMITS));
   measure("plan, selective ranges", () => walker.walkPlan(selective, LIMITS));
 });
+
+/** Every thread id in /proc now. */
+function procTids(): Set<number> {
+  const tids = new Set<number>();
+  for (const p of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(p.name)) continue;
+    try {
+      for (const t of Deno.readDirSync(`/proc/${p.name}/task`)) tids.add(Number(t.name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return tids;
+}
+
+privilegedTest(
+  "walkPlan() follows xarray slots: the init pid namespace's IDR holds every thread of /proc",
+  async () => {
+    using walker = await Walker.open({ ringBytes: 4 << 20 });
+    const numbers = off("pid", "numbers");
+    const slots = off("xa_node", "slots");
+    const slotCount = size("xa_node") > 0 ? kernel().field("xa_node", "slots").size / 8 : 0;
+    const tagged = (target: number, tagValue: number, at: number, count: number) => ({
+      kind: EdgeKind.SLOTS,
+      target,
+      off: at,
+      delta: tagValue,
+      tagMask: 3,
+      tagValue,
+      max: count,
+    });
+    const head = off("pid_namespace", "idr.idr_rt.xa_head");
+    const before = procTids();
+    const { run, records } = walk(walker, {
+      roots: [{ addr: walker.anchor(), node: 0 }],
+      nodes: [
+        { dedupe: false, ranges: [], edges: [ptr(1, "thread_pid")] },
+        // The anchor's pid, and its namespace (numbers[0].ns): the init pid namespace.
+        {
+          dedupe: false,
+          ranges: [],
+          edges: [{
+            kind: EdgeKind.PTR,
+            target: 2,
+            off: numbers + off("upid", "ns"),
+            delta: 0,
+            max: 1,
+          }],
+        },
+        { dedupe: true, ranges: [], edges: [tagged(3, 2, head, 1), tagged(4, 0, head, 1)] },
+        {
+          dedupe: true,
+          ranges: [],
+          edges: [tagged(3, 2, slots, slotCount), tagged(4, 0, slots, slotCount)],
+        },
+        { dedupe: true, ranges: [{ off: numbers + off("upid", "nr"), len: 4 }], edges: [] },
+      ],
+      maxDepth: 16,
+    });
+    const after = procTids();
+    assertEquals([run.stop, run.faults], [StopReason.COMPLETE, 0]);
+    const nrs = new Set(records.map((r) => new DataView(r.bytes.buffer).getInt32(0, true)));
+    const stable = [...before].filter((t) => after.has(t));
+    assert(stable.length > 10, `${stable.length} threads in /proc`);
+    for (const tid of stable) assert(nrs.has(tid), `thread ${tid} of /proc is in the pid IDR`);
+  },
+);

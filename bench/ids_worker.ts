@@ -15,6 +15,7 @@
  * @module
  */
 
+import { runCheck } from "../ids/detect/mod.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { openSession } from "../ids/connect.ts";
@@ -31,6 +32,11 @@ export const VIEWS: Record<string, ViewRunner> = {
   processes: async (session, mode) => {
     const { processes, stats } = await session.processes(mode);
     return { items: processes.length, stats };
+  },
+  /** Every detection rule over one scan; items are the findings. */
+  check: async (session, mode) => {
+    const { findings, stats } = await runCheck(session, mode);
+    return { items: findings.length, stats };
   },
 };
 

@@ -77,7 +77,20 @@ Deno.test("compare() sets the speedup over on-demand and the limit of prefetch m
 
 Deno.test("evaluateTargets() judges what was measured and leaves the rest unjudged", () => {
   const targets = evaluateTargets(points(), [LINK]);
-  assertEquals(targets.map((t) => t.met), [true, false, null, null]);
+  assertEquals(targets.map((t) => t.met), [null, null, true, false, null, null]);
+});
+
+Deno.test("evaluateTargets() sets a full check beside the process list at the same point", () => {
+  const check = summarise({
+    view: "check",
+    mode: "prefetch",
+    warmupMs: 9,
+    samples: [5, 7, 6].map((ms) => sample(ms, true)),
+  }, { processes: 100, link: LINK });
+  const [ratio, trips] = evaluateTargets([...points(), check], [LINK]);
+  // 6 ms against the process list's 2 ms
+  assertEquals([ratio.value, ratio.met], [3, true]);
+  assertEquals([trips.value, trips.met], [1, true]);
 });
 
 Deno.test("the chart and the report render every point", () => {

@@ -21,6 +21,12 @@
  *                    PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head of a chain whose entries are
  *                    the targets, minus delta). The elements
  *                    themselves (count * stride bytes at a) are copied too, before their targets.
+ *   PLAN_EDGE_SLOTS  obj + off holds `max` u64 slots (an xarray node's `slots`, a table of
+ *                    pointers); a slot's value v is an entry when v != 0 and
+ *                    (v & aux) == stride (aux is the tag mask, stride the tag value: an xarray
+ *                    marks its internal nodes with tag 2, plain entries have tag 0): visit
+ *                    target at v - delta. Values below the kernel half are skipped, unread
+ *                    (xarray sibling and retry entries are small numbers, not pointers).
  *   PLAN_EDGE_BYTES  copy `n` bytes at p = *(u64 *)(obj + off), n being the `count_size`-byte
  *                    value at obj + aux, at most `max` bytes.
  *
@@ -38,8 +44,8 @@
 #ifndef EBPFMON_PLAN_H
 #define EBPFMON_PLAN_H
 
-#define PLAN_MAX_ROOTS 8
-#define PLAN_MAX_NODES 32
+#define PLAN_MAX_ROOTS 16
+#define PLAN_MAX_NODES 64
 #define PLAN_MAX_RANGES 8
 #define PLAN_MAX_EDGES 8
 #define PLAN_MAX_DEPTH 64
@@ -52,6 +58,7 @@
 #define PLAN_EDGE_HNULLS 4
 #define PLAN_EDGE_ARRAY 5
 #define PLAN_EDGE_BYTES 6
+#define PLAN_EDGE_SLOTS 7
 
 #define PLAN_ELEM_PTR 0
 #define PLAN_ELEM_HLIST 1
@@ -82,9 +89,9 @@ struct plan_edge {
 	__u8 elem_off;   /* ARRAY: where in each element its pointer or chain head is */
 	__u32 off;       /* where the pointer, list head or array pointer is */
 	__s32 delta;     /* target object = entry address - delta */
-	__u32 aux;       /* ARRAY, BYTES: where the count is */
-	__u32 stride;    /* ARRAY: bytes per element */
-	__u32 max;       /* most entries (LIST, HLIST, HNULLS, ARRAY) or bytes (BYTES) */
+	__u32 aux;       /* ARRAY, BYTES: where the count is; SLOTS: the tag mask */
+	__u32 stride;    /* ARRAY: bytes per element; SLOTS: the tag value */
+	__u32 max;       /* most entries (LIST, HLIST, HNULLS, ARRAY), slots (SLOTS), bytes (BYTES) */
 	__u32 cond_off;
 	__u64 cond_mask;
 	__u64 cond_value;

@@ -33,6 +33,7 @@
 #define ITEM_LIST 3   /* addr: list head; cursor: next entry; index: entries visited */
 #define ITEM_CHAIN 4  /* cursor: next entry; index: entries visited */
 #define ITEM_ARRAY 5  /* addr: first element; cursor: elements; index: next element */
+/* ITEM_ARRAY also walks SLOTS edges: addr is the first slot, cursor the slots. */
 
 struct plan_item {
 	__u64 addr;
@@ -263,6 +264,10 @@ static __always_inline void follow_edge(struct plan_scratch *s, __u64 obj, __u32
 		push(s, ITEM_ARRAY, p, count, n, e, depth + 1);
 		push_copy(s, p, count * edge->stride);
 		break;
+	case PLAN_EDGE_SLOTS:
+		if (edge->max)
+			push(s, ITEM_ARRAY, obj + edge->off, edge->max, n, e, depth + 1);
+		break;
 	case PLAN_EDGE_BYTES:
 		if (p && read_num(obj + edge->aux, edge->count_size, &count))
 			push_copy(s, p, count < edge->max ? count : edge->max);
@@ -333,19 +338,26 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 	push_object(s, e - edge->delta, edge->target, depth);
 }
 
-/* One array element: a pointer to an object, or the head of a chain. */
+/* One array element (a pointer to an object, or the head of a chain), or one slot. */
 static __always_inline void step_array(struct plan_scratch *s, struct plan_item *top)
 {
 	const struct plan_edge *edge = edge_at(top->node, top->edge);
-	__u64 i = top->index, v;
+	int slots = edge->kind == PLAN_EDGE_SLOTS;
+	__u64 i = top->index, v, at;
 	__u32 n = top->node, e = top->edge, depth = top->depth;
 
 	if (i + 1 < top->cursor)
 		top->index = i + 1;
 	else
 		s->sp--;
-	if (i >= top->cursor || !read_num(top->addr + i * edge->stride + edge->elem_off, 8, &v))
+	at = slots ? top->addr + i * 8 : top->addr + i * edge->stride + edge->elem_off;
+	if (i >= top->cursor || !read_num(at, 8, &v))
 		return;
+	if (slots) {
+		if (v && (v & edge->aux) == edge->stride && v - edge->delta >= KERNEL_MIN)
+			push_object(s, v - edge->delta, edge->target, depth);
+		return;
+	}
 	if (edge->elem == PLAN_ELEM_PTR) {
 		if (v)
 			push_object(s, v - edge->delta, edge->target, depth);

@@ -16,10 +16,12 @@ import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
 import {
   type GuestModule,
   type GuestProcess,
+  type GuestRun,
   parseAnswerMarker,
   parseEvent,
   parseModuleLine,
   parseProcessLine,
+  parseRunAnswer,
 } from "./console.ts";
 
 /** Options of {@linkcode GuestVm.boot}. */
@@ -179,15 +181,29 @@ export class GuestVm implements AsyncDisposable {
     return (await this.#ask("modules")).map(parseModuleLine);
   }
 
+  /**
+   * Runs `command` with the guest's shell, as root, and waits for it: e.g.
+   * `insmod /opt/rootkit/ebpfmon_rk.ko hide_pid=120` or `cat /proc/120/status`. A failing command
+   * is an answer (its status), not an error.
+   * @throws {TypeError} when `command` is empty or spans lines (the console reads one line).
+   * @throws {Error} when the guest does not answer within `timeoutMs` (default 60000).
+   */
+  async run(command: string, options: { timeoutMs?: number } = {}): Promise<GuestRun> {
+    if (!command.trim() || /[\r\n]/.test(command)) {
+      throw new TypeError(`Cannot run "${command}" in the guest: it must be one non-empty line`);
+    }
+    return parseRunAnswer(await this.#ask("run", command, options.timeoutMs));
+  }
+
   /** The console's last lines, for diagnostics. */
   consoleTail(lines = 60): string {
     return this.#console.tail(lines);
   }
 
-  async #ask(kind: string): Promise<string[]> {
+  async #ask(kind: string, args = "", timeoutMs = 60_000): Promise<string[]> {
     const id = String(this.#nextId++);
-    const answer = this.#console.answer(kind, id, 60_000);
-    await this.#stdin.write(new TextEncoder().encode(`${kind} ${id}\n`));
+    const answer = this.#console.answer(kind, id, timeoutMs);
+    await this.#stdin.write(new TextEncoder().encode(`${kind} ${id}${args && ` ${args}`}\n`));
     return await answer;
   }
 

@@ -9,7 +9,11 @@
  * - the shared libraries `ldd` names for Deno, libbpf.so.1 (libbpf1) and the test processes'
  *   coreutils `sleep` and util-linux `setpriv`, all as installed from Debian's packages;
  * - the stock modules of {@linkcode GUEST_MODULES} with their dependencies, from the kernel
- *   package of {@linkcode GUEST_KERNEL}, and a modules.dep for modprobe.
+ *   package of {@linkcode GUEST_KERNEL}, and a modules.dep for modprobe;
+ * - the test rootkit `guest/rootkit/ebpfmon_rk.ko` ({@linkcode GUEST_ROOTKIT}, not loaded at
+ *   boot: a test loads it), built here with Debian's gcc-12 against the kernel's own header
+ *   packages (downloaded and unpacked into the work dir, never installed), rebuilt only when its
+ *   sources change.
  *
  * Nothing secret is in it: the pairing credentials are added at boot, as a second archive
  * (guest/boot.ts). The build is skipped when none of its inputs changed.
@@ -20,7 +24,14 @@
  */
 
 import { exists, run } from "./_command.ts";
-import { fetchKernel, GUEST_KERNEL, GUEST_MODULES, moduleClosure } from "./kernel.ts";
+import {
+  fetchHeaders,
+  fetchKernel,
+  GUEST_HEADERS,
+  GUEST_KERNEL,
+  GUEST_MODULES,
+  moduleClosure,
+} from "./kernel.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -33,6 +44,9 @@ export const GUEST_AGENT_PORT = 7047;
 /** Uids of the known processes the guest starts (`ebpfmon-g0`, `ebpfmon-g1`, ...). */
 export const GUEST_PROCESSES = { prefix: "ebpfmon-g", uids: [0, 65534, 65534] } as const;
 
+/** Where the test rootkit is in the guest, and the name the kernel knows it by. */
+export const GUEST_ROOTKIT = { path: "/opt/rootkit/ebpfmon_rk.ko", name: "ebpfmon_rk" } as const;
+
 /** What {@linkcode buildGuest} produced. */
 export interface GuestImage {
   /** The kernel image to boot. */
@@ -42,6 +56,8 @@ export interface GuestImage {
   release: string;
   /** Seconds the build took (0 when it was already up to date). */
   seconds: number;
+  /** Seconds building the test rootkit took (0 when it was already up to date). */
+  rootkitSeconds: number;
 }
 
 /** Options of {@linkcode buildGuest}. */
@@ -63,11 +79,18 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
   const work = options.workDir ?? DEFAULT_WORK_DIR;
   const log = options.log ?? (() => {});
   const kernel = await fetchKernel(`${work}/cache`);
+  const rootkit = await buildRootkit(work, log);
   const inputs = await collectInputs(kernel.modulesDir);
+  inputs.files.set(GUEST_ROOTKIT.path, rootkit.ko);
   const initrd = `${work}/initrd.cpio`;
   const stampFile = `${work}/initrd.stamp`;
   const stamp = JSON.stringify(await fingerprint(inputs), null, 1);
-  const image = { kernel: kernel.vmlinuz, initrd, release: kernel.release };
+  const image = {
+    kernel: kernel.vmlinuz,
+    initrd,
+    release: kernel.release,
+    rootkitSeconds: rootkit.seconds,
+  };
   if (
     !options.force && await exists(initrd) &&
     await Deno.readTextFile(stampFile).catch(() => "") === stamp
@@ -91,6 +114,49 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
   const seconds = (performance.now() - started) / 1000;
   log(`built ${initrd} (${((await Deno.stat(initrd)).size / 2 ** 20).toFixed(0)} MiB)`);
   return { ...image, seconds };
+}
+
+const ROOTKIT_SOURCES = ["ebpfmon_rk.c", "Kbuild", "Makefile"];
+const ROOTKIT_CC = "gcc-12";
+
+/**
+ * Builds `ebpfmon_rk.ko` in `WORK/rootkit` from a copy of `guest/rootkit/`, unless the sources,
+ * the header packages and the compiler are those of the last build (its stamp).
+ */
+async function buildRootkit(
+  work: string,
+  log: (line: string) => void,
+): Promise<{ ko: string; seconds: number }> {
+  const started = performance.now();
+  const headers = await fetchHeaders(`${work}/cache`);
+  const dir = `${work}/rootkit`;
+  const ko = `${dir}/ebpfmon_rk.ko`;
+  const sources: Record<string, string> = {};
+  for (const name of ROOTKIT_SOURCES) {
+    sources[name] = await sha256(await Deno.readFile(`${ROOT}/guest/rootkit/${name}`));
+  }
+  const compiler = (await run(ROOTKIT_CC, ["--version"])).split("\n")[0];
+  const stamp = JSON.stringify({ headers: GUEST_HEADERS, kernel: GUEST_KERNEL, compiler, sources });
+  if (await exists(ko) && await Deno.readTextFile(`${dir}.stamp`).catch(() => "") === stamp) {
+    return { ko, seconds: 0 };
+  }
+  log(`building the test rootkit with ${compiler}`);
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.mkdir(dir, { recursive: true });
+  for (const name of ROOTKIT_SOURCES) {
+    await Deno.copyFile(`${ROOT}/guest/rootkit/${name}`, `${dir}/${name}`);
+  }
+  await run("make", ["-C", dir, `KDIR=${headers}`, `CC=${ROOTKIT_CC}`], {
+    env: { LC_ALL: "C" },
+  });
+  if (!await exists(ko)) throw new Error(`Cannot find "${ko}" after building the test rootkit`);
+  await Deno.writeTextFile(`${dir}.stamp`, stamp);
+  return { ko, seconds: (performance.now() - started) / 1000 };
+}
+
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Every file the initramfs is made of: guest path -> host path. */

@@ -1,6 +1,6 @@
 /**
- * What the guest prints on its serial console (guest/init.sh), parsed: the answers to `proc` and
- * `modules` between their markers, and the lines it prints once (`@@ebpfmon KEY ...`).
+ * What the guest prints on its serial console (guest/init.sh), parsed: the answers to `proc`,
+ * `modules` and `run` between their markers, and the lines it prints once (`@@ebpfmon KEY ...`).
  *
  * @module
  */
@@ -67,6 +67,29 @@ export function parseModuleLine(line: string): GuestModule {
     base: match[6],
     taints: match[7] ?? "",
   };
+}
+
+/** What a shell command run in the guest printed (stdout and stderr, in order) and its status. */
+export interface GuestRun {
+  /** Its exit status. */
+  status: number;
+  /** Its output, line by line. */
+  output: string[];
+}
+
+/** The lines of a `run` answer: `@@o LINE` for each line of output, then `@@x STATUS`. */
+export function parseRunAnswer(lines: readonly string[]): GuestRun {
+  const last = /^@@x (\d+)$/.exec(lines.at(-1) ?? "");
+  if (!last) {
+    throw new SyntaxError(`Cannot parse the guest's run answer: it ends with "${lines.at(-1)}"`);
+  }
+  const output = lines.slice(0, -1).map((line) => {
+    if (!line.startsWith("@@o ")) {
+      throw new SyntaxError(`Cannot parse the guest's output line "${line}"`);
+    }
+    return line.slice(4);
+  });
+  return { status: Number(last[1]), output };
 }
 
 /**

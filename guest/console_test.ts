@@ -1,5 +1,11 @@
 import { assertEquals, assertThrows } from "../tests/assert.ts";
-import { parseAnswerMarker, parseEvent, parseModuleLine, parseProcessLine } from "./console.ts";
+import {
+  parseAnswerMarker,
+  parseEvent,
+  parseModuleLine,
+  parseProcessLine,
+  parseRunAnswer,
+} from "./console.ts";
 import { median } from "./measure.ts";
 
 Deno.test("parseProcessLine() reads a process line, a name with spaces and a kernel thread", () => {
@@ -52,6 +58,17 @@ Deno.test("parseAnswerMarker() and parseEvent() tell markers and events from oth
   assertEquals(parseEvent("@@ebpfmon agent-start uptime=7.32", "agent"), null);
   assertEquals(parseEvent("@@ebpfmon error modprobe loop failed", "error"), {});
   assertEquals(parseEvent("[    1.0] agent pid=1", "agent"), null);
+});
+
+Deno.test("parseRunAnswer() reads output lines, empty ones included, and the exit status", () => {
+  assertEquals(parseRunAnswer(["@@o hi", "@@o ", "@@o  two  spaces", "@@x 1"]), {
+    status: 1,
+    output: ["hi", "", " two  spaces"],
+  });
+  assertEquals(parseRunAnswer(["@@x 0"]), { status: 0, output: [] });
+  assertThrows(() => parseRunAnswer(["@@o hi"]), SyntaxError, 'ends with "@@o hi"');
+  assertThrows(() => parseRunAnswer([]), SyntaxError, "run answer");
+  assertThrows(() => parseRunAnswer(["@@p 1", "@@x 0"]), SyntaxError, '"@@p 1"');
 });
 
 Deno.test("median() takes the middle value, or the mean of the middle two", () => {

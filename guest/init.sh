@@ -8,9 +8,12 @@
 #
 #   proc ID     the process list of /proc:  @@p PID PPID UID EUID GID KTHREAD COMM
 #   modules ID  /proc/modules:               @@m LINE
+#   run ID CMD  runs the shell command CMD (stdin /dev/null, stderr into stdout): each line of
+#               its output as @@o LINE, then its exit status as @@x STATUS
 #   poweroff    power the guest off
 #
 # Every answer is "@@ebpfmon KIND ID begin", its lines, "@@ebpfmon KIND ID end".
+# The test rootkit (guest/rootkit/) is in /opt/rootkit, not loaded: only a run command loads it.
 # Settings come from /etc/ebpfmon-guest.conf (written by the build).
 
 /bin/busybox mkdir -p /bin /sbin /proc /sys /dev /tmp /run
@@ -95,11 +98,25 @@ dump_modules() {
   say "modules $1 end"
 }
 
+run_command() {
+  answer=$1
+  shift
+  sh -c "$*" </dev/null >/tmp/run.out 2>&1
+  status=$?
+  say "run $answer begin"
+  while IFS= read -r line || [ -n "$line" ]; do
+    echo "@@o $line"
+  done </tmp/run.out
+  echo "@@x $status"
+  say "run $answer end"
+}
+
 say "ready uptime=$(cut -d' ' -f1 /proc/uptime)"
-while read -r command id; do
+while read -r command id rest; do
   case $command in
     proc) dump_processes "$id" ;;
     modules) dump_modules "$id" ;;
+    run) run_command "$id" "$rest" ;;
     poweroff)
       say "poweroff"
       poweroff -f

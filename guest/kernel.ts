@@ -1,7 +1,8 @@
 /**
  * The guest's kernel: Debian's stock `linux-image-amd64` for bookworm, downloaded as a package
  * from Debian's registry (never installed on the host), unpacked once into the work dir, and the
- * stock modules the guest loads, with everything they depend on.
+ * stock modules the guest loads, with everything they depend on; and the kernel's header
+ * packages, downloaded and unpacked the same way, to build an out-of-tree module against.
  *
  * @module
  */
@@ -54,24 +55,7 @@ export async function fetchKernel(cacheDir: string): Promise<KernelFiles> {
   };
   const done = `${dir}/.unpacked`;
   if (await exists(done)) return files;
-  await Deno.mkdir(cacheDir, { recursive: true });
-  const deb = `${cacheDir}/${name}_${version.replace(/:/g, "%3a")}_amd64.deb`;
-  if (!await exists(deb)) {
-    const partial = `${cacheDir}/download`;
-    await Deno.remove(partial, { recursive: true }).catch(() => {});
-    await Deno.mkdir(partial);
-    try {
-      await run("apt-get", ["download", `${name}=${version}`], { cwd: partial });
-    } catch {
-      // Package lists never fetched on this machine, or older than the pin: as ./dev does.
-      await run("apt-get", ["update"]);
-      await run("apt-get", ["download", `${name}=${version}`], { cwd: partial });
-    }
-    const [file] = [...Deno.readDirSync(partial)].filter((e) => e.name.endsWith(".deb"));
-    if (!file) throw new Error(`Cannot find the downloaded package "${name}" in "${partial}"`);
-    await Deno.rename(`${partial}/${file.name}`, deb);
-    await Deno.remove(partial, { recursive: true });
-  }
+  const deb = await downloadPackage(cacheDir, name, version);
   await Deno.remove(dir, { recursive: true }).catch(() => {});
   await Deno.mkdir(dir, { recursive: true });
   await run("dpkg-deb", ["--extract", deb, dir]);
@@ -79,6 +63,75 @@ export async function fetchKernel(cacheDir: string): Promise<KernelFiles> {
   await run("busybox", ["depmod", "-b", dir, release]);
   await Deno.writeTextFile(done, `${name}=${version}\n`);
   return files;
+}
+
+/**
+ * The packages an out-of-tree module for {@linkcode GUEST_KERNEL} is built against, pinned to
+ * the kernel's own version: the configured headers, the headers they include, and Kbuild's tools.
+ */
+export const GUEST_HEADERS: readonly string[] = [
+  `linux-headers-${GUEST_KERNEL.release}`,
+  `linux-headers-${GUEST_KERNEL.release.replace(/-amd64$/, "-common")}`,
+  `linux-kbuild-${GUEST_KERNEL.release.replace(/^(\d+\.\d+).*$/, "$1")}`,
+];
+
+/**
+ * Downloads the packages of {@linkcode GUEST_HEADERS} and unpacks them together into one tree in
+ * `cacheDir`, once. Debian's configured headers include the common ones by absolute path
+ * (`/usr/src/linux-headers-...-common/Makefile`); the unpacked copy is pointed at its own tree,
+ * so nothing is installed on this machine.
+ * @returns the directory to build against (`make -C DIR M=...`).
+ * @throws {Error} when a package cannot be downloaded or its layout is not as expected.
+ */
+export async function fetchHeaders(cacheDir: string): Promise<string> {
+  const dir = `${cacheDir}/linux-headers_${GUEST_KERNEL.version}`;
+  const build = `${dir}/usr/src/linux-headers-${GUEST_KERNEL.release}`;
+  const done = `${dir}/.unpacked`;
+  if (await exists(done)) return build;
+  const debs = [];
+  for (const name of GUEST_HEADERS) {
+    debs.push(await downloadPackage(cacheDir, name, GUEST_KERNEL.version));
+  }
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.mkdir(dir, { recursive: true });
+  for (const deb of debs) await run("dpkg-deb", ["--extract", deb, dir]);
+  const makefile = `${build}/Makefile`;
+  const text = await Deno.readTextFile(makefile);
+  const include = /^include (\/usr\/src\/\S+\/Makefile)$/m.exec(text);
+  if (!include || !await exists(`${dir}${include[1]}`)) {
+    throw new Error(`Cannot build against "${build}": its Makefile includes no unpacked headers`);
+  }
+  await Deno.writeTextFile(makefile, text.replace(include[0], `include ${dir}${include[1]}`));
+  await Deno.writeTextFile(done, debs.map((d) => d.split("/").pop()).join("\n") + "\n");
+  return build;
+}
+
+/**
+ * The `.deb` of `name=version` in `cacheDir`, downloaded there (`apt-get download`, never
+ * installed) unless it already is.
+ */
+async function downloadPackage(cacheDir: string, name: string, version: string): Promise<string> {
+  await Deno.mkdir(cacheDir, { recursive: true });
+  const prefix = `${name}_${version.replace(/:/g, "%3a")}_`;
+  const cached = [...Deno.readDirSync(cacheDir)].find((e) =>
+    e.name.startsWith(prefix) && e.name.endsWith(".deb")
+  );
+  if (cached) return `${cacheDir}/${cached.name}`;
+  const partial = `${cacheDir}/download`;
+  await Deno.remove(partial, { recursive: true }).catch(() => {});
+  await Deno.mkdir(partial);
+  try {
+    await run("apt-get", ["download", `${name}=${version}`], { cwd: partial });
+  } catch {
+    // Package lists never fetched on this machine, or older than the pin: as ./dev does.
+    await run("apt-get", ["update"]);
+    await run("apt-get", ["download", `${name}=${version}`], { cwd: partial });
+  }
+  const [file] = [...Deno.readDirSync(partial)].filter((e) => e.name.endsWith(".deb"));
+  if (!file) throw new Error(`Cannot find the downloaded package "${name}" in "${partial}"`);
+  await Deno.rename(`${partial}/${file.name}`, `${cacheDir}/${file.name}`);
+  await Deno.remove(partial, { recursive: true });
+  return `${cacheDir}/${file.name}`;
 }
 
 /**

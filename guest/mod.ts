@@ -4,7 +4,9 @@
  *
  * - {@linkcode buildGuest} builds the initramfs into a git-ignored work dir (`.guest/`);
  * - {@linkcode GuestVm.boot} provisions the pairing credentials, boots QEMU and waits for the
- *   agent; the guest's own /proc and /proc/modules come from its console;
+ *   agent; the guest's own /proc and /proc/modules come from its console, and
+ *   {@linkcode GuestVm.run} runs a shell command there (e.g. loads the test rootkit,
+ *   {@linkcode GUEST_ROOTKIT});
  * - {@linkcode measureRtt} and {@linkcode measureModules} measure through the forwarded link.
  *
  * `deno task guest` runs all of it (guest/main.ts).
@@ -18,9 +20,10 @@ export {
   DEFAULT_WORK_DIR,
   GUEST_AGENT_PORT,
   GUEST_PROCESSES,
+  GUEST_ROOTKIT,
   type GuestImage,
 } from "./build.ts";
 export { type BootOptions, GuestVm, type KnownProcess } from "./boot.ts";
-export type { GuestModule, GuestProcess } from "./console.ts";
-export { GUEST_KERNEL, GUEST_MODULES } from "./kernel.ts";
+export type { GuestModule, GuestProcess, GuestRun } from "./console.ts";
+export { fetchKernel, GUEST_KERNEL, GUEST_MODULES } from "./kernel.ts";
 export { measureModules, measureRtt, median } from "./measure.ts";

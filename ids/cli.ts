@@ -10,6 +10,10 @@ import { type AgentTarget, openSession } from "./connect.ts";
 import type { Process } from "./linux/processes.ts";
 import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
 import { loadConfig } from "./service/config.ts";
+import { scanSections } from "./detect/check.ts";
+import { printable, terminalJson } from "./terminal.ts";
+
+export { printable };
 import { startService } from "./service/serve.ts";
 
 /** One line of stats, as printed under every table. */
@@ -29,7 +33,7 @@ export function formatStats(stats: SnapshotStats): string {
     if (stats.prefetch.stop !== "complete") parts.push(`walk-stopped=${stats.prefetch.stop}`);
   }
   if (stats.misses) parts.push(`misses=${stats.misses}`);
-  if (stats.reason) parts.push(`reason=${JSON.stringify(stats.reason)}`);
+  if (stats.reason) parts.push(`reason="${printable(stats.reason)}"`);
   return parts.join(" ");
 }
 
@@ -43,8 +47,21 @@ export function formatTable(header: string[], rows: string[][], numeric: Set<num
   return [line(header), ...rows.map(line)].join("\n");
 }
 
+/**
+ * Which kernel views hold a process, one letter each: `t` the task list, `i` the pid IDR, `c`
+ * its parent's children list; `-` for a view that does not hold it ("ti-": hidden from the
+ * children list).
+ */
+export function viewLetters(p: Process): string {
+  if (!p.seenIn) return "";
+  return (["tasks", "pid_idr", "children"] as const).map((v, i) =>
+    p.seenIn!.includes(v) ? "tic"[i] : "-"
+  ).join("");
+}
+
 /** The process table as `ps` would print it; kernel threads in brackets. */
 export function formatProcesses(processes: Process[]): string {
+  const views = processes.some((p) => p.seenIn);
   const rows = processes.map((p) => [
     String(p.pid),
     String(p.ppid),
@@ -52,10 +69,12 @@ export function formatProcesses(processes: Process[]): string {
     String(p.euid),
     String(p.gid),
     p.state,
-    (p.kthread ? `[${p.comm}]` : p.comm) + (p.error ? `  (error: ${p.error})` : ""),
+    ...(views ? [viewLetters(p)] : []),
+    printable(p.kthread ? `[${p.comm}]` : p.comm) +
+    (p.error ? `  (error: ${printable(p.error)})` : ""),
   ]);
   return formatTable(
-    ["PID", "PPID", "UID", "EUID", "GID", "S", "COMM"],
+    ["PID", "PPID", "UID", "EUID", "GID", "S", ...(views ? ["SEEN"] : []), "COMM"],
     rows,
     new Set([0, 1, 2, 3, 4]),
   );
@@ -102,7 +121,7 @@ export function viewCommand(
       if (options.json) {
         // Which in-guest program variant served the view, as the agent announced it.
         const stats = { ...out.stats, programs: session.client.info.programs };
-        console.log(JSON.stringify({ ...out.json, stats }, null, 2));
+        console.log(terminalJson({ ...out.json, stats }));
       } else {
         console.log(out.table);
         console.log(formatStats(out.stats));
@@ -114,10 +133,18 @@ export function viewCommand(
 export function psCommand() {
   return viewCommand(
     "ps",
-    "Print the guest's process table, rebuilt from its kernel memory",
+    "Print the guest's process table, rebuilt from its kernel memory: every process the " +
+      "task list, the pid IDR or the children lists hold (SEEN: t, i, c; - where missing)",
     async (session, mode) => {
-      const { processes, stats } = await session.processes(mode);
-      return { json: { processes }, table: formatProcesses(processes), stats };
+      const { scan, stats } = await scanSections(session, mode, ["processes"]);
+      const section = scan.sections.processes!;
+      if (!section.supported) throw new Error(`Cannot list processes: ${section.reason}`);
+      const { processes, hidden, views } = section.value;
+      return {
+        json: { processes, hidden, views },
+        table: formatProcesses(processes),
+        stats,
+      };
     },
   );
 }

@@ -5,22 +5,32 @@
  * @module
  */
 
-import { formatTable, viewCommand } from "./cli.ts";
+import { formatTable, printable, viewCommand } from "./cli.ts";
 import type { Module } from "./linux/modules.ts";
 import type { Socket } from "./linux/sockets.ts";
 import type { OpenFile } from "./linux/files.ts";
+import type { BpfPrograms } from "./linux/bpf_programs.ts";
+import { scanSections } from "./detect/check.ts";
 
-/** The module list as /proc/modules would show it. */
-export function formatModules(modules: Module[]): string {
+/**
+ * The modules as /proc/modules would show them, with the kernel structures that hold each
+ * (SEEN-IN: list, kset, mod_tree) when they were read.
+ */
+export function formatModules(modules: (Module & { seenIn?: readonly string[] })[]): string {
   const rows = modules.map((m) => [
-    m.name,
+    printable(m.name),
     String(m.size),
     m.refcount === null ? "-" : String(m.refcount),
     m.state,
     m.base,
     m.taintFlags || "-",
+    m.seenIn?.join(",") ?? "-",
   ]);
-  return formatTable(["MODULE", "SIZE", "REFS", "STATE", "BASE", "TAINTS"], rows, new Set([1, 2]));
+  return formatTable(
+    ["MODULE", "SIZE", "REFS", "STATE", "BASE", "TAINTS", "SEEN-IN"],
+    rows,
+    new Set([1, 2]),
+  );
 }
 
 function endpoint(address: string, port: number): string {
@@ -55,11 +65,25 @@ export function formatFiles(files: OpenFile[]): string {
 export function lsmodCommand() {
   return viewCommand(
     "lsmod",
-    "Print the guest's kernel modules (or say that its kernel has none)",
+    "Print the guest's kernel modules, found in any of the module list, kset and mod_tree " +
+      "(or say that its kernel has none)",
     async (session, mode) => {
-      const { answer, stats } = await session.modules(mode);
-      const table = answer.supported ? formatModules(answer.modules) : `modules: ${answer.reason}`;
-      return { json: { ...answer }, table, stats };
+      const { scan, stats } = await scanSections(session, mode, ["modules"]);
+      const section = scan.sections.modules ?? { supported: false, reason: "not read" };
+      if (!section.supported) {
+        const json = { supported: false, reason: section.reason, modules: [] };
+        return { json, table: `modules: ${printable(section.reason)}`, stats };
+      }
+      const { modules, views } = section.value;
+      const notes = Object.entries(views).flatMap(([name, view]) =>
+        !view.present
+          ? [`${name}: ${printable(view.reason ?? "")}`]
+          : view.truncated
+          ? [`${name}: truncated: ${printable(view.reason ?? "")}`]
+          : []
+      );
+      const table = [formatModules(modules), ...notes].join("\n");
+      return { json: { supported: true, modules, views }, table, stats };
     },
   );
 }
@@ -88,5 +112,59 @@ export function lsofCommand() {
       return { json: { ...answer }, table: formatFiles(answer.files), stats };
     },
     { name: "<pid>", description: "the process" },
+  );
+}
+
+/**
+ * The guest's BPF programs, one per line, then a line per view that could not be read whole and
+ * what the kernel does not record. Names come from guest memory: escaped for the terminal.
+ */
+export function formatBpfPrograms(list: BpfPrograms): string {
+  const rows = list.programs.map((p) => [
+    String(p.id),
+    printable(p.type),
+    p.tag,
+    printable(p.name),
+    `${(p.loadTime / 1e9).toFixed(3)}s`,
+    p.own ? "yes" : "-",
+    p.seenIn.join(",") +
+    (p.missingFrom.length ? `  (missing from ${p.missingFrom.join(",")})` : "") +
+    (p.error ? `  (error: ${printable(p.error)})` : ""),
+  ]);
+  const lines = [
+    formatTable(["ID", "TYPE", "TAG", "NAME", "LOADED", "OWN", "SEEN-IN"], rows, new Set([0, 4])),
+  ];
+  for (const [name, view] of Object.entries(list.views)) {
+    if (!view.supported) lines.push(`${name}: ${printable(view.reason ?? "")}`);
+    else if (view.truncated) lines.push(`${name}: truncated: ${printable(view.reason ?? "")}`);
+  }
+  lines.push(
+    "LOADED is seconds since boot; helpers used are not recorded by the kernel (maps are: --json)",
+  );
+  return lines.join("\n");
+}
+
+/** Builds the `bpf` command. */
+export function bpfCommand() {
+  return viewCommand(
+    "bpf",
+    "Print the BPF programs loaded in the guest kernel (prog_idr and bpf_kallsyms, cross-checked)",
+    async (session, mode) => {
+      const { scan, stats } = await scanSections(session, mode, ["bpf"]);
+      const section = scan.sections.bpf ?? { supported: false, reason: "not read" };
+      if (!section.supported) {
+        return {
+          json: { programs: [], supported: false, reason: section.reason },
+          table: `bpf: ${printable(section.reason)}`,
+          stats,
+        };
+      }
+      const { programs, views, subprograms, races } = section.value;
+      return {
+        json: { programs, views, subprograms, races },
+        table: formatBpfPrograms(section.value),
+        stats,
+      };
+    },
   );
 }

@@ -5,17 +5,22 @@
  * @module
  */
 
+import { checkCommand } from "./detect/cli.ts";
 import { Command } from "@commander-js/extra-typings";
+import { alertsCommand } from "./alerts/cli.ts";
 import { runProgram } from "../protocol/cli.ts";
 import { psCommand, serveCommand } from "./cli.ts";
-import { lsmodCommand, lsofCommand, ssCommand } from "./cli_views.ts";
+import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./cli_views.ts";
 
 if (import.meta.main) {
   const program = new Command("ebpfmon-ids")
     .description("The IDS: rebuild guests' OS data from their kernel memory, serve it over REST")
     .addCommand(serveCommand())
     .addCommand(psCommand())
+    .addCommand(checkCommand())
+    .addCommand(alertsCommand())
     .addCommand(lsmodCommand())
+    .addCommand(bpfCommand())
     .addCommand(ssCommand())
     .addCommand(lsofCommand())
     .showHelpAfterError();

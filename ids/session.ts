@@ -85,10 +85,14 @@ export interface ViewResult<T> {
   reason?: string;
 }
 
-/** A view as a session runs it: its plan, and the view itself over guest memory. */
+/**
+ * A view as a session runs it: its plan, and the view itself over guest memory. `confirm` reads
+ * the guest anew (not from the snapshot), for re-checking a suspicion; its reads are counted in
+ * the snapshot's round trips.
+ */
 export interface View<T> {
   plan(builder: PlanBuilder): void;
-  read(memory: RemoteMemory): Promise<ViewResult<T>>;
+  read(memory: RemoteMemory, confirm: RemoteMemory): Promise<ViewResult<T>>;
 }
 
 /** The module list, or why the guest cannot have one. */
@@ -182,14 +186,47 @@ export class GuestSession implements Disposable {
     return entry.value;
   }
 
-  /** Kernel symbols, looked up once per session (one round trip); 0 for a missing one. */
+  /** A kernel symbol, looked up once per session; undefined when the guest does not give it. */
   async #symbol(name: string): Promise<KAddr | undefined> {
-    const key = `symbol:${name}`;
-    if (!this.#lazy.has(key)) {
-      const addr = (await this.client.symbols([name])).get(name) ?? 0n;
-      this.#lazy.set(key, { value: toKAddr(addr) });
+    return (await this.symbols([name])).get(name);
+  }
+
+  /**
+   * Kernel symbols, each looked up once per session (one round trip for all the new ones);
+   * undefined for one the guest's kallsyms does not give.
+   */
+  async symbols(names: readonly string[]): Promise<Map<string, KAddr | undefined>> {
+    const missing = [...new Set(names)].filter((name) => !this.#lazy.has(`symbol:${name}`));
+    if (missing.length) {
+      const found = await this.client.symbols(missing);
+      for (const name of missing) {
+        this.#lazy.set(`symbol:${name}`, { value: toKAddr(found.get(name) ?? 0n) });
+      }
     }
-    return (this.#lazy.get(key) as { value: KAddr | undefined }).value;
+    return new Map(
+      names.map((name) => [
+        name,
+        (this.#lazy.get(`symbol:${name}`) as { value: KAddr | undefined }).value,
+      ]),
+    );
+  }
+
+  /**
+   * Guest memory read anew, page by page: each read the new cache cannot serve is one round
+   * trip, counted in `meter` when given.
+   */
+  liveMemory(meter?: Meter): RemoteMemory {
+    return new RemoteMemory(
+      new MemoryCache(),
+      (addr, len) => this.client.read(fromKAddr(addr), len, meter),
+    );
+  }
+
+  /** Resolves (once per session) a value that needs guest reads, e.g. an anchor's address. */
+  async memo<T>(key: string, make: () => Promise<T>): Promise<T> {
+    const k = `memo:${key}`;
+    if (!this.#lazy.has(k)) this.#lazy.set(k, { value: await make() });
+    return (this.#lazy.get(k) as { value: T }).value;
   }
 
   /**
@@ -292,9 +329,10 @@ export class GuestSession implements Disposable {
       (addr, len) => this.client.read(fromKAddr(addr), len, meter),
     );
     let prefetch: SnapshotStats["prefetch"];
-    if (mode !== "on-demand") {
-      const builder = new PlanBuilder(COPY_MODES[mode]);
-      view.plan(builder);
+    const builder = mode === "on-demand" ? undefined : new PlanBuilder(COPY_MODES[mode]);
+    builder && view.plan(builder);
+    // A view that found nothing to walk (no roots) reads on demand only.
+    if (builder && builder.build().roots.length) {
       let rejected = 0;
       const end = await this.client.prefetch(
         PrefetchTarget.PLAN,
@@ -317,7 +355,7 @@ export class GuestSession implements Disposable {
         rejected,
       };
     }
-    const result = await view.read(memory);
+    const result = await view.read(memory, this.liveMemory(meter));
     return {
       value: result.value,
       stats: {

@@ -8,14 +8,22 @@
  */
 
 export const PLAN_LIMITS = {
-  roots: 8,
-  nodes: 32,
+  roots: 16,
+  nodes: 64,
   ranges: 8,
   edges: 8,
   depth: 64,
 } as const;
 
-export const EdgeKind = { PTR: 1, LIST: 2, HLIST: 3, HNULLS: 4, ARRAY: 5, BYTES: 6 } as const;
+export const EdgeKind = {
+  PTR: 1,
+  LIST: 2,
+  HLIST: 3,
+  HNULLS: 4,
+  ARRAY: 5,
+  BYTES: 6,
+  SLOTS: 7,
+} as const;
 export type EdgeKind = typeof EdgeKind[keyof typeof EdgeKind];
 
 export const ElemKind = { PTR: 0, HLIST: 1, HNULLS: 2 } as const;
@@ -55,7 +63,10 @@ export interface PlanEdge {
   stride?: number;
   /** ARRAY: where in each element its pointer or chain head is (0..255). @default 0 */
   elemOffset?: number;
-  /** Most entries (LIST, HLIST, HNULLS, ARRAY) or bytes (BYTES) followed. */
+  /** SLOTS: a slot's value v is followed when (v & tagMask) == tagValue (both below 2^32). */
+  tagMask?: number;
+  tagValue?: number;
+  /** Most entries (LIST, HLIST, HNULLS, ARRAY), slots (SLOTS) or bytes (BYTES) followed. */
   max: number;
   cond?: PlanCondition;
 }
@@ -156,6 +167,10 @@ export function validatePlan(plan: Plan): void {
           `${where} has unknown element kind ${e.elem}`,
         );
       }
+      if (e.kind === EdgeKind.SLOTS) {
+        u32(e.tagMask ?? -1, `${where} tag mask`);
+        u32(e.tagValue ?? -1, `${where} tag value`);
+      }
       if (e.cond) {
         u32(e.cond.off, `${where} condition offset`);
         check(FIELD_SIZES.has(e.cond.size), `${where} condition size ${e.cond.size}`);
@@ -201,8 +216,9 @@ export function encodePlan(plan: Plan): Uint8Array {
       v.setUint8(ed + 7, e.elemOffset ?? 0);
       v.setUint32(ed + 8, e.off, true);
       v.setInt32(ed + 12, e.delta, true);
-      v.setUint32(ed + 16, e.aux ?? 0, true);
-      v.setUint32(ed + 20, e.stride ?? 0, true);
+      const slots = e.kind === EdgeKind.SLOTS;
+      v.setUint32(ed + 16, (slots ? e.tagMask : e.aux) ?? 0, true);
+      v.setUint32(ed + 20, (slots ? e.tagValue : e.stride) ?? 0, true);
       v.setUint32(ed + 24, e.max, true);
       v.setUint32(ed + 28, e.cond?.off ?? 0, true);
       v.setBigUint64(ed + 32, BigInt.asUintN(64, e.cond?.mask ?? 0n), true);
@@ -264,6 +280,10 @@ export function decodePlan(bytes: Uint8Array): Plan {
         edge.countIsMask = (v.getUint8(ed + 3) & 1) === 1;
         edge.stride = v.getUint32(ed + 20, true);
         edge.elemOffset = v.getUint8(ed + 7);
+      }
+      if (kind === EdgeKind.SLOTS) {
+        edge.tagMask = v.getUint32(ed + 16, true);
+        edge.tagValue = v.getUint32(ed + 20, true);
       }
       if (cond !== CondKind.NONE) {
         edge.cond = {

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { DEFAULT_WORK_DIR, fetchKernel } from "../guest/mod.ts";
+
 const root = new URL("..", import.meta.url);
 const deno = Deno.execPath();
 
@@ -37,6 +39,17 @@ for (
 ) {
   if (await step(name, [...args])) results.passed++;
   else results.failed++;
+}
+
+// Unit tests of the views this machine's kernel lacks (modules, kernel pointers, ftrace) read
+// the Debian test guest's kernel BTF: fetch its package (pinned, once) before they run.
+try {
+  await fetchKernel(`${DEFAULT_WORK_DIR}/cache`);
+  console.error("\n== guest kernel: ok");
+  results.passed++;
+} catch (error) {
+  console.error(`\n== guest kernel: failed (${(error as Error).message})`);
+  results.failed++;
 }
 
 const junit = await Deno.makeTempFile({ suffix: ".xml" });

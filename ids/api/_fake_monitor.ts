@@ -6,6 +6,8 @@
  * @module
  */
 
+import { AlertStore } from "../alerts/mod.ts";
+import type { Finding } from "../detect/types.ts";
 import type { OpenFile } from "../linux/files.ts";
 import type { Module } from "../linux/modules.ts";
 import type { Process } from "../linux/processes.ts";
@@ -13,6 +15,9 @@ import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, ModulesAnswer } from "../session.ts";
 import {
   AgentUnavailableError,
+  type Alert,
+  type AlertChange,
+  type AlertQuery,
   type Answer,
   type FetchRecord,
   type Monitor,
@@ -111,8 +116,8 @@ interface Guest {
   failures: number;
 }
 
-/** A monitor over guests held in memory. */
-export class FakeMonitor implements Monitor {
+/** A monitor over guests held in memory, with a real alert store in memory. */
+export class FakeMonitor implements Monitor, Disposable {
   /** The current time in epoch milliseconds; tests move it. */
   now = 1_700_000_000_000;
   /** How long the next fetches take, in milliseconds. */
@@ -121,6 +126,8 @@ export class FakeMonitor implements Monitor {
   metricsText = "# TYPE ebpfmon_fetches_total counter\nebpfmon_fetches_total 0\n";
   readonly clock = (): number => this.now;
   readonly #guests = new Map<string, Guest>();
+  readonly #alerts = AlertStore.open(":memory:", { resolveAfter: 2, clock: () => this.now });
+  readonly #listeners = new Set<(change: AlertChange) => void>();
 
   /**
    * Adds a guest whose kernel holds `processes`, no modules and no sockets; its agent is up
@@ -305,6 +312,37 @@ export class FakeMonitor implements Monitor {
 
   metrics(): Promise<string> {
     return Promise.resolve(this.metricsText);
+  }
+
+  /** Stores a scan of the guest's findings taken now, and tells the subscribers. */
+  applyFindings(name: string, findings: Finding[]): AlertChange[] {
+    this.#guest(name);
+    const changes = this.#alerts.apply(name, findings, this.now);
+    for (const change of changes) this.#listeners.forEach((listener) => listener(change));
+    return changes;
+  }
+
+  /** Subscribers of the alert stream now. */
+  get subscribers(): number {
+    return this.#listeners.size;
+  }
+
+  alerts(query: AlertQuery = {}): Alert[] {
+    return this.#alerts.list(query);
+  }
+
+  alertsAfter(id: number, limit?: number): AlertChange[] {
+    return this.#alerts.eventsAfter(id, limit);
+  }
+
+  subscribeAlerts(listener: (change: AlertChange) => void): () => void {
+    const entry = (change: AlertChange) => listener(change);
+    this.#listeners.add(entry);
+    return () => this.#listeners.delete(entry);
+  }
+
+  [Symbol.dispose](): void {
+    this.#alerts.close();
   }
 
   #guest(name: string): Guest {

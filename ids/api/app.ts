@@ -10,6 +10,7 @@ import type { JSONParsed } from "hono/utils/types";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { Monitor, ReadOptions, Snapshot, VmStatus } from "../service/types.ts";
+import { alertRoutes, type AlertStreamOptions } from "./alerts.ts";
 import { bearerAuth } from "./auth.ts";
 import { ApiError, badParameter, errorResponse } from "./errors.ts";
 import * as routes from "./routes.ts";
@@ -36,6 +37,8 @@ export interface ApiOptions {
    * @default {console.error}
    */
   onError?: (error: unknown) => void;
+  /** Heartbeat and buffering of `GET /v1/alerts/stream`. */
+  alertStream?: AlertStreamOptions;
 }
 
 type SnapshotInfo = z.infer<typeof SnapshotInfoSchema>;
@@ -193,7 +196,7 @@ export function createApi(options: ApiOptions): OpenAPIHono {
         version: "1.0.0",
         description:
           "Processes, kernel modules, sockets and open files of confidential VMs, rebuilt from " +
-          "their kernel memory",
+          "their kernel memory, and the alerts of the detection rules run over them",
       },
     });
     return c.json(document, 200);
@@ -285,6 +288,8 @@ export function createApi(options: ApiOptions): OpenAPIHono {
       latencyMs: { p50: percentile(ms, 50), p90: percentile(ms, 90), p99: percentile(ms, 99) },
     }, 200);
   });
+
+  alertRoutes(app, monitor, options.alertStream);
 
   return app;
 }

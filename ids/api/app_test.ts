@@ -432,7 +432,7 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
     ),
   );
   assertEquals([...documented].sort(), [...served].sort());
-  assertEquals(served.size, 12);
+  assertEquals(served.size, 15);
 
   for (const [path, item] of Object.entries(document.paths)) {
     for (const operation of Object.values(item as Record<string, Operation>)) {

@@ -18,3 +18,13 @@
 export { type ApiOptions, createApi } from "./app.ts";
 export type { ErrorBody, ErrorCode } from "./errors.ts";
 export * from "./schemas.ts";
+export {
+  AlertChangeSchema,
+  AlertSchema,
+  AlertsQuery,
+  AlertsSchema,
+  AlertStreamHeaders,
+  AlertStreamQuery,
+  VmAlertsQuery,
+} from "./alert_routes.ts";
+export type { AlertStreamOptions } from "./alerts.ts";

@@ -137,6 +137,12 @@ export const ProcessSchema = z.object({
   kthread: z.boolean(),
   task: z.string().openapi({ description: "Address of its task_struct" }),
   cred: z.string().openapi({ description: "Address of its objective credentials" }),
+  startTime: z.number().optional().openapi({ description: "Nanoseconds from boot to its start" }),
+  execId: z.number().int().optional().openapi({ description: "Its exec count (self_exec_id)" }),
+  seenIn: z.array(z.enum(["tasks", "pid_idr", "children"])).optional().openapi({
+    description: "The kernel views that hold it: the task list, the pid IDR, its parent's " +
+      "children list. A process missing from one is hidden from it",
+  }),
   error: z.string().optional().openapi({
     description: "Some fields could not be read; they are then -1 or an empty string",
   }),

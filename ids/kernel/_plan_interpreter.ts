@@ -17,7 +17,7 @@ import {
   type Plan,
   type PlanEdge,
 } from "../../protocol/plan.ts";
-import { type KAddr, toKAddr } from "../memory/address.ts";
+import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
 import { MemoryCache } from "../memory/cache.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./plan.ts";
@@ -146,6 +146,18 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
         }
         return;
       }
+      case EdgeKind.SLOTS:
+        for (let i = 0n; i < BigInt(edge.max); i++) {
+          const v = num(at + i * 8n, 8);
+          if (v === undefined) continue;
+          const target = BigInt.asUintN(64, v - BigInt(edge.delta));
+          if (
+            v && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) && target >= KERNEL_BASE
+          ) {
+            visit(target, edge.target, depth + 1);
+          }
+        }
+        return;
       case EdgeKind.BYTES: {
         const n = p ? num(obj + BigInt(edge.aux!), edge.countSize!) : undefined;
         if (n !== undefined) copy(p, n < BigInt(edge.max) ? n : BigInt(edge.max));

@@ -107,7 +107,15 @@ export class PlanBuilder {
    */
   node<L extends StructLayout<unknown>>(
     layout: L,
-    options: { dedupe?: boolean; extra?: { off: number; len: number }[] } = {},
+    options: {
+      dedupe?: boolean;
+      extra?: { off: number; len: number }[];
+      /**
+       * Copy only the declared fields, in both modes: for a structure visited only for a link
+       * or a type test (an inode read for its i_mode), whose other bytes no view reads.
+       */
+      fieldsOnly?: boolean;
+    } = {},
   ): NodeRef<L> {
     if (this.#nodes.length >= PLAN_LIMITS.nodes) {
       throw new RangeError(
@@ -115,7 +123,9 @@ export class PlanBuilder {
       );
     }
     const fields = layout.fields.map((f) => ({ off: f.offset, len: f.size }));
-    const ranges = this.mode === "whole" ? [{ off: 0, len: layout.size }] : fields;
+    const ranges = this.mode === "whole" && !options.fieldsOnly
+      ? [{ off: 0, len: layout.size }]
+      : fields;
     this.#nodes.push({
       dedupe: options.dedupe ?? true,
       ranges: mergeRanges([...ranges, ...(options.extra ?? [])]),
@@ -226,6 +236,29 @@ export class PlanBuilder {
       stride: options.stride,
       elemOffset: options.elemOffset ?? 0,
       max: options.max ?? DEFAULT_MAX,
+    }, options);
+  }
+
+  /**
+   * Follows the `count` pointer slots that start at the field `field` of `from` (held inline, as
+   * an xarray node's `slots`): a slot's value v is a `to` at v - `delta` when v is not NULL and
+   * (v & tagMask) == tagValue.
+   */
+  slots(
+    from: NodeRef,
+    field: string,
+    count: number,
+    to: NodeRef,
+    options: EdgeOptions & { delta?: number; tagMask: number; tagValue: number },
+  ): this {
+    return this.#edge(from, {
+      kind: EdgeKind.SLOTS,
+      target: to.index,
+      off: fieldOf(from.layout, field).offset,
+      delta: options.delta ?? 0,
+      tagMask: options.tagMask,
+      tagValue: options.tagValue,
+      max: count,
     }, options);
   }
 

@@ -25,7 +25,30 @@ export function resolveKernelTypes(btf: Btf) {
       files: ptr("files"),
       /** Namespaces; init_task's leads to the initial network namespace (sockets.ts). */
       nsproxy: ptr("nsproxy"),
+      // The task's other kernel views (pids.ts): its links in the task list, its parent's
+      // children list, its thread group and its pid.
+      tasksPrev: ptr("tasks.prev"),
+      childrenNext: ptr("children.next"),
+      siblingNext: ptr("sibling.next"),
+      siblingPrev: ptr("sibling.prev"),
+      groupLeader: ptr("group_leader"),
+      signal: ptr("signal"),
+      threadNext: ptr("thread_node.next"),
+      threadPid: ptr("thread_pid"),
+      /** Subjective credentials (creds.ts); real_cred is the objective ones. */
+      cred: ptr("cred"),
+      /** Counts execs (creds.ts: a uid change without an exec). */
+      selfExecId: uint("self_exec_id"),
+      startTime: uint("start_time"),
     }),
+    /** Offsets of list heads of task_struct: an entry minus its offset is its task. */
+    childrenOffset: btf.field("task_struct", "children").offset,
+    siblingOffset: btf.field("task_struct", "sibling").offset,
+    pidLinksOffset: btf.field("task_struct", "pid_links").offset,
+    threadNodeOffset: btf.field("task_struct", "thread_node").offset,
+    /** A process's threads: `signal->thread_head`, entries linked by `thread_node`. */
+    signal: resolveLayout(btf, "signal_struct", { threadHeadNext: ptr("thread_head.next") }),
+    threadHeadOffset: btf.field("signal_struct", "thread_head").offset,
     /** Offset of `tasks` in task_struct: a list entry minus this is its task. */
     tasksOffset: btf.field("task_struct", "tasks").offset,
     cred: resolveLayout(btf, "cred", {

@@ -411,6 +411,11 @@ export interface PlanFileOptions {
   maxFds?: number;
   /** @default 255 */
   maxName?: number;
+  /**
+   * Copy only the fields the walk reads of files_struct, fdtable and file, in both modes: for a
+   * walk of every task's table that reads nothing else of them (the sockets they hold).
+   */
+  linksOnly?: boolean;
 }
 
 /**
@@ -423,9 +428,10 @@ export function planFdTables(
   tasks: TaskNodes,
   options: PlanFileOptions = {},
 ): FileNodes {
-  const files = b.node(types.files);
-  const fdt = b.node(types.fdtable);
-  const file = b.node(types.file);
+  const fieldsOnly = options.linksOnly ?? false;
+  const files = b.node(types.files, { fieldsOnly });
+  const fdt = b.node(types.fdtable, { fieldsOnly });
+  const file = b.node(types.file, { fieldsOnly });
   const when = options.pid === undefined ? undefined : {
     field: "pid",
     equals: { mask: 0xffff_ffffn, value: BigInt(options.pid >>> 0) },

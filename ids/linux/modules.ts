@@ -228,14 +228,18 @@ export async function listModules(
       break;
     }
     seen.add(at);
-    modules.push(await describe(mem, types, at, module));
+    modules.push(await describeModule(mem, types, at, module));
     next = module.next;
     from = `module ${hex(at)}`;
   }
   return { modules, truncated: reason !== undefined, reason };
 }
 
-async function describe(
+/**
+ * Describes the module at `at` whose fields `module` were read, as {@linkcode listModules} lists
+ * it; fields that cannot be read or make no sense go to its `error`.
+ */
+export async function describeModule(
   mem: GuestMemory,
   types: ModuleTypes,
   at: KAddr,

@@ -46,9 +46,22 @@ export interface Process {
   task: string;
   /** Address of its (objective) credentials. */
   cred: string;
+  /** Nanoseconds from boot to its start (with its task address, what tells one process from a later one). */
+  startTime?: number;
+  /** Its exec count (`self_exec_id`): a change of uid without a change of this is no exec. */
+  execId?: number;
+  /**
+   * The kernel views that hold it (pids.ts): `tasks` (init_task's task list), `pid_idr` (the
+   * init pid namespace's pid IDR) and `children` (its parent's children list). Absent when only
+   * the task list was read.
+   */
+  seenIn?: ProcessViewName[];
   /** Set when some of this process's fields could not be read; they are then -1 or "". */
   error?: string;
 }
+
+/** The independent kernel structures a process is reached through. */
+export type ProcessViewName = "tasks" | "pid_idr" | "children";
 
 /** The result of a walk. */
 export interface ProcessList {
@@ -181,6 +194,21 @@ export async function listProcesses(
 
 type Task = Fields<KernelTypes["task"]>;
 
+/**
+ * Describes the task at `at` as {@linkcode listProcesses} would (its parent's tgid and its cred
+ * read too), for a task reached some other way than the task list.
+ * @throws {GuestReadError} when the task itself cannot be read.
+ */
+export async function describeTask(
+  mem: GuestMemory,
+  types: KernelTypes,
+  at: KAddr,
+  initCred?: KAddr,
+): Promise<Process> {
+  const task = await readStruct(mem, at, types.task);
+  return describe(mem, types, at, task, initCred, new Map());
+}
+
 async function describe(
   mem: GuestMemory,
   types: KernelTypes,
@@ -205,6 +233,8 @@ async function describe(
     fsgid: -1,
     ...(initCred === undefined ? {} : { initCred: task.realCred === initCred }),
     kthread: (task.flags & PF_KTHREAD) !== 0,
+    startTime: task.startTime,
+    execId: task.selfExecId,
     task: hex(at),
     cred: "",
   };

@@ -71,6 +71,8 @@ export function resolveSocketTypes(btf: Btf) {
       v6RcvSaddr: raw(common("skc_v6_rcv_saddr")),
       next: ptr(common("skc_node.next")),
       socket: ptr("sk_socket"),
+      /** IPPROTO_TCP or IPPROTO_UDP for the inet sockets the views list. */
+      protocol: uint("sk_protocol"),
     }),
     /** Offsets of skc_nulls_node (TCP chains) and skc_node (UDP chains) in struct sock. */
     nullsNodeOffset: offsetOf(btf, "sock", common("skc_nulls_node")),

@@ -28,7 +28,7 @@ import {
 } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
+import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
 import { listProcesses, type TaskNodes } from "./processes.ts";
@@ -409,10 +409,103 @@ export function planSockets(
   b.ptr(sock, "socket", socket, types.socketOffset, {
     when: { field: "state", inSet: FULL_MASK },
   });
-  // Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk.
-  const { file } = planFdTables(b, types.fd, tasks, { maxFds: limits.maxFds });
+  planFdSockets(b, types, tasks, socket, sock, limits.maxFds);
+}
+
+/** Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk. */
+function planFdSockets(
+  b: PlanBuilder,
+  types: SocketTypes,
+  tasks: TaskNodes,
+  socket: NodeRef,
+  sock: NodeRef,
+  maxFds: number,
+  linksOnly = false,
+): void {
+  const { file } = planFdTables(b, types.fd, tasks, { maxFds, linksOnly });
   b.ptr(file, "inode", socket, types.vfsInodeOffset);
   b.ptr(socket, "sk", sock, 0, {
     when: { field: "mode", equals: { mask: 0o170000n, value: BigInt(S_IFSOCK) } },
   });
+}
+
+/**
+ * Adds to `b` what {@linkcode listHeldSockets} reads: each task's fd table, each file's
+ * socket_alloc and, for socket inodes, the sock. No hash table is read.
+ */
+export function planHeldSockets(
+  b: PlanBuilder,
+  types: SocketTypes,
+  tasks: TaskNodes,
+  options: SocketOptions = {},
+): void {
+  // Every open file's inode is read for its type: copy only that, and the socket's sk.
+  const socket = b.node(types.socketAlloc, { fieldsOnly: true });
+  const sock = b.node(types.sock);
+  planFdSockets(b, types, tasks, socket, sock, options.maxFds ?? DEFAULTS.maxFds, true);
+}
+
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+
+/**
+ * The TCP and UDP sockets the processes on the task list hold open, found through their fd
+ * tables rather than the kernel's socket hash tables (which a rootkit can unlink a socket from
+ * without closing it). A socket no process holds (a kernel socket, an orphan) is not listed.
+ * Never throws: what cannot be read is reported in the list.
+ */
+export async function listHeldSockets(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  initTask: KAddr,
+  options: SocketOptions = {},
+): Promise<SocketList> {
+  const limits = { ...DEFAULTS, ...options };
+  const problems: string[] = [];
+  const bySock = new Map<KAddr, Socket>();
+  let list;
+  try {
+    list = await listProcesses(mem, core, initTask, { maxTasks: limits.maxTasks });
+  } catch (error) {
+    return { sockets: [], truncated: true, reason: `processes: ${(error as Error).message}` };
+  }
+  if (list.truncated) problems.push(`processes: ${list.reason}`);
+  for (const process of list.processes) {
+    const task = toKAddr(BigInt(process.task))!;
+    const table = await readFdTable(mem, core, types.fd, task, limits.maxFds);
+    if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
+    for (const slot of table.slots) {
+      if (slot.file === undefined) continue;
+      try {
+        const file = await readStruct(mem, slot.file, types.fd.file);
+        const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
+        const { mode } = await readStruct(mem, inode, types.inode);
+        if ((mode & 0o170000) !== S_IFSOCK) continue;
+        const { sk } = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+        if (typeof sk !== "number") continue;
+        let socket = bySock.get(sk);
+        if (!socket) {
+          const entry = await readStruct(mem, sk, types.sock);
+          if (entry.family !== AF_INET && entry.family !== AF_INET6) continue;
+          if (entry.protocol !== IPPROTO_TCP && entry.protocol !== IPPROTO_UDP) continue;
+          if (bySock.size >= limits.maxSockets) {
+            problems.push(`more than ${limits.maxSockets} sockets`);
+            break;
+          }
+          const protocol = entry.protocol === IPPROTO_TCP ? "tcp" : "udp";
+          socket = await describe(mem, types, sk, entry, protocol);
+          bySock.set(sk, socket);
+        }
+        socket.owners.push({ pid: process.pid, fd: slot.fd });
+      } catch (error) {
+        problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
+      }
+    }
+  }
+  return {
+    sockets: [...bySock.values()],
+    truncated: problems.length > 0,
+    reason: problems.length ? summary(problems) : undefined,
+  };
 }

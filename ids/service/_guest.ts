@@ -26,6 +26,7 @@ import {
   type SnapshotStats,
 } from "../session.ts";
 import type { GuestConfig, ServiceConfig } from "./config.ts";
+import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
 import type { AgentState, FetchRecord, KernelInfo, Snapshot, ViewName, VmEvent } from "./types.ts";
 
 /** How the service takes every view: one PREFETCH round trip of whole structures. */
@@ -125,14 +126,19 @@ export class Guest {
   readonly recent: FetchRecord[] = [];
   readonly hostname: string;
   readonly port: number;
+  /**
+   * The process list comes from a full check: every rule over one scan (one round trip), whose
+   * findings go to the alert store, and whose processes section (every process any of the
+   * kernel's views holds) is the list.
+   */
   readonly processes: Feed<Process[]> = {
     view: "processes",
     label: "processes",
-    take: async (session) => {
-      const { processes, stats } = await session.processes(MODE);
-      return { value: processes, stats };
-    },
+    take: (session) => this.#check(session),
   };
+  /** The first scan since the guest's kernel and boot were last seen, and the latest. */
+  #first?: Scan;
+  #previous?: Scan;
   readonly modules: Feed<ModulesAnswer>;
   readonly sockets: Feed<Socket[]>;
   /** By pid, the least recently read first. */
@@ -148,6 +154,8 @@ export class Guest {
     readonly service: ServiceConfig,
     readonly metrics: Metrics,
     readonly log: (line: string) => void,
+    /** Receives the findings of every scan (the alert store). */
+    readonly onFindings: (findings: Finding[], scanAt: number) => void = () => {},
   ) {
     ({ hostname: this.hostname, port: this.port } = parseHostPort(config.agent));
     metrics.up.set({ vm: config.name }, 0);
@@ -206,6 +214,38 @@ export class Guest {
   #forget(): void {
     for (const feed of this.#feeds()) feed.snapshot = undefined;
     this.#files.clear();
+    this.#first = this.#previous = undefined;
+  }
+
+  async #check(session: GuestSession): Promise<{ value: Process[]; stats: SnapshotStats }> {
+    const result = await runCheck(session, MODE, {
+      rules: this.service.rules,
+      previous: this.#previous,
+      first: this.#first,
+    });
+    this.#first ??= result.scan;
+    this.#previous = result.scan;
+    try {
+      this.onFindings(result.findings, result.scan.takenAt);
+    } catch (error) {
+      this.event(`cannot store the findings of a scan: ${(error as Error).message}`, true);
+    }
+    for (const [name, s] of Object.entries(result.stats.sections)) {
+      if (!s.supported) this.#once(`section ${name} not checked: ${s.reason}`);
+    }
+    const section = result.scan.sections.processes;
+    if (section?.supported) return { value: section.value.processes, stats: result.stats };
+    // A kernel whose pid structures the IDS cannot read still has its task list.
+    const { processes, stats } = await session.processes(MODE);
+    return { value: processes, stats };
+  }
+
+  /** Events said once per connection (what a kernel cannot be checked for). */
+  readonly #said = new Set<string>();
+  #once(message: string): void {
+    if (this.#said.has(message)) return;
+    this.#said.add(message);
+    this.event(message);
   }
 
   start(): void {

@@ -9,6 +9,15 @@
  *   "metricsAuth": false,
  *   "guests": [
  *     { "name": "web-1", "agent": "10.0.0.5:7047", "pin": "sha256:AB:CD:...", "refreshMs": 5000 }
+ *   ],
+ *   "rules": {
+ *     "hidden_module": { "severity": "critical" },
+ *     "new_listener": { "allow": ["22", "443"] },
+ *     "bpf_program": { "enabled": false }
+ *   },
+ *   "alerts": { "resolveAfter": 3, "retentionDays": 30 },
+ *   "webhooks": [
+ *     { "url": "https://hooks.example/ebpfmon", "minSeverity": "high", "secret": "..." }
  *   ]
  * }
  * ```
@@ -22,6 +31,7 @@ import { z } from "zod";
 import { dirname, resolve } from "node:path";
 import { parseHostPort } from "../../protocol/cli.ts";
 import { parsePin } from "../../protocol/credentials.ts";
+import { type RuleSettings, SEVERITIES, type Severity } from "../detect/types.ts";
 
 /** A string that `parse` accepts without throwing. */
 function parsedBy(parse: (value: string) => unknown, message: string) {
@@ -56,6 +66,54 @@ const GuestSchema = z.strictObject({
   refreshMs: z.number().int().min(100).max(86_400_000).default(5_000),
 });
 
+/** The rules ids.json may configure (and the only names it accepts). */
+export const RULE_NAMES = [
+  "hidden_process",
+  "hidden_module",
+  "hooked_pointer",
+  "ftrace_hook",
+  "bpf_program",
+  "shared_cred",
+  "privilege_escalation",
+  "new_listener",
+] as const;
+/** One of {@linkcode RULE_NAMES}. */
+export type RuleName = typeof RULE_NAMES[number];
+
+const severity = z.enum(SEVERITIES, { error: `expected one of ${SEVERITIES.join(", ")}` });
+
+const RuleSchema = z.strictObject({
+  /** Whether the rule runs. @default true */
+  enabled: z.boolean().optional(),
+  /** Overrides the rule's own severity. */
+  severity: severity.optional(),
+  /** Allow-listed names (modules, programs, ports, process names: the rule says which). */
+  allow: z.array(z.string().min(1).max(256)).max(10_000).optional(),
+});
+
+const RulesSchema = z.strictObject(
+  Object.fromEntries(RULE_NAMES.map((name) => [name, RuleSchema.optional()])) as Record<
+    RuleName,
+    z.ZodOptional<typeof RuleSchema>
+  >,
+);
+
+const WebhookSchema = z.strictObject({
+  /** Where alert changes are POSTed. */
+  url: z.url({ protocol: /^https?$/, error: "expected an http or https URL" }),
+  /** Changes of alerts below this severity are not sent. */
+  minSeverity: severity.default("info"),
+  /** Key of the `X-Ebpfmon-Signature` HMAC. */
+  secret: z.string().min(16, { error: "expected at least 16 characters" }),
+});
+
+const AlertsSchema = z.strictObject({
+  /** Consecutive scans without its finding after which an alert is resolved. */
+  resolveAfter: z.number().int().min(1).max(1_000).default(3),
+  /** Resolved alerts and alert events older than this are deleted. */
+  retentionDays: z.number().positive().max(3650).default(30),
+});
+
 const ConfigSchema = z.strictObject({
   /** `HOST:PORT` of the REST API. */
   listen: hostPort.default("127.0.0.1:8047"),
@@ -74,12 +132,40 @@ const ConfigSchema = z.strictObject({
       seen.add(g.name);
     });
   }),
+  /** Per-rule settings; a rule not named runs with its defaults. */
+  rules: RulesSchema.default({}),
+  alerts: AlertsSchema.default({ resolveAfter: 3, retentionDays: 30 }),
+  webhooks: z.array(WebhookSchema).max(32).default([]),
 });
 
+/** One rule's entry of `rules`. */
+export type RuleConfig = z.infer<typeof RuleSchema>;
+/** `rules`: settings by rule name, only for the rules configured. */
+export type RulesConfig = z.infer<typeof RulesSchema>;
+/** One entry of `webhooks`, defaults applied. */
+export type WebhookEntry = z.infer<typeof WebhookSchema>;
+/** `alerts`, defaults applied. */
+export type AlertsConfig = z.infer<typeof AlertsSchema>;
 /** A guest's entry, validated, paths absolute. */
 export type GuestConfig = z.infer<typeof GuestSchema>;
 /** The whole configuration, validated, paths absolute. */
 export type ServiceConfig = z.infer<typeof ConfigSchema> & { tokenFile: string };
+
+/**
+ * A rule's settings from `rules`, over the detector's own severity: whether it runs, and the
+ * {@linkcode RuleSettings} its `detect` gets.
+ */
+export function ruleSettings(
+  rules: RulesConfig,
+  rule: RuleName,
+  severity: Severity,
+): { enabled: boolean; settings: RuleSettings } {
+  const entry = rules[rule];
+  return {
+    enabled: entry?.enabled ?? true,
+    settings: { severity: entry?.severity ?? severity, allow: new Set(entry?.allow ?? []) },
+  };
+}
 
 /** The configuration is not valid; the message names every bad key. */
 export class ConfigError extends Error {

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
-import { ConfigError, loadConfig, parseConfig } from "./config.ts";
+import { ConfigError, loadConfig, parseConfig, ruleSettings } from "./config.ts";
 import { ensureToken } from "./token.ts";
 
 const PIN = "sha256:" + Array.from({ length: 32 }, () => "AB").join(":");
@@ -48,6 +48,81 @@ Deno.test("parseConfig() names every bad key", () => {
       "guests[1].pin:",
       "guests[2].name:",
       "colour",
+    ]
+  ) {
+    assert(error.message.includes(key), `"${key}" missing from: ${error.message}`);
+  }
+});
+
+Deno.test("parseConfig() reads rules, alerts and webhooks, with defaults", () => {
+  const guests = [{ name: "web-1", agent: "10.0.0.5:7047" }];
+  const bare = parseConfig({ guests }, "/");
+  assertEquals(bare.rules, {});
+  assertEquals(bare.alerts, { resolveAfter: 3, retentionDays: 30 });
+  assertEquals(bare.webhooks, []);
+  const config = parseConfig({
+    guests,
+    rules: {
+      hidden_module: { severity: "critical", allow: ["vboxsf"] },
+      bpf_program: { enabled: false },
+    },
+    alerts: { resolveAfter: 5, retentionDays: 0.5 },
+    webhooks: [{ url: "https://hooks.example/x", secret: "s".repeat(16) }],
+  }, "/");
+  assertEquals(config.rules, {
+    hidden_module: { severity: "critical", allow: ["vboxsf"] },
+    bpf_program: { enabled: false },
+  });
+  assertEquals(config.alerts, { resolveAfter: 5, retentionDays: 0.5 });
+  assertEquals(config.webhooks, [{
+    url: "https://hooks.example/x",
+    minSeverity: "info",
+    secret: "s".repeat(16),
+  }]);
+});
+
+Deno.test("ruleSettings() applies a rule's entry over the detector's severity", () => {
+  const { rules } = parseConfig({
+    guests: [{ name: "web-1", agent: "10.0.0.5:7047" }],
+    rules: { new_listener: { allow: ["22", "443"] }, bpf_program: { enabled: false } },
+  }, "/");
+  assertEquals(ruleSettings(rules, "new_listener", "medium"), {
+    enabled: true,
+    settings: { severity: "medium", allow: new Set(["22", "443"]) },
+  });
+  assertEquals(ruleSettings(rules, "bpf_program", "high").enabled, false);
+  assertEquals(ruleSettings(rules, "hidden_module", "critical"), {
+    enabled: true,
+    settings: { severity: "critical", allow: new Set<string>() },
+  });
+});
+
+Deno.test("parseConfig() names each bad key of rules, alerts and webhooks", () => {
+  const error = assertThrows(
+    () =>
+      parseConfig({
+        guests: [{ name: "web-1", agent: "10.0.0.5:7047" }],
+        rules: {
+          hidden_proces: { enabled: true },
+          shared_cred: { severity: "severe", allow: "root", colour: 1 },
+        },
+        alerts: { resolveAfter: 0, retentionDays: -1, keep: true },
+        webhooks: [{ url: "ftp://x/", secret: "short", minSeverity: "loud" }],
+      }, "/"),
+    ConfigError,
+  );
+  for (
+    const key of [
+      'rules: Unrecognized key: "hidden_proces"',
+      "rules.shared_cred.severity: expected one of info, low, medium, high, critical",
+      "rules.shared_cred.allow:",
+      'rules.shared_cred: Unrecognized key: "colour"',
+      "alerts.resolveAfter:",
+      "alerts.retentionDays:",
+      'alerts: Unrecognized key: "keep"',
+      "webhooks[0].url: expected an http or https URL",
+      "webhooks[0].secret: expected at least 16 characters",
+      "webhooks[0].minSeverity:",
     ]
   ) {
     assert(error.message.includes(key), `"${key}" missing from: ${error.message}`);

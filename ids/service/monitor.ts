@@ -11,6 +11,8 @@
  * @module
  */
 
+import { type Alert, type AlertChange, type AlertQuery, AlertService } from "../alerts/mod.ts";
+import type { Finding } from "../detect/types.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, ModulesAnswer } from "../session.ts";
@@ -44,14 +46,30 @@ export interface MonitorOptions {
 export class MonitorService implements Monitor, AsyncDisposable {
   #guests = new Map<string, Guest>();
   #metrics = new Metrics();
+  #alerts: AlertService;
 
   private constructor(config: ServiceConfig, log: (line: string) => void) {
+    Deno.mkdirSync(config.stateDir, { recursive: true });
+    this.#alerts = AlertService.open(`${config.stateDir}/alerts.db`, {
+      resolveAfter: config.alerts.resolveAfter,
+      retentionDays: config.alerts.retentionDays,
+      webhooks: config.webhooks,
+      registry: this.#metrics.registry,
+      log,
+    });
     for (const g of config.guests) {
-      this.#guests.set(g.name, new Guest(g, config, this.#metrics, log));
+      this.#guests.set(
+        g.name,
+        new Guest(g, config, this.#metrics, log, (f, at) => this.applyFindings(g.name, f, at)),
+      );
     }
   }
 
-  /** Starts refreshing every guest (the first refreshes run in the background). */
+  /**
+   * Starts refreshing every guest (the first refreshes run in the background). Opens the alert
+   * store `stateDir/alerts.db`.
+   * @throws {Error} when the alert store cannot be opened
+   */
   static start(config: ServiceConfig, options: MonitorOptions = {}): MonitorService {
     const log = options.log ?? ((line: string) => console.error(`ebpfmon-ids: ${line}`));
     const service = new MonitorService(config, log);
@@ -154,9 +172,34 @@ export class MonitorService implements Monitor, AsyncDisposable {
     return this.#metrics.registry.metrics();
   }
 
-  /** Stops every guest's loop and closes its connection. Idempotent. */
+  /**
+   * Stores one scan's findings of guest `vm` taken at `scanAt` (epoch ms) as alerts, and sends
+   * the changes to the webhooks and the alert stream (without waiting for them).
+   * @throws {UnknownVmError}
+   * @throws {TypeError} for a finding of unknown severity
+   * @throws {Error} when the alert store fails (nothing of the scan is stored then)
+   */
+  applyFindings(vm: string, findings: readonly Finding[], scanAt: number): AlertChange[] {
+    this.#guest(vm);
+    return this.#alerts.apply(vm, findings, scanAt);
+  }
+
+  alerts(query: AlertQuery = {}): Alert[] {
+    return this.#alerts.list(query);
+  }
+
+  alertsAfter(id: number, limit?: number): AlertChange[] {
+    return this.#alerts.eventsAfter(id, limit);
+  }
+
+  subscribeAlerts(listener: (change: AlertChange) => void): () => void {
+    return this.#alerts.subscribe(listener);
+  }
+
+  /** Stops every guest's loop and closes its connection, then the alert store. Idempotent. */
   async close(): Promise<void> {
     await Promise.all([...this.#guests.values()].map((g) => g.close()));
+    await this.#alerts.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -5,11 +5,13 @@
  * @module
  */
 
+import type { Alert, AlertChange, AlertQuery } from "../alerts/mod.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, Mode, ModulesAnswer, SnapshotStats } from "../session.ts";
 
 export { NoSuchProcessError } from "../session.ts";
+export type { Alert, AlertChange, AlertQuery } from "../alerts/mod.ts";
 
 /** The views the monitor takes of a guest. */
 export const VIEWS = ["processes", "modules", "sockets", "files"] as const;
@@ -171,4 +173,14 @@ export interface Monitor {
   stats(name: string): VmStats;
   /** Prometheus text exposition of the monitor's metrics. */
   metrics(): Promise<string>;
+  /**
+   * Stored alerts that pass every filter, the most recently seen first. A `vm` filter may name
+   * a guest no longer configured (its alerts stay until the retention drops them).
+   * @throws {RangeError} when `limit` is out of range
+   */
+  alerts(query?: AlertQuery): Alert[];
+  /** Alert changes after event id `id` (0: the oldest kept), oldest first, at most `limit`. */
+  alertsAfter(id: number, limit?: number): AlertChange[];
+  /** Calls `listener` with every alert change once stored; returns the unsubscribe. */
+  subscribeAlerts(listener: (change: AlertChange) => void): () => void;
 }

@@ -1,0 +1,40 @@
+/**
+ * Every source and every rule. A section is read only when an enabled rule needs it.
+ *
+ * @module
+ */
+
+import { bpfSource } from "../linux/bpf_programs.ts";
+import { ftraceSource } from "../linux/ftrace.ts";
+import { pointersSource } from "../linux/kernel_pointers.ts";
+import { modulesSource } from "../linux/module_views.ts";
+import { bpfProgram } from "./bpf_program.ts";
+import { ftraceHook } from "./ftrace_hook.ts";
+import { hiddenModule } from "./hidden_module.ts";
+import { hookedPointer } from "./hooked_pointer.ts";
+import { hiddenProcess } from "./hidden_process.ts";
+import { newListener } from "./new_listener.ts";
+import { privilegeEscalation } from "./privilege_escalation.ts";
+import { sharedCred } from "./shared_cred.ts";
+import { processesSource, socketsSource } from "./sources.ts";
+import type { Detector, SectionName, Source } from "./types.ts";
+
+export const SOURCES: { [K in SectionName]: Source<K> } = {
+  processes: processesSource,
+  sockets: socketsSource,
+  bpf: bpfSource,
+  modules: modulesSource,
+  pointers: pointersSource,
+  ftrace: ftraceSource,
+};
+
+export const DETECTORS: readonly Detector[] = [
+  hiddenProcess,
+  sharedCred,
+  privilegeEscalation,
+  newListener,
+  bpfProgram,
+  hiddenModule,
+  hookedPointer,
+  ftraceHook,
+];

@@ -1,0 +1,581 @@
+/**
+ * The kernel's function-pointer tables a rootkit rewrites, read from guest memory: every entry
+ * of `sys_call_table` (and `ia32_sys_call_table`), the 256 gates of the IDT (`idt_table`), the
+ * `seq_operations` behind /proc/net/tcp, udp, tcp6 and udp6 (`tcp4_seq_ops`, `udp_seq_ops`,
+ * `tcp6_seq_ops`, `udp6_seq_ops`) and the operations of the /proc root (`proc_root`'s
+ * `proc_dir_ops` and `proc_iops`). Each value must point into core kernel text
+ * ([`_stext`, `_etext`), entry text included) or, for a table that lives in a module (tcp6 with
+ * a modular ipv6), into that module's text; the section keeps only the entries outside core
+ * text, and the `hooked_pointer` rule names the owner of each (ids/detect/hooked_pointer.ts).
+ * One exception, seen on every booted kernel: the reserved exception vectors (below 32) the
+ * kernel never sets keep their boot-time handlers of `early_idt_handler_array`, in init text
+ * ([`_sinittext`, `_einittext`)); they are counted per table (`boot`), not reported.
+ *
+ * Which kernels dispatch through the table: Linux up to 6.8 calls `sys_call_table[nr]` from
+ * `do_syscall_64`; since the 2024 branch-history mitigation (6.9, and stable kernels that took
+ * it, such as Debian's 6.1.176) `x64_sys_call()` switches on the number and calls each
+ * `__x64_sys_*` directly, so a rewritten entry is no longer called there. The table is still
+ * the kernel's (seccomp, tracing and ia32 paths read it) and what rootkits write, so it is
+ * checked on every kernel.
+ *
+ * The number of system calls is the length of `trace_array.enter_syscall_files[NR_syscalls]` in
+ * BTF (present with CONFIG_FTRACE_SYSCALLS); the ia32 table has the same length, as every
+ * system call since Linux 5.1 has the same number on every architecture and both tables end at
+ * the newest. Without that array the tables are reported absent, with the reason.
+ *
+ * Everything is read at symbol addresses, so the section needs data symbols in kallsyms
+ * (CONFIG_KALLSYMS_ALL); a kernel that hides them gets `supported: false` naming the symbol.
+ *
+ * @module
+ */
+
+import type { Btf } from "../btf/mod.ts";
+import { hex, type KAddr, pointerAt } from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import {
+  type Decoded,
+  type FieldSpec,
+  LayoutError,
+  ptr,
+  readStruct,
+  type ResolvedField,
+  resolveLayout,
+  type StructLayout,
+} from "../kernel/layout.ts";
+import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
+import type { ScanContext, Section, Source } from "../detect/types.ts";
+import type { ModuleViews } from "./module_views.ts";
+
+/** [start, end) of guest memory, as 64-bit hex. */
+export interface AddressRange {
+  start: string;
+  end: string;
+}
+
+/** Who owns an address: core kernel text, a listed module, a module only other views hold. */
+export type Owner =
+  | { kind: "kernel" }
+  | { kind: "module"; name: string }
+  | { kind: "hidden-module"; name: string }
+  | { kind: "none" };
+
+const inRange = (v: bigint, r: AddressRange) => v >= BigInt(r.start) && v < BigInt(r.end);
+
+/** Whether `value` lies in one of `ranges`. */
+export function inRanges(value: bigint, ranges: readonly AddressRange[]): boolean {
+  return ranges.some((r) => inRange(value, r));
+}
+
+/**
+ * The owner of the code address `value`: core text, else the module whose text holds it (listed
+ * when the module list holds it, hidden when only the kset or mod_tree do), else none.
+ */
+export function ownerOf(
+  value: bigint,
+  core: readonly AddressRange[],
+  modules: ModuleViews | undefined,
+): Owner {
+  if (inRanges(value, core)) return { kind: "kernel" };
+  const module = modules?.modules.find((m) => inRanges(value, m.text));
+  if (!module) return { kind: "none" };
+  return module.seenIn.includes("list")
+    ? { kind: "module", name: module.name }
+    : { kind: "hidden-module", name: module.name };
+}
+
+/** The module whose memory holds `address` (a table, an ops structure), if any. */
+export function moduleHolding(address: bigint, modules: ModuleViews | undefined) {
+  return modules?.modules.find((m) => inRanges(address, m.memory));
+}
+
+/** `0x` and 16 hex digits. */
+export const hex64 = (v: bigint) => "0x" + v.toString(16).padStart(16, "0");
+
+/** A field of a {@linkcode fixedLayout}: where it is, how big, how it decodes. */
+export interface FixedField {
+  name: string;
+  offset: number;
+  size: number;
+  kind: "ptr" | "raw";
+}
+
+/**
+ * A layout whose fields are at known offsets rather than BTF member paths: an rb_node inside
+ * an array member, or regions of the kernel image at symbol addresses. `ptr` fields decode to
+ * pointers, `raw` to bytes.
+ */
+export function fixedLayout(
+  struct: string,
+  size: number,
+  fields: readonly FixedField[],
+): StructLayout<Record<string, unknown>> {
+  const resolved: ResolvedField[] = fields.map((f) => ({ ...f, member: f.name }));
+  const start = Math.min(...fields.map((f) => f.offset));
+  const end = Math.max(...fields.map((f) => f.offset + f.size));
+  return {
+    struct,
+    size,
+    fields: resolved,
+    start,
+    end,
+    ranges: fields.map((f) => ({ off: f.offset - start, len: f.size })),
+    decode(view: DataView) {
+      const out: Record<string, unknown> = {};
+      for (const f of fields) {
+        const at = f.offset - start;
+        out[f.name] = f.kind === "ptr"
+          ? pointerAt(view, at)
+          : new Uint8Array(view.buffer, view.byteOffset + at, f.size).slice();
+      }
+      return out;
+    },
+  };
+}
+
+/** A region of the kernel image a plan copies: the object at a symbol's address. */
+export interface ImageRegion {
+  name: string;
+  at: KAddr;
+  len: number;
+}
+
+/** Farthest a region may be from the lowest one (a plan's offsets are 32-bit). */
+const MAX_SPAN = 2 ** 31;
+
+/**
+ * Adds ONE root for objects of the kernel image at known addresses: a node at the lowest
+ * address whose ranges are the regions, each a field named after it (so pointer edges can start
+ * there). Regions too far from the lowest are left out (read on demand). Returns the node and
+ * each region's offset from it, or undefined without regions.
+ */
+export function planKernelImage(
+  b: PlanBuilder,
+  regions: readonly ImageRegion[],
+): { node: NodeRef; offsets: Map<string, number> } | undefined {
+  if (regions.length === 0) return undefined;
+  const base = Math.min(...regions.map((r) => r.at));
+  const near = regions.filter((r) => r.at - base < MAX_SPAN && r.len > 0);
+  const fields = near.map((r) => ({
+    name: r.name,
+    offset: r.at - base,
+    size: r.len,
+    kind: "raw" as const,
+  }));
+  const lowest = fields.find((f) => f.offset === 0)!;
+  const layout = fixedLayout("kernel image", lowest.size, fields);
+  const node = b.node(layout, { extra: fields.map((f) => ({ off: f.offset, len: f.size })) });
+  b.root(base, node);
+  return { node, offsets: new Map(fields.map((f) => [f.name, f.offset])) };
+}
+
+/** One checked table. */
+export interface PointerTable {
+  /** `sys_call_table`, `idt_table`, `tcp4_seq_ops`, `proc_root.proc_dir_ops`... */
+  table: string;
+  address: string;
+  /** Entries it has. */
+  slots: number;
+  /** Entries that are not NULL (IDT: not zero). */
+  set: number;
+  /**
+   * IDT only: exception vectors the kernel never set (reserved ones), still at the boot-time
+   * handlers of `early_idt_handler_array` in init text, freed and unmapped after boot.
+   */
+  boot?: number;
+  /** Set when the table could not be read. */
+  error?: string;
+}
+
+/** An entry outside core kernel text. */
+export interface PointerEntry {
+  table: string;
+  /** Index (system call number, vector) or member name. */
+  slot: string;
+  value: string;
+  /** Where the table is (the operations structure, for the /proc root). */
+  tableAddress: string;
+}
+
+/** The `pointers` section. */
+export interface KernelPointers {
+  /** Core kernel text: [_stext, _etext), and entry text where it lies outside. */
+  core: AddressRange[];
+  tables: PointerTable[];
+  /** Tables this kernel lacks or hides, with the reason. */
+  absent: { table: string; reason: string }[];
+  /** Entries outside core text, in table order. */
+  outside: PointerEntry[];
+}
+
+/** Number of gates in the x86-64 IDT (architectural). */
+export const IDT_ENTRIES = 256;
+/** The vectors reserved for exceptions (architectural): 0..31. */
+const EXCEPTION_VECTORS = 32;
+
+const SEQ_TABLES = ["tcp4_seq_ops", "udp_seq_ops", "tcp6_seq_ops", "udp6_seq_ops"] as const;
+const SYSCALL_TABLES = ["sys_call_table", "ia32_sys_call_table"] as const;
+
+/** Symbols {@linkcode pointersSource} asks for. */
+export const POINTER_SYMBOLS = [
+  "_stext",
+  "_etext",
+  "__entry_text_start",
+  "__entry_text_end",
+  "_sinittext",
+  "_einittext",
+  ...SYSCALL_TABLES,
+  "idt_table",
+  ...SEQ_TABLES,
+  "proc_root",
+] as const;
+
+/** The members of `struct` that are function pointers, as a layout of pointers. */
+function functionPointers(btf: Btf, struct: string) {
+  let members;
+  try {
+    members = btf.struct(struct).members;
+  } catch (error) {
+    throw new LayoutError(`Cannot resolve struct "${struct}": ${(error as Error).message}`);
+  }
+  const spec: Record<string, FieldSpec<"ptr">> = {};
+  for (const m of members) {
+    if (!m.name) continue;
+    const t = btf.type(btf.resolve(m.typeId));
+    if (t.kind === "PTR" && btf.type(btf.resolve(t.typeId)).kind === "FUNC_PROTO") {
+      spec[m.name] = ptr(m.name);
+    }
+  }
+  if (Object.keys(spec).length === 0) {
+    throw new LayoutError(`struct "${struct}" has no function pointer`);
+  }
+  return resolveLayout(btf, struct, spec);
+}
+
+type Result<T> = { ok: T } | { reason: string };
+
+function attempt<T>(make: () => T): Result<T> {
+  try {
+    return { ok: make() };
+  } catch (error) {
+    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
+      return { reason: (error as Error).message };
+    }
+    throw error;
+  }
+}
+
+/**
+ * Resolves what the tables are made of in one kernel; a part the kernel lacks is a reason, not
+ * an error.
+ */
+export function resolvePointerTypes(btf: Btf) {
+  return {
+    syscalls: attempt(() => {
+      const field = btf.field("trace_array", "enter_syscall_files");
+      const array = btf.type(btf.resolve(field.typeId));
+      if (array.kind !== "ARRAY" || array.count === 0) {
+        throw new LayoutError(`"enter_syscall_files" of struct "trace_array" is no array`);
+      }
+      return array.count;
+    }),
+    gate: attempt(() => ({
+      size: btf.sizeof(btf.struct("gate_struct").id),
+      low: btf.field("gate_struct", "offset_low").offset,
+      middle: btf.field("gate_struct", "offset_middle").offset,
+      high: btf.field("gate_struct", "offset_high").offset,
+    })),
+    seqOps: attempt(() => functionPointers(btf, "seq_operations")),
+    procRoot: attempt(() =>
+      resolveLayout(btf, "proc_dir_entry", {
+        dirOps: ptr("proc_dir_ops"),
+        iops: ptr("proc_iops"),
+      })
+    ),
+    fileOps: attempt(() => functionPointers(btf, "file_operations")),
+    inodeOps: attempt(() => functionPointers(btf, "inode_operations")),
+  };
+}
+
+/** The resolved table types of one kernel. */
+export type PointerTypes = ReturnType<typeof resolvePointerTypes>;
+
+/** A table to read: where, how many bytes, and how its entries decode. */
+interface TablePlan {
+  table: string;
+  at: KAddr;
+  len: number;
+  read: (mem: GuestMemory) => Promise<{ slots: number; entries: [string, bigint][] }>;
+  /** Entries below `slots` that may still hold their boot-time value in init text. */
+  boot?: { slots: number; ranges: AddressRange[] };
+}
+
+function u64(view: DataView, at: number): bigint {
+  return view.getBigUint64(at, true);
+}
+
+function pointerTable(
+  table: string,
+  at: KAddr,
+  count: number,
+): TablePlan {
+  return {
+    table,
+    at,
+    len: count * 8,
+    async read(mem) {
+      const bytes = await mem.read(at, count * 8);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const entries: [string, bigint][] = [];
+      for (let i = 0; i < count; i++) entries.push([String(i), u64(view, i * 8)]);
+      return { slots: count, entries };
+    },
+  };
+}
+
+function idtTable(
+  at: KAddr,
+  gate: { size: number; low: number; middle: number; high: number },
+  initText: AddressRange[],
+): TablePlan {
+  return {
+    boot: { slots: EXCEPTION_VECTORS, ranges: initText },
+    table: "idt_table",
+    at,
+    len: IDT_ENTRIES * gate.size,
+    async read(mem: GuestMemory) {
+      const bytes = await mem.read(at, IDT_ENTRIES * gate.size);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const entries: [string, bigint][] = [];
+      for (let i = 0; i < IDT_ENTRIES; i++) {
+        const g = i * gate.size;
+        const handler = (BigInt(view.getUint32(g + gate.high, true)) << 32n) |
+          (BigInt(view.getUint16(g + gate.middle, true)) << 16n) |
+          BigInt(view.getUint16(g + gate.low, true));
+        entries.push([String(i), handler]);
+      }
+      return { slots: IDT_ENTRIES, entries };
+    },
+  };
+}
+
+function opsTable(
+  table: string,
+  at: KAddr,
+  layout: StructLayout<Decoded<Record<string, FieldSpec<"ptr">>>>,
+): TablePlan {
+  return {
+    table,
+    at,
+    len: layout.size,
+    async read(mem) {
+      const bytes = await mem.read(at + layout.start, layout.end - layout.start);
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return {
+        slots: layout.fields.length,
+        entries: layout.fields.map((f) => [f.name, u64(view, f.offset - layout.start)]),
+      };
+    },
+  };
+}
+
+interface PointerPlan {
+  core: AddressRange[];
+  tables: TablePlan[];
+  absent: { table: string; reason: string }[];
+  /** proc_root's operations pointers, followed when present. */
+  procRoot?: { at: KAddr; layout: Extract<PointerTypes["procRoot"], { ok: unknown }>["ok"] };
+}
+
+const missing = (name: string) => `kallsyms does not give the address of "${name}"`;
+
+/** What the section reads, from the symbols and types; a string says why it cannot be read. */
+function pointerPlan(ctx: ScanContext, types: PointerTypes): PointerPlan | string {
+  const sym = (name: string) => ctx.symbols.get(name) || undefined;
+  const stext = sym("_stext");
+  const etext = sym("_etext");
+  if (stext === undefined) return missing("_stext");
+  if (etext === undefined) return missing("_etext");
+  const core: AddressRange[] = [{ start: hex(stext), end: hex(etext) }];
+  const entryStart = sym("__entry_text_start");
+  const entryEnd = sym("__entry_text_end");
+  if (
+    entryStart !== undefined && entryEnd !== undefined && (entryStart < stext || entryEnd > etext)
+  ) {
+    core.push({ start: hex(entryStart), end: hex(entryEnd) });
+  }
+  const tables: TablePlan[] = [];
+  const absent: { table: string; reason: string }[] = [];
+  const add = (table: string, make: (at: KAddr) => TablePlan | string) => {
+    const at = sym(table);
+    const made = at === undefined ? missing(table) : make(at);
+    if (typeof made === "string") absent.push({ table, reason: made });
+    else tables.push(made);
+  };
+  for (const table of SYSCALL_TABLES) {
+    add(
+      table,
+      (at) =>
+        "ok" in types.syscalls
+          ? pointerTable(table, at, types.syscalls.ok)
+          : `the number of system calls is unknown: ${types.syscalls.reason}`,
+    );
+  }
+  const initStart = sym("_sinittext");
+  const initEnd = sym("_einittext");
+  const initText = initStart !== undefined && initEnd !== undefined
+    ? [{ start: hex(initStart), end: hex(initEnd) }]
+    : [];
+  add(
+    "idt_table",
+    (at) => "ok" in types.gate ? idtTable(at, types.gate.ok, initText) : types.gate.reason,
+  );
+  for (const table of SEQ_TABLES) {
+    add(
+      table,
+      (at) => "ok" in types.seqOps ? opsTable(table, at, types.seqOps.ok) : types.seqOps.reason,
+    );
+  }
+  let procRoot: PointerPlan["procRoot"];
+  const root = sym("proc_root");
+  if (root === undefined) absent.push({ table: "proc_root", reason: missing("proc_root") });
+  else if (!("ok" in types.procRoot)) {
+    absent.push({ table: "proc_root", reason: types.procRoot.reason });
+  } else procRoot = { at: root, layout: types.procRoot.ok };
+  if (tables.length === 0 && !procRoot) {
+    return `no table can be read: ${absent.map((a) => `${a.table}: ${a.reason}`).join("; ")}`;
+  }
+  return { core, tables, absent, procRoot };
+}
+
+const typesOf = new WeakMap<Btf, PointerTypes>();
+
+function pointerTypes(btf: Btf): PointerTypes {
+  let types = typesOf.get(btf);
+  if (!types) typesOf.set(btf, types = resolvePointerTypes(btf));
+  return types;
+}
+
+/** Adds to `b` what {@linkcode readKernelPointers} reads: one root, two nodes. */
+export function planKernelPointers(b: PlanBuilder, ctx: ScanContext): void {
+  const types = pointerTypes(ctx.btf);
+  const plan = pointerPlan(ctx, types);
+  if (typeof plan === "string") return;
+  const regions: ImageRegion[] = plan.tables.map((t) => ({ name: t.table, at: t.at, len: t.len }));
+  const root = plan.procRoot;
+  if (root) {
+    for (const f of root.layout.fields) {
+      regions.push({ name: `proc_root.${f.member}`, at: root.at + f.offset, len: f.size });
+    }
+  }
+  const image = planKernelImage(b, regions);
+  if (!image || !root) return;
+  // Both operations structures are one node: a range as long as the larger of them.
+  const ops = [["proc_dir_ops", types.fileOps], ["proc_iops", types.inodeOps]] as const;
+  const size = Math.max(...ops.map(([, o]) => "ok" in o ? o.ok.size : 0));
+  if (size === 0) return;
+  const node = b.node(fixedLayout("operations", size, [
+    { name: "all", offset: 0, size, kind: "raw" },
+  ]));
+  for (const [field, o] of ops) {
+    const name = `proc_root.${field}`;
+    if ("ok" in o && image.offsets.has(name)) b.ptr(image.node, name, node);
+  }
+}
+
+/**
+ * Reads the `pointers` section. Never throws for what guest memory holds: a table that cannot
+ * be read is listed with its error.
+ */
+export async function readKernelPointers(
+  mem: GuestMemory,
+  ctx: ScanContext,
+): Promise<Section<KernelPointers>> {
+  const types = pointerTypes(ctx.btf);
+  const plan = pointerPlan(ctx, types);
+  if (typeof plan === "string") return { supported: false, reason: plan };
+  const value: KernelPointers = {
+    core: plan.core,
+    tables: [],
+    absent: [...plan.absent],
+    outside: [],
+  };
+  const core = plan.core;
+  const check = async (t: TablePlan) => {
+    const table: PointerTable = { table: t.table, address: hex(t.at), slots: 0, set: 0 };
+    value.tables.push(table);
+    try {
+      const { slots, entries } = await t.read(mem);
+      table.slots = slots;
+      for (const [slot, v] of entries) {
+        if (v === 0n) continue;
+        table.set++;
+        if (t.boot && Number(slot) < t.boot.slots && inRanges(v, t.boot.ranges)) {
+          table.boot = (table.boot ?? 0) + 1;
+        } else if (!inRanges(v, core)) {
+          value.outside.push({
+            table: t.table,
+            slot,
+            value: hex64(v),
+            tableAddress: table.address,
+          });
+        }
+      }
+    } catch (error) {
+      table.error = (error as Error).message;
+    }
+  };
+  for (const t of plan.tables) await check(t);
+  if (plan.procRoot) {
+    let fields: { dirOps: unknown; iops: unknown } | undefined;
+    try {
+      fields = await readStruct(mem, plan.procRoot.at, plan.procRoot.layout);
+    } catch (error) {
+      value.tables.push({
+        table: "proc_root",
+        address: hex(plan.procRoot.at),
+        slots: 0,
+        set: 0,
+        error: (error as Error).message,
+      });
+    }
+    const ops = [
+      ["proc_root.proc_dir_ops", fields?.dirOps, types.fileOps],
+      ["proc_root.proc_iops", fields?.iops, types.inodeOps],
+    ] as const;
+    for (const [table, at, layout] of ops) {
+      if (!fields) break;
+      if (!("ok" in layout)) {
+        value.absent.push({ table, reason: layout.reason });
+      } else if (typeof at === "number") {
+        await check(opsTable(table, at, layout.ok));
+      } else if (at !== null) {
+        value.tables.push({
+          table,
+          address: hex64(0n),
+          slots: 0,
+          set: 0,
+          error: `${table} is not a kernel address`,
+        });
+      }
+    }
+  }
+  const errors = value.tables.filter((t) => t.error);
+  return {
+    supported: true,
+    value,
+    truncated: errors.length > 0,
+    ...(errors.length ? { reason: errors.map((t) => `${t.table}: ${t.error}`).join("; ") } : {}),
+  };
+}
+
+/** The source of the `pointers` section. */
+export const pointersSource: Source<"pointers"> = {
+  name: "pointers",
+  symbols: POINTER_SYMBOLS,
+  plan(b, ctx) {
+    planKernelPointers(b, ctx);
+  },
+  read(memory, ctx) {
+    return readKernelPointers(memory, ctx);
+  },
+};

@@ -1,0 +1,420 @@
+/**
+ * Processes seen through three independent kernel structures, for finding what a rootkit hides:
+ *
+ * - `tasks`: init_task's task list (what `ps` in the guest ultimately reads, and what a rootkit
+ *   unlinks a task from);
+ * - `pid_idr`: the init pid namespace's pid IDR (`init_pid_ns.idr` -> `struct pid` ->
+ *   `tasks[PIDTYPE_PID]` -> the task, whose `group_leader` is its process), which holds every
+ *   thread of every pid namespace by its global pid;
+ * - `children`: each task's `children` list from init_task down (the process tree).
+ *
+ * A process missing from a view is only a suspicion: the walks are not atomic, and a process
+ * forks or exits between them. Each suspicion is re-checked against the live guest, on the
+ * task's own structures: a process missing from the task list is hidden only when it is still
+ * alive and its `tasks` links do not lead back to it (unlinked); from the children list, when
+ * its `sibling` links do not; from the pid IDR, when looking up its pid (one read per level)
+ * does not find its `struct pid` holding it. A fork that linked the task after the walk, or an
+ * exit, clears the suspicion. Every walk is bounded and reports how it ended.
+ *
+ * @module
+ */
+
+import { isLinked } from "./_list.ts";
+import type { Btf } from "../btf/mod.ts";
+import { BadPointer, follow, hex, type KAddr, type Pointer, toKAddr } from "../memory/address.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import { offsetOf, ptr, raw, readStruct, resolveLayout, sint, uint } from "../kernel/layout.ts";
+import type { PlanBuilder } from "../kernel/plan.ts";
+import type { KernelTypes } from "../kernel/types.ts";
+import { lookupXarray, planXarray, readXarray, resolveXarrayTypes } from "../kernel/xarray.ts";
+import {
+  describeTask,
+  listProcesses,
+  type Process,
+  type ProcessViewName,
+  type TaskNodes,
+} from "./processes.ts";
+
+export const PROCESS_VIEWS: readonly ProcessViewName[] = ["tasks", "pid_idr", "children"];
+
+const PF_EXITING = 0x4;
+/** Suspicions re-checked per scan; past this the rest are reported unconfirmed, by count. */
+const MAX_CONFIRMS = 64;
+
+/** Resolves `struct pid`, `struct upid` and the pid namespace's IDR. */
+export function resolvePidTypes(btf: Btf) {
+  return {
+    pid: resolveLayout(btf, "pid", { level: uint("level"), tasks: raw("tasks") }),
+    /** `numbers[0]`, the pid in the init namespace, is a `struct upid` at this offset. */
+    numbersOffset: offsetOf(btf, "pid", "numbers"),
+    upid: resolveLayout(btf, "upid", { nr: sint("nr"), ns: ptr("ns") }),
+    pidns: resolveLayout(btf, "pid_namespace", { xaHead: ptr("idr.idr_rt.xa_head") }),
+    listHead: resolveLayout(btf, "list_head", { next: ptr("next"), prev: ptr("prev") }),
+    xarray: resolveXarrayTypes(btf),
+  };
+}
+
+/** The resolved pid structures of one guest kernel. */
+export type PidTypes = ReturnType<typeof resolvePidTypes>;
+
+/** How one view's walk went. */
+export interface ViewWalk {
+  /** Processes it holds. */
+  count: number;
+  truncated: boolean;
+  reason?: string;
+}
+
+/** A process missing from some view, confirmed against the live guest. */
+export interface HiddenProcess {
+  pid: number;
+  comm: string;
+  uid: number;
+  euid: number;
+  task: string;
+  seenIn: ProcessViewName[];
+  missingFrom: ProcessViewName[];
+}
+
+/** The `processes` section: every process any view holds, and what is hidden. */
+export interface ProcessViews {
+  /** The task list's processes in its order, then those only other views hold. */
+  processes: Process[];
+  hidden: HiddenProcess[];
+  views: Record<ProcessViewName, ViewWalk>;
+  /** Suspicions the live re-check cleared (a fork or exit during the scan). */
+  cleared: number;
+  /** Suspicions past the re-check limit, not confirmed and not raised. */
+  unconfirmed: number;
+  /** Suspicions re-checked against the live guest. */
+  confirmed: number;
+  /** The init pid namespace. */
+  pidNamespace: string;
+}
+
+/** Bounds of the walks. */
+export interface PidViewOptions {
+  /** Most tasks per view. @default 1_000_000 */
+  maxTasks?: number;
+}
+
+/** The init pid namespace: init_task's pid's namespace (a few reads, once per session). */
+export async function findInitPidNamespace(
+  mem: GuestMemory,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  initTask: KAddr,
+): Promise<KAddr> {
+  const task = await readStruct(mem, initTask, types.task);
+  const pid = follow(task.threadPid, `thread_pid of init_task ${hex(initTask)}`);
+  const upid = await readStruct(mem, pid + pidTypes.numbersOffset, pidTypes.upid);
+  return follow(upid.ns, `numbers[0].ns of init_task's pid ${hex(pid)}`);
+}
+
+/**
+ * Adds to `b` what {@linkcode readProcessViews} reads beyond the task list: every task's
+ * children list, its group leader, and the pid IDR down to each pid's task.
+ */
+export function planProcessViews(
+  b: PlanBuilder,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  tasks: TaskNodes,
+  pidNamespace: KAddr,
+): void {
+  b.list(tasks.root, types.childrenOffset, tasks.task, types.siblingOffset);
+  b.list(tasks.task, types.childrenOffset, tasks.task, types.siblingOffset);
+  b.ptr(tasks.task, "groupLeader", tasks.task);
+  // A child is on the children list of the thread that forked it: walk every thread's.
+  const signal = b.node(types.signal, { fieldsOnly: true });
+  b.ptr(tasks.task, "signal", signal);
+  b.list(signal, types.threadHeadOffset, tasks.task, types.threadNodeOffset, { max: 1 << 16 });
+  const ns = b.node(pidTypes.pidns);
+  b.root(pidNamespace, ns);
+  const pid = b.node(pidTypes.pid, {
+    extra: [{ off: pidTypes.numbersOffset, len: pidTypes.upid.size }],
+  });
+  planXarray(b, pidTypes.xarray, ns, "xaHead", pid);
+  b.chain(pid, "tasks", tasks.task, types.pidLinksOffset);
+}
+
+function u64(bytes: Uint8Array, at = 0): bigint {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(at, true);
+}
+
+function asAddr(p: Pointer): KAddr | undefined {
+  return p === null || p instanceof BadPointer ? undefined : p;
+}
+
+/** The tasks (their process's leaders) every view holds, then the suspicions re-checked. */
+export async function readProcessViews(
+  mem: GuestMemory,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  initTask: KAddr,
+  pidNamespace: KAddr,
+  confirm: GuestMemory,
+  options: PidViewOptions = {},
+): Promise<ProcessViews> {
+  const maxTasks = options.maxTasks ?? 1_000_000;
+  const list = await listProcesses(mem, types, initTask, { maxTasks });
+  const onList = new Set(list.processes.map((p) => toKAddr(BigInt(p.task))!));
+  const views: Record<ProcessViewName, ViewWalk> = {
+    tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },
+    pid_idr: { count: 0, truncated: false },
+    children: { count: 0, truncated: false },
+  };
+  const headAt = pidNamespace + pidTypes.pidns.fields[0].offset;
+  const inIdr = await idrLeaders(mem, types, pidTypes, headAt, maxTasks, views.pid_idr);
+  const inTree = await treeTasks(mem, types, initTask, maxTasks, views.children);
+  const holders: Record<ProcessViewName, Set<KAddr>> = {
+    tasks: onList,
+    pid_idr: inIdr,
+    children: inTree,
+  };
+  const all = [...onList, ...[...inIdr, ...inTree].filter((t) => !onList.has(t))];
+  const known = new Set<KAddr>();
+  const processes = list.processes.slice();
+  const initCred = asAddr((await readStruct(mem, initTask, types.task)).realCred);
+  const hidden: HiddenProcess[] = [];
+  const out = { cleared: 0, unconfirmed: 0, confirmed: 0 };
+  const byTask = new Map(processes.map((p) => [p.task, p]));
+  for (const at of all) {
+    if (known.has(at) || at === initTask) continue;
+    known.add(at);
+    const seenIn = PROCESS_VIEWS.filter((v) => holders[v].has(at));
+    let process = byTask.get(hex(at));
+    if (!process) {
+      process = await describeTask(mem, types, at, initCred).catch((error) => ({
+        ...unreadable(at),
+        error: (error as Error).message,
+      }));
+      processes.push(process);
+    }
+    process.seenIn = seenIn;
+    // A view whose walk did not finish cannot say a process is missing from it.
+    const missing = PROCESS_VIEWS.filter((v) => !holders[v].has(at) && !views[v].truncated);
+    if (!missing.length) continue;
+    if (out.confirmed >= MAX_CONFIRMS) {
+      out.unconfirmed++;
+      continue;
+    }
+    out.confirmed++;
+    const still = await recheck(confirm, types, pidTypes, headAt, at, process, missing);
+    if (!still.length) {
+      out.cleared++;
+      continue;
+    }
+    hidden.push({
+      pid: process.pid,
+      comm: process.comm,
+      uid: process.uid,
+      euid: process.euid,
+      task: hex(at),
+      seenIn,
+      missingFrom: still,
+    });
+  }
+  return {
+    processes,
+    hidden,
+    views,
+    ...out,
+    pidNamespace: hex(pidNamespace),
+  };
+}
+
+function unreadable(at: KAddr): Process {
+  return {
+    pid: -1,
+    tgid: -1,
+    ppid: -1,
+    comm: "",
+    state: "?",
+    uid: -1,
+    euid: -1,
+    suid: -1,
+    fsuid: -1,
+    gid: -1,
+    egid: -1,
+    sgid: -1,
+    fsgid: -1,
+    kthread: false,
+    task: hex(at),
+    cred: "",
+  };
+}
+
+/** The process leaders of the tasks the pid IDR holds. */
+async function idrLeaders(
+  mem: GuestMemory,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  headAt: KAddr,
+  maxTasks: number,
+  walk: ViewWalk,
+): Promise<Set<KAddr>> {
+  const leaders = new Set<KAddr>();
+  const contents = await readXarray(mem, pidTypes.xarray, headAt, { maxEntries: maxTasks });
+  walk.truncated = contents.truncated;
+  walk.reason = contents.reason;
+  for (const { index, value: pid } of contents.entries) {
+    try {
+      const first = u64((await readStruct(mem, pid, pidTypes.pid)).tasks);
+      if (first === 0n) continue; // allocated, not yet attached, or already detached
+      const task = follow(toPointer(first), `pid ${index}'s first task`) - types.pidLinksOffset;
+      const t = await readStruct(mem, task, types.task);
+      if (t.pid !== index) {
+        throw new Error(`task ${hex(task)} of pid ${index} has pid ${t.pid}`);
+      }
+      leaders.add(t.pid === t.tgid ? task : follow(t.groupLeader, `group_leader of ${hex(task)}`));
+    } catch (error) {
+      walk.truncated = true;
+      walk.reason ??= `pid ${index} (struct pid ${hex(pid)}): ${(error as Error).message}`;
+    }
+  }
+  walk.count = leaders.size;
+  return leaders;
+}
+
+function toPointer(value: bigint): Pointer {
+  return toKAddr(value) ?? new BadPointer("0x" + value.toString(16));
+}
+
+/** The threads of the process led by `leader` (its `signal->thread_head` list), at most `max`. */
+async function threadsOf(
+  mem: GuestMemory,
+  types: KernelTypes,
+  leader: KAddr,
+  max: number,
+): Promise<KAddr[]> {
+  const task = await readStruct(mem, leader, types.task);
+  if (task.signal === null) return [leader]; // init_task's own, or a task being freed
+  const signal = follow(task.signal, `signal of ${hex(leader)}`);
+  const head = signal + types.threadHeadOffset;
+  const threads: KAddr[] = [];
+  let e = follow((await readStruct(mem, signal, types.signal)).threadHeadNext, "thread_head");
+  while (e !== head) {
+    if (threads.length >= max) throw new Error(`more than ${max} threads in ${hex(leader)}`);
+    const thread = e - types.threadNodeOffset;
+    threads.push(thread);
+    e = follow((await readStruct(mem, thread, types.task)).threadNext, "thread_node.next");
+  }
+  return threads.length ? threads : [leader];
+}
+
+/**
+ * Every process reached through `children` lists from init_task, breadth first. A child is on
+ * the list of the thread that forked it, so every thread's list is walked.
+ */
+async function treeTasks(
+  mem: GuestMemory,
+  types: KernelTypes,
+  initTask: KAddr,
+  maxTasks: number,
+  walk: ViewWalk,
+): Promise<Set<KAddr>> {
+  const seen = new Set<KAddr>();
+  const queue: KAddr[] = [initTask];
+  const stop = (reason: string) => {
+    walk.truncated = true;
+    walk.reason ??= reason;
+  };
+  const parents: KAddr[] = [];
+  for (let q = 0; q < queue.length; q++) {
+    parents.length = 0;
+    try {
+      parents.push(...(q === 0 ? [initTask] : await threadsOf(mem, types, queue[q], 1 << 16)));
+    } catch (error) {
+      stop(`the threads of ${hex(queue[q])}: ${(error as Error).message}`);
+      parents.push(queue[q]);
+    }
+    for (const parent of parents) {
+      if (!await childrenOf(parent)) {
+        walk.count = seen.size;
+        return seen;
+      }
+    }
+  }
+  walk.count = seen.size;
+  return seen;
+
+  /** Adds the children of `parent` to the queue; false when past the bound. */
+  async function childrenOf(parent: KAddr): Promise<boolean> {
+    const head = parent + types.childrenOffset;
+    try {
+      let e = follow((await readStruct(mem, parent, types.task)).childrenNext, "children.next");
+      for (let n = 0; e !== head; n++) {
+        const child = e - types.siblingOffset;
+        if (seen.has(child) || child === initTask) {
+          stop(`the children list of ${hex(parent)} loops at ${hex(child)}`);
+          break;
+        }
+        if (seen.size >= maxTasks) {
+          stop(`more than ${maxTasks} tasks`);
+          return false;
+        }
+        seen.add(child);
+        queue.push(child);
+        e = follow((await readStruct(mem, child, types.task)).siblingNext, "sibling.next");
+      }
+    } catch (error) {
+      stop(`the children list of ${hex(parent)}: ${(error as Error).message}`);
+    }
+    return true;
+  }
+}
+
+/**
+ * Re-reads the task at `at` in the live guest: the views it is still missing from. None when
+ * it exited, when its memory now holds another task (freed and reused by a fork, which copies
+ * its parent's task before it is linked anywhere: the pid and start time tell), or when its own
+ * links show it in the view after all (it was linked after the walk).
+ */
+async function recheck(
+  live: GuestMemory,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  headAt: KAddr,
+  at: KAddr,
+  was: Process,
+  missing: ProcessViewName[],
+): Promise<ProcessViewName[]> {
+  try {
+    const task = await readStruct(live, at, types.task);
+    if (task.exitState !== 0 || (task.flags & PF_EXITING) !== 0) return [];
+    if (task.pid !== was.pid || task.startTime !== was.startTime) return [];
+    const still: ProcessViewName[] = [];
+    for (const view of missing) {
+      if (view === "tasks" && !await isLinked(live, pidTypes.listHead, at + types.tasksOffset)) {
+        still.push(view);
+      } else if (
+        view === "children" && !await isLinked(live, pidTypes.listHead, at + types.siblingOffset)
+      ) {
+        still.push(view);
+      } else if (view === "pid_idr" && !await inIdr(live, types, pidTypes, headAt, at, task.pid)) {
+        still.push(view);
+      }
+    }
+    return still;
+  } catch {
+    // It cannot be read any more: it is gone (freed), which is no proof of hiding.
+    return [];
+  }
+}
+
+/** Whether looking up `nr` in the live pid IDR leads to the task at `at`. */
+async function inIdr(
+  live: GuestMemory,
+  types: KernelTypes,
+  pidTypes: PidTypes,
+  headAt: KAddr,
+  at: KAddr,
+  nr: number,
+): Promise<boolean> {
+  if (nr <= 0) return false;
+  const pid = await lookupXarray(live, pidTypes.xarray, headAt, nr);
+  if (pid === undefined) return false;
+  const first = u64((await readStruct(live, pid, pidTypes.pid)).tasks);
+  return first !== 0n && toPointer(first) === at + types.pidLinksOffset;
+}
