@@ -4,7 +4,8 @@
  * @module
  */
 
-import { planTasks } from "../linux/processes.ts";
+import { listProcesses, planTasks, type ProcessList } from "../linux/processes.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   findInitPidNamespace,
   type PidTypes,
@@ -32,6 +33,14 @@ export function once<T>(ctx: ScanContext, key: string, make: () => T): T {
 export function sharedNodes(b: PlanBuilder, ctx: ScanContext): SharedNodes {
   let tasks: ReturnType<typeof planTasks> | undefined;
   return { tasks: () => tasks ??= planTasks(b, ctx.types, ctx.initTask) };
+}
+
+/** The task list of a snapshot, read once for every section that walks it. */
+const lists = new WeakMap<GuestMemory, Promise<ProcessList>>();
+function taskList(memory: GuestMemory, ctx: ScanContext): Promise<ProcessList> {
+  let list = lists.get(memory);
+  if (!list) lists.set(memory, list = listProcesses(memory, ctx.types, ctx.initTask));
+  return list;
 }
 
 function pidTypes(ctx: ScanContext): PidTypes {
@@ -66,6 +75,7 @@ export const processesSource: Source<"processes"> = {
       ctx.initTask,
       pidNamespace(ctx),
       confirm,
+      { list: await taskList(memory, ctx) },
     );
     const cut = Object.entries(value.views).filter(([, w]) => w.truncated);
     return {
@@ -90,7 +100,9 @@ export const socketsSource: Source<"sockets"> = {
   },
   async read(memory, ctx) {
     const types = once(ctx, "socket-types", () => resolveSocketTypes(ctx.btf));
-    const list = await listHeldSockets(memory, ctx.types, types, ctx.initTask);
+    const list = await listHeldSockets(memory, ctx.types, types, ctx.initTask, {
+      list: await taskList(memory, ctx),
+    });
     return {
       supported: true,
       value: list.sockets,

@@ -41,6 +41,19 @@ export function resolveKernelTypes(btf: Btf) {
       selfExecId: uint("self_exec_id"),
       startTime: uint("start_time"),
     }),
+    /**
+     * The links of a task to the other kernel views (pids.ts), all it reads of a thread: a
+     * thread is reached for its group leader and its children, not described.
+     */
+    taskLinks: resolveLayout(btf, "task_struct", {
+      pid: sint("pid"),
+      tgid: sint("tgid"),
+      groupLeader: ptr("group_leader"),
+      signal: ptr("signal"),
+      threadNext: ptr("thread_node.next"),
+      childrenNext: ptr("children.next"),
+      siblingNext: ptr("sibling.next"),
+    }),
     /** Offsets of list heads of task_struct: an entry minus its offset is its task. */
     childrenOffset: btf.field("task_struct", "children").offset,
     siblingOffset: btf.field("task_struct", "sibling").offset,

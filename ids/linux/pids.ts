@@ -23,7 +23,16 @@ import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
 import { BadPointer, follow, hex, type KAddr, type Pointer, toKAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { offsetOf, ptr, raw, readStruct, resolveLayout, sint, uint } from "../kernel/layout.ts";
+import {
+  type Fields,
+  offsetOf,
+  ptr,
+  raw,
+  readStruct,
+  resolveLayout,
+  sint,
+  uint,
+} from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { lookupXarray, planXarray, readXarray, resolveXarrayTypes } from "../kernel/xarray.ts";
@@ -31,6 +40,7 @@ import {
   describeTask,
   listProcesses,
   type Process,
+  type ProcessList,
   type ProcessViewName,
   type TaskNodes,
 } from "./processes.ts";
@@ -96,6 +106,8 @@ export interface ProcessViews {
 export interface PidViewOptions {
   /** Most tasks per view. @default 1_000_000 */
   maxTasks?: number;
+  /** The task list of this snapshot, when another view already read it. */
+  list?: ProcessList;
 }
 
 /** The init pid namespace: init_task's pid's namespace (a few reads, once per session). */
@@ -124,18 +136,21 @@ export function planProcessViews(
 ): void {
   b.list(tasks.root, types.childrenOffset, tasks.task, types.siblingOffset);
   b.list(tasks.task, types.childrenOffset, tasks.task, types.siblingOffset);
-  b.ptr(tasks.task, "groupLeader", tasks.task);
-  // A child is on the children list of the thread that forked it: walk every thread's.
+  // A child is on the children list of the thread that forked it: walk every thread's. A
+  // thread (reached from its process or the pid IDR) is read for its links only.
+  const thread = b.node(types.taskLinks, { fieldsOnly: true });
+  b.ptr(thread, "groupLeader", tasks.task);
+  b.list(thread, types.childrenOffset, tasks.task, types.siblingOffset);
   const signal = b.node(types.signal, { fieldsOnly: true });
   b.ptr(tasks.task, "signal", signal);
-  b.list(signal, types.threadHeadOffset, tasks.task, types.threadNodeOffset, { max: 1 << 16 });
+  b.list(signal, types.threadHeadOffset, thread, types.threadNodeOffset, { max: 1 << 16 });
   const ns = b.node(pidTypes.pidns);
   b.root(pidNamespace, ns);
   const pid = b.node(pidTypes.pid, {
     extra: [{ off: pidTypes.numbersOffset, len: pidTypes.upid.size }],
   });
   planXarray(b, pidTypes.xarray, ns, "xaHead", pid);
-  b.chain(pid, "tasks", tasks.task, types.pidLinksOffset);
+  b.chain(pid, "tasks", thread, types.pidLinksOffset);
 }
 
 function u64(bytes: Uint8Array, at = 0): bigint {
@@ -157,7 +172,7 @@ export async function readProcessViews(
   options: PidViewOptions = {},
 ): Promise<ProcessViews> {
   const maxTasks = options.maxTasks ?? 1_000_000;
-  const list = await listProcesses(mem, types, initTask, { maxTasks });
+  const list = options.list ?? await listProcesses(mem, types, initTask, { maxTasks });
   const onList = new Set(list.processes.map((p) => toKAddr(BigInt(p.task))!));
   const views: Record<ProcessViewName, ViewWalk> = {
     tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },
@@ -165,8 +180,15 @@ export async function readProcessViews(
     children: { count: 0, truncated: false },
   };
   const headAt = pidNamespace + pidTypes.pidns.fields[0].offset;
-  const inIdr = await idrLeaders(mem, types, pidTypes, headAt, maxTasks, views.pid_idr);
-  const inTree = await treeTasks(mem, types, initTask, maxTasks, views.children);
+  // Each task is read by several views: decode it once per scan.
+  const decoded = new Map<KAddr, Promise<TaskFields>>();
+  const task: ReadTask = (at) => {
+    let t = decoded.get(at);
+    if (!t) decoded.set(at, t = readStruct(mem, at, types.taskLinks));
+    return t;
+  };
+  const inIdr = await idrLeaders(mem, task, types, pidTypes, headAt, maxTasks, views.pid_idr);
+  const inTree = await treeTasks(mem, task, types, initTask, maxTasks, views.children);
   const holders: Record<ProcessViewName, Set<KAddr>> = {
     tasks: onList,
     pid_idr: inIdr,
@@ -245,9 +267,14 @@ function unreadable(at: KAddr): Process {
   };
 }
 
+type TaskFields = Fields<KernelTypes["taskLinks"]>;
+/** Reads (once per scan) the task at an address. */
+type ReadTask = (at: KAddr) => Promise<TaskFields>;
+
 /** The process leaders of the tasks the pid IDR holds. */
 async function idrLeaders(
   mem: GuestMemory,
+  task: ReadTask,
   types: KernelTypes,
   pidTypes: PidTypes,
   headAt: KAddr,
@@ -262,12 +289,12 @@ async function idrLeaders(
     try {
       const first = u64((await readStruct(mem, pid, pidTypes.pid)).tasks);
       if (first === 0n) continue; // allocated, not yet attached, or already detached
-      const task = follow(toPointer(first), `pid ${index}'s first task`) - types.pidLinksOffset;
-      const t = await readStruct(mem, task, types.task);
+      const at = follow(toPointer(first), `pid ${index}'s first task`) - types.pidLinksOffset;
+      const t = await task(at);
       if (t.pid !== index) {
-        throw new Error(`task ${hex(task)} of pid ${index} has pid ${t.pid}`);
+        throw new Error(`task ${hex(at)} of pid ${index} has pid ${t.pid}`);
       }
-      leaders.add(t.pid === t.tgid ? task : follow(t.groupLeader, `group_leader of ${hex(task)}`));
+      leaders.add(t.pid === t.tgid ? at : follow(t.groupLeader, `group_leader of ${hex(at)}`));
     } catch (error) {
       walk.truncated = true;
       walk.reason ??= `pid ${index} (struct pid ${hex(pid)}): ${(error as Error).message}`;
@@ -284,13 +311,14 @@ function toPointer(value: bigint): Pointer {
 /** The threads of the process led by `leader` (its `signal->thread_head` list), at most `max`. */
 async function threadsOf(
   mem: GuestMemory,
+  task: ReadTask,
   types: KernelTypes,
   leader: KAddr,
   max: number,
 ): Promise<KAddr[]> {
-  const task = await readStruct(mem, leader, types.task);
-  if (task.signal === null) return [leader]; // init_task's own, or a task being freed
-  const signal = follow(task.signal, `signal of ${hex(leader)}`);
+  const t = await task(leader);
+  if (t.signal === null) return [leader]; // init_task's own, or a task being freed
+  const signal = follow(t.signal, `signal of ${hex(leader)}`);
   const head = signal + types.threadHeadOffset;
   const threads: KAddr[] = [];
   let e = follow((await readStruct(mem, signal, types.signal)).threadHeadNext, "thread_head");
@@ -298,7 +326,7 @@ async function threadsOf(
     if (threads.length >= max) throw new Error(`more than ${max} threads in ${hex(leader)}`);
     const thread = e - types.threadNodeOffset;
     threads.push(thread);
-    e = follow((await readStruct(mem, thread, types.task)).threadNext, "thread_node.next");
+    e = follow((await task(thread)).threadNext, "thread_node.next");
   }
   return threads.length ? threads : [leader];
 }
@@ -309,6 +337,7 @@ async function threadsOf(
  */
 async function treeTasks(
   mem: GuestMemory,
+  task: ReadTask,
   types: KernelTypes,
   initTask: KAddr,
   maxTasks: number,
@@ -324,7 +353,9 @@ async function treeTasks(
   for (let q = 0; q < queue.length; q++) {
     parents.length = 0;
     try {
-      parents.push(...(q === 0 ? [initTask] : await threadsOf(mem, types, queue[q], 1 << 16)));
+      parents.push(
+        ...(q === 0 ? [initTask] : await threadsOf(mem, task, types, queue[q], 1 << 16)),
+      );
     } catch (error) {
       stop(`the threads of ${hex(queue[q])}: ${(error as Error).message}`);
       parents.push(queue[q]);
@@ -343,7 +374,7 @@ async function treeTasks(
   async function childrenOf(parent: KAddr): Promise<boolean> {
     const head = parent + types.childrenOffset;
     try {
-      let e = follow((await readStruct(mem, parent, types.task)).childrenNext, "children.next");
+      let e = follow((await task(parent)).childrenNext, "children.next");
       for (let n = 0; e !== head; n++) {
         const child = e - types.siblingOffset;
         if (seen.has(child) || child === initTask) {
@@ -356,7 +387,7 @@ async function treeTasks(
         }
         seen.add(child);
         queue.push(child);
-        e = follow((await readStruct(mem, child, types.task)).siblingNext, "sibling.next");
+        e = follow((await task(child)).siblingNext, "sibling.next");
       }
     } catch (error) {
       stop(`the children list of ${hex(parent)}: ${(error as Error).message}`);

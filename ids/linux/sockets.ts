@@ -31,7 +31,7 @@ import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
-import { listProcesses, type TaskNodes } from "./processes.ts";
+import { listProcesses, type ProcessList, type TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import {
   AF_INET,
@@ -95,6 +95,8 @@ export interface SocketOptions {
   /** Most tasks and fd slots per task scanned for owners. @default 1_000_000 and 65536 */
   maxTasks?: number;
   maxFds?: number;
+  /** listHeldSockets: the task list of this snapshot, when another view already read it. */
+  list?: ProcessList;
 }
 
 const DEFAULTS = {
@@ -464,9 +466,9 @@ export async function listHeldSockets(
   const limits = { ...DEFAULTS, ...options };
   const problems: string[] = [];
   const bySock = new Map<KAddr, Socket>();
-  let list;
+  let list = options.list;
   try {
-    list = await listProcesses(mem, core, initTask, { maxTasks: limits.maxTasks });
+    list ??= await listProcesses(mem, core, initTask, { maxTasks: limits.maxTasks });
   } catch (error) {
     return { sockets: [], truncated: true, reason: `processes: ${(error as Error).message}` };
   }
