@@ -13,7 +13,14 @@ import { checkCommand } from "./ids/detect/cli.ts";
 import { Command } from "@commander-js/extra-typings";
 import { agentCommand } from "./agent/cli.ts";
 import { spawnAgent } from "./agent/process.ts";
-import { formatProcesses, formatStats, psCommand, serveCommand } from "./ids/cli.ts";
+import {
+  formatProcesses,
+  formatStats,
+  formatTable,
+  printable,
+  psCommand,
+  serveCommand,
+} from "./ids/cli.ts";
 import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
 import { parseConfig } from "./ids/service/config.ts";
 import { startService } from "./ids/service/serve.ts";
@@ -53,6 +60,18 @@ function localCommand() {
         console.log();
         console.log(formatProcesses(snapshot.value));
         console.log(formatStats(snapshot.stats));
+        // The refresh that took the list also ran every detection rule.
+        const open = service.monitor.alerts({ vm: "local", state: "open" });
+        console.log();
+        console.log(`${open.length} open alerts; all of them with:`);
+        console.log(
+          `curl -H "Authorization: Bearer $(cat ${service.tokenFile})" ${service.url}/v1/alerts?state=open`,
+        );
+        if (open.length) {
+          const shown = open.slice(0, 10).map((a) => [a.severity, a.rule, printable(a.subject)]);
+          console.log(formatTable(["SEVERITY", "RULE", "SUBJECT"], shown, new Set()));
+          if (open.length > shown.length) console.log(`... and ${open.length - shown.length} more`);
+        }
         if (options.once) {
           await service.close();
           return;

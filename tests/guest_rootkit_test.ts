@@ -11,7 +11,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { openSession } from "../ids/connect.ts";
-import { runCheck } from "../ids/detect/mod.ts";
+import { runCheck, type Scan } from "../ids/detect/mod.ts";
 import { type Finding, severityRank } from "../ids/detect/types.ts";
 import { buildGuest, GUEST_PROCESSES, GUEST_ROOTKIT, GuestVm } from "../guest/mod.ts";
 
@@ -55,9 +55,12 @@ privilegedTest(
     assertEquals(vm.knownProcesses.map((p) => p.uid), [...GUEST_PROCESSES.uids]);
     const [, hidden, thief] = vm.knownProcesses;
 
+    /** The clean scans, for the rules over history (privilege_escalation). */
+    const clean = new Map<string, Scan>();
     await t.step("a clean guest gives no finding medium or worse, in both modes", async () => {
       for (const mode of MODES) {
-        const { findings } = await runCheck(session, mode);
+        const { findings, scan } = await runCheck(session, mode);
+        clean.set(mode, scan);
         assertEquals(show(serious(findings)), "", `${mode}: findings on a clean guest`);
       }
       assertEquals((await vm.modules()).filter((m) => m.name === GUEST_ROOTKIT.name), []);
@@ -123,7 +126,7 @@ privilegedTest(
 
     for (const mode of MODES) {
       await t.step(`${mode}: each technique is found by its rule`, async () => {
-        const { findings } = await runCheck(session, mode);
+        const { findings } = await runCheck(session, mode, { previous: clean.get(mode) });
         const found = new Set<Finding>();
         const of = (rule: string, match: (f: Finding) => boolean) => {
           const hits = findings.filter((f) => f.rule === rule && match(f));
@@ -169,6 +172,13 @@ privilegedTest(
           [...cred.evidence.pids as number[]].sort((a, b) => a - b),
           [1, thief.pid],
           `${mode}: ${thief.name} holds the cred of pid 1`,
+        );
+
+        const rise = of("privilege_escalation", (f) => f.subject === `pid ${thief.pid}`);
+        assertEquals(
+          [rise.evidence.before, rise.evidence.after].map((ids) => (ids as { uid: number }).uid),
+          [thief.uid, 0],
+          `${mode}: ${thief.name} became root without an exec`,
         );
 
         assertEquals(
