@@ -15,7 +15,7 @@
  * @module
  */
 
-import { runCheck } from "../ids/detect/mod.ts";
+import { runCheck, scanSections } from "../ids/detect/mod.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { openSession } from "../ids/connect.ts";
@@ -32,6 +32,12 @@ export const VIEWS: Record<string, ViewRunner> = {
   processes: async (session, mode) => {
     const { processes, stats } = await session.processes(mode);
     return { items: processes.length, stats };
+  },
+  /** `ps`: every process the task list, the pid IDR or the children lists hold. */
+  ps: async (session, mode) => {
+    const { scan, stats } = await scanSections(session, mode, ["processes"]);
+    const section = scan.sections.processes;
+    return { items: section?.supported ? section.value.processes.length : 0, stats };
   },
   /** Every detection rule over one scan; items are the findings. */
   check: async (session, mode) => {

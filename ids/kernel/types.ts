@@ -54,6 +54,8 @@ export function resolveKernelTypes(btf: Btf) {
       childrenNext: ptr("children.next"),
       siblingNext: ptr("sibling.next"),
     }),
+    /** What an fd-table walk reads of a task (files.ts). */
+    taskFiles: resolveLayout(btf, "task_struct", { pid: sint("pid"), files: ptr("files") }),
     /** Offsets of list heads of task_struct: an entry minus its offset is its task. */
     childrenOffset: btf.field("task_struct", "children").offset,
     siblingOffset: btf.field("task_struct", "sibling").offset,

@@ -147,7 +147,9 @@ export function planBpfPrograms(
   const { file } = planFdTables(b, types.fd, { root: task, task }, {
     maxFds: options.maxFds ?? DEFAULTS.maxFds,
   });
-  const fdProg = b.node(types.prog, { extra: jitedByte });
+  // Any file's private_data is a candidate, read for a type test: copy its fields only (a
+  // program-sized copy around a smaller object can run into unmapped memory and fail whole).
+  const fdProg = b.node(types.prog, { extra: jitedByte, fieldsOnly: true });
   const ownAux = b.node(types.aux);
   const aux = b.node(types.aux);
   const prog = b.node(types.prog, { extra: jitedByte });
@@ -156,6 +158,8 @@ export function planBpfPrograms(
   // Every file's private_data is read as a program; only a plausible type leads on to an aux,
   // and only a linked program's aux to the list.
   b.ptr(file, "privateData", fdProg);
+  const dentry = b.node(types.dentry, { fieldsOnly: true });
+  b.ptr(file, "dentry", dentry);
   b.ptr(fdProg, "aux", ownAux, 0, { when: { field: "type", inSet: typeMask(types) } });
   // Each entry's bpf_ksym is copied on its own: an aux-sized copy around an entry that is not a
   // program's (a trampoline near the end of a mapping) can fail where the ksym itself cannot.
@@ -219,6 +223,13 @@ async function readAux(
   return prog.aux === auxAt ? { progAt: aux.prog, auxAt, prog, aux } : undefined;
 }
 
+/** The name of a BPF program's anonymous inode, NUL included. */
+const BPF_PROG_NAME = new TextEncoder().encode("bpf-prog\0");
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  return bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
+}
+
 /** The pointer in the first 8 of `bytes`. */
 function pointerIn(bytes: Uint8Array): Pointer {
   return pointerAt(new DataView(bytes.buffer, bytes.byteOffset, 8), 0);
@@ -273,7 +284,10 @@ export async function listBpfPrograms(
     if (slot.file === undefined) continue;
     try {
       const file = await readStruct(mem, slot.file, types.fd.file);
-      if (typeof file.privateData !== "number") continue;
+      if (typeof file.privateData !== "number" || typeof file.dentry !== "number") continue;
+      // Only a program's fd holds a program: other files' private_data is something else.
+      const { name } = await readStruct(mem, file.dentry, types.dentry);
+      if (!startsWith(name, BPF_PROG_NAME)) continue;
       const program = await readProgram(mem, types, file.privateData, mask);
       if (program) own.set(program.auxAt, program);
     } catch {

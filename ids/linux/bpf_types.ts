@@ -26,6 +26,11 @@ export function resolveBpfTypes(btf: Btf) {
         privateData: ptr("private_data"),
       }),
     },
+    /**
+     * A file's dentry, for its name: a BPF program's fd is an anonymous inode named "bpf-prog"
+     * (`d_shortname` since Linux 6.15, `d_iname` before).
+     */
+    dentry: resolveLayout(btf, "dentry", { name: raw("d_shortname", "d_iname") }),
     prog: resolveLayout(btf, "bpf_prog", {
       type: uint("type"),
       tag: raw("tag"),

@@ -176,7 +176,7 @@ export async function readFdTable(
   const table: FdTable = { pid: -1, slots: [], truncated: false };
   let where = `task ${hex(task)}`;
   try {
-    const t = await readStruct(mem, task, core.task);
+    const t = await readStruct(mem, task, core.taskFiles);
     table.pid = t.pid;
     if (t.files === null) return table;
     const files = follow(t.files, "files");

@@ -482,9 +482,10 @@ export async function listHeldSockets(
       try {
         const file = await readStruct(mem, slot.file, types.fd.file);
         const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
-        const { mode } = await readStruct(mem, inode, types.inode);
-        if ((mode & 0o170000) !== S_IFSOCK) continue;
-        const { sk } = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+        // Read as the socket_alloc around it (what the plan copies); its i_mode says if it is one.
+        const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+        if ((alloc.mode & 0o170000) !== S_IFSOCK) continue;
+        const sk = alloc.sk;
         if (typeof sk !== "number") continue;
         let socket = bySock.get(sk);
         if (!socket) {
