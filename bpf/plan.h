@@ -20,7 +20,9 @@
  *                    `elem`: PLAN_ELEM_PTR (a pointer to the target, minus delta),
  *                    PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head of a chain whose entries are
  *                    the targets, minus delta). The elements
- *                    themselves (count * stride bytes at a) are copied too, before their targets.
+ *                    themselves (count * stride bytes at a) are copied too, before their targets;
+ *                    with PLAN_FLAG_SPARSE (PTR elements only), only each non-NULL pointer is
+ *                    copied (its 8 bytes), for a mostly empty table (an fd array).
  *   PLAN_EDGE_SLOTS  obj + off holds `max` u64 slots (an xarray node's `slots`, a table of
  *                    pointers); a slot's value v is an entry when v != 0 and
  *                    (v & aux) == stride (aux is the tag mask, stride the tag value: an xarray
@@ -28,7 +30,8 @@
  *                    target at v - delta. Values below the kernel half are skipped, unread
  *                    (xarray sibling and retry entries are small numbers, not pointers).
  *   PLAN_EDGE_BYTES  copy `n` bytes at p = *(u64 *)(obj + off), n being the `count_size`-byte
- *                    value at obj + aux, at most `max` bytes.
+ *                    value at obj + aux (a number of bits, rounded up to bytes, with
+ *                    PLAN_FLAG_BITS: a bitmap), at most `max` bytes.
  *
  * An edge may carry a condition on a field of the current object, read as `cond_size` bytes at
  * `cond_off`: PLAN_COND_EQ follows when (field & mask) == value; PLAN_COND_IN_SET when the
@@ -70,6 +73,8 @@
 
 /* Edge flags. */
 #define PLAN_FLAG_COUNT_IS_MASK 1
+#define PLAN_FLAG_SPARSE 2
+#define PLAN_FLAG_BITS 4
 /* Node flags. */
 #define PLAN_FLAG_DEDUPE 1
 
@@ -82,7 +87,7 @@ struct plan_edge {
 	__u8 kind;       /* PLAN_EDGE_* */
 	__u8 target;     /* node index */
 	__u8 elem;       /* ARRAY: PLAN_ELEM_* */
-	__u8 flags;      /* PLAN_FLAG_COUNT_IS_MASK */
+	__u8 flags;      /* PLAN_FLAG_COUNT_IS_MASK, PLAN_FLAG_SPARSE, PLAN_FLAG_BITS */
 	__u8 count_size; /* ARRAY, BYTES: 1, 2, 4 or 8 */
 	__u8 cond;       /* PLAN_COND_* */
 	__u8 cond_size;  /* 1, 2, 4 or 8 */

@@ -262,15 +262,19 @@ static __always_inline void follow_edge(struct plan_scratch *s, __u64 obj, __u32
 			return;
 		/* The IDS reads the elements too: copy them first (pushed last, so on top). */
 		push(s, ITEM_ARRAY, p, count, n, e, depth + 1);
-		push_copy(s, p, count * edge->stride);
+		if (!(edge->flags & PLAN_FLAG_SPARSE))
+			push_copy(s, p, count * edge->stride);
 		break;
 	case PLAN_EDGE_SLOTS:
 		if (edge->max)
 			push(s, ITEM_ARRAY, obj + edge->off, edge->max, n, e, depth + 1);
 		break;
 	case PLAN_EDGE_BYTES:
-		if (p && read_num(obj + edge->aux, edge->count_size, &count))
-			push_copy(s, p, count < edge->max ? count : edge->max);
+		if (!p || !read_num(obj + edge->aux, edge->count_size, &count))
+			return;
+		if (edge->flags & PLAN_FLAG_BITS)
+			count = (count >> 3) + ((count & 7) != 0);
+		push_copy(s, p, count < edge->max ? count : edge->max);
 		break;
 	}
 }
@@ -359,8 +363,12 @@ static __always_inline void step_array(struct plan_scratch *s, struct plan_item 
 		return;
 	}
 	if (edge->elem == PLAN_ELEM_PTR) {
-		if (v)
-			push_object(s, v - edge->delta, edge->target, depth);
+		if (!v)
+			return;
+		push_object(s, v - edge->delta, edge->target, depth);
+		/* Sparse: this element alone is copied (on top, so before its object). */
+		if (edge->flags & PLAN_FLAG_SPARSE)
+			push_copy(s, at, 8);
 	} else if (!chain_end(v, edge->elem == PLAN_ELEM_HNULLS)) {
 		push(s, ITEM_CHAIN, 0, v, n, e, depth);
 	}

@@ -56,6 +56,10 @@ export interface PlanEdge {
   elem?: ElemKind;
   /** ARRAY: the count field is a mask (count = value + 1). */
   countIsMask?: boolean;
+  /** ARRAY of PTR elements: copy only the non-NULL elements, each on its own. */
+  sparse?: boolean;
+  /** BYTES: the length field counts bits (a bitmap): copy that many bits, rounded up. */
+  bits?: boolean;
   /** ARRAY, BYTES: where the count (or length) is, and its size. */
   aux?: number;
   countSize?: FieldSize;
@@ -160,6 +164,7 @@ export function validatePlan(plan: Plan): void {
         check(FIELD_SIZES.has(e.countSize ?? 0), `${where} count size ${e.countSize}`);
       }
       if (e.kind === EdgeKind.ARRAY) {
+        check(!e.sparse || e.elem === ElemKind.PTR, `${where} is sparse but not of pointers`);
         u32(e.stride ?? -1, `${where} stride`);
         check((e.stride ?? 0) >= 8, `${where} stride ${e.stride} is below 8`);
         check(
@@ -209,7 +214,7 @@ export function encodePlan(plan: Plan): Uint8Array {
       v.setUint8(ed, e.kind);
       v.setUint8(ed + 1, e.kind === EdgeKind.BYTES ? 0 : e.target);
       v.setUint8(ed + 2, e.elem ?? 0);
-      v.setUint8(ed + 3, e.countIsMask ? 1 : 0);
+      v.setUint8(ed + 3, (e.countIsMask ? 1 : 0) | (e.sparse ? 2 : 0) | (e.bits ? 4 : 0));
       v.setUint8(ed + 4, e.countSize ?? 0);
       v.setUint8(ed + 5, e.cond?.kind ?? CondKind.NONE);
       v.setUint8(ed + 6, e.cond?.size ?? 0);
@@ -275,9 +280,11 @@ export function decodePlan(bytes: Uint8Array): Plan {
         edge.aux = v.getUint32(ed + 16, true);
         edge.countSize = v.getUint8(ed + 4) as FieldSize;
       }
+      if (kind === EdgeKind.BYTES) edge.bits = (v.getUint8(ed + 3) & 4) === 4;
       if (kind === EdgeKind.ARRAY) {
         edge.elem = v.getUint8(ed + 2) as ElemKind;
         edge.countIsMask = (v.getUint8(ed + 3) & 1) === 1;
+        edge.sparse = (v.getUint8(ed + 3) & 2) === 2;
         edge.stride = v.getUint32(ed + 20, true);
         edge.elemOffset = v.getUint8(ed + 7);
       }

@@ -134,11 +134,13 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
         let count = raw + (edge.countIsMask ? 1n : 0n);
         if (count > BigInt(edge.max)) count = BigInt(edge.max);
         const stride = BigInt(edge.stride!);
-        copy(p, count * stride);
+        if (!edge.sparse) copy(p, count * stride);
         for (let i = 0n; i < count; i++) {
-          const v = num(p + i * stride + BigInt(edge.elemOffset ?? 0), 8);
+          const at = p + i * stride + BigInt(edge.elemOffset ?? 0);
+          const v = num(at, 8);
           if (v === undefined) continue;
           if (edge.elem === ElemKind.PTR) {
+            if (v && edge.sparse) copy(at, 8n);
             if (v) visit(v - BigInt(edge.delta), edge.target, depth + 1);
           } else {
             chain(v, edge, edge.elem === ElemKind.HNULLS, depth + 1);
@@ -159,7 +161,8 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
         }
         return;
       case EdgeKind.BYTES: {
-        const n = p ? num(obj + BigInt(edge.aux!), edge.countSize!) : undefined;
+        const raw = p ? num(obj + BigInt(edge.aux!), edge.countSize!) : undefined;
+        const n = raw === undefined ? undefined : edge.bits ? (raw + 7n) / 8n : raw;
         if (n !== undefined) copy(p, n < BigInt(edge.max) ? n : BigInt(edge.max));
         return;
       }

@@ -217,6 +217,8 @@ export class PlanBuilder {
       delta?: number;
       elem?: "ptr" | "hlist" | "hnulls";
       countIsMask?: boolean;
+      /** Pointer elements: copy only the non-NULL ones, each on its own. */
+      sparse?: boolean;
     },
   ): this {
     const countField = fieldOf(from.layout, count);
@@ -231,6 +233,7 @@ export class PlanBuilder {
         hnulls: ElemKind.HNULLS,
       }[options.elem ?? "ptr"],
       countIsMask: options.countIsMask ?? false,
+      sparse: options.sparse ?? false,
       aux: countField.offset,
       countSize: sizeOf(countField),
       stride: options.stride,
@@ -262,8 +265,17 @@ export class PlanBuilder {
     }, options);
   }
 
-  /** Copies the bytes the pointer field `field` points to, as many as the field `length` says. */
-  bytes(from: NodeRef, field: string, length: string, max: number): this {
+  /**
+   * Copies the bytes the pointer field `field` points to, as many as the field `length` says
+   * (bits, rounded up to bytes, with `bits`: a bitmap of that many bits).
+   */
+  bytes(
+    from: NodeRef,
+    field: string,
+    length: string,
+    max: number,
+    options: { bits?: boolean } = {},
+  ): this {
     const lengthField = fieldOf(from.layout, length);
     return this.#edge(from, {
       kind: EdgeKind.BYTES,
@@ -273,6 +285,7 @@ export class PlanBuilder {
       aux: lengthField.offset,
       countSize: sizeOf(lengthField),
       max,
+      bits: options.bits ?? false,
     }, {});
   }
 

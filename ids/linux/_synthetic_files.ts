@@ -36,7 +36,13 @@ export class SyntheticFds {
       if (file !== null) view.setBigUint64(i * 8, 0xffff_8000_0000_0000n + BigInt(file), true);
     });
     const array = this.kernel.placeBytes(bytes);
-    const fdt = this.kernel.place(this.types.fdtable, { maxFds, fd: array });
+    // The open-fds bitmap: a bit for each slot that holds a file.
+    const open = new Uint8Array(Math.ceil(maxFds / 64) * 8);
+    slots.forEach((file, i) => {
+      if (file !== null) open[i >> 3] |= 1 << (i & 7);
+    });
+    const openFds = this.kernel.placeBytes(open);
+    const fdt = this.kernel.place(this.types.fdtable, { maxFds, fd: array, openFds });
     const files = this.kernel.place(this.types.files, { fdt });
     this.kernel.mutate(task, { files });
     return fdt;

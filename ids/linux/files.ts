@@ -28,7 +28,12 @@ import type { TaskNodes } from "./processes.ts";
 export function resolveFdTypes(btf: Btf) {
   return {
     files: resolveLayout(btf, "files_struct", { fdt: ptr("fdt") }),
-    fdtable: resolveLayout(btf, "fdtable", { maxFds: uint("max_fds"), fd: ptr("fd") }),
+    fdtable: resolveLayout(btf, "fdtable", {
+      maxFds: uint("max_fds"),
+      fd: ptr("fd"),
+      /** Bit N is set when fd N is open: the slots worth reading. */
+      openFds: ptr("open_fds"),
+    }),
     file: resolveLayout(btf, "file", {
       inode: ptr("f_inode"),
       dentry: ptr("f_path.dentry"),
@@ -159,9 +164,6 @@ export interface FdTable {
   reason?: string;
 }
 
-/** Slots read per guest read. */
-const SLOTS_PER_READ = 8192;
-
 /**
  * Reads the open slots of a task's fd table (`files->fdt->fd[0 .. max_fds)`). A task without
  * files (exiting) has none. Never throws: what cannot be read ends the table as truncated.
@@ -183,7 +185,7 @@ export async function readFdTable(
     where = `files_struct ${hex(files)}`;
     const fdt = follow((await readStruct(mem, files, types.files)).fdt, "fdt");
     where = `fdtable ${hex(fdt)}`;
-    const { maxFds: count, fd } = await readStruct(mem, fdt, types.fdtable);
+    const { maxFds: count, fd, openFds } = await readStruct(mem, fdt, types.fdtable);
     let slots = count;
     if (count > maxFds) {
       table.truncated = true;
@@ -192,20 +194,23 @@ export async function readFdTable(
     }
     if (slots === 0) return table;
     const array = follow(fd, "fd");
+    where = `open_fds of fdtable ${hex(fdt)}`;
+    // Only the slots of open fds are read (a slot being installed may still be NULL).
+    const open = await mem.read(follow(openFds, "open_fds"), Math.ceil(slots / 8));
     where = `fd array ${hex(array)}`;
-    for (let first = 0; first < slots; first += SLOTS_PER_READ) {
-      const n = Math.min(SLOTS_PER_READ, slots - first);
-      const bytes = await mem.read(array + first * 8, n * 8);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      for (let i = 0; i < n; i++) {
-        const p = pointerAt(view, i * 8);
-        if (p === null) continue;
-        const fd = first + i;
-        try {
-          table.slots.push({ fd, file: follow(p, `fd ${fd}`) });
-        } catch (error) {
-          table.slots.push({ fd, error: (error as Error).message });
-        }
+    for (let fd = 0; fd < slots; fd++) {
+      if (open[fd >> 3] === 0) {
+        fd |= 7;
+        continue;
+      }
+      if (((open[fd >> 3] >> (fd & 7)) & 1) === 0) continue;
+      const slot = await mem.read(array + fd * 8, 8);
+      const p = pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0);
+      if (p === null) continue;
+      try {
+        table.slots.push({ fd, file: follow(p, `fd ${fd}`) });
+      } catch (error) {
+        table.slots.push({ fd, error: (error as Error).message });
       }
     }
   } catch (error) {
@@ -438,7 +443,10 @@ export function planFdTables(
   };
   b.ptr(tasks.task, "files", files, 0, { when });
   b.ptr(files, "fdt", fdt);
-  b.array(fdt, "fd", "maxFds", file, { stride: 8, max: options.maxFds ?? DEFAULTS.maxFds });
+  // Most of an fd array is NULL: copy the open-fds bitmap and the non-NULL slots only.
+  const maxFds = options.maxFds ?? DEFAULTS.maxFds;
+  b.bytes(fdt, "openFds", "maxFds", Math.ceil(maxFds / 8), { bits: true });
+  b.array(fdt, "fd", "maxFds", file, { stride: 8, max: maxFds, sparse: true });
   return { file };
 }
 

@@ -155,7 +155,7 @@ Deno.test("listFiles() bounds a huge max_fds and reports a broken fd array", asy
   assertEquals(rows(bounded), EXPECTED);
   const unbounded = await listFiles(mem, core, types, kernel.tasks[0]);
   assert(unbounded.truncated);
-  assert(unbounded.reason!.includes("fd array"), unbounded.reason);
+  assert(unbounded.reason!.includes("open_fds of fdtable"), unbounded.reason);
 
   const broken = image();
   broken.kernel.mutate(broken.fdt, { fd: { raw: 0xdead_0000_0000n } });
