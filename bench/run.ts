@@ -218,7 +218,7 @@ const results: BenchResults = {
 const out = values.out.endsWith("/") ? values.out : `${values.out}/`;
 await Deno.mkdir(out, { recursive: true });
 const name = quick ? "quick" : "latest";
-const json = JSON.stringify(results, null, 1) + "\n";
+const json = JSON.stringify(results, null, 2) + "\n";
 if (!quick) {
   await Deno.writeTextFile(`${out}${startedAt.toISOString().replaceAll(":", "-")}.json`, json);
 }
