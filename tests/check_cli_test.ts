@@ -33,6 +33,7 @@ privilegedTest(
     const pin = `/sys/fs/bpf/ebpfmon-check-${Deno.pid}`;
     await using agent = await spawnAgent({ stateDir: state });
     const target = ["--agent", agent.address, "--state", state];
+    let loaded: number | undefined;
     try {
       // What this machine has loaded before the test (its own boot-time programs), allowed by tag.
       const before = await check(target);
