@@ -196,26 +196,39 @@ export class Agent implements AsyncDisposable {
       case FrameType.PREFETCH:
         await this.#prefetch(channel, frame);
         break;
-      case FrameType.SYMBOLS:
-        if (!("names" in frame)) {
+      case FrameType.SYMBOLS: {
+        const asked = "addresses" in frame
+          ? frame.addresses.length
+          : "names" in frame
+          ? frame.names.length
+          : undefined;
+        if (asked === undefined) {
           await this.#send(
             channel,
-            errorFrame(frame.id, ErrorCode.BAD_FRAME, "Cannot serve SYMBOLS: it carries no names"),
+            errorFrame(
+              frame.id,
+              ErrorCode.BAD_FRAME,
+              "Cannot serve SYMBOLS: it carries neither names nor addresses",
+            ),
           );
           break;
         }
         await this.#send(
           channel,
-          encodeFrame({
-            type: FrameType.SYMBOLS,
-            id: frame.id,
-            symbols: await lookupSymbols(frame.names),
-          }),
+          encodeFrame(
+            "addresses" in frame
+              ? { type: FrameType.SYMBOLS, id: frame.id, at: await lookupNames(frame.addresses) }
+              : {
+                type: FrameType.SYMBOLS,
+                id: frame.id,
+                symbols: await lookupSymbols((frame as { names: string[] }).names),
+              },
+          ),
         );
         await this.#send(
           channel,
           endFrame(frame.id, {
-            objects: frame.names.length,
+            objects: asked,
             bytes: 0,
             faults: 0,
             pruned: 0,
@@ -226,6 +239,7 @@ export class Agent implements AsyncDisposable {
           }),
         );
         break;
+      }
       default:
         await this.#send(
           channel,
@@ -414,6 +428,23 @@ async function lookupSymbols(names: string[]): Promise<[string, bigint][]> {
     if (name && wanted.get(name) === 0n) wanted.set(name, BigInt("0x" + addr));
   }
   return names.map((n) => [n, wanted.get(n)!]);
+}
+
+/**
+ * The symbols of /proc/kallsyms that start at `addresses` ("name", or "name [module]" for a
+ * module's); an address without one is left out. A symbol table, not guest memory.
+ */
+async function lookupNames(addresses: bigint[]): Promise<[bigint, string][]> {
+  const wanted = new Set(addresses);
+  const found = new Map<bigint, string>();
+  const text = await Deno.readTextFile("/proc/kallsyms").catch(() => "");
+  for (const line of text.split("\n")) {
+    const [addr, , name, module] = line.split(/\s+/);
+    if (!name) continue;
+    const at = BigInt("0x" + addr);
+    if (wanted.has(at) && !found.has(at)) found.set(at, module ? `${name} ${module}` : name);
+  }
+  return addresses.flatMap((at) => found.has(at) ? [[at, found.get(at)!] as [bigint, string]] : []);
 }
 
 /** The peer went away while we were writing to it. */

@@ -240,6 +240,21 @@ export class AgentClient implements Disposable {
     return out;
   }
 
+  /**
+   * The names of the kernel symbols that start at `addresses` (at most 64), from the guest's
+   * /proc/kallsyms: one round trip. Names are what the guest says: for reports, never for
+   * decisions. An address without a symbol is absent from the map.
+   */
+  async symbolNames(addresses: bigint[]): Promise<Map<bigint, string>> {
+    const out = new Map<bigint, string>();
+    await this.#stream({ type: FrameType.SYMBOLS, id: 0, addresses }, undefined, (frame) => {
+      if (frame.type !== FrameType.SYMBOLS || !("at" in frame)) return false;
+      for (const [addr, name] of frame.at) if (addresses.includes(addr)) out.set(addr, name);
+      return true;
+    });
+    return out;
+  }
+
   /** Sends a request and feeds its frames to `onData` until END; returns END's stats. */
   async #stream(
     request: Frame,

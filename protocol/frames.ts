@@ -134,6 +134,10 @@ export type Frame =
   }
   | { type: typeof FrameType.SYMBOLS; id: number; names: string[] }
   | { type: typeof FrameType.SYMBOLS; id: number; symbols: [string, bigint][] }
+  /** The reverse question: which symbol starts at each of these addresses. */
+  | { type: typeof FrameType.SYMBOLS; id: number; addresses: bigint[] }
+  /** Its answer: a name for each address that has one ("name" or "name [module]"). */
+  | { type: typeof FrameType.SYMBOLS; id: number; at: [bigint, string][] }
   | { type: typeof FrameType.DATA; id: number; payload: Uint8Array }
   | { type: typeof FrameType.BTF; id: number; offset: number; total: number; bytes: Uint8Array }
   | { type: typeof FrameType.END; id: number; stats: EndStats }
@@ -423,9 +427,15 @@ export function encodeFrame(frame: Frame): Uint8Array {
       if ("names" in frame) {
         w.u8(0).u16(frame.names.length);
         for (const name of frame.names) w.string(name);
-      } else {
+      } else if ("symbols" in frame) {
         w.u8(1).u16(frame.symbols.length);
         for (const [name, addr] of frame.symbols) w.string(name).u64(addr);
+      } else if ("addresses" in frame) {
+        w.u8(2).u16(frame.addresses.length);
+        for (const addr of frame.addresses) w.u64(addr);
+      } else {
+        w.u8(3).u16(frame.at.length);
+        for (const [addr, name] of frame.at) w.u64(addr).string(name);
       }
       break;
     case FrameType.DATA:
@@ -510,15 +520,21 @@ export function parseFrame(raw: RawFrame): Frame {
       break;
     }
     case FrameType.SYMBOLS: {
-      const reply = r.u8();
-      if (reply > 1) throw r.error(`unknown form ${reply}`);
-      frame = reply === 0
-        ? { type: FrameType.SYMBOLS, id, names: r.list(() => r.string(), LIMITS.maxSymbols) }
-        : {
-          type: FrameType.SYMBOLS,
-          id,
-          symbols: r.list(() => [r.string(), r.u64()] as [string, bigint], LIMITS.maxSymbols),
-        };
+      const form = r.u8();
+      const max = LIMITS.maxSymbols;
+      if (form === 0) {
+        frame = { type: FrameType.SYMBOLS, id, names: r.list(() => r.string(), max) };
+      } else if (form === 1) {
+        const symbols = r.list(() => [r.string(), r.u64()] as [string, bigint], max);
+        frame = { type: FrameType.SYMBOLS, id, symbols };
+      } else if (form === 2) {
+        frame = { type: FrameType.SYMBOLS, id, addresses: r.list(() => r.u64(), max) };
+      } else if (form === 3) {
+        const at = r.list(() => [r.u64(), r.string()] as [bigint, string], max);
+        frame = { type: FrameType.SYMBOLS, id, at };
+      } else {
+        throw r.error(`unknown form ${form}`);
+      }
       break;
     }
     case FrameType.DATA:

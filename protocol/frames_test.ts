@@ -65,6 +65,16 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     symbols: fc.array(fc.tuple(text, u64), { maxLength: 8 }),
   }),
   fc.record({
+    type: fc.constant(FrameType.SYMBOLS),
+    id: u32,
+    addresses: fc.array(u64, { maxLength: 8 }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.SYMBOLS),
+    id: u32,
+    at: fc.array(fc.tuple(u64, text), { maxLength: 8 }),
+  }),
+  fc.record({
     type: fc.constant(FrameType.DATA),
     id: u32,
     payload: fc.uint8Array({ maxLength: 300 }),

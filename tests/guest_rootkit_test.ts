@@ -166,6 +166,12 @@ privilegedTest(
           [truth.traced],
           `${mode}: the filter holds ${TRACED} alone`,
         );
+        const filter = (ftrace.evidence.filter as string[])[0];
+        assertEquals(
+          (ftrace.evidence.symbols as Record<string, string>)[filter],
+          TRACED,
+          `${mode}: the filter named as the guest's kallsyms names it`,
+        );
 
         const cred = of("shared_cred", (f) => holds(f.evidence.pids, thief.pid));
         assertEquals(

@@ -292,3 +292,33 @@ privilegedTest("the agent walks a PREFETCH plan and refuses a bad one with BAD_F
   const tasks = (await raw.answer()).pop()!;
   assert(tasks.type === FrameType.END && tasks.stats.objects === 5, "tasks");
 });
+
+privilegedTest("SYMBOLS names the text symbols at addresses as /proc/kallsyms does", async () => {
+  const state = await Deno.makeTempDir({ prefix: "ebpfmon-state-" });
+  await using agent = await spawnAgent({ stateDir: state });
+  using client = await AgentClient.connect({
+    hostname: agent.hostname,
+    port: agent.port,
+    credentials: await ensureIdsCredentials(state),
+  });
+  // Ground truth from /proc/kallsyms: the first name at each of a few function addresses.
+  const truth = new Map<bigint, string>();
+  for (const line of Deno.readTextFileSync("/proc/kallsyms").split("\n")) {
+    const [addr, type, name, module] = line.split(/\s+/);
+    if (!/^[tT]$/.test(type ?? "") || module || !/^(x64_sys_call|do_exit|vfs_read)$/.test(name)) {
+      continue;
+    }
+    const at = BigInt(`0x${addr}`);
+    if (at !== 0n && !truth.has(at)) truth.set(at, name);
+  }
+  assert(truth.size > 0, "kallsyms shows addresses");
+  const firsts = new Map<bigint, string>();
+  for (const line of Deno.readTextFileSync("/proc/kallsyms").split("\n")) {
+    const [addr, , name, module] = line.split(/\s+/);
+    if (!name) continue;
+    const at = BigInt(`0x${addr}`);
+    if (truth.has(at) && !firsts.has(at)) firsts.set(at, module ? `${name} ${module}` : name);
+  }
+  const names = await client.symbolNames([...truth.keys(), 1n]);
+  assertEquals(names, firsts, "the first symbol at each address; none at address 1");
+});

@@ -13,6 +13,7 @@
 import type { GuestSession, Mode, PrefetchLimits, SnapshotStats } from "../session.ts";
 import { DEFAULT_PREFETCH_LIMITS } from "../session.ts";
 import type { KAddr } from "../memory/address.ts";
+import { LIMITS } from "../../protocol/frames.ts";
 import { DETECTORS, SOURCES } from "./registry.ts";
 import { sharedNodes } from "./sources.ts";
 import {
@@ -168,11 +169,56 @@ export async function runCheck(
   const findings = rules.flatMap(([detector, settings]) =>
     detector.detect(scan, options.previous, settings, first)
   ).sort((a, b) => severityRank(b.severity) - severityRank(a.severity));
+  const named = await nameAddresses(session, findings);
   const sections: CheckStats["sections"] = {};
   for (const [name, s] of Object.entries(scan.sections)) {
     sections[name] = s.supported
       ? { supported: true, truncated: s.truncated, ...(s.reason ? { reason: s.reason } : {}) }
       : { supported: false, truncated: false, reason: s.reason };
   }
-  return { findings, scan, stats: { ...stats, sections, rules: rules.map(([d]) => d.rule) } };
+  return {
+    findings,
+    scan,
+    stats: {
+      ...stats,
+      roundTrips: stats.roundTrips + named,
+      sections,
+      rules: rules.map(([d]) => d.rule),
+    },
+  };
+}
+
+/** The evidence fields that hold kernel code addresses, by rule: named for the report. */
+const CODE_ADDRESSES: Record<string, readonly string[]> = {
+  ftrace_hook: ["callback", "filter"],
+  hooked_pointer: ["value"],
+};
+
+/**
+ * Adds to the findings that hold code addresses the names the guest's kallsyms gives them
+ * (`evidence.symbols`: address -> name), for the analyst: a rule never decides on a name, which
+ * the guest could lie about. One round trip per 64 addresses, only when such findings exist.
+ * Returns the round trips made.
+ */
+async function nameAddresses(session: GuestSession, findings: Finding[]): Promise<number> {
+  const of = (f: Finding) =>
+    (CODE_ADDRESSES[f.rule] ?? []).flatMap((key) => [f.evidence[key]].flat())
+      .filter((v): v is string => typeof v === "string" && /^0x[0-9a-f]+$/.test(v));
+  const addresses = [...new Set(findings.flatMap(of))].map((a) => BigInt(a));
+  const names = new Map<bigint, string>();
+  let trips = 0;
+  for (let i = 0; i < addresses.length; i += LIMITS.maxSymbols) {
+    trips++;
+    const chunk = await session.client.symbolNames(addresses.slice(i, i + LIMITS.maxSymbols));
+    for (const [at, name] of chunk) names.set(at, name);
+  }
+  for (const f of findings) {
+    const symbols = Object.fromEntries(
+      of(f).flatMap((a) => names.has(BigInt(a)) ? [[a, names.get(BigInt(a))!]] : []),
+    );
+    if (!Object.keys(symbols).length) continue;
+    f.evidence.symbols = symbols;
+    f.message += ` (${[...new Set(Object.values(symbols))].join(", ")})`;
+  }
+  return trips;
 }
