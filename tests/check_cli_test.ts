@@ -63,8 +63,7 @@ privilegedTest(
       const allowed = await check([...target, "--config", config([...known, truth.name])]);
       assertEquals([allowed.code, allowed.findings], [0, []], "allowed by name: a clean check");
     } finally {
-      await unloadTestProgram(pin, -1).catch(() => {});
-      await Deno.remove(pin).catch(() => {});
+      if (loaded !== undefined) await unloadTestProgram(pin, loaded);
     }
   },
 );
