@@ -7,33 +7,12 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
+import { eventually, freePort } from "./waiting.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent, spawnReady } from "../agent/process.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import { openSession } from "../ids/connect.ts";
 import { runCheck } from "../ids/detect/mod.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/** Polls `fn` until it returns a value, for at most `ms`. */
-async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  ms = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 interface Alert {
   id: number;

@@ -5,31 +5,10 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
+import { eventually, freePort } from "./waiting.ts";
 import { TestProcesses } from "./procfs.ts";
 import { spawnAgent, spawnReady } from "../agent/process.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
-
-/** Polls `fn` until it returns a value, for at most `ms`. */
-async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 privilegedTest(
   "serve lists a spawned process, answers 503 while its agent is down, and recovers",

@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/_plan_interpreter.ts";
+import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { fromKAddr, type KAddr } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import {

@@ -2,7 +2,7 @@ import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { BtfBuilder, parseBtf } from "../btf/mod.ts";
 import { LayoutError } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/_plan_interpreter.ts";
+import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { hex } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { fileType, listFiles, planFiles, resolveFileTypes } from "./files.ts";

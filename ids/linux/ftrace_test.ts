@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { type Btf, parseBtf } from "../btf/mod.ts";
-import { checkPlan } from "../kernel/_plan_interpreter.ts";
+import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { offsetOf } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { fromKAddr, hex, type KAddr } from "../memory/address.ts";

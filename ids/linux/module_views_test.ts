@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { checkPlan } from "../kernel/_plan_interpreter.ts";
+import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { hex } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";

@@ -77,8 +77,6 @@ export function resolveSocketTypes(btf: Btf) {
     /** Offsets of skc_nulls_node (TCP chains) and skc_node (UDP chains) in struct sock. */
     nullsNodeOffset: offsetOf(btf, "sock", common("skc_nulls_node")),
     nodeOffset: offsetOf(btf, "sock", common("skc_node")),
-    /** A file's inode, to tell socket files. */
-    inode: resolveLayout(btf, "inode", { mode: uint("i_mode") }),
     socketAlloc: resolveLayout(btf, "socket_alloc", {
       sk: ptr("socket.sk"),
       mode: uint("vfs_inode.i_mode"),

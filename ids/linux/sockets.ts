@@ -31,7 +31,7 @@ import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
-import { listProcesses, type ProcessList, type TaskNodes } from "./processes.ts";
+import { listProcesses, type Process, type ProcessList, type TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import {
   AF_INET,
@@ -344,21 +344,40 @@ async function findOwners(
     return;
   }
   if (list.truncated) problems.push(`owners: ${list.reason}`);
-  for (const process of list.processes) {
+  await socketFds(mem, core, types, list.processes, limits.maxFds, problems, (pid, fd, sk) => {
+    bySock.get(sk)?.owners.push({ pid, fd });
+    return Promise.resolve(true);
+  });
+}
+
+/**
+ * Calls `visit` with each socket fd of `processes` (its sock's address), through their fd
+ * tables: each file's inode read as the socket_alloc around it (what the plans copy), whose
+ * i_mode says whether it is one. Stops when `visit` answers false; problems go to `problems`.
+ */
+async function socketFds(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  processes: Process[],
+  maxFds: number,
+  problems: string[],
+  visit: (pid: number, fd: number, sk: KAddr) => Promise<boolean>,
+): Promise<void> {
+  for (const process of processes) {
     const task = toKAddr(BigInt(process.task))!;
-    const table = await readFdTable(mem, core, types.fd, task, limits.maxFds);
-    if (table.truncated) problems.push(`owners in pid ${process.pid}: ${table.reason}`);
+    const table = await readFdTable(mem, core, types.fd, task, maxFds);
+    if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
     for (const slot of table.slots) {
       if (slot.file === undefined) continue;
       try {
         const file = await readStruct(mem, slot.file, types.fd.file);
         const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
-        const { mode } = await readStruct(mem, inode, types.inode);
-        if ((mode & 0o170000) !== S_IFSOCK) continue;
-        const { sk } = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
-        if (typeof sk === "number") bySock.get(sk)?.owners.push({ pid: process.pid, fd: slot.fd });
+        const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+        if ((alloc.mode & 0o170000) !== S_IFSOCK || typeof alloc.sk !== "number") continue;
+        if (!await visit(process.pid, slot.fd, alloc.sk)) return;
       } catch (error) {
-        problems.push(`owners in pid ${process.pid}: ${(error as Error).message}`);
+        problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
       }
     }
   }
@@ -473,39 +492,31 @@ export async function listHeldSockets(
     return { sockets: [], truncated: true, reason: `processes: ${(error as Error).message}` };
   }
   if (list.truncated) problems.push(`processes: ${list.reason}`);
-  for (const process of list.processes) {
-    const task = toKAddr(BigInt(process.task))!;
-    const table = await readFdTable(mem, core, types.fd, task, limits.maxFds);
-    if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
-    for (const slot of table.slots) {
-      if (slot.file === undefined) continue;
-      try {
-        const file = await readStruct(mem, slot.file, types.fd.file);
-        const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
-        // Read as the socket_alloc around it (what the plan copies); its i_mode says if it is one.
-        const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
-        if ((alloc.mode & 0o170000) !== S_IFSOCK) continue;
-        const sk = alloc.sk;
-        if (typeof sk !== "number") continue;
-        let socket = bySock.get(sk);
-        if (!socket) {
-          const entry = await readStruct(mem, sk, types.sock);
-          if (entry.family !== AF_INET && entry.family !== AF_INET6) continue;
-          if (entry.protocol !== IPPROTO_TCP && entry.protocol !== IPPROTO_UDP) continue;
-          if (bySock.size >= limits.maxSockets) {
-            problems.push(`more than ${limits.maxSockets} sockets`);
-            break;
-          }
-          const protocol = entry.protocol === IPPROTO_TCP ? "tcp" : "udp";
-          socket = await describe(mem, types, sk, entry, protocol);
-          bySock.set(sk, socket);
+  await socketFds(
+    mem,
+    core,
+    types,
+    list.processes,
+    limits.maxFds,
+    problems,
+    async (pid, fd, sk) => {
+      let socket = bySock.get(sk);
+      if (!socket) {
+        const entry = await readStruct(mem, sk, types.sock);
+        if (entry.family !== AF_INET && entry.family !== AF_INET6) return true;
+        if (entry.protocol !== IPPROTO_TCP && entry.protocol !== IPPROTO_UDP) return true;
+        if (bySock.size >= limits.maxSockets) {
+          problems.push(`more than ${limits.maxSockets} sockets`);
+          return false;
         }
-        socket.owners.push({ pid: process.pid, fd: slot.fd });
-      } catch (error) {
-        problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
+        const protocol = entry.protocol === IPPROTO_TCP ? "tcp" : "udp";
+        socket = await describe(mem, types, sk, entry, protocol);
+        bySock.set(sk, socket);
       }
-    }
-  }
+      socket.owners.push({ pid, fd });
+      return true;
+    },
+  );
   return {
     sockets: [...bySock.values()],
     truncated: problems.length > 0,

@@ -240,7 +240,7 @@ export class Guest {
     return { value: processes, stats };
   }
 
-  /** Events said once per connection (what a kernel cannot be checked for). */
+  /** Events said once per guest (what its kernel cannot be checked for). */
   readonly #said = new Set<string>();
   #once(message: string): void {
     if (this.#said.has(message)) return;
