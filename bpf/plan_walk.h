@@ -342,6 +342,51 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 	push_object(s, e - edge->delta, edge->target, depth);
 }
 
+/* Elements of a sparse pointer array read at once, so that a run of NULLs costs one step. */
+#define SPARSE_WINDOW 8
+
+/*
+ * The next non-NULL element of a sparse array of plain pointers (stride 8) from top->index, in
+ * one step: reads up to SPARSE_WINDOW elements and visits the first non-NULL one, or skips them
+ * all. Returns 0 when the window cannot be read: the caller then takes the element alone.
+ */
+static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item *top,
+				       const struct plan_edge *edge)
+{
+	__u64 window[SPARSE_WINDOW];
+	__u64 i = top->index, at = top->addr + i * 8, left;
+	__u32 n, k;
+
+	if (i >= top->cursor) {
+		s->sp--;
+		return 1;
+	}
+	left = top->cursor - i;
+	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
+	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
+						     (const void *)at))
+		return 0;
+	for (k = 0; k < SPARSE_WINDOW; k++) {
+		if (k >= n || window[k])
+			break;
+	}
+	if (k >= n) {
+		top->index = i + n;
+		if (i + n >= top->cursor)
+			s->sp--;
+		return 1;
+	}
+	if (i + k + 1 < top->cursor) {
+		top->index = i + k + 1;
+	} else {
+		s->sp--;
+	}
+	push_object(s, window[k & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
+	/* This element alone is copied (on top, so before its object). */
+	push_copy(s, at + k * 8, 8);
+	return 1;
+}
+
 /* One array element (a pointer to an object, or the head of a chain), or one slot. */
 static __always_inline void step_array(struct plan_scratch *s, struct plan_item *top)
 {
@@ -349,6 +394,10 @@ static __always_inline void step_array(struct plan_scratch *s, struct plan_item 
 	int slots = edge->kind == PLAN_EDGE_SLOTS;
 	__u64 i = top->index, v, at;
 	__u32 n = top->node, e = top->edge, depth = top->depth;
+
+	if (!slots && (edge->flags & PLAN_FLAG_SPARSE) && edge->elem == PLAN_ELEM_PTR &&
+	    edge->stride == 8 && edge->elem_off == 0 && step_sparse(s, top, edge))
+		return;
 
 	if (i + 1 < top->cursor)
 		top->index = i + 1;

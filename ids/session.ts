@@ -334,13 +334,14 @@ export class GuestSession implements Disposable {
     // A view that found nothing to walk (no roots) reads on demand only.
     if (builder && builder.build().roots.length) {
       let rejected = 0;
+      const batch = cache.batch();
       const end = await this.client.prefetch(
         PrefetchTarget.PLAN,
         limits,
         (high, low, bytes) => {
           const at = kaddrOf(high, low);
           if (at === undefined) rejected++;
-          else cache.insert(at, bytes);
+          else cache.insert(at, bytes, batch);
         },
         encodePlan(builder.build()),
         meter,

@@ -73,11 +73,34 @@ export interface StructLayout<T> {
   readonly end: number;
   /** The fields' byte ranges relative to `start`. */
   readonly ranges: readonly { off: number; len: number }[];
-  /** Decodes the fields from `view`, which holds bytes [start, end) of the struct at `addr`. */
-  decode(view: DataView, addr: KAddr): T;
+  /**
+   * Decodes the fields from `view`, which holds bytes [start, end) of the struct at `addr` from
+   * its byte `at` on.
+   */
+  decode(view: DataView, at: number, addr: KAddr): T;
 }
 
 const latin1 = new TextDecoder("latin1");
+
+/**
+ * The NUL-terminated string in the `size` bytes at `at` of `view` (all of them without a NUL).
+ * Kernel names are short and nearly always ASCII, which is decoded here: a TextDecoder call
+ * costs more than the whole of a short name.
+ */
+function decodeString(view: DataView, at: number, size: number): string {
+  let text = "";
+  for (let i = 0; i < size; i++) {
+    const byte = view.getUint8(at + i);
+    if (byte === 0) return text;
+    if (byte >= 0x80) {
+      const bytes = new Uint8Array(view.buffer, view.byteOffset + at, size);
+      const nul = bytes.indexOf(0, i);
+      return latin1.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+    }
+    text += String.fromCharCode(byte);
+  }
+  return text;
+}
 
 /**
  * Resolves `spec` against `struct` in `btf`.
@@ -130,6 +153,10 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
   const end = Math.max(...fields.map((f) => f.offset + f.size));
   const decoders = fields.map((f) => decoderFor(f, start));
   const ranges = fields.map((f) => ({ off: f.offset - start, len: f.size }));
+  const names = decoders.map(([name]) => name);
+  const fns = decoders.map(([, fn]) => fn);
+  // Every decoded struct of a layout has the same shape: copied from this, then filled in.
+  const template: Record<string, unknown> = Object.fromEntries(names.map((n) => [n, undefined]));
   return {
     struct,
     size,
@@ -137,9 +164,9 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     start,
     end,
     ranges,
-    decode(view: DataView, addr: KAddr) {
-      const out: Record<string, unknown> = {};
-      for (const [name, decode] of decoders) out[name] = decode(view, addr);
+    decode(view: DataView, at: number, addr: KAddr) {
+      const out: Record<string, unknown> = { ...template };
+      for (let i = 0; i < names.length; i++) out[names[i]] = fns[i](view, at, addr);
       return out as Decoded<S>;
     },
   };
@@ -159,39 +186,36 @@ export function offsetOf(btf: Btf, struct: string, path: string): number {
   }
 }
 
-type FieldDecoder = [string, (view: DataView, addr: KAddr) => unknown];
+type FieldDecoder = [string, (view: DataView, at: number, addr: KAddr) => unknown];
 
 function decoderFor(f: ResolvedField, start: number): FieldDecoder {
-  const at = f.offset - start;
+  const rel = f.offset - start;
   switch (f.kind) {
     case "ptr":
-      return [f.name, (v) => pointerAt(v, at)];
+      return [f.name, (v, at) => pointerAt(v, at + rel)];
     case "str":
-      return [f.name, (v) => {
-        const bytes = new Uint8Array(v.buffer, v.byteOffset + at, f.size);
-        const nul = bytes.indexOf(0);
-        return latin1.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
-      }];
+      return [f.name, (v, at) => decodeString(v, at + rel, f.size)];
     case "raw":
-      return [f.name, (v) => new Uint8Array(v.buffer, v.byteOffset + at, f.size).slice()];
+      return [f.name, (v, at) => new Uint8Array(v.buffer, v.byteOffset + at + rel, f.size).slice()];
     case "uint":
       return [
         f.name,
         [
-          (v: DataView) => v.getUint8(at),
-          (v: DataView) => v.getUint16(at, true),
-          (v: DataView) => v.getUint32(at, true),
-          (v: DataView) => v.getUint32(at, true) + v.getUint32(at + 4, true) * 2 ** 32,
+          (v: DataView, at: number) => v.getUint8(at + rel),
+          (v: DataView, at: number) => v.getUint16(at + rel, true),
+          (v: DataView, at: number) => v.getUint32(at + rel, true),
+          (v: DataView, at: number) =>
+            v.getUint32(at + rel, true) + v.getUint32(at + rel + 4, true) * 2 ** 32,
         ][Math.log2(f.size)],
       ];
     case "sint":
       return [
         f.name,
         [
-          (v: DataView) => v.getInt8(at),
-          (v: DataView) => v.getInt16(at, true),
-          (v: DataView) => v.getInt32(at, true),
-          (v: DataView) => Number(v.getBigInt64(at, true)),
+          (v: DataView, at: number) => v.getInt8(at + rel),
+          (v: DataView, at: number) => v.getInt16(at + rel, true),
+          (v: DataView, at: number) => v.getInt32(at + rel, true),
+          (v: DataView, at: number) => Number(v.getBigInt64(at + rel, true)),
         ][Math.log2(f.size)],
       ];
   }
@@ -220,9 +244,11 @@ export async function readStruct<T>(
   layout: StructLayout<T>,
 ): Promise<T> {
   const span = layout.end - layout.start;
+  const first = addr + layout.start;
+  const inPlace = mem.peekSpan(first, span);
+  if (inPlace) return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, addr);
   // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
-  let bytes = mem.peek(addr + layout.start, span) ??
-    mem.peekRanges(addr + layout.start, scratchOf(layout), layout.ranges);
+  let bytes = mem.peekRanges(first, scratchOf(layout), layout.ranges);
   if (!bytes) {
     bytes = new Uint8Array(span);
     for (const f of layout.fields) {
@@ -230,5 +256,5 @@ export async function readStruct<T>(
       bytes.set(field, f.offset - layout.start);
     }
   }
-  return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), addr);
+  return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, addr);
 }

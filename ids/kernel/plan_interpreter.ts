@@ -18,7 +18,7 @@ import {
   type PlanEdge,
 } from "../../protocol/plan.ts";
 import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
-import { MemoryCache } from "../memory/cache.ts";
+import { MemoryCache, type Span } from "../memory/cache.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./plan.ts";
 
@@ -199,6 +199,9 @@ export class MissRecorder implements GuestMemory {
   }
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.#mem.peek(addr, len);
+  }
+  peekSpan(addr: KAddr, len: number): Span | undefined {
+    return this.#mem.peekSpan(addr, len);
   }
   peekRanges(
     addr: KAddr,

@@ -30,7 +30,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { follow, hex, hexBytes, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
@@ -150,11 +150,14 @@ export function planBpfPrograms(
   // Any file's private_data is a candidate, read for a type test: copy its fields only (a
   // program-sized copy around a smaller object can run into unmapped memory and fail whole).
   const fdProg = b.node(types.prog, { extra: jitedByte, fieldsOnly: true });
-  const ownAux = b.node(types.aux);
-  const aux = b.node(types.aux);
-  const prog = b.node(types.prog, { extra: jitedByte });
-  const map = b.node(types.map);
-  const ksym = b.node(types.ksym);
+  // Only the declared fields of these are read, in every mode: a whole aux is 1.3 KB, a whole
+  // bpf_ksym half a KB of name.
+  const fieldsOnly = true;
+  const ownAux = b.node(types.aux, { fieldsOnly });
+  const aux = b.node(types.aux, { fieldsOnly });
+  const prog = b.node(types.prog, { extra: jitedByte, fieldsOnly });
+  const map = b.node(types.map, { fieldsOnly });
+  const ksym = b.node(types.ksym, { fieldsOnly });
   // Every file's private_data is read as a program; only a plausible type leads on to an aux,
   // and only a linked program's aux to the list.
   b.ptr(file, "privateData", fdProg);
@@ -304,9 +307,11 @@ export async function listBpfPrograms(
   const whole = (v: BpfViewStatus) => v.supported && !v.truncated;
   const compare = whole(out.views.prog_idr) && whole(out.views.kallsyms);
   let confirms = 0;
+  // Programs share maps: each is read once.
+  const maps = new Map<KAddr, BpfMap>();
   for (const { program, views } of found.values()) {
     const seenIn = (["prog_idr", "kallsyms"] as const).filter((v) => views.has(v));
-    const described = await describe(mem, types, program, own.has(program.auxAt), seenIn);
+    const described = await describe(mem, types, program, own.has(program.auxAt), seenIn, maps);
     if (compare && seenIn.length === 1) {
       if (confirms++ >= limits.maxConfirms) {
         out.unconfirmed++;
@@ -406,11 +411,12 @@ async function describe(
   { progAt, auxAt, prog, aux }: Found,
   own: boolean,
   seenIn: BpfView[],
+  maps: Map<KAddr, BpfMap>,
 ): Promise<BpfProgram> {
   const out: BpfProgram = {
     id: aux.id,
     name: aux.name,
-    tag: [...prog.tag].map((b) => b.toString(16).padStart(2, "0")).join(""),
+    tag: hexBytes(prog.tag),
     type: types.progTypes.get(prog.type) ?? `type ${prog.type}`,
     loadTime: aux.loadTime,
     jited: false,
@@ -433,13 +439,18 @@ async function describe(
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < aux.usedMapCnt; i++) {
       const at = follow(pointerAt(view, i * 8), `used_maps[${i}]`);
-      const map = await readStruct(mem, at, types.map);
-      out.maps.push({
-        id: map.id,
-        name: map.name,
-        type: types.mapTypes.get(map.type) ?? `type ${map.type}`,
-        map: hex(at),
-      });
+      let map = maps.get(at);
+      if (!map) {
+        const m = await readStruct(mem, at, types.map);
+        map = {
+          id: m.id,
+          name: m.name,
+          type: types.mapTypes.get(m.type) ?? `type ${m.type}`,
+          map: hex(at),
+        };
+        maps.set(at, map);
+      }
+      out.maps.push(map);
     }
   } catch (error) {
     out.error = (error as Error).message;
@@ -470,6 +481,7 @@ async function confirmMissing(
   let reads = 0;
   const counted: GuestMemory = {
     peek: () => undefined,
+    peekSpan: () => undefined,
     peekRanges: () => undefined,
     read: (addr, len) => {
       reads++;

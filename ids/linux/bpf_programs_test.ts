@@ -255,7 +255,8 @@ Deno.test("listBpfPrograms() reads only what its plan prefetched, in both copy m
     assertEquals(mode.misses, []);
     assertEquals(summary(mode.result), KALLSYMS_ONLY);
   }
-  assert(check.selective.bytes * 2 < check.whole.bytes);
+  // The BPF objects are copied field by field in both modes; only the agent's task is whole.
+  assert(check.selective.bytes < check.whole.bytes);
 });
 
 Deno.test("listBpfPrograms() reads only what its plan prefetched, with prog_idr too", async () => {

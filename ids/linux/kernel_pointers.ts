@@ -119,10 +119,10 @@ export function fixedLayout(
     start,
     end,
     ranges: fields.map((f) => ({ off: f.offset - start, len: f.size })),
-    decode(view: DataView) {
+    decode(view: DataView, from: number) {
       const out: Record<string, unknown> = {};
       for (const f of fields) {
-        const at = f.offset - start;
+        const at = from + f.offset - start;
         out[f.name] = f.kind === "ptr"
           ? pointerAt(view, at)
           : new Uint8Array(view.buffer, view.byteOffset + at, f.size).slice();

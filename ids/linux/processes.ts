@@ -9,7 +9,7 @@
  * @module
  */
 
-import { follow, hex, type KAddr } from "../memory/address.ts";
+import { follow, hex, hexBytes, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
@@ -259,9 +259,7 @@ async function describe(
   return p;
 }
 
-/** A little-endian kernel_cap_t as 64-bit hex. */
+/** A little-endian kernel_cap_t as 64-bit hex (all its digits when it is wider). */
 function capHex(bytes: Uint8Array): string {
-  let v = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
-  return "0x" + v.toString(16).padStart(16, "0");
+  return "0x" + hexBytes(bytes, "little-endian").padStart(16, "0");
 }

@@ -364,6 +364,14 @@ async function socketFds(
   problems: string[],
   visit: (pid: number, fd: number, sk: KAddr) => Promise<boolean>,
 ): Promise<void> {
+  // Processes share open files (a shell's terminal, inherited pipes): each is read once.
+  const sockOf = new Map<KAddr, KAddr | null>();
+  const read = async (at: KAddr, fd: number): Promise<KAddr | null> => {
+    const file = await readStruct(mem, at, types.fd.file);
+    const inode = follow(file.inode, `f_inode of fd ${fd}`);
+    const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
+    return (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
+  };
   for (const process of processes) {
     const task = toKAddr(BigInt(process.task))!;
     const table = await readFdTable(mem, core, types.fd, task, maxFds);
@@ -371,11 +379,9 @@ async function socketFds(
     for (const slot of table.slots) {
       if (slot.file === undefined) continue;
       try {
-        const file = await readStruct(mem, slot.file, types.fd.file);
-        const inode = follow(file.inode, `f_inode of fd ${slot.fd}`);
-        const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
-        if ((alloc.mode & 0o170000) !== S_IFSOCK || typeof alloc.sk !== "number") continue;
-        if (!await visit(process.pid, slot.fd, alloc.sk)) return;
+        let sk = sockOf.get(slot.file);
+        if (sk === undefined) sockOf.set(slot.file, sk = await read(slot.file, slot.fd));
+        if (sk !== null && !await visit(process.pid, slot.fd, sk)) return;
       } catch (error) {
         problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
       }

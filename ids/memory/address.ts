@@ -42,9 +42,29 @@ export function kaddrOf(high: number, low: number): KAddr | undefined {
   return high >= BASE_HIGH ? (high - BASE_HIGH) * TWO_32 + low : undefined;
 }
 
-/** `0x...` form of any 64-bit value split in two halves. */
+/** Two lowercase hex digits per byte value: formatting addresses is on every view's path. */
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Eight hex digits of a u32. */
+function hex32(v: number): string {
+  return HEX_BYTES[v >>> 24] + HEX_BYTES[(v >>> 16) & 0xff] + HEX_BYTES[(v >>> 8) & 0xff] +
+    HEX_BYTES[v & 0xff];
+}
+
+/** `0x...` form of any 64-bit value split in two halves (no leading zeros in the high half). */
 function hex64(high: number, low: number): string {
-  return "0x" + high.toString(16) + low.toString(16).padStart(8, "0");
+  return "0x" + (high >= 0x1000_0000 ? hex32(high) : high.toString(16)) + hex32(low);
+}
+
+/**
+ * Hex digits of `bytes`, two per byte: in memory order, or most significant first for a
+ * little-endian number.
+ */
+export function hexBytes(bytes: Uint8Array, order: "memory" | "little-endian" = "memory"): string {
+  let out = "";
+  if (order === "memory") { for (const b of bytes) out += HEX_BYTES[b]; }
+  else for (let i = bytes.length - 1; i >= 0; i--) out += HEX_BYTES[bytes[i]];
+  return out;
 }
 
 /** A pointer read from guest memory that is neither NULL nor in the kernel half. */

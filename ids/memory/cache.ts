@@ -10,8 +10,23 @@ import type { KAddr } from "./address.ts";
 /** Page granularity of the index (and of on-demand fetches). */
 export const PAGE_SIZE = 4096;
 
-interface Extent {
-  start: KAddr;
+/** Cached bytes that start at a known address: the byte at `addr` is `view`'s at `base + addr - start`. */
+export interface Span {
+  readonly start: KAddr;
+  readonly view: DataView;
+  readonly base: number;
+}
+
+/** The extents that hold bytes of one page. */
+interface Page {
+  extents: Extent[];
+  /** Extents were appended since the last lookup: sort before searching. */
+  dirty: boolean;
+  /** Extents of different ages overlap here: search for the newest. */
+  overlapped: boolean;
+}
+
+interface Extent extends Span {
   end: KAddr;
   bytes: Uint8Array;
   /** Insertion order: a newer extent wins where extents overlap. */
@@ -40,19 +55,20 @@ export interface CacheOptions {
 
 /**
  * Extents of guest memory. Inserted byte arrays are kept by reference, not copied: the caller
- * must not modify them afterwards. Where extents overlap, the most recent insert wins.
+ * must not modify them afterwards. Where extents overlap, the most recent insert wins, except
+ * within a batch (the records of one prefetch), whose copies are equal in age.
  *
  * Each page's extents are kept sorted by address, so a lookup is a binary search; pages where
- * extents overlap (rare: a page fetched on demand over objects a prefetch copied) are marked
- * and searched for the newest extent instead.
+ * extents of different ages overlap (rare: a page fetched on demand over objects a prefetch
+ * copied) are marked and searched for the newest extent instead.
  */
 export class MemoryCache {
-  #pages = new Map<number, Extent[]>();
+  #pages = new PageIndex();
   #maxBytes: number;
   #seq = 0;
-  #overlapped = new Set<number>();
-  /** Pages with extents appended since their last lookup. */
-  #dirty = new Set<number>();
+  /** Whether any page is overlapped: until one is, no lookup looks for newer extents. */
+  #overlaps = false;
+  #view?: DataView;
   #stats: CacheStats = { hits: 0, misses: 0, bytes: 0, extents: 0, refusedBytes: 0 };
 
   constructor(options: CacheOptions = {}) {
@@ -64,22 +80,43 @@ export class MemoryCache {
     return { ...this.#stats };
   }
 
-  /** Keeps `bytes` as the memory at `addr`; returns false when the cache is full. */
-  insert(addr: KAddr, bytes: Uint8Array): boolean {
+  /**
+   * A new batch: extents inserted with it are copies of one moment (one prefetch), equal in age,
+   * so where they overlap neither wins and one wholly inside another adds nothing.
+   */
+  batch(): number {
+    return this.#seq++;
+  }
+
+  /**
+   * Keeps `bytes` as the memory at `addr`, newer than everything inserted before, or, with
+   * `batch` (from {@linkcode batch}), as old as the rest of that batch. Returns false when the
+   * cache is full.
+   */
+  insert(addr: KAddr, bytes: Uint8Array, batch?: number): boolean {
     if (bytes.length === 0) return true;
     if (this.#stats.bytes + bytes.length > this.#maxBytes) {
       this.#stats.refusedBytes += bytes.length;
       return false;
     }
-    const extent = { start: addr, end: addr + bytes.length, bytes, seq: this.#seq++ };
+    // The records of one frame share its buffer, and so one view.
+    if (this.#view?.buffer !== bytes.buffer) this.#view = new DataView(bytes.buffer);
+    const extent: Extent = {
+      start: addr,
+      end: addr + bytes.length,
+      bytes,
+      view: this.#view,
+      base: bytes.byteOffset,
+      seq: batch ?? this.#seq++,
+    };
     const last = Math.floor((extent.end - 1) / PAGE_SIZE);
-    for (let page = Math.floor(addr / PAGE_SIZE); page <= last; page++) {
-      const list = this.#pages.get(page);
-      if (!list) {
-        this.#pages.set(page, [extent]);
+    for (let n = Math.floor(addr / PAGE_SIZE); n <= last; n++) {
+      const page = this.#pages.get(n);
+      if (!page) {
+        this.#pages.set(n, { extents: [extent], dirty: false, overlapped: false });
       } else {
-        list.push(extent);
-        this.#dirty.add(page);
+        page.extents.push(extent);
+        page.dirty = true;
       }
     }
     this.#stats.bytes += bytes.length;
@@ -97,6 +134,19 @@ export class MemoryCache {
     if (bytes) this.#stats.hits++;
     else this.#stats.misses++;
     return bytes;
+  }
+
+  /**
+   * The one extent that holds all of [addr, addr + len), for reading in place without a copy or
+   * a view object per read; undefined when none does alone (the range may still be cached in
+   * parts: {@linkcode get} assembles those).
+   */
+  span(addr: KAddr, len: number): Span | undefined {
+    const extent = this.#covering(addr);
+    if (!extent || extent.end < addr + len) return undefined;
+    if (this.#servedUntil(extent, addr, addr + len) !== addr + len) return undefined;
+    this.#stats.hits++;
+    return extent;
   }
 
   /**
@@ -158,11 +208,13 @@ export class MemoryCache {
    * start of the first newer extent that overlaps [at, limit).
    */
   #servedUntil(extent: Extent, at: KAddr, limit: KAddr): KAddr {
+    if (!this.#overlaps) return limit;
     let stop = limit;
     const last = Math.floor((limit - 1) / PAGE_SIZE);
-    for (let page = Math.floor(at / PAGE_SIZE); page <= last; page++) {
-      if (!this.#overlapped.has(page)) continue;
-      for (const e of this.#list(page)!) {
+    for (let n = Math.floor(at / PAGE_SIZE); n <= last; n++) {
+      const page = this.#page(n);
+      if (!page?.overlapped) continue;
+      for (const e of page.extents) {
         if (e.seq > extent.seq && e.start < stop && e.end > at) stop = Math.max(at + 1, e.start);
       }
     }
@@ -170,25 +222,38 @@ export class MemoryCache {
   }
 
   /**
-   * A page's extents sorted by address (then age). Extents appended since the last lookup are
-   * sorted in then, and the page is marked as overlapped if neighbours overlap.
+   * A page, its extents sorted by address. Extents appended since the last lookup are sorted in
+   * then: one wholly inside an extent of its own batch is dropped (it holds the same bytes), and
+   * the page is marked as overlapped when extents of different ages overlap. Without such
+   * overlaps, the ends of the kept extents rise with their starts, so a binary search finds the
+   * one extent that can hold an address.
    */
-  #list(page: number): Extent[] | undefined {
-    const list = this.#pages.get(page);
-    if (!list || !this.#dirty.delete(page)) return list;
-    list.sort((a, b) => a.start - b.start || a.seq - b.seq);
-    for (let i = 1; i < list.length && !this.#overlapped.has(page); i++) {
-      if (list[i].start < list[i - 1].end) this.#overlapped.add(page);
+  #page(n: number): Page | undefined {
+    const page = this.#pages.get(n);
+    if (!page?.dirty) return page;
+    page.dirty = false;
+    const list = page.extents;
+    list.sort((a, b) => a.start - b.start || b.end - a.end || a.seq - b.seq);
+    let kept = 0;
+    let reach: Extent | undefined;
+    for (const e of list) {
+      if (reach && e.start < reach.end) {
+        if (e.seq !== reach.seq) page.overlapped = this.#overlaps = true;
+        else if (e.end <= reach.end) continue;
+      }
+      list[kept++] = e;
+      if (!reach || e.end > reach.end) reach = e;
     }
-    return list;
+    list.length = kept;
+    return page;
   }
 
   /** The newest extent holding the byte at `addr`. */
   #covering(addr: KAddr): Extent | undefined {
-    const page = Math.floor(addr / PAGE_SIZE);
-    const list = this.#list(page);
-    if (!list) return undefined;
-    if (!this.#overlapped.has(page)) {
+    const page = this.#page(Math.floor(addr / PAGE_SIZE));
+    if (!page) return undefined;
+    const list = page.extents;
+    if (!page.overlapped) {
       const e = list[upperBound(list, addr) - 1];
       return e && addr < e.end ? e : undefined;
     }
@@ -199,6 +264,41 @@ export class MemoryCache {
     return best;
   }
 }
+
+/**
+ * Pages by number. A page number of the kernel half needs 35 bits, more than V8's small
+ * integers hold, and a map keyed by such numbers hashes heap numbers on every lookup; so pages
+ * are kept by their number's high and low halves, in maps keyed by small integers, and the
+ * last high half's map is kept at hand (lookups cluster).
+ */
+class PageIndex {
+  #groups = new Map<number, Map<number, Page>>();
+  #lastHigh = -1;
+  #last?: Map<number, Page>;
+
+  #group(n: number, create: boolean): Map<number, Page> | undefined {
+    const high = Math.floor(n / GROUP_PAGES);
+    if (high === this.#lastHigh) return this.#last;
+    let group = this.#groups.get(high);
+    if (!group) {
+      if (!create) return undefined;
+      this.#groups.set(high, group = new Map());
+    }
+    this.#lastHigh = high;
+    return this.#last = group;
+  }
+
+  get(n: number): Page | undefined {
+    return this.#group(n, false)?.get(n % GROUP_PAGES);
+  }
+
+  set(n: number, page: Page): void {
+    this.#group(n, true)!.set(n % GROUP_PAGES, page);
+  }
+}
+
+/** Pages per group of {@linkcode PageIndex}: 2^20 pages, 4 GiB of addresses. */
+const GROUP_PAGES = 2 ** 20;
 
 /** The index of the first extent in `list` (sorted by start) that starts after `addr`. */
 function upperBound(list: Extent[], addr: KAddr): number {

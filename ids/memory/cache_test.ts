@@ -72,6 +72,44 @@ Deno.test("MemoryCache.get() agrees with a byte-by-byte model for random extents
   );
 });
 
+Deno.test("MemoryCache serves a batch of overlapping copies of one memory, then newer inserts", () => {
+  // A prefetch copies the same bytes through several nodes (a whole struct, its fields, the
+  // same struct twice): one batch. A later on-demand fetch is newer and wins where it overlaps.
+  const memory = Uint8Array.from({ length: 3 * PAGE_SIZE + 700 }, (_, i) => (i * 7 + 3) & 0xff);
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.nat(3 * PAGE_SIZE), fc.integer({ min: 1, max: 600 }))),
+      fc.array(fc.tuple(fc.nat(3 * PAGE_SIZE), fc.integer({ min: 1, max: 100 })), {
+        maxLength: 4,
+      }),
+      fc.array(fc.tuple(fc.nat(3 * PAGE_SIZE), fc.integer({ min: 1, max: 700 }))),
+      (copies, later, reads) => {
+        const cache = new MemoryCache();
+        const model = new Map<number, number>();
+        const batch = cache.batch();
+        for (const [at, len] of copies) {
+          cache.insert(BASE + at, memory.slice(at, at + len), batch);
+          for (let i = at; i < at + len; i++) model.set(i, memory[i]);
+        }
+        // Half the reads before the newer inserts, so that sorted pages are sorted again.
+        const check = ([at, len]: [number, number]) => {
+          const expected = Array.from({ length: len }, (_, i) => model.get(at + i));
+          const got = cache.get(BASE + at, len);
+          if (expected.includes(undefined)) assertEquals(got, undefined);
+          else assertEquals([...got!], expected);
+        };
+        reads.slice(0, reads.length / 2).forEach(check);
+        for (const [at, len] of later) {
+          const bytes = new Uint8Array(len).fill(0xee);
+          cache.insert(BASE + at, bytes);
+          for (let i = at; i < at + len; i++) model.set(i, 0xee);
+        }
+        reads.forEach(check);
+      },
+    ),
+  );
+});
+
 Deno.test("MemoryCache.gather() fills exactly the asked ranges, or misses, like the model", () => {
   fc.assert(
     fc.property(

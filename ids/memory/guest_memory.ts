@@ -7,12 +7,17 @@
  */
 
 import { hex, type KAddr } from "./address.ts";
-import { MemoryCache, PAGE_SIZE } from "./cache.ts";
+import { MemoryCache, PAGE_SIZE, type Span } from "./cache.ts";
 
 /** Guest kernel memory as views see it. */
 export interface GuestMemory {
   /** The bytes if they are at hand (no I/O), else undefined. */
   peek(addr: KAddr, len: number): Uint8Array | undefined;
+  /**
+   * The bytes in place, if one cached extent holds them all (no I/O, no copy), else undefined:
+   * the fast path of struct reads.
+   */
+  peekSpan(addr: KAddr, len: number): Span | undefined;
   /**
    * Copies `ranges` (offsets from `addr`) into `out` at the same offsets if they are all at hand
    * (no I/O) and returns `out`; else undefined.
@@ -52,6 +57,9 @@ export class CachedMemory implements GuestMemory {
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
   }
+  peekSpan(addr: KAddr, len: number): Span | undefined {
+    return this.cache.span(addr, len);
+  }
   peekRanges(addr: KAddr, out: Uint8Array, ranges: readonly { off: number; len: number }[]) {
     return this.cache.gather(addr, out, ranges);
   }
@@ -90,6 +98,10 @@ export class RemoteMemory implements GuestMemory {
 
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
+  }
+
+  peekSpan(addr: KAddr, len: number): Span | undefined {
+    return this.cache.span(addr, len);
   }
 
   peekRanges(addr: KAddr, out: Uint8Array, ranges: readonly { off: number; len: number }[]) {
