@@ -2,7 +2,7 @@
  * ebpfmon: watch a confidential VM from outside it.
  *
  * `main.ts` carries every command: `agent` (inside the guest), `serve`, `ps`, `lsmod`, `ss` and
- * `lsof` (the IDS), and
+ * `lsof` (the IDS), `enroll` (issue one guest's identity), and
  * `local` (agent and IDS service on this machine, with a built-in configuration). The compiled
  * `ebpfmon-agent` (agent/main.ts) and `ebpfmon-ids` (ids/main.ts) carry their own halves.
  *
@@ -24,7 +24,42 @@ import {
 import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
 import { parseConfig } from "./ids/service/config.ts";
 import { startService } from "./ids/service/serve.ts";
-import { DEFAULT_STATE, runProgram } from "./protocol/cli.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort, runProgram } from "./protocol/cli.ts";
+import { enrollGuest } from "./protocol/credentials.ts";
+
+function enrollCommand() {
+  return new Command("enroll")
+    .description(
+      "Issue guest NAME its own agent identity: write ca.pem, agent.key and agent.pem (mode 0600, " +
+        "in a 0700 directory) into --out, to copy into the guest; print its pin and its ids.json " +
+        "entry. Never replaces an identity; the CA key stays in --state",
+    )
+    .argument("<name>", "the guest's name, as ids.json and the API call it")
+    .requiredOption("--out <dir>", "the guest directory to create (its agent's --state)")
+    .option("--state <dir>", "the IDS's state directory, which holds the pairing CA", DEFAULT_STATE)
+    .option(
+      "--agent <host:port>",
+      "the agent's address, for the printed entry",
+      DEFAULT_AGENT_ADDRESS,
+    )
+    .option(
+      "--host <name...>",
+      "host names or addresses the certificate names too (informative: the pin authenticates)",
+    )
+    .action(async (name, options) => {
+      parseHostPort(options.agent, "--agent");
+      const enrolled = await enrollGuest(options.state, name, options.out, { names: options.host });
+      console.log(`enrolled "${name}": ${enrolled.files.join(", ")}`);
+      console.log(`its certificate, for the IDS to pin: ${enrolled.certificate}`);
+      console.log(`pin: ${enrolled.pin}`);
+      console.log();
+      console.log(
+        `Copy ${enrolled.dir} into the guest over a channel you trust (keep it 0700, its files ` +
+          "0600) and start the agent there with --state pointing at it. Add to ids.json's guests:",
+      );
+      console.log(JSON.stringify({ name, agent: options.agent, pin: enrolled.pin }));
+    });
+}
 
 function localCommand() {
   return new Command("local")
@@ -98,6 +133,7 @@ if (import.meta.main) {
     .addCommand(bpfCommand())
     .addCommand(ssCommand())
     .addCommand(lsofCommand())
+    .addCommand(enrollCommand())
     .addCommand(localCommand())
     .showHelpAfterError();
   await runProgram(program, "ebpfmon");

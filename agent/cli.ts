@@ -19,6 +19,48 @@ export function agentCommand() {
     )
     .option("--state <dir>", "directory of the credentials (created on first use)", DEFAULT_STATE)
     .option("--ring-mb <n>", "ring buffer size in MiB (a power of two)", "64")
+    .option(
+      "--handshake-timeout-ms <ms>",
+      "time a peer has to complete the TLS handshake",
+      positive("--handshake-timeout-ms"),
+      3000,
+    )
+    .option(
+      "--max-silent-connections <n>",
+      "connections that sent nothing yet held at once (a newcomer evicts the oldest)",
+      positive("--max-silent-connections"),
+      1024,
+    )
+    .option(
+      "--max-handshakes <n>",
+      "TLS handshakes in progress at once (a newcomer evicts the least advanced)",
+      positive("--max-handshakes"),
+      256,
+    )
+    .option(
+      "--max-handshakes-per-address <n>",
+      "TLS handshakes in progress at once from one address",
+      positive("--max-handshakes-per-address"),
+      64,
+    )
+    .option(
+      "--max-connections <n>",
+      "authenticated connections served at once",
+      positive("--max-connections"),
+      16,
+    )
+    .option(
+      "--send-timeout-ms <ms>",
+      "time an answer may wait for the IDS to read it before the IDS is dropped",
+      positive("--send-timeout-ms"),
+      5000,
+    )
+    .option(
+      "--idle-timeout-ms <ms>",
+      "time an authenticated connection may stay silent before it is closed",
+      positive("--idle-timeout-ms"),
+      300_000,
+    )
     .action(async (options) => {
       const { hostname, port } = parseHostPort(options.listen, "--listen");
       const ringMb = Number(options.ringMb);
@@ -30,6 +72,13 @@ export function agentCommand() {
         port,
         stateDir: options.state,
         ringBytes: ringMb << 20,
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
+        maxSilentConnections: options.maxSilentConnections,
+        maxHandshakes: options.maxHandshakes,
+        maxHandshakesPerAddress: options.maxHandshakesPerAddress,
+        maxConnections: options.maxConnections,
+        sendTimeoutMs: options.sendTimeoutMs,
+        idleTimeoutMs: options.idleTimeoutMs,
       });
       const stop = () => {
         agent.close().finally(() => Deno.exit(0));
@@ -37,4 +86,15 @@ export function agentCommand() {
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);
     });
+}
+
+/** Parses a flag's value as a positive integer, naming the flag when it is not one. */
+function positive(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < 1) {
+      throw new TypeError(`Invalid ${flag} "${value}": expected a positive integer`);
+    }
+    return n;
+  };
 }

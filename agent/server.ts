@@ -2,6 +2,22 @@
  * The agent: serves the protocol over the authenticated channel, one request at a time per
  * connection, and one walker run at a time across connections.
  *
+ * The network is hostile, so every resource a peer can hold is bounded, each limit has a default
+ * in {@linkcode AgentOptions} (and a flag of the `agent` command), and each one that triggers
+ * logs a line naming the peer and the limit:
+ * - Before authentication (`protocol/channel.ts` holds the policy): a handshake deadline, a cap
+ *   on connections that have sent nothing yet, caps on TLS handshakes in progress in total and
+ *   per source address, where a newcomer evicts the least advanced, oldest connection of its
+ *   own address or of the address holding the most (so a flood cannot keep out an IDS that
+ *   sends its ClientHello at once, even from the flood's own address), and a cap on the bytes
+ *   read before authentication. Authenticated connections draw on capacity of their own, which
+ *   no unauthenticated peer can take.
+ * - After authentication: a cap on open connections (the one over it gets an ERROR and is
+ *   closed), a bounded inbound buffer per connection (beyond it the agent stops reading the
+ *   socket: backpressure, not buffering), a send deadline per write (a peer that does not read
+ *   is dropped and its pending work discarded; the walker, which every connection waits for, is
+ *   released within that deadline whatever the peer does), and an idle timeout.
+ *
  * @module
  */
 
@@ -47,7 +63,26 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Path of the guest kernel's BTF. @default "/sys/kernel/btf/vmlinux" */
   btfPath?: string;
+  /** Time a peer has to complete the TLS handshake. @default 3000 */
+  handshakeTimeoutMs?: number;
+  /** Connections that have sent nothing yet held at once. @default 1024 */
+  maxSilentConnections?: number;
+  /** TLS handshakes in progress at once. @default 256 */
+  maxHandshakes?: number;
+  /** TLS handshakes in progress at once from one address. @default 64 */
+  maxHandshakesPerAddress?: number;
+  /** Authenticated connections served at once. @default 16 */
+  maxConnections?: number;
+  /** Received bytes buffered per connection before the agent stops reading it. @default 1 MiB */
+  maxInboundBytes?: number;
+  /** Time one answer frame may wait for the peer to read it before the peer is dropped. @default 5000 */
+  sendTimeoutMs?: number;
+  /** Time an authenticated connection may stay silent both ways before it is closed. @default 300000 */
+  idleTimeoutMs?: number;
 }
+
+/** Default of {@linkcode AgentOptions.maxConnections}. */
+const DEFAULT_MAX_CONNECTIONS = 16;
 
 /** A running agent. Close it to stop listening, drop connections and unload the programs. */
 export class Agent implements AsyncDisposable {
@@ -60,6 +95,9 @@ export class Agent implements AsyncDisposable {
   /** Reused by every request: requests run one at a time. */
   #builder = new DataFrameBuilder();
   #channels = new Set<Channel>();
+  /** Channels whose connection is gone: their queued walker runs are skipped. */
+  #gone = new WeakSet<Channel>();
+  #maxConnections: number;
   #closed = false;
 
   private constructor(
@@ -67,11 +105,13 @@ export class Agent implements AsyncDisposable {
     btf: Uint8Array,
     info: AgentInfo,
     log: (line: string) => void,
+    maxConnections: number,
   ) {
     this.#walker = walker;
     this.#btf = btf;
     this.#info = info;
     this.#log = log;
+    this.#maxConnections = maxConnections;
   }
 
   /**
@@ -96,14 +136,23 @@ export class Agent implements AsyncDisposable {
         programs: PROGRAM_VARIANT,
         features: await kernelFeatures(),
       };
-      const agent = new Agent(walker, btf, info, log);
+      const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+      const agent = new Agent(walker, btf, info, log, maxConnections);
       const server = await listenChannel({
         hostname,
         port: options.port ?? 7047,
         credentials,
         onChannel: (channel) => agent.#serve(channel),
         onRefused: (remote, reason) => log(`refused ${remote}: ${reason}`),
+        onLimit: (remote, reason) => log(`dropped ${remote}: ${reason}`),
         onError: (error) => log(`channel error: ${error.message}`),
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
+        maxSilentConnections: options.maxSilentConnections,
+        maxHandshakes: options.maxHandshakes,
+        maxHandshakesPerAddress: options.maxHandshakesPerAddress,
+        maxInboundBytes: options.maxInboundBytes,
+        sendTimeoutMs: options.sendTimeoutMs,
+        idleTimeoutMs: options.idleTimeoutMs,
       });
       agent.#server = server;
       log(`listening on ${server.hostname}:${server.port} (pid ${Deno.pid}, ${info.programs})`);
@@ -123,6 +172,11 @@ export class Agent implements AsyncDisposable {
   }
 
   async #serve(channel: Channel): Promise<void> {
+    channel.closed.then(() => this.#gone.add(channel));
+    if (this.#channels.size >= this.#maxConnections) {
+      await this.#turnAway(channel);
+      return;
+    }
     this.#channels.add(channel);
     const decoder = new FrameDecoder({ maxFrame: MAX_REQUEST_FRAME });
     let greeted = false;
@@ -144,6 +198,15 @@ export class Agent implements AsyncDisposable {
       this.#channels.delete(channel);
       channel.close();
     }
+  }
+
+  /** Tells a peer over the connection cap why it is not served, and closes its channel. */
+  async #turnAway(channel: Channel): Promise<void> {
+    const reason = `${this.#maxConnections} connections are already open (the connection cap)`;
+    this.#log(`refused ${channel.remote}: ${reason}`);
+    const message = `Cannot serve "${channel.remote}": ${reason}`;
+    await this.#send(channel, errorFrame(0, ErrorCode.NOT_READY, message)).catch(() => {});
+    channel.close();
   }
 
   /** Serves one frame; returns whether the peer has completed the handshake. */
@@ -351,6 +414,8 @@ export class Agent implements AsyncDisposable {
     failure: (result: RunResult) => string | undefined,
   ): Promise<void> {
     const task = this.#busy.then(async () => {
+      // A peer dropped while it waited for the walker gets nothing run on its behalf.
+      if (this.#gone.has(channel)) throw new ChannelGone();
       const started = performance.now();
       const result = run();
       const problem = failure(result);

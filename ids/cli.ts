@@ -5,13 +5,13 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE } from "../protocol/cli.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/cli.ts";
 import { type AgentTarget, openSession } from "./connect.ts";
 import type { Process } from "./linux/processes.ts";
 import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
-import { loadConfig } from "./service/config.ts";
+import { isLoopback, loadConfig, type ServiceConfig } from "./service/config.ts";
 import { scanSections } from "./detect/check.ts";
-import { printable, terminalJson } from "./terminal.ts";
+import { printable, printableName, terminalJson } from "./terminal.ts";
 
 export { printable };
 import { startService } from "./service/serve.ts";
@@ -70,7 +70,7 @@ export function formatProcesses(processes: Process[]): string {
     String(p.gid),
     p.state,
     ...(views ? [viewLetters(p)] : []),
-    printable(p.kthread ? `[${p.comm}]` : p.comm) +
+    printableName(p.kthread ? `[${p.comm}]` : p.comm) +
     (p.error ? `  (error: ${printable(p.error)})` : ""),
   ]);
   return formatTable(
@@ -149,6 +149,13 @@ export function psCommand() {
   );
 }
 
+/** What `serve` warns of before it prints the API's URL: plain HTTP the network reaches. */
+function transportWarning(config: ServiceConfig): string | undefined {
+  if (config.tls || isLoopback(parseHostPort(config.listen).hostname)) return undefined;
+  return `warning: the API serves plain HTTP on "${config.listen}" ("insecureHttp"): its ` +
+    `bearer token crosses the network in clear`;
+}
+
 /** Builds the `serve` command. */
 export function serveCommand() {
   return new Command("serve")
@@ -157,6 +164,8 @@ export function serveCommand() {
     .action(async (options) => {
       const config = await loadConfig(options.config);
       const service = await startService(config);
+      const warning = transportWarning(config);
+      if (warning) console.error(`ebpfmon-ids: ${warning}`);
       console.error(`ebpfmon-ids: API on ${service.url} (token in ${service.tokenFile})`);
       const stop = () => {
         service.close().finally(() => Deno.exit(0));

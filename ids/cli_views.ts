@@ -5,7 +5,8 @@
  * @module
  */
 
-import { formatTable, printable, viewCommand } from "./cli.ts";
+import { formatTable, viewCommand } from "./cli.ts";
+import { printable, printableName } from "./terminal.ts";
 import type { Module } from "./linux/modules.ts";
 import type { Socket } from "./linux/sockets.ts";
 import type { OpenFile } from "./linux/files.ts";
@@ -18,7 +19,7 @@ import { scanSections } from "./detect/check.ts";
  */
 export function formatModules(modules: (Module & { seenIn?: readonly string[] })[]): string {
   const rows = modules.map((m) => [
-    printable(m.name),
+    printableName(m.name),
     String(m.size),
     m.refcount === null ? "-" : String(m.refcount),
     m.state,
@@ -45,18 +46,23 @@ export function formatSockets(sockets: Socket[]): string {
     endpoint(s.localAddress, s.localPort),
     endpoint(s.remoteAddress, s.remotePort),
     String(s.inode),
-    s.owners.map((o) => `${o.pid}/${o.fd}`).join(",") + (s.error ? `  (error: ${s.error})` : ""),
+    s.owners.map((o) => `${o.pid}/${o.fd}`).join(",") +
+    (s.error ? `  (error: ${printable(s.error)})` : ""),
   ]);
   return formatTable(["PROTO", "STATE", "LOCAL", "PEER", "INODE", "PID/FD"], rows, new Set([4]));
 }
 
-/** A process's open files, as lsof would show them. */
+/**
+ * A process's open files, as lsof would show them. Paths come from guest memory: escaped for the
+ * terminal.
+ */
 export function formatFiles(files: OpenFile[]): string {
   const rows = files.map((f) => [
     String(f.fd),
     f.type,
     String(f.inode),
-    f.path + (f.pathComplete ? "" : "  (incomplete)") + (f.error ? `  (error: ${f.error})` : ""),
+    printableName(f.path) + (f.pathComplete ? "" : "  (incomplete)") +
+    (f.error ? `  (error: ${printable(f.error)})` : ""),
   ]);
   return formatTable(["FD", "TYPE", "INODE", "PATH"], rows, new Set([0, 2]));
 }
@@ -124,7 +130,7 @@ export function formatBpfPrograms(list: BpfPrograms): string {
     String(p.id),
     printable(p.type),
     p.tag,
-    printable(p.name),
+    printableName(p.name),
     `${(p.loadTime / 1e9).toFixed(3)}s`,
     p.own ? "yes" : "-",
     p.seenIn.join(",") +

@@ -4,6 +4,14 @@
  * Requests may be issued concurrently; each resolves when its END (or ERROR) arrives. The client
  * counts round trips (requests) and the frame bytes it receives, for the stats of every view.
  *
+ * The agent runs in the guest, which may be compromised: every answer is checked before it is
+ * used or anything is allocated for it. A frame larger than {@linkcode LIMITS.maxAnswerFrame},
+ * a BTF larger than {@linkcode LIMITS.maxBtf}, more records or bytes than a request asked for,
+ * records outside the memory asked for, a frame of another type or for a request never made,
+ * a request without any frame for `idleTimeoutMs` or unfinished after `requestTimeoutMs`: each
+ * fails the request with an {@linkcode AgentMisbehaviorError} that names the limit, and closes
+ * the connection (a stream that broke the protocol can no longer be trusted).
+ *
  * @module
  */
 
@@ -37,6 +45,46 @@ export class AgentError extends Error {
   }
 }
 
+/**
+ * The agent broke the protocol or a limit: `limit` names what it broke, `value` what it sent and
+ * `allowed` the bound, where there is one. The connection is closed when this is thrown.
+ */
+export class AgentMisbehaviorError extends AgentError {
+  readonly limit: string;
+  readonly value?: number | string;
+  readonly allowed?: number | string;
+  constructor(
+    limit: string,
+    message: string,
+    details: { value?: number | string; allowed?: number | string } = {},
+    options?: ErrorOptions,
+  ) {
+    super(message, 0, options);
+    this.name = "AgentMisbehaviorError";
+    this.limit = limit;
+    this.value = details.value;
+    this.allowed = details.allowed;
+  }
+
+  /** What the error says, as alert evidence. */
+  get evidence(): Record<string, unknown> {
+    return {
+      limit: this.limit,
+      ...(this.value === undefined ? {} : { value: this.value }),
+      ...(this.allowed === undefined ? {} : { allowed: this.allowed }),
+      message: this.message,
+    };
+  }
+}
+
+/** The agent closed the connection (as opposed to breaking it, or the IDS closing it). */
+export class AgentClosedError extends AgentError {
+  constructor() {
+    super("Agent closed the connection", 0);
+    this.name = "AgentClosedError";
+  }
+}
+
 /** Counters of one client, cumulative since connect. */
 export interface ClientCounters {
   /** Requests sent (each costs one round trip). */
@@ -54,7 +102,21 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Per-request timeout: an agent that stops answering fails the request. @default 30000 */
   requestTimeoutMs?: number;
+  /**
+   * Inactivity deadline: a request without a whole frame of its answer for this long fails and
+   * the connection is closed, whatever `requestTimeoutMs` is. @default 10000
+   */
+  idleTimeoutMs?: number;
 }
+
+/** Limits of a {@linkcode AgentClient.prefetch}, as asked of the agent. */
+export interface PrefetchRequestLimits {
+  maxObjects: number;
+  maxBytes: number;
+}
+
+/** The first address of the kernel half, high 32 bits. */
+const KERNEL_HIGH = 0xffff_8000;
 
 /**
  * Counts what some requests cost, e.g. one snapshot's, however many other requests run on the
@@ -71,6 +133,10 @@ interface Pending {
   meter?: Meter;
 }
 
+function misbehaving(limit: string, message: string, value?: number, allowed?: number) {
+  return new AgentMisbehaviorError(limit, message, { value, allowed });
+}
+
 /** A connection to one agent. Close it when done. */
 export class AgentClient implements Disposable {
   #channel: Channel;
@@ -79,12 +145,14 @@ export class AgentClient implements Disposable {
   #counters: ClientCounters = { roundTrips: 0, bytes: 0 };
   #closed: Error | undefined;
   #requestTimeoutMs: number;
+  #idleTimeoutMs: number;
   #info: AgentInfo | undefined;
   #ended = Promise.withResolvers<Error>();
 
-  private constructor(channel: Channel, requestTimeoutMs: number) {
+  private constructor(channel: Channel, requestTimeoutMs: number, idleTimeoutMs: number) {
     this.#channel = channel;
     this.#requestTimeoutMs = requestTimeoutMs;
+    this.#idleTimeoutMs = idleTimeoutMs;
     this.#pump();
   }
 
@@ -100,15 +168,25 @@ export class AgentClient implements Disposable {
       credentials: options.credentials,
       timeoutMs: options.timeoutMs ?? 10_000,
     });
-    const client = new AgentClient(channel, options.requestTimeoutMs ?? 30_000);
+    const client = new AgentClient(
+      channel,
+      options.requestTimeoutMs ?? 30_000,
+      options.idleTimeoutMs ?? 10_000,
+    );
     try {
       const hello = await client.#request(
         { type: FrameType.HELLO, id: 0, version: PROTOCOL_VERSION },
         undefined,
-        (frame) => frame.type === FrameType.HELLO,
+        (frame) => {
+          if (frame.type === FrameType.HELLO) return true;
+          throw misbehaving(
+            "frameType",
+            `Agent answered HELLO with a ${frameTypeName(frame.type)} frame`,
+          );
+        },
       );
       if (hello.type !== FrameType.HELLO || !hello.agent) {
-        throw new AgentError("Cannot use the agent: its HELLO carries no agent information", 0);
+        throw misbehaving("hello", "Cannot use the agent: its HELLO carries no agent information");
       }
       if (hello.version !== PROTOCOL_VERSION) {
         throw new AgentError(
@@ -144,28 +222,45 @@ export class AgentClient implements Disposable {
    * @throws {AgentError} when the bytes do not match the hash or the chunks do not add up.
    */
   async btf(onProgress?: (received: number, total: number) => void): Promise<Uint8Array> {
-    let out: Uint8Array<ArrayBuffer> | undefined;
+    const size = this.info.btfSize;
+    if (size === 0) throw misbehaving("btfSize", "Cannot use BTF: HELLO announces 0 bytes", 0);
+    // HELLO's size was checked against LIMITS.maxBtf when it was decoded.
+    const out = new Uint8Array(size);
     let received = 0;
     await this.#stream({ type: FrameType.GET_BTF, id: 0 }, undefined, (frame) => {
       if (frame.type !== FrameType.BTF) return false;
-      if (frame.total !== this.info.btfSize) {
-        throw new AgentError(
-          `BTF chunk says ${frame.total} bytes, HELLO said ${this.info.btfSize}`,
-          0,
+      if (frame.total !== size) {
+        throw misbehaving(
+          "btfSize",
+          `Cannot use BTF: a chunk says ${frame.total} bytes, HELLO said ${size}`,
+          frame.total,
+          size,
         );
       }
-      out ??= new Uint8Array(frame.total);
+      if (frame.offset !== received || frame.bytes.length === 0) {
+        throw misbehaving(
+          "btfChunk",
+          `Cannot use BTF: a chunk of ${frame.bytes.length} bytes at ${frame.offset}, expected the bytes at ${received}`,
+          frame.offset,
+          received,
+        );
+      }
       out.set(frame.bytes, frame.offset);
       received += frame.bytes.length;
       onProgress?.(received, frame.total);
       return true;
     });
-    if (!out || received !== this.info.btfSize) {
-      throw new AgentError(`Cannot use BTF: received ${received} of ${this.info.btfSize} bytes`, 0);
+    if (received !== size) {
+      throw misbehaving(
+        "btfSize",
+        `Cannot use BTF: received ${received} of ${size} bytes`,
+        received,
+        size,
+      );
     }
     const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", out));
     if (!hash.every((b, i) => b === this.info.btfHash[i])) {
-      throw new AgentError("Cannot use BTF: its SHA-256 differs from the hash in HELLO", 0);
+      throw misbehaving("btfHash", "Cannot use BTF: its SHA-256 differs from the hash in HELLO");
     }
     return out;
   }
@@ -182,14 +277,26 @@ export class AgentClient implements Disposable {
     let filled = 0;
     await this.#stream({ type: FrameType.READ, id: 0, addr, len }, meter, (frame) => {
       if (frame.type !== FrameType.DATA) return false;
+      if (frame.payload.length === 0) throw emptyData(frame.id);
       for (const record of dataRecords(frame.payload, frame.id)) {
         const at = record.addr - addr;
         if (at < 0n || at + BigInt(record.bytes.length) > BigInt(len)) {
-          throw new AgentError(
-            `Agent answered READ of 0x${addr.toString(16)} with bytes at 0x${
+          throw new AgentMisbehaviorError(
+            "readRange",
+            `Agent answered READ of ${len} bytes at 0x${
+              addr.toString(16)
+            } with ${record.bytes.length} bytes at 0x${
               record.addr.toString(16)
-            }`,
-            0,
+            }, outside what was asked`,
+            { value: `0x${record.addr.toString(16)}`, allowed: `0x${addr.toString(16)}+${len}` },
+          );
+        }
+        if (filled + record.bytes.length > len) {
+          throw misbehaving(
+            "readBytes",
+            `Agent answered READ of ${len} bytes with more than ${len}`,
+            filled + record.bytes.length,
+            len,
           );
         }
         out.set(record.bytes, Number(at));
@@ -198,7 +305,12 @@ export class AgentClient implements Disposable {
       return true;
     });
     if (filled !== len) {
-      throw new AgentError(`Agent answered READ of ${len} bytes with ${filled}`, 0);
+      throw misbehaving(
+        "readBytes",
+        `Agent answered READ of ${len} bytes with ${filled}`,
+        filled,
+        len,
+      );
     }
     return out;
   }
@@ -206,21 +318,71 @@ export class AgentClient implements Disposable {
   /**
    * Asks the agent to walk `target` in the guest (for PLAN, the encoded `plan`) and stream the
    * memory: one round trip. `onRecord` gets each record's address, in two 32-bit halves, and its
-   * bytes, a view of a received frame that may be kept.
+   * bytes, a view of a received frame that may be kept; it returns false when it cannot keep
+   * the record (a full cache), which cuts the answer off (any other value keeps it).
+   *
+   * Records are counted against `limits` (and {@linkcode LIMITS}) as they arrive; a record past
+   * them, or outside the kernel half, fails the request with {@linkcode AgentMisbehaviorError}.
+   * @throws {RangeError} for limits above the protocol's
    */
   prefetch(
     target: PrefetchTarget,
-    limits: { maxObjects: number; maxBytes: number },
-    onRecord: (high: number, low: number, bytes: Uint8Array) => void,
+    limits: PrefetchRequestLimits,
+    onRecord: (high: number, low: number, bytes: Uint8Array) => unknown,
     plan: Uint8Array = new Uint8Array(),
     meter?: Meter,
   ): Promise<EndStats> {
+    const { maxObjects, maxBytes } = limits;
+    if (
+      !(Number.isSafeInteger(maxObjects) && maxObjects >= 0 && maxObjects <= LIMITS.maxRecords) ||
+      !(Number.isSafeInteger(maxBytes) && maxBytes >= 0 && maxBytes <= LIMITS.maxPrefetchBytes)
+    ) {
+      throw new RangeError(
+        `Cannot prefetch ${maxObjects} objects / ${maxBytes} bytes: limits are ${LIMITS.maxRecords} / ${LIMITS.maxPrefetchBytes}`,
+      );
+    }
+    let records = 0;
+    let bytes = 0;
+    const check = (high: number, low: number, record: Uint8Array) => {
+      if (++records > maxObjects) {
+        throw misbehaving(
+          "maxObjects",
+          `Agent sent more records than the ${maxObjects} asked for`,
+          records,
+          maxObjects,
+        );
+      }
+      bytes += record.length;
+      if (bytes > maxBytes) {
+        throw misbehaving(
+          "maxBytes",
+          `Agent sent more bytes than the ${maxBytes} asked for`,
+          bytes,
+          maxBytes,
+        );
+      }
+      if (high < KERNEL_HIGH) {
+        throw new AgentMisbehaviorError(
+          "kernelHalf",
+          `Agent sent a record at 0x${hex32(high)}${hex32(low)}, outside the kernel half`,
+          { value: `0x${hex32(high)}${hex32(low)}`, allowed: "0xffff800000000000.." },
+        );
+      }
+      if (onRecord(high, low, record) === false) {
+        throw misbehaving(
+          "cache",
+          `Cannot keep the prefetch: the memory cache refused a record after ${bytes} bytes`,
+          bytes,
+        );
+      }
+    };
     return this.#stream(
-      { type: FrameType.PREFETCH, id: 0, target, ...limits, plan },
+      { type: FrameType.PREFETCH, id: 0, target, maxObjects, maxBytes, plan },
       meter,
       (frame) => {
         if (frame.type !== FrameType.DATA) return false;
-        forEachRecord(frame.payload, onRecord, frame.id);
+        if (frame.payload.length === 0) throw emptyData(frame.id);
+        forEachRecord(frame.payload, check, frame.id);
         return true;
       },
     );
@@ -232,8 +394,10 @@ export class AgentClient implements Disposable {
    */
   async symbols(names: string[]): Promise<Map<string, bigint>> {
     const out = new Map<string, bigint>();
+    let answers = 0;
     await this.#stream({ type: FrameType.SYMBOLS, id: 0, names }, undefined, (frame) => {
       if (frame.type !== FrameType.SYMBOLS || !("symbols" in frame)) return false;
+      if (++answers > 1) throw secondAnswer(frame.id);
       for (const [name, addr] of frame.symbols) if (names.includes(name)) out.set(name, addr);
       return true;
     });
@@ -247,8 +411,10 @@ export class AgentClient implements Disposable {
    */
   async symbolNames(addresses: bigint[]): Promise<Map<bigint, string>> {
     const out = new Map<bigint, string>();
+    let answers = 0;
     await this.#stream({ type: FrameType.SYMBOLS, id: 0, addresses }, undefined, (frame) => {
       if (frame.type !== FrameType.SYMBOLS || !("at" in frame)) return false;
+      if (++answers > 1) throw secondAnswer(frame.id);
       for (const [addr, name] of frame.at) if (addresses.includes(addr)) out.set(addr, name);
       return true;
     });
@@ -264,14 +430,19 @@ export class AgentClient implements Disposable {
     const end = await this.#request(request, meter, (frame) => {
       if (frame.type === FrameType.END) return true;
       if (!onData(frame)) {
-        throw new AgentError(
-          `Agent answered with an unexpected ${frameTypeName(frame.type)} frame`,
-          0,
+        throw new AgentMisbehaviorError(
+          "frameType",
+          `Agent answered ${frameTypeName(request.type)} with an unexpected ${
+            frameTypeName(frame.type)
+          } frame`,
+          { value: frameTypeName(frame.type) },
         );
       }
       return false;
     });
-    if (end.type !== FrameType.END) throw new AgentError("Agent ended a request without END", 0);
+    if (end.type !== FrameType.END) {
+      throw misbehaving("frameType", "Agent ended a request without END");
+    }
     return end.stats;
   }
 
@@ -287,31 +458,55 @@ export class AgentClient implements Disposable {
     if (this.#closed) return Promise.reject(this.#closed);
     const id = this.#nextId++;
     if (this.#nextId > 0xffff_ffff) this.#nextId = 1;
+    const what = `request ${id} (${frameTypeName(request.type)})`;
     const { promise, resolve, reject } = Promise.withResolvers<Frame>();
+    const cutOff = (error: AgentMisbehaviorError) => {
+      done();
+      reject(error);
+      this.close(error);
+    };
     const timer = setTimeout(() => {
-      this.#pending.delete(id);
-      reject(
-        new AgentError(`Agent did not answer request ${id} within ${this.#requestTimeoutMs} ms`, 0),
-      );
-      this.close(new AgentError("Agent stopped answering", 0));
+      cutOff(misbehaving(
+        "requestTimeout",
+        `Agent did not finish ${what} within ${this.#requestTimeoutMs} ms`,
+        this.#requestTimeoutMs,
+        this.#requestTimeoutMs,
+      ));
     }, this.#requestTimeoutMs);
+    const idle = () =>
+      setTimeout(() => {
+        cutOff(misbehaving(
+          "idleTimeout",
+          `Agent sent no frame of ${what} for ${this.#idleTimeoutMs} ms`,
+          this.#idleTimeoutMs,
+          this.#idleTimeoutMs,
+        ));
+      }, this.#idleTimeoutMs);
+    let idleTimer = idle();
     const done = () => {
       clearTimeout(timer);
+      clearTimeout(idleTimer);
       this.#pending.delete(id);
     };
     this.#pending.set(id, {
       onFrame: (frame) => {
+        clearTimeout(idleTimer);
+        idleTimer = idle();
         try {
           if (frame.type === FrameType.ERROR) {
             done();
-            reject(new AgentError(`Agent refused request ${id}: ${frame.message}`, frame.code));
+            reject(new AgentError(`Agent refused ${what}: ${frame.message}`, frame.code));
           } else if (isLast(frame)) {
             done();
             resolve(frame);
           }
         } catch (error) {
-          done();
-          reject(error);
+          if (error instanceof AgentMisbehaviorError) cutOff(error);
+          else if (error instanceof FrameError) cutOff(fromFrameError(error));
+          else {
+            done();
+            reject(error);
+          }
         }
       },
       fail: (error) => {
@@ -329,7 +524,7 @@ export class AgentClient implements Disposable {
   }
 
   async #pump(): Promise<void> {
-    const decoder = new FrameDecoder();
+    const decoder = new FrameDecoder({ maxFrame: LIMITS.maxAnswerFrame });
     try {
       for await (const chunk of this.#channel.chunks()) {
         this.#counters.bytes += chunk.length;
@@ -338,19 +533,24 @@ export class AgentClient implements Disposable {
           const frame = parseFrame(raw);
           const pending = this.#pending.get(frame.id);
           if (!pending) {
-            throw new AgentError(
-              `Agent sent a ${frameTypeName(frame.type)} frame for unknown request ${frame.id}`,
-              0,
+            throw new AgentMisbehaviorError(
+              "requestId",
+              `Agent sent a ${
+                frameTypeName(frame.type)
+              } frame for request ${frame.id}, which is not pending`,
+              { value: frame.id },
             );
           }
           if (pending.meter) pending.meter.bytes += raw.payload.length + 9;
           pending.onFrame(frame);
         }
       }
-      this.close(new AgentError("Agent closed the connection", 0));
+      this.close(new AgentClosedError());
     } catch (error) {
-      const reason = error instanceof FrameError || error instanceof AgentError
-        ? new AgentError(`Agent broke the protocol: ${error.message}`, 0, { cause: error })
+      const reason = error instanceof AgentMisbehaviorError
+        ? error
+        : error instanceof FrameError
+        ? fromFrameError(error)
         : new AgentError(`Connection to the agent failed: ${(error as Error).message}`, 0, {
           cause: error,
         });
@@ -371,4 +571,23 @@ export class AgentClient implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** A frame the agent sent that does not decode, or is too large. */
+function fromFrameError(error: FrameError): AgentMisbehaviorError {
+  return new AgentMisbehaviorError("frame", `Agent broke the protocol: ${error.message}`, {}, {
+    cause: error,
+  });
+}
+
+function emptyData(id: number): AgentMisbehaviorError {
+  return misbehaving("emptyData", `Agent sent a DATA frame without records for request ${id}`);
+}
+
+function secondAnswer(id: number): AgentMisbehaviorError {
+  return misbehaving("answers", `Agent answered SYMBOLS request ${id} more than once`);
+}
+
+function hex32(n: number): string {
+  return n.toString(16).padStart(8, "0");
 }

@@ -147,8 +147,7 @@ export class GuestSession implements Disposable {
         } is not a kernel address`,
       );
     }
-    const btf = parseBtf(await loadBtf(client, stateDir));
-    const types = resolveKernelTypes(btf);
+    const { btf, types } = await kernelOf(client, stateDir);
     const memory = new RemoteMemory(
       new MemoryCache(),
       (addr, len) => client.read(fromKAddr(addr), len),
@@ -340,8 +339,12 @@ export class GuestSession implements Disposable {
         limits,
         (high, low, bytes) => {
           const at = kaddrOf(high, low);
-          if (at === undefined) rejected++;
-          else cache.insert(at, bytes, batch);
+          if (at === undefined) {
+            rejected++;
+            return true;
+          }
+          // A refusal (the cache is full) cuts the answer off.
+          return cache.insert(at, bytes, batch);
         },
         encodePlan(builder.build()),
         meter,
@@ -380,6 +383,34 @@ export class GuestSession implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** How many guest kernels' parsed BTF the IDS keeps, the most recently used. */
+const MAX_KERNELS = 8;
+const kernels = new Map<string, { btf: Btf; types: KernelTypes }>();
+
+/**
+ * The guest kernel's parsed BTF and types, parsed once per BTF hash: an agent that reconnects
+ * again and again (a restart loop, or a lie per connection) costs a lookup, not a parse.
+ */
+async function kernelOf(
+  client: AgentClient,
+  stateDir: string,
+): Promise<{ btf: Btf; types: KernelTypes }> {
+  const hash = Array.from(client.info.btfHash, (b) => b.toString(16).padStart(2, "0")).join("");
+  let kernel = kernels.get(hash);
+  if (kernel) {
+    kernels.delete(hash);
+  } else {
+    const btf = parseBtf(await loadBtf(client, stateDir));
+    kernel = { btf, types: resolveKernelTypes(btf) };
+  }
+  kernels.set(hash, kernel);
+  for (const old of kernels.keys()) {
+    if (kernels.size <= MAX_KERNELS) break;
+    kernels.delete(old);
+  }
+  return kernel;
 }
 
 function emptyStats(mode: Mode): SnapshotStats {

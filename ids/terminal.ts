@@ -1,40 +1,61 @@
 /**
  * Guest-controlled text made safe for an operator's terminal: process names, module names,
  * finding messages. A name with a newline cannot forge a table row, nor an escape sequence drive
- * the terminal.
+ * the terminal, nor a bidi override or a zero-width character hide what a name says.
+ *
+ * Tables show each such character as an escape: `\n`, `\r`, `\t`, `\xNN` up to U+00FF, `\uNNNN`
+ * and `\u{NNNNN}` beyond. {@linkcode printable} doubles backslashes too, so that its escapes are
+ * unambiguous. Names from guest memory arrive already in that escaped form (`\xNN` for a byte
+ * that is not UTF-8, `\\` for a backslash: see `kernel/name.ts`): {@linkcode printableName}
+ * escapes only their characters, and JSON answers carry their exact bytes in hex (`commHex`).
  *
  * @module
  */
 
-/** Characters a terminal may act on: C0 and C1 controls, DEL, line separators, bidi controls. */
-// deno-lint-ignore no-control-regex -- matching control characters is the point
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+import { UNSAFE_CHARACTER } from "./kernel/name.ts";
+
+const UNSAFE = new RegExp(UNSAFE_CHARACTER.source, "gu");
 const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
 
-/**
- * `text` safe to print on a terminal: each control character as an escape (`\x1b`, `\n`,
- * `\u202e`), and backslashes doubled so that escapes are unambiguous.
- */
-export function printable(text: string): string {
-  return text.replaceAll("\\", "\\\\").replace(UNSAFE, (char) => {
-    if (NAMED[char]) return NAMED[char];
-    const code = char.charCodeAt(0);
-    return code <= 0xff
-      ? `\\x${code.toString(16).padStart(2, "0")}`
-      : `\\u${code.toString(16).padStart(4, "0")}`;
-  });
+function escape(char: string): string {
+  if (NAMED[char]) return NAMED[char];
+  const code = char.codePointAt(0)!;
+  return code <= 0xff
+    ? `\\x${code.toString(16).padStart(2, "0")}`
+    : code <= 0xffff
+    ? `\\u${code.toString(16).padStart(4, "0")}`
+    : `\\u{${code.toString(16)}}`;
 }
 
-/** What JSON.stringify leaves unescaped in strings that a terminal may act on. */
-const UNSAFE_IN_JSON = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+/**
+ * `text` safe to print on a terminal: each control, format or other invisible character (see
+ * `UNSAFE_CHARACTER` in `kernel/name.ts`) as an escape (`\x1b`, `\n`, `\u202e`), and
+ * backslashes doubled so that escapes are unambiguous.
+ */
+export function printable(text: string): string {
+  return printableName(text.replaceAll("\\", "\\\\"));
+}
 
 /**
- * JSON with every character a terminal may act on as a `\uXXXX` escape (JSON.stringify escapes
- * C0 controls itself, but leaves DEL, C1 and bidi controls as they are).
+ * A name decoded from guest memory (`decodeName()` of `kernel/name.ts`: its backslashes are
+ * already escapes) safe to print on a terminal: each control, format or other invisible
+ * character as an escape, as {@linkcode printable} does.
+ */
+export function printableName(name: string): string {
+  return name.replace(UNSAFE, escape);
+}
+
+/**
+ * JSON with every character a terminal may act on as a `\uXXXX` escape: JSON.stringify escapes C0
+ * controls itself (and the JSON's own `\n` lay it out), but leaves DEL, C1, bidi and zero-width
+ * characters as they are.
  */
 export function terminalJson(value: unknown): string {
-  return JSON.stringify(value, null, 2).replace(
-    UNSAFE_IN_JSON,
-    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
+  return JSON.stringify(value, null, 2).replace(UNSAFE, (char) => {
+    if (char.charCodeAt(0) < 0x20) return char;
+    return Array.from(
+      { length: char.length },
+      (_, i) => `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`,
+    ).join("");
+  });
 }

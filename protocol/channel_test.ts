@@ -513,3 +513,154 @@ Deno.test("the channel carries 64 MiB from agent to IDS (prints the throughput)"
     await server.close();
   });
 });
+
+/** A raw TCP connection from `localAddress` that sends `first` (if any) and nothing more. */
+function rawPeer(port: number, localAddress: string, first?: Uint8Array) {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+  socket.on("error", () => {});
+  socket.resume();
+  if (first) socket.on("connect", () => socket.write(first));
+  return socket;
+}
+
+Deno.test("listenChannel() evicts idle and slow peers beyond its caps and still authenticates a client from their address", async () => {
+  await withPairings(1, async ({ agent, ids }) => {
+    const { server, channels, refusals } = await listen(agent, {
+      maxSilentConnections: 4,
+      maxHandshakes: 5,
+      maxHandshakesPerAddress: 2,
+    });
+    const header = new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00]);
+    const peers: net.Socket[] = [];
+    for (const address of ["127.0.0.1", "127.0.0.2"]) {
+      for (let i = 0; i < 3; i++) {
+        const peer = rawPeer(server.port, address, header);
+        peers.push(peer);
+        await new Promise((resolve) => peer.on("connect", resolve));
+        // Long enough for its header to arrive, so that it is in the handshake room.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    await until(() => refusals.length === 2, "one slow peer of each address is evicted");
+    for (const address of ["127.0.0.1", "127.0.0.2"]) {
+      for (let i = 0; i < 6; i++) peers.push(rawPeer(server.port, address));
+    }
+    await until(() => refusals.length === 2 + 8, "8 of the 12 idle peers are evicted");
+    const client = await connectChannel({
+      hostname: "127.0.0.1",
+      port: server.port,
+      credentials: ids,
+    });
+    await until(() => channels.length === 1, "the client is authenticated");
+    const reasons = refusals.map((r) => r.replace(/^127\.0\.0\.\d:\d+ /, ""));
+    assert(
+      reasons.includes("evicted: 4 connections were silent (the total cap); it was silent"),
+      reasons.join("\n"),
+    );
+    for (const address of ["127.0.0.1", "127.0.0.2"]) {
+      assert(
+        reasons.includes(
+          `evicted: 2 handshakes were pending from "${address}" (the cap per address); it was within its first record`,
+        ),
+        reasons.join("\n"),
+      );
+    }
+    for (const peer of peers) peer.destroy();
+    client.close();
+    await client.closed;
+    await server.close();
+  });
+});
+
+Deno.test("listenChannel() drops a peer that sends more than maxHandshakeBytes before it is authenticated", async () => {
+  await withPairings(1, async ({ agent }) => {
+    const { server, refusals } = await listen(agent, { maxHandshakeBytes: 1000 });
+    const record = new Uint8Array(5 + 4000);
+    record.set([0x16, 0x03, 0x01, 4000 >> 8, 4000 & 0xff]);
+    const peer = rawPeer(server.port, "127.0.0.1", record);
+    await new Promise((resolve) => peer.on("close", resolve));
+    await until(() => refusals.length === 1, "the peer is refused");
+    assert(
+      refusals[0].endsWith(" it sent more than 1000 bytes before authenticating"),
+      refusals[0],
+    );
+    await server.close();
+  });
+});
+
+Deno.test("an agent-side channel whose reader stops stops reading its socket", async () => {
+  await withPairings(1, async ({ agent, ids }) => {
+    const { server } = await listen(agent, { maxInboundBytes: 64 * 1024 });
+    const client = await connectChannel({
+      hostname: "127.0.0.1",
+      port: server.port,
+      credentials: ids,
+    });
+    const block = new Uint8Array(1024 * 1024);
+    let accepted = 0;
+    const pushing = (async () => {
+      while (accepted < 256 * 1024 * 1024) {
+        await client.write(block);
+        accepted += block.length;
+      }
+    })().catch(() => {});
+    let previous = -1;
+    while (accepted !== previous) {
+      previous = accepted;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    assert(accepted < 64 * 1024 * 1024, `${accepted} bytes taken by a reader that reads none`);
+    client.close();
+    await pushing;
+    await client.closed;
+    await server.close();
+  });
+});
+
+Deno.test("an agent-side write the peer does not read within sendTimeoutMs drops the channel", async () => {
+  await withPairings(1, async ({ agent, ids }) => {
+    const limits: string[] = [];
+    let failure: unknown;
+    const { server } = await listen(agent, {
+      sendTimeoutMs: 500,
+      onLimit: (_remote, reason) => limits.push(reason),
+      onChannel: async (channel) => {
+        try {
+          for (;;) await channel.write(new Uint8Array(1024 * 1024));
+        } catch (error) {
+          failure = error;
+        }
+      },
+    });
+    const client = await connectChannel({
+      hostname: "127.0.0.1",
+      port: server.port,
+      credentials: ids,
+    });
+    await until(() => failure !== undefined, "the agent's write fails");
+    assert(failure instanceof ChannelError && failure.code === "closed", String(failure));
+    assertEquals(limits, ["it did not read 1048576 bytes within 500 ms (the send deadline)"]);
+    client.close();
+    await server.close();
+  });
+});
+
+Deno.test("an agent-side channel silent both ways for idleTimeoutMs is closed", async () => {
+  await withPairings(1, async ({ agent, ids }) => {
+    const limits: string[] = [];
+    const { server, channels } = await listen(agent, {
+      idleTimeoutMs: 300,
+      onLimit: (_remote, reason) => limits.push(reason),
+    });
+    const client = await connectChannel({
+      hostname: "127.0.0.1",
+      port: server.port,
+      credentials: ids,
+    });
+    assertEquals((await Array.fromAsync(client.chunks())).length, 0);
+    await channels[0].closed;
+    assertEquals(limits, ["no byte either way for 300 ms (the idle timeout)"]);
+    await client.closed;
+    await server.close();
+  });
+});

@@ -3,9 +3,15 @@ import * as x509 from "@peculiar/x509";
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
 import {
+  certificateGuestName,
+  checkPrivateDirectory,
+  checkPrivateFile,
+  enrollGuest,
   ensureAgentCredentials,
   ensureIdsCredentials,
   fingerprint,
+  guestCertificatePath,
+  loadIdsCredentials,
   parsePin,
 } from "./credentials.ts";
 
@@ -229,4 +235,159 @@ Deno.test("parsePin() rejects what is not a SHA-256 fingerprint", () => {
     const error = assertThrows(() => parsePin(pin), TypeError);
     assert(error.message.startsWith(`Cannot parse agent pin "${pin}"`));
   }
+});
+
+Deno.test("enrollGuest() writes one guest's own identity, 0600 in a 0700 directory, never the CA key", async () => {
+  await withStateDir(async (dir) => {
+    const out = `${dir}-web-1`;
+    const enrolled = await enrollGuest(dir, "web-1", out, { names: ["web-1.example"] });
+    assertEquals(enrolled.dir, out);
+    assertEquals(enrolled.files, ["ca.pem", "agent.key", "agent.pem"].map((f) => join(out, f)));
+    assertEquals((await Deno.stat(out)).mode! & 0o777, 0o700);
+    for (const file of enrolled.files) assertEquals((await Deno.stat(file)).mode! & 0o777, 0o600);
+    const names = await Array.fromAsync(Deno.readDir(out), (entry) => entry.name);
+    assertEquals(names.sort(), ["agent.key", "agent.pem", "ca.pem"]);
+    const pem = await Deno.readTextFile(join(out, "agent.pem"));
+    assertEquals(enrolled.pin, fingerprint(pem));
+    assertEquals(enrolled.certificate, guestCertificatePath(dir, "web-1"));
+    assertEquals(await Deno.readTextFile(enrolled.certificate), pem);
+    assertEquals(certificateGuestName(pem), "web-1");
+    const cert = new x509.X509Certificate(pem);
+    assertEquals(cert.subject, "CN=web-1, OU=ebpfmon guest");
+    const san = cert.getExtension(x509.SubjectAlternativeNameExtension)!.names.toJSON();
+    assert(san.some((n) => n.type === "dns" && n.value === "web-1.example"), JSON.stringify(san));
+    // The agent runs from it as it is; the IDS pins it by its recorded certificate.
+    const agent = await ensureAgentCredentials(out);
+    assertEquals(agent.cert, pem);
+    assertEquals(await Array.fromAsync(Deno.readDir(out)).then((e) => e.length), 3);
+    const ids = await ensureIdsCredentials(dir, { agentCertificate: enrolled.certificate });
+    assertEquals(ids.agentPin, enrolled.pin);
+    assertEquals(ids.ca, agent.ca);
+    // The IDS side issued no agent identity of its own.
+    await assertRejects(() => Deno.stat(join(dir, "agent.pem")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("enrollGuest() gives each guest its own key and never replaces an identity", async () => {
+  await withStateDir(async (dir) => {
+    const a = await enrollGuest(dir, "a", `${dir}-a`);
+    const b = await enrollGuest(dir, "b", `${dir}-b`);
+    assert(a.pin !== b.pin);
+    const keyA = await Deno.readTextFile(join(a.dir, "agent.key"));
+    assert(keyA !== await Deno.readTextFile(join(b.dir, "agent.key")));
+    await assertRejects(
+      () => enrollGuest(dir, "a", `${dir}-a2`),
+      Error,
+      `"a": it is enrolled already ("${a.certificate}" exists)`,
+    );
+    await assertRejects(
+      () => enrollGuest(dir, "c", a.dir),
+      Error,
+      `"${join(a.dir, "ca.pem")}" exists`,
+    );
+    assertEquals(await Deno.readTextFile(join(a.dir, "agent.key")), keyA);
+    await assertRejects(() => Deno.stat(guestCertificatePath(dir, "c")), Deno.errors.NotFound);
+    await assertRejects(() => enrollGuest(dir, "-bad", `${dir}-x`), TypeError, '"-bad"');
+    await assertRejects(() => enrollGuest(dir, "../up", `${dir}-x`), TypeError, '"../up"');
+    // A guest directory holds no CA key: it cannot enroll anyone.
+    await assertRejects(
+      () => enrollGuest(a.dir, "d", `${dir}-d`),
+      Error,
+      `"${join(a.dir, "ca.key")}"`,
+    );
+  });
+});
+
+Deno.test("an agent certificate of another pairing CA, or both pin and certificate, are refused", async () => {
+  await withStateDir(async (dir) => {
+    const other = `${dir}-other`;
+    const foreign = await enrollGuest(other, "x", `${other}-x`);
+    await assertRejects(
+      () => ensureIdsCredentials(dir, { agentCertificate: foreign.certificate }),
+      Error,
+      `Cannot pin "${foreign.certificate}": it is not signed by the pairing CA`,
+    );
+    await assertRejects(
+      () => ensureIdsCredentials(dir, { agentCertificate: join(dir, "guests", "none.pem") }),
+      Error,
+      "it does not exist",
+    );
+    await assertRejects(
+      () =>
+        ensureIdsCredentials(dir, { agentPin: foreign.pin, agentCertificate: foreign.certificate }),
+      TypeError,
+      "both a pin and the certificate",
+    );
+  });
+});
+
+Deno.test("a key file that its group or others may read, or another user owns, is refused", async () => {
+  await withStateDir(async (dir) => {
+    await ensureAgentCredentials(dir);
+    await ensureIdsCredentials(dir);
+    for (const name of ["ca.key", "agent.key", "ids.key"]) {
+      const path = join(dir, name);
+      for (const mode of [0o640, 0o604, 0o644, 0o620]) {
+        await Deno.chmod(path, mode);
+        const error = await assertRejects(
+          () => Promise.all([ensureAgentCredentials(dir), ensureIdsCredentials(dir)]),
+          Error,
+          `"${path}"`,
+        );
+        assert(error.message.includes(`chmod 600 ${path}`), error.message);
+      }
+      await Deno.chmod(path, 0o600);
+      if (Deno.uid() === 0) {
+        await Deno.chown(path, 65534, null);
+        await assertRejects(
+          () =>
+            ensureIdsCredentials(dir, { agentPin: "ab".repeat(32) }).then(
+              () => ensureAgentCredentials(dir),
+            ),
+          Error,
+          `chown 0 ${path}`,
+        );
+        await Deno.chown(path, 0, null);
+      }
+    }
+    await ensureAgentCredentials(dir);
+  });
+});
+
+Deno.test("a state directory that its group or others may enter is refused", async () => {
+  await withStateDir(async (dir) => {
+    await ensureAgentCredentials(dir);
+    await Deno.chmod(dir, 0o750);
+    await assertRejects(() => ensureAgentCredentials(dir), Error, `chmod 700 ${dir}`);
+    await assertRejects(() => ensureIdsCredentials(dir), Error, `chmod 700 ${dir}`);
+    await assertRejects(() => enrollGuest(dir, "g", `${dir}-g`), Error, `chmod 700 ${dir}`);
+    await Deno.chmod(dir, 0o700);
+    const out = `${dir}-open`;
+    await Deno.mkdir(out, { mode: 0o755 });
+    await Deno.chmod(out, 0o755);
+    await assertRejects(() => enrollGuest(dir, "g", out), Error, `chmod 700 ${out}`);
+    await assertRejects(() => checkPrivateDirectory(out), Error, `"${out}"`);
+    await assertRejects(() => checkPrivateFile(join(dir, "absent")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("loadIdsCredentials() reads an identity of its own files, checking its key", async () => {
+  await withStateDir(async (dir) => {
+    const ids = await ensureIdsCredentials(dir, { agentPin: "ab".repeat(32) });
+    const files = {
+      ca: join(dir, "ca.pem"),
+      cert: join(dir, "ids.pem"),
+      key: join(dir, "ids.key"),
+    };
+    const { pin, certificate } = await enrollGuest(dir, "g", `${dir}-g`);
+    const loaded = await loadIdsCredentials(files, { agentCertificate: certificate });
+    assertEquals(loaded, { ...ids, agentPin: pin });
+    await assertRejects(() => loadIdsCredentials(files, {}), TypeError, "neither a pin");
+    await Deno.chmod(files.key, 0o644);
+    await assertRejects(
+      () => loadIdsCredentials(files, { agentPin: pin }),
+      Error,
+      `chmod 600 ${files.key}`,
+    );
+  });
 });

@@ -22,6 +22,16 @@ export const LIMITS = {
   maxFrame: 16 << 20,
   /** Largest DATA or BTF frame the agent builds. */
   dataFrame: 1 << 20,
+  /**
+   * Largest frame the IDS accepts from an agent: a DATA or BTF frame of `dataFrame` bytes and
+   * its chunk header, with room to spare (every other answer is smaller).
+   */
+  maxAnswerFrame: (1 << 20) + 4096,
+  /**
+   * Largest kernel BTF a HELLO may announce (a real vmlinux BTF is 5-7 MB): the IDS allocates
+   * the BTF once its size is known, so the size is checked first.
+   */
+  maxBtf: 64 << 20,
   /** Largest READ length. */
   maxRead: 1 << 20,
   /** Most records one PREFETCH may return. */
@@ -491,6 +501,9 @@ export function parseFrame(raw: RawFrame): Frame {
         programs: r.string(),
         features: r.list(() => r.string(), 64),
       };
+      if (agent.btfSize > LIMITS.maxBtf) {
+        throw r.error(`BTF size ${agent.btfSize} exceeds the limit ${LIMITS.maxBtf}`);
+      }
       frame = { type: FrameType.HELLO, id, version, agent };
       break;
     }
@@ -543,6 +556,7 @@ export function parseFrame(raw: RawFrame): Frame {
     case FrameType.BTF: {
       const offset = r.u32();
       const total = r.u32();
+      if (total > LIMITS.maxBtf) throw r.error(`total ${total} exceeds the limit ${LIMITS.maxBtf}`);
       const bytes = r.bytes(r.left);
       if (offset + bytes.length > total) {
         throw r.error(`chunk at ${offset} of ${bytes.length} bytes passes the total ${total}`);

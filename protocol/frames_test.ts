@@ -24,7 +24,7 @@ const text = fc.string({ maxLength: 200 });
 const agentInfo: fc.Arbitrary<AgentInfo> = fc.record({
   kernelRelease: text,
   btfHash: fc.uint8Array({ minLength: 32, maxLength: 32 }),
-  btfSize: u32,
+  btfSize: fc.integer({ min: 0, max: LIMITS.maxBtf }),
   bootId: text,
   anchor: u64,
   agentPid: u32,
@@ -130,6 +130,22 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("a HELLO announcing more BTF than the limit is refused before anything is allocated", () => {
+  const agent = {
+    kernelRelease: "6.1.0",
+    btfHash: new Uint8Array(32),
+    btfSize: LIMITS.maxBtf + 1,
+    bootId: "b",
+    anchor: 0xffff_8880_0000_0000n,
+    agentPid: 1,
+    programs: "",
+    features: [],
+  };
+  const bytes = encodeFrame({ type: FrameType.HELLO, id: 0, version: 1, agent });
+  const error = assertThrows(() => decodeAll(bytes), FrameError);
+  assert(error.message.includes(`exceeds the limit ${LIMITS.maxBtf}`), error.message);
+});
 
 Deno.test("encodeFrame() and the decoder round-trip every frame type, whatever the chunking", () => {
   fc.assert(

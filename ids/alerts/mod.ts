@@ -15,6 +15,15 @@
 
 export { LIMITS } from "./_bounds.ts";
 export { type AlertListener, AlertService, type AlertServiceOptions } from "./service.ts";
-export { AlertStore, MAX_LIST, OVERFLOW_RULE, OVERFLOW_SUBJECT, SCHEMA_VERSION } from "./store.ts";
+export {
+  AlertStore,
+  HEALTH_RULES,
+  MAX_LIST,
+  MISBEHAVING_RULE,
+  OVERFLOW_RULE,
+  OVERFLOW_SUBJECT,
+  SCHEMA_VERSION,
+  UNREACHABLE_RULE,
+} from "./store.ts";
 export * from "./types.ts";
 export { type WebhookConfig, type WebhookOptions, Webhooks } from "./webhooks.ts";

@@ -74,7 +74,29 @@ export class AlertService implements AsyncDisposable {
    * (nothing of the scan is stored then).
    */
   apply(vm: string, findings: readonly Finding[], scanAt: number): AlertChange[] {
-    const changes = this.#store.apply(vm, findings, scanAt);
+    return this.#publish(this.#store.apply(vm, findings, scanAt));
+  }
+
+  /**
+   * Opens or updates a health alert of `vm` (see {@linkcode AlertStore.raise}), then hands the
+   * changes on as {@linkcode apply} does.
+   * @throws {TypeError} for a rule that is not a health rule; {@linkcode Error} when SQLite fails
+   */
+  raise(vm: string, finding: Finding, at: number): AlertChange[] {
+    return this.#publish(this.#store.raise(vm, finding, at));
+  }
+
+  /**
+   * Resolves the open health alerts of `rule` of `vm` (see {@linkcode AlertStore.resolve}), then
+   * hands the changes on as {@linkcode apply} does.
+   * @throws {TypeError} for a rule that is not a health rule; {@linkcode Error} when SQLite fails
+   */
+  resolve(vm: string, rule: string, at: number): AlertChange[] {
+    return this.#publish(this.#store.resolve(vm, rule, at));
+  }
+
+  #publish(changes: AlertChange[]): AlertChange[] {
+    if (changes.length === 0) return changes;
     this.#updateGauge();
     for (const change of changes) {
       this.#webhooks.send(change);

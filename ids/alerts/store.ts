@@ -25,6 +25,10 @@
  * `alert_overflow` counts the findings not stored; resolved alerts and events older than the
  * retention are deleted, and so are the oldest beyond `maxResolved` and `maxEvents`.
  *
+ * **Health alerts** ({@linkcode HEALTH_RULES}: the agent misbehaving or unreachable) are not scan
+ * findings: the service raises them with {@linkcode AlertStore.raise} and resolves them with
+ * {@linkcode AlertStore.resolve}. A scan never updates or resolves them.
+ *
  * @module
  */
 
@@ -50,6 +54,13 @@ export const SCHEMA_VERSION = 1;
 export const OVERFLOW_RULE = "alert_overflow";
 /** The subject of the {@linkcode OVERFLOW_RULE} alert. */
 export const OVERFLOW_SUBJECT = "open alerts";
+
+/** The rule of the alert raised while a guest's agent breaks the protocol or its limits. */
+export const MISBEHAVING_RULE = "agent_misbehaving";
+/** The rule of the alert raised while a guest's agent cannot be reached or used. */
+export const UNREACHABLE_RULE = "agent_unreachable";
+/** Rules whose alerts the service raises and resolves itself, never a scan. */
+export const HEALTH_RULES: readonly string[] = [MISBEHAVING_RULE, UNREACHABLE_RULE];
 
 /** The most alerts one {@linkcode AlertStore.list} answers. */
 export const MAX_LIST = 1000;
@@ -253,6 +264,59 @@ export class AlertStore implements Disposable {
     return changes;
   }
 
+  /**
+   * Opens, or updates, the health alert of `finding` (its rule one of {@linkcode HEALTH_RULES})
+   * at `at` (epoch ms), in one transaction, without touching any other alert. A raise that only
+   * updates an open alert is not an event, so an agent failing on every retry is one alert.
+   * @throws {TypeError} for a rule that is not a health rule, an unknown severity or a bad time
+   */
+  raise(vm: string, finding: Finding, at: number): AlertChange[] {
+    this.#check();
+    const entry = this.#healthEntry(vm, finding.rule, at, () => entryOf(finding));
+    return this.#transaction(() => {
+      const changes: AlertChange[] = [];
+      const row = this.#sql(
+        "SELECT * FROM alerts WHERE vm = ? AND rule = ? AND subject = ? AND state = 'open'",
+      ).get(vm, entry.rule, entry.subject) as unknown as AlertRow | undefined;
+      if (row) this.#update(row, entry, at, changes);
+      else this.#open(vm, entry, at, changes);
+      return changes;
+    });
+  }
+
+  /**
+   * Resolves the open alerts of health rule `rule` of `vm` at `at` (epoch ms), in one
+   * transaction; returns the changes (none when nothing was open).
+   * @throws {TypeError} for a rule that is not a health rule or a bad time
+   */
+  resolve(vm: string, rule: string, at: number): AlertChange[] {
+    this.#check();
+    this.#healthEntry(vm, rule, at, () => undefined);
+    return this.#transaction(() => {
+      const changes: AlertChange[] = [];
+      const rows = this.#sql("SELECT * FROM alerts WHERE vm = ? AND rule = ? AND state = 'open'")
+        .all(vm, rule) as unknown as AlertRow[];
+      for (const row of rows) {
+        this.#sql("UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE id = ?")
+          .run(at, row.id);
+        this.#event(row.id, "resolved", at, changes);
+      }
+      return changes;
+    });
+  }
+
+  #healthEntry<T>(vm: string, rule: string, at: number, make: () => T): T {
+    if (!HEALTH_RULES.includes(rule)) {
+      throw new TypeError(
+        `Cannot raise or resolve alert rule "${rule}" of VM "${vm}": it is not a health rule`,
+      );
+    }
+    if (!Number.isSafeInteger(at)) {
+      throw new TypeError(`Cannot raise or resolve "${rule}" of VM "${vm}": bad time ${at}`);
+    }
+    return make();
+  }
+
   #apply(vm: string, entries: Map<string, Entry>, at: number): AlertChange[] {
     const changes: AlertChange[] = [];
     const open = new Map<string, AlertRow>();
@@ -265,7 +329,7 @@ export class AlertStore implements Disposable {
     const fresh: Entry[] = [];
     for (const [key, entry] of entries) {
       const row = open.get(key);
-      if (entry.rule === OVERFLOW_RULE) continue;
+      if (entry.rule === OVERFLOW_RULE || HEALTH_RULES.includes(entry.rule)) continue;
       if (row) {
         seen.add(key);
         this.#update(row, entry, at, changes);
@@ -277,7 +341,7 @@ export class AlertStore implements Disposable {
     let remaining = 0;
     for (const [key, row] of open) {
       if (seen.has(key) || key === overflowKey) continue;
-      if (!this.#absent(row, at, changes)) remaining++;
+      if (HEALTH_RULES.includes(row.rule) || !this.#absent(row, at, changes)) remaining++;
     }
     // Room is what the alerts still open leave, once this scan's resolutions are done.
     let room = this.#maxOpen - seen.size - remaining;

@@ -23,8 +23,9 @@ export interface ApiOptions {
   /** The bearer token every `/v1/*` route requires. */
   token: string;
   /**
-   * Require the token for `/metrics` too.
-   * @default {false}
+   * Require the token for `/metrics` too. Turn it off only where the network cannot reach the
+   * API (loopback), or where the metrics are meant to be public.
+   * @default {true}
    */
   metricsAuth?: boolean;
   /**
@@ -136,8 +137,9 @@ class BodyCache {
 
 /**
  * Creates the REST API over `monitor`: `/healthz`, `/metrics`, `/openapi.json` and the `/v1/*`
- * routes, which need `Authorization: Bearer <token>`. Serve it with `Deno.serve(app.fetch)`,
- * or call `app.request()` in tests. `GET /openapi.json` lists every route the app serves.
+ * routes, which need `Authorization: Bearer <token>` (and so does `/metrics` unless
+ * `metricsAuth` is `false`). Serve it with `Deno.serve(app.fetch)`, or call `app.request()` in
+ * tests. `GET /openapi.json` lists every route the app serves.
  *
  * Errors are JSON `{ "error": { "code", "message" } }` with the codes `unauthorized` (401),
  * `not_found`, `unknown_vm` and `unknown_pid` (404), `bad_parameter` (422, with the parameter's
@@ -180,7 +182,7 @@ export function createApi(options: ApiOptions): OpenAPIHono {
   app.openapi(routes.health, (c) => c.json({ status: "ok" as const }, 200));
 
   app.openapi(
-    routes.metrics(options.metricsAuth ? auth : undefined),
+    routes.metrics(options.metricsAuth === false ? undefined : auth),
     async (c) =>
       c.text(await monitor.metrics(), 200, {
         "Content-Type": routes.PROMETHEUS_CONTENT_TYPE,

@@ -38,18 +38,25 @@ Deno.test("GET /healthz answers without a token", async () => {
   assertEquals(await response.json(), { status: "ok" });
 });
 
-Deno.test("GET /metrics serves Prometheus text without a token by default", async () => {
-  const { app, monitor } = setup();
+Deno.test("GET /metrics serves Prometheus text without a token when metricsAuth is false", async () => {
+  const { app, monitor } = setup({ metricsAuth: false });
   const response = await app.request("/metrics");
   assertEquals(response.status, 200);
   assertEquals(response.headers.get("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
   assertEquals(await response.text(), monitor.metricsText);
 });
 
-Deno.test("GET /metrics needs the token when metricsAuth is set", async () => {
-  const { app, get } = setup({ metricsAuth: true });
-  await assertError(await app.request("/metrics"), 401, { code: "unauthorized" });
-  assertEquals((await get("/metrics")).status, 200);
+Deno.test("GET /metrics needs the token by default and when metricsAuth is set", async () => {
+  for (const options of [{}, { metricsAuth: true }]) {
+    const { app, get } = setup(options);
+    await assertError(await app.request("/metrics"), 401, { code: "unauthorized" });
+    await assertError(
+      await app.request("/metrics", { headers: { Authorization: "Bearer wrong" } }),
+      401,
+      { code: "unauthorized" },
+    );
+    assertEquals((await get("/metrics")).status, 200);
+  }
 });
 
 Deno.test("every /v1 route refuses a request without a bearer token", async () => {
@@ -492,8 +499,8 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
   }
 });
 
-Deno.test("GET /openapi.json leaves /metrics unsecured without metricsAuth", async () => {
-  const { app } = setup();
+Deno.test("GET /openapi.json leaves /metrics unsecured when metricsAuth is false", async () => {
+  const { app } = setup({ metricsAuth: false });
   const document = await (await app.request("/openapi.json")).json();
   assertEquals(document.paths["/metrics"].get.security, []);
   assertEquals("401" in document.paths["/metrics"].get.responses, false);

@@ -10,7 +10,9 @@
  * ```
  *
  * Every `/v1/*` route needs `Authorization: Bearer <token>`; `/healthz` never does and `/metrics`
- * does only with `metricsAuth`. Errors are JSON with a stable code ({@linkcode ErrorCode}).
+ * does unless `metricsAuth` is `false`. Errors are JSON with a stable code
+ * ({@linkcode ErrorCode}). The app speaks Web-standard Request/Response: whoever serves it
+ * chooses the transport (the service serves HTTPS off loopback).
  *
  * @module
  */

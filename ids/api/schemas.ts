@@ -59,6 +59,18 @@ const freshnessQuery = {
 /** Query of `/v1/vms/{vm}/processes/{pid}` and the other views: how fresh the snapshot must be. */
 export const FreshnessQuery = z.object(freshnessQuery);
 
+/**
+ * The hex of a guest name's bytes, beside the name when its text does not show them plainly
+ * (kernel/name.ts).
+ */
+function bytesHex(field: string) {
+  return z.string().optional().openapi({
+    description: `The bytes of ${field} in hex, when its text does not show them plainly: it ` +
+      "holds a byte that is not UTF-8 (shown as \\xNN), a backslash (shown as \\\\), a control " +
+      "or an invisible character; absent otherwise",
+  });
+}
+
 /** Query of `/v1/vms/{vm}/processes`: filters, then how fresh the snapshot must be. */
 export const ProcessesQuery = z.object({
   pid: integerParameter("pid", "query", "Only the process with this id").optional(),
@@ -114,6 +126,7 @@ export const ProcessSchema = z.object({
   tgid: z.number().int(),
   ppid: z.number().int(),
   comm: z.string(),
+  commHex: bytesHex("comm"),
   state: z.string().openapi({ description: "One letter, as in ps (R, S, D, T, t, X, Z, P, I)" }),
   uid: z.number().int(),
   euid: z.number().int(),
@@ -151,6 +164,7 @@ export const ProcessSchema = z.object({
 /** A loaded kernel module, as /proc/modules shows it. */
 export const ModuleSchema = z.object({
   name: z.string(),
+  nameHex: bytesHex("name"),
   module: z.string().openapi({ description: "Address of its struct module" }),
   base: z.string().openapi({ description: "Start of its text; empty when unread" }),
   size: z.number().int().openapi({
@@ -208,6 +222,7 @@ export const OpenFileSchema = z.object({
     description: "As readlink of /proc/PID/fd/FD (socket:[INODE], pipe:[INODE], " +
       "anon_inode:[eventfd]...); when incomplete, the part rebuilt from the file up",
   }),
+  pathHex: bytesHex("path"),
   pathComplete: z.boolean(),
   file: z.string().openapi({ description: "Address of its struct file" }),
   error: z.string().optional().openapi({ description: "Some of it could not be read" }),

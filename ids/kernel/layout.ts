@@ -14,6 +14,7 @@
 import type { Btf } from "../btf/mod.ts";
 import { type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
+import { decodeName } from "./name.ts";
 
 /** A field the layout cannot use. */
 export class LayoutError extends Error {
@@ -37,7 +38,7 @@ export const uint = (...paths: string[]): FieldSpec<"uint"> => ({ kind: "uint", 
 export const sint = (...paths: string[]): FieldSpec<"sint"> => ({ kind: "sint", paths });
 /** A pointer, decoded to a {@linkcode Pointer}: follow it with `follow()`. */
 export const ptr = (...paths: string[]): FieldSpec<"ptr"> => ({ kind: "ptr", paths });
-/** A NUL-terminated char array, decoded to a string. */
+/** A NUL-terminated char array, decoded to a string as `decodeName()` (name.ts) maps bytes. */
 export const str = (...paths: string[]): FieldSpec<"str"> => ({ kind: "str", paths });
 /** Bytes of any size, decoded to a copy: arrays, addresses, integers wider than 53 bits. */
 export const raw = (...paths: string[]): FieldSpec<"raw"> => ({ kind: "raw", paths });
@@ -80,27 +81,28 @@ export interface StructLayout<T> {
   decode(view: DataView, at: number, addr: KAddr): T;
 }
 
-const latin1 = new TextDecoder("latin1");
-
 /**
- * The NUL-terminated string in the `size` bytes at `at` of `view` (all of them without a NUL).
- * Kernel names are short and nearly always ASCII, which is decoded here: a TextDecoder call
- * costs more than the whole of a short name.
+ * The NUL-terminated name in the `size` bytes at `at` of `view` (all of them without a NUL), as
+ * {@linkcode decodeName} maps bytes to text. Kernel names are short and nearly always ASCII
+ * without a backslash, which is decoded here: a TextDecoder call costs more than the whole of a
+ * short name.
  */
 function decodeString(view: DataView, at: number, size: number): string {
   let text = "";
   for (let i = 0; i < size; i++) {
     const byte = view.getUint8(at + i);
     if (byte === 0) return text;
-    if (byte >= 0x80) {
+    if (byte >= 0x80 || byte === BACKSLASH) {
       const bytes = new Uint8Array(view.buffer, view.byteOffset + at, size);
       const nul = bytes.indexOf(0, i);
-      return latin1.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+      return decodeName(nul < 0 ? bytes : bytes.subarray(0, nul));
     }
     text += String.fromCharCode(byte);
   }
   return text;
 }
+
+const BACKSLASH = 0x5c;
 
 /**
  * Resolves `spec` against `struct` in `btf`.

@@ -34,6 +34,7 @@ import { follow, hex, hexBytes, type KAddr, type Pointer, pointerAt } from "../m
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
+import { hexOf } from "../kernel/name.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { lookupXarray, planXarray, readXarray } from "../kernel/xarray.ts";
 import type { Source } from "../detect/types.ts";
@@ -48,7 +49,10 @@ export type BpfView = "prog_idr" | "kallsyms";
 /** A map a program uses. */
 export interface BpfMap {
   id: number;
+  /** `map->name` (at most 15 bytes), as `decodeName()` (kernel/name.ts) maps its bytes. */
   name: string;
+  /** The bytes of `name` in hex, when its text does not show them plainly; absent otherwise. */
+  nameHex?: string;
   type: string;
   /** Address of its `struct bpf_map`. */
   map: string;
@@ -58,8 +62,13 @@ export interface BpfMap {
 export interface BpfProgram {
   /** `aux->id`, as bpftool shows it. */
   id: number;
-  /** `aux->name` (at most 15 bytes). */
+  /** `aux->name` (at most 15 bytes), as `decodeName()` (kernel/name.ts) maps its bytes. */
   name: string;
+  /**
+   * The bytes of `name` in hex, when its text does not show them plainly (an invalid byte, a
+   * backslash, a control or invisible character); absent otherwise.
+   */
+  nameHex?: string;
   /** `prog->tag`, 8 bytes in hex, as bpftool shows it. */
   tag: string;
   /** `prog->type` named from BTF's `enum bpf_prog_type` ("kprobe"), or `type N`. */
@@ -416,6 +425,7 @@ async function describe(
   const out: BpfProgram = {
     id: aux.id,
     name: aux.name,
+    ...hexOf("nameHex", aux.name),
     tag: hexBytes(prog.tag),
     type: types.progTypes.get(prog.type) ?? `type ${prog.type}`,
     loadTime: aux.loadTime,
@@ -445,6 +455,7 @@ async function describe(
         map = {
           id: m.id,
           name: m.name,
+          ...hexOf("nameHex", m.name),
           type: types.mapTypes.get(m.type) ?? `type ${m.type}`,
           map: hex(at),
         };

@@ -19,6 +19,7 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, offsetOf, ptr, readStruct, resolveLayout, uint } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
+import { decodeName, hexOf } from "../kernel/name.ts";
 import type { TaskNodes } from "./processes.ts";
 
 /**
@@ -95,8 +96,16 @@ export interface OpenFile {
   type: FileType;
   /** The inode number (`i_ino`); -1 when unread. */
   inode: number;
-  /** As readlink of /proc/PID/fd/FD; when incomplete, the part rebuilt from the file up. */
+  /**
+   * As readlink of /proc/PID/fd/FD; when incomplete, the part rebuilt from the file up. Each
+   * name in it as `decodeName()` (kernel/name.ts) maps bytes: UTF-8, `\xNN`, `\\`.
+   */
   path: string;
+  /**
+   * The bytes of `path` in hex, when its text does not show them plainly (an invalid byte, a
+   * backslash, a control or invisible character); absent otherwise.
+   */
+  pathHex?: string;
   pathComplete: boolean;
   /** Address of the `struct file`. */
   file: string;
@@ -247,7 +256,8 @@ export async function listFiles(
         error: slot.error,
       });
     } else {
-      files.push(await describeFile(mem, types, slot.fd, slot.file, limits, budget));
+      const file = await describeFile(mem, types, slot.fd, slot.file, limits, budget);
+      files.push({ ...file, ...hexOf("pathHex", file.path) });
     }
   }
   return {
@@ -337,10 +347,8 @@ async function nameOf(
   }
   if (d.nameLen === 0) return "";
   const bytes = await mem.read(follow(d.name, `d_name.name of dentry ${hex(at)}`), d.nameLen);
-  return utf8.decode(bytes);
+  return decodeName(bytes);
 }
-
-const utf8 = new TextDecoder();
 
 interface PathResult {
   path: string;

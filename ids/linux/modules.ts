@@ -25,6 +25,7 @@ import {
   uint,
 } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
+import { hexOf } from "../kernel/name.ts";
 
 /**
  * Resolves the structures of the module list. Where the kernels differ:
@@ -123,7 +124,10 @@ function stateNames(btf: Btf): Map<number, string> {
 
 /** One loaded module. */
 export interface Module {
+  /** `name`, as `decodeName()` (kernel/name.ts) maps its bytes: UTF-8, `\xNN`, `\\`. */
   name: string;
+  /** The bytes of `name` in hex, when its text does not show them plainly; absent otherwise. */
+  nameHex?: string;
   /** Address of its `struct module`. */
   module: string;
   /** Start of its text (`mem[MOD_TEXT].base`; `core_layout.base` before Linux 6.4). */
@@ -249,6 +253,7 @@ export async function describeModule(
   const state = types.states.get(module.state);
   const m: Module = {
     name: module.name,
+    ...hexOf("nameHex", module.name),
     module: hex(at),
     base: "",
     size: -1,

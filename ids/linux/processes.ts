@@ -14,13 +14,20 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
+import { hexOf } from "../kernel/name.ts";
 
 /** One process as the guest kernel holds it. */
 export interface Process {
   pid: number;
   tgid: number;
   ppid: number;
+  /** `comm`, as `decodeName()` (kernel/name.ts) maps its bytes: UTF-8, `\xNN`, `\\`. */
   comm: string;
+  /**
+   * The bytes of `comm` in hex, when its text does not show them plainly (an invalid byte, a
+   * backslash, a control or invisible character); absent otherwise.
+   */
+  commHex?: string;
   /** One letter, as in `ps` (R, S, D, T, t, X, Z, P, I). */
   state: string;
   uid: number;
@@ -222,6 +229,7 @@ async function describe(
     tgid: task.tgid,
     ppid: -1,
     comm: task.comm,
+    ...hexOf("commHex", task.comm),
     state: stateLetter(task.state, task.exitState),
     uid: -1,
     euid: -1,

@@ -28,7 +28,6 @@ interface Page {
 
 interface Extent extends Span {
   end: KAddr;
-  bytes: Uint8Array;
   /** Insertion order: a newer extent wins where extents overlap. */
   seq: number;
 }
@@ -104,7 +103,6 @@ export class MemoryCache {
     const extent: Extent = {
       start: addr,
       end: addr + bytes.length,
-      bytes,
       view: this.#view,
       base: bytes.byteOffset,
       seq: batch ?? this.#seq++,
@@ -187,7 +185,7 @@ export class MemoryCache {
     const first = this.#covering(addr);
     if (!first) return undefined;
     let stop = this.#servedUntil(first, addr, Math.min(first.end, end));
-    if (stop === end) return first.bytes.subarray(addr - first.start, end - first.start);
+    if (stop === end) return bytesOf(first, addr, end);
     const parts: [Extent, number, number][] = [[first, addr, stop]];
     while (stop < end) {
       const extent = this.#covering(stop);
@@ -198,7 +196,7 @@ export class MemoryCache {
     }
     const out = new Uint8Array(len);
     for (const [e, from, to] of parts) {
-      out.set(e.bytes.subarray(from - e.start, to - e.start), from - addr);
+      out.set(bytesOf(e, from, to), from - addr);
     }
     return out;
   }
@@ -299,6 +297,14 @@ class PageIndex {
 
 /** Pages per group of {@linkcode PageIndex}: 2^20 pages, 4 GiB of addresses. */
 const GROUP_PAGES = 2 ** 20;
+
+/**
+ * The bytes [from, to) of `extent`, a view into what it was inserted from. An extent keeps no
+ * array of its own: the IDS keeps hundreds of thousands of them.
+ */
+function bytesOf(extent: Extent, from: KAddr, to: KAddr): Uint8Array {
+  return new Uint8Array(extent.view.buffer, extent.base + from - extent.start, to - from);
+}
 
 /** The index of the first extent in `list` (sorted by start) that starts after `addr`. */
 function upperBound(list: Extent[], addr: KAddr): number {

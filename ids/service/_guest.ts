@@ -6,14 +6,17 @@
  */
 
 import client from "prom-client";
-import {
-  ensureIdsCredentials,
-  fingerprint,
-  type IdsCredentials,
-  parsePin,
-} from "../../protocol/credentials.ts";
+import type { IdsCredentials } from "../../protocol/credentials.ts";
+import { explainPinMismatch, guestCredentials } from "../connect.ts";
 import { parseHostPort } from "../../protocol/cli.ts";
-import { AgentClient, type ClientCounters } from "../client.ts";
+import { ChannelError } from "../../protocol/channel.ts";
+import {
+  AgentClient,
+  AgentClosedError,
+  AgentMisbehaviorError,
+  type ClientCounters,
+} from "../client.ts";
+import { MISBEHAVING_RULE, UNREACHABLE_RULE } from "../alerts/store.ts";
 import { LayoutError } from "../kernel/layout.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
@@ -23,6 +26,7 @@ import {
   type Mode,
   type ModulesAnswer,
   NoSuchProcessError,
+  type PrefetchLimits,
   type SnapshotStats,
 } from "../session.ts";
 import type { GuestConfig, ServiceConfig } from "./config.ts";
@@ -39,6 +43,73 @@ const MAX_RECENT = 100;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 5_000;
+/** A request of a guest's agent without a frame of its answer for this long fails. */
+const IDLE_TIMEOUT_MS = 10_000;
+/**
+ * What one scan may bring from a guest by default (its `scanLimits` in ids.json): a guest of
+ * about 3,500 processes (a check costs about 17 records and 4 KB per process), and little
+ * enough that a lying agent cannot take the memory every other guest needs: the IDS keeps
+ * about 300 bytes per record besides its bytes (measured for one-byte records on distinct
+ * pages), so a scan holds at most about 20 MB of records plus 32 MB of bytes. Beyond, the walk
+ * stops and the rest is read page by page (counted round trips, never a wrong answer).
+ */
+export const SCAN_LIMITS: PrefetchLimits = { maxObjects: 1 << 16, maxBytes: 32 << 20 };
+
+/** Deadlines of a guest's agent connection. */
+export interface AgentTimeouts {
+  /** Connect, TLS handshake and acceptance. @default 5000 */
+  connectMs?: number;
+  /** No frame of a request's answer for this long fails it. @default 10000 */
+  idleMs?: number;
+  /** A request unfinished after this long fails. @default max(10000, refreshMs) */
+  requestMs?: number;
+}
+
+/** Where a guest raises and resolves its health alerts (agent misbehaving, unreachable). */
+export interface HealthAlerts {
+  raise(finding: Finding, at: number): void;
+  resolve(rule: string, at: number): void;
+  /** The health rules with an open alert for this guest when the service started. */
+  open?: readonly string[];
+}
+
+/**
+ * What failed with the agent behind `error`: the first error of its cause chain (a read of
+ * guest memory wraps the agent's error) that says why the channel or the agent failed, else
+ * `error` itself.
+ */
+function agentFailure(error: unknown): unknown {
+  for (let at = error, depth = 0; at instanceof Error && depth < 8; at = at.cause, depth++) {
+    if (
+      at instanceof ChannelError || at instanceof AgentMisbehaviorError ||
+      at instanceof AgentClosedError
+    ) return at;
+  }
+  return error;
+}
+
+/**
+ * Why an agent cannot be used, as far as the IDS can tell: "refused" (no TCP connection),
+ * "timeout" (no channel in time: the TCP connect or the TLS handshake), "pin-mismatch",
+ * "untrusted" (not an agent of the pairing CA), "certificate-refused" (the agent refused the
+ * IDS), "closed", "misbehaving" (it broke the protocol or a limit), or "error".
+ */
+export function unreachableCause(error: unknown): string {
+  error = agentFailure(error);
+  if (error instanceof ChannelError) {
+    return {
+      unreachable: "refused",
+      timeout: "timeout",
+      "pin-mismatch": "pin-mismatch",
+      untrusted: "untrusted",
+      refused: "certificate-refused",
+      closed: "closed",
+    }[error.code];
+  }
+  if (error instanceof AgentMisbehaviorError) return "misbehaving";
+  if (error instanceof AgentClosedError) return "closed";
+  return "error";
+}
 
 function toHex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -156,7 +227,10 @@ export class Guest {
     readonly log: (line: string) => void,
     /** Receives the findings of every scan (the alert store). */
     readonly onFindings: (findings: Finding[], scanAt: number) => void = () => {},
+    readonly health: HealthAlerts = { raise() {}, resolve() {} },
+    readonly timeouts: AgentTimeouts = {},
   ) {
+    for (const rule of health.open ?? []) this.#raised.add(rule);
     ({ hostname: this.hostname, port: this.port } = parseHostPort(config.agent));
     metrics.up.set({ vm: config.name }, 0);
     this.modules = {
@@ -219,6 +293,7 @@ export class Guest {
 
   async #check(session: GuestSession): Promise<{ value: Process[]; stats: SnapshotStats }> {
     const result = await runCheck(session, MODE, {
+      limits: this.config.scanLimits ?? SCAN_LIMITS,
       rules: this.service.rules,
       previous: this.#previous,
       first: this.#first,
@@ -295,6 +370,7 @@ export class Guest {
       });
       this.totals.misses += stats.misses;
       this.totals.lookups += stats.lookups;
+      this.#healthy();
       if (stats.truncated) this.event(`${label} snapshot truncated: ${stats.reason}`, true);
       return snapshot;
     } catch (error) {
@@ -309,8 +385,10 @@ export class Guest {
         ok: answered,
       });
       const message = `cannot take ${label}: ${(error as Error).message}`;
-      if (!isViewError(error)) this.#drop(message);
-      else if (!answered) this.event(message, true);
+      if (!isViewError(error)) {
+        this.#drop(message);
+        this.#unhealthy(error);
+      } else if (!answered) this.event(message, true);
       throw error;
     }
   }
@@ -348,8 +426,11 @@ export class Guest {
       hostname: this.hostname,
       port: this.port,
       credentials,
-      timeoutMs: CONNECT_TIMEOUT_MS,
-      requestTimeoutMs: Math.max(10_000, this.config.refreshMs),
+      timeoutMs: this.timeouts.connectMs ?? CONNECT_TIMEOUT_MS,
+      requestTimeoutMs: this.timeouts.requestMs ?? Math.max(10_000, this.config.refreshMs),
+      idleTimeoutMs: this.timeouts.idleMs ?? IDLE_TIMEOUT_MS,
+    }).catch((error) => {
+      throw explainPinMismatch(error);
     });
     try {
       const info = agent.info;
@@ -383,6 +464,7 @@ export class Guest {
       agent.closed.then((reason) => {
         if (this.#session !== session || this.#closed) return;
         this.#drop(`connection lost: ${reason.message}`);
+        this.#unhealthy(reason);
         this.#wake?.();
       });
       this.state = "up";
@@ -394,15 +476,70 @@ export class Guest {
     }
   }
 
-  async #credentials(): Promise<IdsCredentials> {
-    const files = this.config.credentials;
-    if (!files) return ensureIdsCredentials(this.service.stateDir, { agentPin: this.config.pin });
-    const read = (path: string) => Deno.readTextFile(path);
-    const [ca, cert, key] = await Promise.all([read(files.ca), read(files.cert), read(files.key)]);
-    const agentPin = this.config.pin
-      ? parsePin(this.config.pin)
-      : fingerprint(await read(`${this.service.stateDir}/agent.pem`));
-    return { ca, cert, key, agentPin };
+  /** The IDS's identity and this guest's own pin (see `guestCredentials`). */
+  #credentials(): Promise<IdsCredentials> {
+    return guestCredentials(this.config, this.service.stateDir);
+  }
+
+  /** Health rules with an alert open for this guest. */
+  readonly #raised = new Set<string>();
+  /** The limit the agent broke last, since its last whole snapshot. */
+  #lastLimit?: string;
+
+  /**
+   * Raises `agent_unreachable` with the cause of `error`, and `agent_misbehaving` with what the
+   * agent broke when it broke something. An agent failing on every retry updates the same two
+   * alerts.
+   */
+  #unhealthy(error: unknown): void {
+    const at = Date.now();
+    const vm = this.config.name;
+    const message = (error as Error).message;
+    const cause = unreachableCause(error);
+    const findings: Finding[] = [{
+      rule: UNREACHABLE_RULE,
+      severity: "high",
+      subject: vm,
+      message: `The agent of "${vm}" at ${this.config.agent} cannot be used (${cause}): ${message}`,
+      evidence: { cause, agent: this.config.agent, error: message },
+    }];
+    const failure = agentFailure(error);
+    if (failure instanceof AgentMisbehaviorError) {
+      // Each new way of misbehaving is an event, even while the agent is down; the same one
+      // again on every retry is not.
+      if (failure.limit !== this.#lastLimit) {
+        this.#lastLimit = failure.limit;
+        this.event(`agent misbehaving (${failure.limit}): ${failure.message}`, true);
+      }
+      findings.push({
+        rule: MISBEHAVING_RULE,
+        severity: "high",
+        subject: vm,
+        message: `The agent of "${vm}" broke "${failure.limit}": ${failure.message}`,
+        evidence: { agent: this.config.agent, ...failure.evidence },
+      });
+    }
+    for (const finding of findings) {
+      try {
+        this.health.raise(finding, at);
+        this.#raised.add(finding.rule);
+      } catch (failure) {
+        this.event(`cannot store alert ${finding.rule}: ${(failure as Error).message}`, true);
+      }
+    }
+  }
+
+  /** Resolves the health alerts once the agent answered a whole snapshot. */
+  #healthy(): void {
+    this.#lastLimit = undefined;
+    for (const rule of [...this.#raised]) {
+      try {
+        this.health.resolve(rule, Date.now());
+        this.#raised.delete(rule);
+      } catch (failure) {
+        this.event(`cannot resolve alert ${rule}: ${(failure as Error).message}`, true);
+      }
+    }
   }
 
   /** Forgets the session after a failure; the next refresh reconnects. */

@@ -3,12 +3,14 @@
  *
  * ```json
  * {
- *   "listen": "127.0.0.1:8047",
+ *   "listen": "10.0.0.1:8047",
+ *   "tls": { "cert": "api.pem", "key": "api.key" },
  *   "stateDir": "/var/lib/ebpfmon-ids",
  *   "tokenFile": "/var/lib/ebpfmon-ids/api.token",
- *   "metricsAuth": false,
+ *   "metricsAuth": true,
  *   "guests": [
- *     { "name": "web-1", "agent": "10.0.0.5:7047", "pin": "sha256:AB:CD:...", "refreshMs": 5000 }
+ *     { "name": "web-1", "agent": "10.0.0.5:7047", "pin": "sha256:AB:CD:...", "refreshMs": 5000 },
+ *     { "name": "db-1", "agent": "10.0.0.6:7047", "certificate": "guests/db-1.pem" }
  *   ],
  *   "rules": {
  *     "hidden_module": { "severity": "critical" },
@@ -22,15 +24,26 @@
  * }
  * ```
  *
- * Relative paths are resolved against the configuration file's folder.
+ * Relative paths are resolved against the configuration file's folder. An API that listens
+ * anywhere but on loopback needs `tls` (or an explicit `insecureHttp`), and its `/metrics` needs
+ * the token unless `metricsAuth` is `false`.
+ *
+ * Each guest's agent is pinned by its own certificate (`ebpfmon enroll NAME` issues one and
+ * prints its `pin`): the guest's `pin`, or the certificate at `certificate`; with neither, the
+ * certificate `enroll` recorded for the guest's name, `STATE/guests/NAME.pem`, or, when the
+ * configuration has that one guest only, the state directory's own `agent.pem` (the pairing of
+ * an agent and an IDS on one machine). Two guests with the same `pin` or `certificate` are
+ * refused unless both say `"sharedPin": true`: an agent that holds the key of several guests
+ * can stand in for each of them.
  *
  * @module
  */
 
 import { z } from "zod";
+import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import { parseHostPort } from "../../protocol/cli.ts";
-import { parsePin } from "../../protocol/credentials.ts";
+import { GUEST_NAME, guestCertificatePath, parsePin } from "../../protocol/credentials.ts";
 import { type RuleSettings, SEVERITIES, type Severity } from "../detect/types.ts";
 
 /** A string that `parse` accepts without throwing. */
@@ -53,17 +66,37 @@ const pin = parsedBy(
 
 const GuestSchema = z.strictObject({
   /** Name used in the API: `/v1/vms/{name}`. */
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, {
+  name: z.string().regex(GUEST_NAME, {
     message: "expected 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
   }),
   /** `HOST:PORT` of the guest's agent. */
   agent: hostPort,
-  /** The agent certificate's fingerprint; default: the state directory's `agent.pem`. */
+  /** The agent certificate's fingerprint; default: see `certificate`. */
   pin: pin.optional(),
+  /**
+   * The agent's certificate (PEM), whose fingerprint is pinned; not with `pin`. Default: the
+   * enrolled `STATE/guests/NAME.pem`; for a configuration of one guest, `STATE/agent.pem`.
+   */
+  certificate: z.string().min(1).optional(),
+  /** Whether this guest may share its pin or certificate with another guest that says so too. */
+  sharedPin: z.boolean().optional(),
   /** The IDS's credential for this guest (PEM files); default: the state directory's. */
   credentials: z.strictObject({ ca: z.string(), cert: z.string(), key: z.string() }).optional(),
   /** Refresh interval in milliseconds. */
   refreshMs: z.number().int().min(100).max(86_400_000).default(5_000),
+  /**
+   * Most records and bytes one scan of this guest may bring in its one round trip; beyond, the
+   * rest is read page by page. Default: enough for a guest of about 3,500 processes, and what a
+   * lying agent can make the IDS hold. Raise it for bigger guests (about 17 records and 4 KB
+   * per process).
+   */
+  scanLimits: z.strictObject({
+    maxObjects: z.number().int().min(1).max(1 << 20),
+    maxBytes: z.number().int().min(1).max(256 << 20),
+  }).optional(),
+}).refine((g) => g.pin === undefined || g.certificate === undefined, {
+  path: ["certificate"],
+  message: "expected either a pin or a certificate, not both",
 });
 
 /** The rules ids.json may configure (and the only names it accepts). */
@@ -114,15 +147,65 @@ const AlertsSchema = z.strictObject({
   retentionDays: z.number().positive().max(3650).default(30),
 });
 
+/** The API's HTTPS identity: PEM files. */
+const TlsSchema = z.strictObject({
+  /** The certificate (chain) the API presents. */
+  cert: z.string().min(1),
+  /** Its private key. */
+  key: z.string().min(1),
+});
+
+/**
+ * Whether `hostname`, as `listen` names it, is a loopback address: `localhost`, 127.0.0.0/8 or
+ * `::1` (also IPv4-mapped). Anything else, a host name included, may be reached from the network.
+ */
+export function isLoopback(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  // A zone index ("fe80::1%eth0") names a link, never loopback.
+  if (isIP(host) !== 6 || host.includes("%")) return false;
+  const canonical = new URL(`http://[${host}]/`).hostname;
+  return canonical === "[::1]" || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(canonical);
+}
+
+/** What the API's transport needs from the configuration. */
+export interface ApiTransport {
+  listen: string;
+  tls?: { cert: string; key: string };
+  insecureHttp: boolean;
+}
+
+/**
+ * Why the API must not be served as configured: plain HTTP on an address the network reaches,
+ * without `insecureHttp`. Undefined when it may be (or when `listen` is not `HOST:PORT`).
+ */
+export function apiTransportProblem(api: ApiTransport): string | undefined {
+  let hostname: string;
+  try {
+    hostname = parseHostPort(api.listen).hostname;
+  } catch {
+    return undefined;
+  }
+  if (api.tls !== undefined || api.insecureHttp || isLoopback(hostname)) return undefined;
+  return `"${api.listen}" is not a loopback address, and plain HTTP would send the bearer ` +
+    `token in clear: set "tls": { "cert": "FILE.pem", "key": "FILE.key" } to serve HTTPS, or ` +
+    `"insecureHttp": true to accept plain HTTP`;
+}
+
 const ConfigSchema = z.strictObject({
-  /** `HOST:PORT` of the REST API. */
+  /** `HOST:PORT` of the REST API; any address but loopback needs `tls` or `insecureHttp`. */
   listen: hostPort.default("127.0.0.1:8047"),
+  /** Serve the API over HTTPS with these PEM files. */
+  tls: TlsSchema.optional(),
+  /** Serve plain HTTP on an address the network reaches (the token crosses it in clear). */
+  insecureHttp: z.boolean().default(false),
   /** The IDS's state: credentials and BTF store. */
   stateDir: z.string().default(".ebpfmon"),
   /** File holding the API's bearer token; created (mode 0600) when missing. */
   tokenFile: z.string().optional(),
-  /** Whether /metrics needs the token. */
-  metricsAuth: z.boolean().default(false),
+  /** Whether /metrics needs the token. @default {true, but false when `listen` is loopback} */
+  metricsAuth: z.boolean().optional(),
   guests: z.array(GuestSchema).min(1).superRefine((guests, ctx) => {
     const seen = new Set<string>();
     guests.forEach((g, i) => {
@@ -136,6 +219,12 @@ const ConfigSchema = z.strictObject({
   rules: RulesSchema.default({}),
   alerts: AlertsSchema.default({ resolveAfter: 3, retentionDays: 30 }),
   webhooks: z.array(WebhookSchema).max(32).default([]),
+}).superRefine((config, ctx) => {
+  if (config.tls !== undefined && config.insecureHttp) {
+    ctx.addIssue({ code: "custom", path: ["insecureHttp"], message: 'contradicts "tls"' });
+  }
+  const problem = apiTransportProblem(config);
+  if (problem) ctx.addIssue({ code: "custom", path: ["listen"], message: problem });
 });
 
 /** One rule's entry of `rules`. */
@@ -148,8 +237,11 @@ export type WebhookEntry = z.infer<typeof WebhookSchema>;
 export type AlertsConfig = z.infer<typeof AlertsSchema>;
 /** A guest's entry, validated, paths absolute. */
 export type GuestConfig = z.infer<typeof GuestSchema>;
-/** The whole configuration, validated, paths absolute. */
-export type ServiceConfig = z.infer<typeof ConfigSchema> & { tokenFile: string };
+/** The whole configuration, validated, paths absolute, `metricsAuth` decided. */
+export type ServiceConfig = Omit<z.infer<typeof ConfigSchema>, "metricsAuth"> & {
+  tokenFile: string;
+  metricsAuth: boolean;
+};
 
 /**
  * A rule's settings from `rules`, over the detector's own severity: whether it runs, and the
@@ -194,19 +286,71 @@ export function parseConfig(input: unknown, base: string, source = "configuratio
   }
   const config = result.data;
   const stateDir = resolve(base, config.stateDir);
+  const loopback = isLoopback(parseHostPort(config.listen).hostname);
   return {
     ...config,
     stateDir,
     tokenFile: resolve(base, config.tokenFile ?? `${stateDir}/api.token`),
-    guests: config.guests.map((g) => ({
-      ...g,
-      credentials: g.credentials && {
-        ca: resolve(base, g.credentials.ca),
-        cert: resolve(base, g.credentials.cert),
-        key: resolve(base, g.credentials.key),
-      },
-    })),
+    tls: config.tls && { cert: resolve(base, config.tls.cert), key: resolve(base, config.tls.key) },
+    metricsAuth: config.metricsAuth ?? !loopback,
+    guests: guestsWithPins(config.guests, base, stateDir, source),
   };
+}
+
+/**
+ * The guests with paths absolute and, for a guest without a `pin`, the certificate it is pinned
+ * by (none for the one guest of a configuration that pins the state directory's `agent.pem`).
+ * @throws {ConfigError} when two guests share a pin or certificate without both allowing it.
+ */
+function guestsWithPins<G extends z.output<typeof GuestSchema>>(
+  input: G[],
+  base: string,
+  stateDir: string,
+  source: string,
+): G[] {
+  const guests = input.map((g) => ({
+    ...g,
+    certificate: g.certificate !== undefined
+      ? resolve(base, g.certificate)
+      : g.pin !== undefined || input.length === 1
+      ? undefined
+      : guestCertificatePath(stateDir, g.name),
+    credentials: g.credentials && {
+      ca: resolve(base, g.credentials.ca),
+      cert: resolve(base, g.credentials.cert),
+      key: resolve(base, g.credentials.key),
+    },
+  }));
+  const shared = sharedPins(guests);
+  if (shared.length) throw new ConfigError(`Invalid ${source}: ${shared.join("; ")}`);
+  return guests;
+}
+
+/** A problem for each guest whose pin or certificate an earlier guest has, unless both allow it. */
+function sharedPins(
+  guests: { name: string; pin?: string; certificate?: string; sharedPin?: boolean }[],
+): string[] {
+  const first = new Map<string, number>();
+  const problems: string[] = [];
+  guests.forEach((g, i) => {
+    const identity = g.pin !== undefined
+      ? `pin ${parsePin(g.pin)}`
+      : g.certificate !== undefined
+      ? `certificate "${g.certificate}"`
+      : undefined;
+    if (identity === undefined) return;
+    const earlier = first.get(identity);
+    if (earlier === undefined) {
+      first.set(identity, i);
+    } else if (!(g.sharedPin && guests[earlier].sharedPin)) {
+      problems.push(
+        `guests[${i}].${g.pin !== undefined ? "pin" : "certificate"}: guest "${g.name}" has ` +
+          `the ${identity} of guest "${guests[earlier].name}"; give each guest its own ` +
+          `identity (ebpfmon enroll NAME), or set "sharedPin": true on both`,
+      );
+    }
+  });
+  return problems;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
-import { ConfigError, loadConfig, parseConfig, ruleSettings } from "./config.ts";
+import { ConfigError, isLoopback, loadConfig, parseConfig, ruleSettings } from "./config.ts";
 import { ensureToken } from "./token.ts";
 
 const PIN = "sha256:" + Array.from({ length: 32 }, () => "AB").join(":");
@@ -152,4 +152,174 @@ Deno.test("ensureToken() creates a token file with mode 0600 once, then reuses i
   assertEquals((await Deno.stat(path)).mode! & 0o777, 0o600);
   assertEquals(await ensureToken(path), a);
   await Deno.remove(dir, { recursive: true });
+});
+
+const GUESTS = [{ name: "web-1", agent: "10.0.0.5:7047" }];
+
+Deno.test("isLoopback() accepts only localhost, 127.0.0.0/8 and ::1", () => {
+  const table: [string, boolean][] = [
+    ["localhost", true],
+    ["LOCALHOST", true],
+    ["127.0.0.1", true],
+    ["127.200.3.4", true],
+    ["::1", true],
+    ["0:0:0:0:0:0:0:1", true],
+    ["::ffff:127.0.0.1", true],
+    ["128.0.0.1", false],
+    ["10.0.0.1", false],
+    ["0.0.0.0", false],
+    ["::", false],
+    ["::ffff:10.0.0.1", false],
+    ["fe80::1%eth0", false],
+    ["127.1", false],
+    ["localhost.example", false],
+    ["127.0.0.1.example", false],
+  ];
+  for (const [host, loopback] of table) assertEquals(isLoopback(host), loopback, host);
+});
+
+Deno.test("parseConfig() refuses plain HTTP off loopback, naming tls and insecureHttp", () => {
+  for (const listen of ["0.0.0.0:8047", "10.0.0.1:8047", "[::]:8047", "ids.example:8047"]) {
+    const error = assertThrows(() => parseConfig({ listen, guests: GUESTS }, "/"), ConfigError);
+    for (const part of [`listen: "${listen}" is not a loopback address`, '"tls"', "insecureHttp"]) {
+      assert(error.message.includes(part), `"${part}" missing from: ${error.message}`);
+    }
+  }
+});
+
+Deno.test("parseConfig() serves loopback over plain HTTP with /metrics open by default", () => {
+  for (const listen of ["127.0.0.1:8047", "127.0.0.2:1", "[::1]:8047", "localhost:8047"]) {
+    const config = parseConfig({ listen, guests: GUESTS }, "/");
+    assertEquals([config.tls, config.insecureHttp, config.metricsAuth], [undefined, false, false]);
+  }
+  const closed = parseConfig({ metricsAuth: true, guests: GUESTS }, "/");
+  assertEquals(closed.metricsAuth, true);
+});
+
+Deno.test("parseConfig() resolves tls against the config's folder; /metrics needs the token", () => {
+  const config = parseConfig({
+    listen: "0.0.0.0:8047",
+    tls: { cert: "tls/api.pem", key: "/abs/api.key" },
+    guests: GUESTS,
+  }, "/etc/ebpfmon");
+  assertEquals(config.tls, { cert: "/etc/ebpfmon/tls/api.pem", key: "/abs/api.key" });
+  assertEquals(config.metricsAuth, true);
+  const open = parseConfig({
+    listen: "0.0.0.0:8047",
+    insecureHttp: true,
+    metricsAuth: false,
+    guests: GUESTS,
+  }, "/");
+  assertEquals([open.tls, open.insecureHttp, open.metricsAuth], [undefined, true, false]);
+  assertEquals(
+    parseConfig({ listen: "0.0.0.0:1", insecureHttp: true, guests: GUESTS }, "/")
+      .metricsAuth,
+    true,
+  );
+});
+
+Deno.test("parseConfig() names each bad key of tls and insecureHttp", () => {
+  const error = assertThrows(
+    () =>
+      parseConfig({
+        listen: "0.0.0.0:8047",
+        tls: { cert: "", key: 1, ca: "x" },
+        insecureHttp: "yes",
+        metricsAuth: "no",
+        guests: GUESTS,
+      }, "/"),
+    ConfigError,
+  );
+  for (
+    const key of [
+      "tls.cert:",
+      "tls.key:",
+      'tls: Unrecognized key: "ca"',
+      "insecureHttp:",
+      "metricsAuth:",
+    ]
+  ) {
+    assert(error.message.includes(key), `"${key}" missing from: ${error.message}`);
+  }
+  assertThrows(
+    () =>
+      parseConfig({
+        listen: "0.0.0.0:8047",
+        tls: { cert: "a.pem", key: "a.key" },
+        insecureHttp: true,
+        guests: GUESTS,
+      }, "/"),
+    ConfigError,
+    'insecureHttp: contradicts "tls"',
+  );
+});
+
+const OTHER_PIN = "sha256:" + Array.from({ length: 32 }, () => "CD").join(":");
+
+Deno.test("parseConfig() pins each guest by its own certificate unless it gives a pin", () => {
+  const config = parseConfig({
+    stateDir: "/var/lib/ebpfmon",
+    guests: [
+      { name: "web-1", agent: "10.0.0.5:7047" },
+      { name: "db", agent: "10.0.0.6:7047", pin: PIN },
+      { name: "cache", agent: "10.0.0.7:7047", certificate: "certs/cache.pem" },
+    ],
+  }, "/etc/ebpfmon");
+  assertEquals(config.guests.map((g) => [g.pin, g.certificate]), [
+    [undefined, "/var/lib/ebpfmon/guests/web-1.pem"],
+    [PIN, undefined],
+    [undefined, "/etc/ebpfmon/certs/cache.pem"],
+  ]);
+  // One guest alone may pin the state directory's own agent (an agent and IDS on one machine).
+  const lone = parseConfig({ guests: [{ name: "local", agent: "127.0.0.1:7047" }] }, "/");
+  assertEquals(lone.guests[0].certificate, undefined);
+});
+
+Deno.test("parseConfig() refuses two guests that share one identity unless both allow it", () => {
+  const shared = (extra: Record<string, unknown>[]) =>
+    parseConfig({
+      guests: [
+        { name: "a", agent: "10.0.0.5:7047", ...extra[0] },
+        { name: "b", agent: "10.0.0.6:7047", ...extra[1] },
+        { name: "c", agent: "10.0.0.7:7047", pin: OTHER_PIN },
+      ],
+    }, "/etc");
+  const samePin = assertThrows(
+    () => shared([{ pin: PIN }, { pin: PIN.toLowerCase().replace("sha256:", "") }]),
+    ConfigError,
+    `guests[1].pin: guest "b" has the pin ${PIN} of guest "a"`,
+  );
+  assert(samePin.message.includes('"sharedPin": true on both'), samePin.message);
+  assertThrows(
+    () => shared([{ certificate: "x.pem" }, { certificate: "/etc/x.pem" }]),
+    ConfigError,
+    'guests[1].certificate: guest "b" has the certificate "/etc/x.pem" of guest "a"',
+  );
+  assertThrows(
+    () => shared([{ pin: PIN, sharedPin: true }, { pin: PIN }]),
+    ConfigError,
+    "guests[1].pin",
+  );
+  const allowed = shared([{ pin: PIN, sharedPin: true }, { pin: PIN, sharedPin: true }]);
+  assertEquals(allowed.guests.map((g) => g.pin), [PIN, PIN, OTHER_PIN]);
+  assertThrows(
+    () =>
+      parseConfig({ guests: [{ name: "a", agent: "h:1", pin: PIN, certificate: "a.pem" }] }, "/"),
+    ConfigError,
+    "guests[0].certificate: expected either a pin or a certificate, not both",
+  );
+});
+
+Deno.test("ensureToken() refuses a token file that its group or others may read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/api.token`;
+    const token = await ensureToken(path);
+    await Deno.chmod(path, 0o640);
+    await assertRejects(() => ensureToken(path), Error, `chmod 600 ${path}`);
+    await Deno.chmod(path, 0o600);
+    assertEquals(await ensureToken(path), token);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

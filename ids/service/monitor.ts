@@ -17,7 +17,8 @@ import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, ModulesAnswer } from "../session.ts";
 import type { ServiceConfig } from "./config.ts";
-import { type Feed, Guest, isViewError, Metrics } from "./_guest.ts";
+import { type AgentTimeouts, type Feed, Guest, isViewError, Metrics } from "./_guest.ts";
+import { HEALTH_RULES } from "../alerts/store.ts";
 import {
   AgentUnavailableError,
   type Answer,
@@ -40,6 +41,8 @@ function unavailable(vm: string, error: unknown, last?: Snapshot<unknown>): unkn
 export interface MonitorOptions {
   /** Where events are logged. @default stderr */
   log?: (line: string) => void;
+  /** Deadlines of every guest's agent connection. @default those of {@linkcode AgentTimeouts} */
+  agentTimeouts?: AgentTimeouts;
 }
 
 /** The running service. Close it to stop every guest's loop and connection. */
@@ -48,8 +51,8 @@ export class MonitorService implements Monitor, AsyncDisposable {
   #metrics = new Metrics();
   #alerts: AlertService;
 
-  private constructor(config: ServiceConfig, log: (line: string) => void) {
-    Deno.mkdirSync(config.stateDir, { recursive: true });
+  private constructor(config: ServiceConfig, log: (line: string) => void, timeouts: AgentTimeouts) {
+    Deno.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
     this.#alerts = AlertService.open(`${config.stateDir}/alerts.db`, {
       resolveAfter: config.alerts.resolveAfter,
       retentionDays: config.alerts.retentionDays,
@@ -58,9 +61,24 @@ export class MonitorService implements Monitor, AsyncDisposable {
       log,
     });
     for (const g of config.guests) {
+      const open = this.#alerts.list({ vm: g.name, state: "open", limit: 1000 })
+        .map((a) => a.rule).filter((rule) => HEALTH_RULES.includes(rule));
+      const health = {
+        raise: (finding: Finding, at: number) => this.#alerts.raise(g.name, finding, at),
+        resolve: (rule: string, at: number) => this.#alerts.resolve(g.name, rule, at),
+        open,
+      };
       this.#guests.set(
         g.name,
-        new Guest(g, config, this.#metrics, log, (f, at) => this.applyFindings(g.name, f, at)),
+        new Guest(
+          g,
+          config,
+          this.#metrics,
+          log,
+          (f, at) => this.applyFindings(g.name, f, at),
+          health,
+          timeouts,
+        ),
       );
     }
   }
@@ -72,7 +90,7 @@ export class MonitorService implements Monitor, AsyncDisposable {
    */
   static start(config: ServiceConfig, options: MonitorOptions = {}): MonitorService {
     const log = options.log ?? ((line: string) => console.error(`ebpfmon-ids: ${line}`));
-    const service = new MonitorService(config, log);
+    const service = new MonitorService(config, log, options.agentTimeouts ?? {});
     for (const guest of service.#guests.values()) guest.start();
     return service;
   }

@@ -5,10 +5,15 @@
  */
 
 import { dirname } from "node:path";
+import { checkPrivateFile } from "../../protocol/credentials.ts";
 
-/** The token in `path`, creating the file with a new random token when it does not exist. */
+/**
+ * The token in `path`, creating the file with a new random token when it does not exist.
+ * @throws {Error} An existing file is not private to the running user (mode 0600, owner).
+ */
 export async function ensureToken(path: string): Promise<string> {
   try {
+    await checkPrivateFile(path);
     const token = (await Deno.readTextFile(path)).trim();
     if (token.length < 16) throw new Error(`Token file "${path}" holds fewer than 16 characters`);
     return token;
