@@ -11,8 +11,7 @@
 
 import { checkCommand } from "./ids/detect/cli.ts";
 import { Command } from "@commander-js/extra-typings";
-import { agentCommand } from "./agent/cli.ts";
-import { spawnAgent } from "./agent/process.ts";
+import { agentCommand, spawnAgent } from "./agent/mod.ts";
 import {
   formatProcesses,
   formatStats,
@@ -24,8 +23,13 @@ import {
 import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
 import { parseConfig } from "./ids/service/config.ts";
 import { startService } from "./ids/service/serve.ts";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort, runProgram } from "./protocol/cli.ts";
-import { enrollGuest } from "./protocol/credentials.ts";
+import {
+  DEFAULT_AGENT_ADDRESS,
+  DEFAULT_STATE,
+  enrollGuest,
+  parseHostPort,
+  runProgram,
+} from "./protocol/mod.ts";
 
 function enrollCommand() {
   return new Command("enroll")

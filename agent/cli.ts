@@ -5,7 +5,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/cli.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/mod.ts";
 import { Agent } from "./server.ts";
 
 /** Builds the `agent` command. */

@@ -5,6 +5,6 @@
  */
 
 import { agentCommand } from "./cli.ts";
-import { runProgram } from "../protocol/cli.ts";
+import { runProgram } from "../protocol/mod.ts";
 
 if (import.meta.main) await runProgram(agentCommand().name("ebpfmon-agent"), "ebpfmon-agent");

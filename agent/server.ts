@@ -5,7 +5,7 @@
  * The network is hostile, so every resource a peer can hold is bounded, each limit has a default
  * in {@linkcode AgentOptions} (and a flag of the `agent` command), and each one that triggers
  * logs a line naming the peer and the limit:
- * - Before authentication (`protocol/channel.ts` holds the policy): a handshake deadline, a cap
+ * - Before authentication (`protocol/listen_channel.ts` holds the policy): a handshake deadline, a cap
  *   on connections that have sent nothing yet, caps on TLS handshakes in progress in total and
  *   per source address, where a newcomer evicts the least advanced, oldest connection of its
  *   own address or of the address holding the most (so a flood cannot keep out an IDS that
@@ -21,32 +21,37 @@
  * @module
  */
 
-import { ensureAgentCredentials } from "../protocol/credentials.ts";
-import { type Channel, type ChannelServer, listenChannel } from "../protocol/channel.ts";
 import {
   type AgentInfo,
+  type Channel,
+  type ChannelServer,
   DataFrameBuilder,
+  decodePlan,
   encodeFrame,
+  encodePlan,
   type EndStats,
+  ensureAgentCredentials,
   ErrorCode,
   type Frame,
   FrameDecoder,
   FrameError,
   FrameType,
   frameTypeName,
+  KERNEL_HALF,
   LIMITS,
+  listenChannel,
   parseFrame,
+  PlanError,
   PrefetchTarget,
   PROTOCOL_VERSION,
   type RawFrame,
   StopReason,
-} from "../protocol/frames.ts";
-import { decodePlan, encodePlan, PlanError } from "../protocol/plan.ts";
+} from "../protocol/mod.ts";
+import { kernelFeatures, lookupNames, lookupSymbols } from "./_kernel_facts.ts";
 import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
 
 /** Requests are tiny: anything bigger than this from the IDS is refused unread. */
 const MAX_REQUEST_FRAME = 64 << 10;
-const KERNEL_HALF = 0xffff_8000_0000_0000n;
 const U64_END = 1n << 64n;
 
 /** Options of {@linkcode Agent.start}. */
@@ -473,43 +478,6 @@ export class Agent implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/** What the guest kernel offers, as far as the IDS needs to know without reading memory. */
-async function kernelFeatures(): Promise<string[]> {
-  const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
-  return (await exists("/proc/modules")) ? ["modules"] : [];
-}
-
-/**
- * The addresses of `names` in /proc/kallsyms (0 for a name it lacks, or when the kernel hides
- * addresses). A symbol table, not guest memory: the agent still interprets nothing it reads.
- */
-async function lookupSymbols(names: string[]): Promise<[string, bigint][]> {
-  const wanted = new Map<string, bigint>(names.map((n) => [n, 0n]));
-  const text = await Deno.readTextFile("/proc/kallsyms").catch(() => "");
-  for (const line of text.split("\n")) {
-    const [addr, , name] = line.split(" ");
-    if (name && wanted.get(name) === 0n) wanted.set(name, BigInt("0x" + addr));
-  }
-  return names.map((n) => [n, wanted.get(n)!]);
-}
-
-/**
- * The symbols of /proc/kallsyms that start at `addresses` ("name", or "name [module]" for a
- * module's); an address without one is left out. A symbol table, not guest memory.
- */
-async function lookupNames(addresses: bigint[]): Promise<[bigint, string][]> {
-  const wanted = new Set(addresses);
-  const found = new Map<bigint, string>();
-  const text = await Deno.readTextFile("/proc/kallsyms").catch(() => "");
-  for (const line of text.split("\n")) {
-    const [addr, , name, module] = line.split(/\s+/);
-    if (!name) continue;
-    const at = BigInt("0x" + addr);
-    if (wanted.has(at) && !found.has(at)) found.set(at, module ? `${name} ${module}` : name);
-  }
-  return addresses.flatMap((at) => found.has(at) ? [[at, found.get(at)!] as [bigint, string]] : []);
 }
 
 /** The peer went away while we were writing to it. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { PLAN_SIZE } from "../protocol/plan.ts";
+import { PLAN_SIZE } from "../protocol/mod.ts";
 import { BpfObject, currentThreadId, fireTrigger, TRIGGER } from "./libbpf.ts";
 
 const OP_READ = 1;

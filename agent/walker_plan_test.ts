@@ -15,8 +15,8 @@ import {
   type Plan,
   type PlanCondition,
   type PlanNode,
-} from "../protocol/plan.ts";
-import { StopReason } from "../protocol/frames.ts";
+  StopReason,
+} from "../protocol/mod.ts";
 import { currentThreadId } from "./libbpf.ts";
 import { type RunResult, Walker, type WalkLimits } from "./walker.ts";
 

@@ -10,7 +10,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { parseConfig } from "../ids/service/config.ts";
 import { startService } from "../ids/service/serve.ts";
 import { readProc, TestProcesses } from "../tests/procfs.ts";

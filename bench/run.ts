@@ -21,7 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { type Mode, MODES } from "../ids/session.ts";
 import { renderChart } from "./chart.ts";
 import { VIEWS, type WorkerReport } from "./ids_worker.ts";

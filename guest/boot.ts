@@ -10,7 +10,7 @@
  * @module
  */
 
-import { ensureIdsCredentials } from "../protocol/credentials.ts";
+import { ensureIdsCredentials } from "../protocol/mod.ts";
 import { run } from "./_command.ts";
 import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
 import {

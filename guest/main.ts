@@ -7,7 +7,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { runProgram } from "../protocol/cli.ts";
+import { runProgram } from "../protocol/mod.ts";
 import { formatProcesses, formatStats } from "../ids/cli.ts";
 import { openSession } from "../ids/connect.ts";
 import { formatModules } from "../ids/cli_views.ts";

@@ -5,7 +5,7 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/cli.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/mod.ts";
 import { type AgentTarget, openSession } from "./connect.ts";
 import type { Process } from "./linux/processes.ts";
 import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";

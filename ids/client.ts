@@ -15,10 +15,10 @@
  * @module
  */
 
-import { type Channel, connectChannel } from "../protocol/channel.ts";
-import type { IdsCredentials } from "../protocol/credentials.ts";
 import {
   type AgentInfo,
+  type Channel,
+  connectChannel,
   dataRecords,
   encodeFrame,
   type EndStats,
@@ -28,11 +28,12 @@ import {
   FrameError,
   FrameType,
   frameTypeName,
+  type IdsCredentials,
   LIMITS,
   parseFrame,
   type PrefetchTarget,
   PROTOCOL_VERSION,
-} from "../protocol/frames.ts";
+} from "../protocol/mod.ts";
 
 /** The agent answered a request with ERROR, or broke the protocol. */
 export class AgentError extends Error {

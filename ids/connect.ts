@@ -8,12 +8,12 @@
  */
 
 import {
+  ChannelError,
   ensureIdsCredentials,
   type IdsCredentials,
   loadIdsCredentials,
-} from "../protocol/credentials.ts";
-import { ChannelError } from "../protocol/channel.ts";
-import { parseHostPort } from "../protocol/cli.ts";
+  parseHostPort,
+} from "../protocol/mod.ts";
 import { AgentClient } from "./client.ts";
 import { GuestSession } from "./session.ts";
 

@@ -8,7 +8,7 @@
 import { checkCommand } from "./detect/cli.ts";
 import { Command } from "@commander-js/extra-typings";
 import { alertsCommand } from "./alerts/cli.ts";
-import { runProgram } from "../protocol/cli.ts";
+import { runProgram } from "../protocol/mod.ts";
 import { psCommand, serveCommand } from "./cli.ts";
 import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./cli_views.ts";
 

@@ -14,8 +14,7 @@
  * @module
  */
 
-import { PrefetchTarget, StopReason } from "../protocol/frames.ts";
-import { encodePlan } from "../protocol/plan.ts";
+import { encodePlan, PrefetchTarget, StopReason } from "../protocol/mod.ts";
 import type { AgentClient, Meter } from "./client.ts";
 import { loadBtf } from "./btf_store.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";

@@ -13,7 +13,7 @@ import {
   guestCertificatePath,
   loadIdsCredentials,
   parsePin,
-} from "./credentials.ts";
+} from "./mod.ts";
 
 const FILES = ["ca.key", "ca.pem", "agent.key", "agent.pem", "ids.key", "ids.pem"];
 
@@ -89,7 +89,7 @@ Deno.test("concurrent ensure calls in one process end with one consistent set", 
 
 Deno.test("concurrent ensure calls in separate processes end with one consistent set", async () => {
   await withStateDir(async (dir) => {
-    const module = new URL("./credentials.ts", import.meta.url).href;
+    const module = new URL("./mod.ts", import.meta.url).href;
     const run = (fn: string) =>
       new Deno.Command(Deno.execPath(), {
         args: [

@@ -14,7 +14,7 @@ import {
   parseFrame,
   PrefetchTarget,
   StopReason,
-} from "./frames.ts";
+} from "./mod.ts";
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
 const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });

@@ -7,11 +7,16 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { type AgentProcess, spawnAgent } from "../agent/process.ts";
+import { type AgentProcess, spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
-import { connectChannel } from "../protocol/channel.ts";
-import { ensureIdsCredentials } from "../protocol/credentials.ts";
-import { type Frame, FrameDecoder, FrameType, parseFrame } from "../protocol/frames.ts";
+import {
+  connectChannel,
+  ensureIdsCredentials,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  parseFrame,
+} from "../protocol/mod.ts";
 import {
   drainAnswers,
   holdConnections,

@@ -9,9 +9,9 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually } from "./waiting.ts";
-import { type AgentProcess, spawnAgent, spawnReady } from "../agent/process.ts";
+import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import { ensureAgentCredentials } from "../protocol/credentials.ts";
+import { ensureAgentCredentials } from "../protocol/mod.ts";
 import { ConfigError, parseConfig } from "../ids/service/config.ts";
 import { startService } from "../ids/service/serve.ts";
 

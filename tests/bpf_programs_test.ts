@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { MODES } from "../ids/session.ts";
 import { runCheck, scanSections } from "../ids/detect/check.ts";

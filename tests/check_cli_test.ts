@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import type { Finding } from "../ids/detect/mod.ts";
 

@@ -5,8 +5,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { spawnAgent } from "../agent/process.ts";
-import { AGENT_PERMISSIONS } from "../agent/permissions.ts";
+import { AGENT_PERMISSIONS, spawnAgent } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 
 const root = new URL("..", import.meta.url);

@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { parseConfig } from "../ids/service/config.ts";
 import { MonitorService } from "../ids/service/monitor.ts";
 import { ensureToken } from "../ids/service/token.ts";

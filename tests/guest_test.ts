@@ -8,13 +8,12 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { sameComm, stableAcross } from "./procfs.ts";
-import { spawnReady } from "../agent/process.ts";
-import { PROGRAM_VARIANT, WALK_OBJECT, Walker } from "../agent/walker.ts";
+import { PROGRAM_VARIANT, spawnReady, WALK_OBJECT, Walker } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import type { Process } from "../ids/linux/processes.ts";
 import type { Module } from "../ids/linux/modules.ts";
-import { PrefetchTarget, StopReason } from "../protocol/frames.ts";
+import { PrefetchTarget, StopReason } from "../protocol/mod.ts";
 import { buildGuest, GUEST_PROCESSES, GuestVm } from "../guest/mod.ts";
 import type { GuestModule } from "../guest/console.ts";
 

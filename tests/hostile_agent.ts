@@ -13,21 +13,22 @@
  * @module
  */
 
-import { type Channel, listenChannel } from "../protocol/channel.ts";
-import { ensureAgentCredentials } from "../protocol/credentials.ts";
 import {
   type AgentInfo,
+  type Channel,
   DataFrameBuilder,
   encodeFrame,
+  ensureAgentCredentials,
   ErrorCode,
   type Frame,
   FrameDecoder,
   FrameType,
   LIMITS,
+  listenChannel,
   parseFrame,
   PROTOCOL_VERSION,
   StopReason,
-} from "../protocol/frames.ts";
+} from "../protocol/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
 import { resolveKernelTypes } from "../ids/kernel/types.ts";
 import { fromKAddr, toKAddr } from "../ids/memory/address.ts";

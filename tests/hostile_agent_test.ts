@@ -9,14 +9,10 @@ import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { TestProcesses } from "./procfs.ts";
 import { HostileAgent, type Lie } from "./hostile_agent.ts";
-import { spawnAgent, spawnReady } from "../agent/process.ts";
+import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { AgentClient, AgentMisbehaviorError } from "../ids/client.ts";
 import { GuestSession } from "../ids/session.ts";
-import {
-  ensureAgentCredentials,
-  ensureIdsCredentials,
-  fingerprint,
-} from "../protocol/credentials.ts";
+import { ensureAgentCredentials, ensureIdsCredentials, fingerprint } from "../protocol/mod.ts";
 import { parseConfig } from "../ids/service/config.ts";
 import { MonitorService } from "../ids/service/monitor.ts";
 import type { Alert } from "../ids/alerts/mod.ts";

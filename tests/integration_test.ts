@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { readProc, sameComm, stableAcross, TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import type { Process } from "../ids/linux/processes.ts";
 

@@ -7,7 +7,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 
 const root = new URL("..", import.meta.url);

@@ -5,23 +5,27 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { type AgentProcess, spawnAgent } from "../agent/process.ts";
+import { type AgentProcess, spawnAgent } from "../agent/mod.ts";
 import { AgentClient } from "../ids/client.ts";
-import { type Channel, connectChannel } from "../protocol/channel.ts";
-import { ensureIdsCredentials } from "../protocol/credentials.ts";
 import {
+  type Channel,
+  connectChannel,
   dataRecords,
+  EdgeKind,
   encodeFrame,
+  encodePlan,
+  ensureIdsCredentials,
   ErrorCode,
   type Frame,
   FrameDecoder,
   FrameType,
   parseFrame,
+  type Plan,
+  PLAN_SIZE,
   PrefetchTarget,
   PROTOCOL_VERSION,
   StopReason,
-} from "../protocol/frames.ts";
-import { EdgeKind, encodePlan, type Plan, PLAN_SIZE } from "../protocol/plan.ts";
+} from "../protocol/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
 
 /** A raw authenticated connection: sends bytes, reads whole frames. */

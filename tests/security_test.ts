@@ -5,15 +5,15 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { AgentClient } from "../ids/client.ts";
 import { GuestSession } from "../ids/session.ts";
-import { ChannelError } from "../protocol/channel.ts";
 import {
+  ChannelError,
   ensureAgentCredentials,
   ensureIdsCredentials,
   fingerprint,
-} from "../protocol/credentials.ts";
+} from "../protocol/mod.ts";
 
 async function stateDirs() {
   return {

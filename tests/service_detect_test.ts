@@ -9,7 +9,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
-import { spawnAgent, spawnReady } from "../agent/process.ts";
+import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import { openSession } from "../ids/connect.ts";
 import { runCheck } from "../ids/detect/mod.ts";

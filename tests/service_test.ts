@@ -7,7 +7,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent, spawnReady } from "../agent/process.ts";
+import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 
 privilegedTest(

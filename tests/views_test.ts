@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { MODES } from "../ids/session.ts";
 import type { Socket } from "../ids/linux/sockets.ts";

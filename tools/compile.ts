@@ -10,7 +10,7 @@
  * @module
  */
 
-import { AGENT_PERMISSIONS } from "../agent/permissions.ts";
+import { AGENT_PERMISSIONS } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import { buildBpf } from "../bpf/build.ts";
 

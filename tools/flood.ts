@@ -23,18 +23,19 @@
 
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { spawnAgent } from "../agent/process.ts";
+import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
-import { type Channel, connectChannel } from "../protocol/channel.ts";
-import { ensureIdsCredentials } from "../protocol/credentials.ts";
 import {
+  type Channel,
+  connectChannel,
   encodeFrame,
+  ensureIdsCredentials,
   FrameDecoder,
   FrameType,
   LIMITS,
   PrefetchTarget,
   PROTOCOL_VERSION,
-} from "../protocol/frames.ts";
+} from "../protocol/mod.ts";
 
 /** Connections held open against a port, each reopened (after a pause) when it is closed. */
 export interface HeldConnections {

@@ -10,8 +10,8 @@
  * @module
  */
 
-import { spawnAgent, spawnReady } from "../agent/process.ts";
-import { ensureAgentCredentials, fingerprint } from "../protocol/credentials.ts";
+import { spawnAgent, spawnReady } from "../agent/mod.ts";
+import { ensureAgentCredentials, fingerprint } from "../protocol/mod.ts";
 import { freePort } from "../tests/waiting.ts";
 import { parseConfig } from "../ids/service/config.ts";
 import { MonitorService } from "../ids/service/monitor.ts";

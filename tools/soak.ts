@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type AgentProcess, spawnAgent, spawnReady } from "../agent/process.ts";
+import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { AlertStore } from "../ids/alerts/mod.ts";
 import type { AlertChange } from "../ids/alerts/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";

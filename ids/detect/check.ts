@@ -13,7 +13,7 @@
 import type { GuestSession, Mode, PrefetchLimits, SnapshotStats } from "../session.ts";
 import { DEFAULT_PREFETCH_LIMITS } from "../session.ts";
 import type { KAddr } from "../memory/address.ts";
-import { LIMITS } from "../../protocol/frames.ts";
+import { LIMITS } from "../../protocol/mod.ts";
 import { DETECTORS, SOURCES } from "./registry.ts";
 import { sharedNodes } from "./sources.ts";
 import {

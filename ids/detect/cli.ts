@@ -6,7 +6,7 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE } from "../../protocol/cli.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE } from "../../protocol/mod.ts";
 import { type AgentTarget, openSession } from "../connect.ts";
 import { formatStats, formatTable } from "../cli.ts";
 import { printable, terminalJson } from "../terminal.ts";

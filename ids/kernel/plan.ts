@@ -20,7 +20,7 @@ import {
   type PlanCondition,
   type PlanEdge,
   type PlanNode,
-} from "../../protocol/plan.ts";
+} from "../../protocol/mod.ts";
 import { fromKAddr, type KAddr } from "../memory/address.ts";
 import type { ResolvedField, StructLayout } from "./layout.ts";
 

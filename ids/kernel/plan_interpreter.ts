@@ -16,7 +16,7 @@ import {
   encodePlan,
   type Plan,
   type PlanEdge,
-} from "../../protocol/plan.ts";
+} from "../../protocol/mod.ts";
 import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
 import { MemoryCache, type Span } from "../memory/cache.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";

@@ -6,10 +6,8 @@
  */
 
 import client from "prom-client";
-import type { IdsCredentials } from "../../protocol/credentials.ts";
+import { ChannelError, type IdsCredentials, parseHostPort } from "../../protocol/mod.ts";
 import { explainPinMismatch, guestCredentials } from "../connect.ts";
-import { parseHostPort } from "../../protocol/cli.ts";
-import { ChannelError } from "../../protocol/channel.ts";
 import {
   AgentClient,
   AgentClosedError,

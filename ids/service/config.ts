@@ -42,8 +42,7 @@
 import { z } from "zod";
 import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
-import { parseHostPort } from "../../protocol/cli.ts";
-import { GUEST_NAME, guestCertificatePath, parsePin } from "../../protocol/credentials.ts";
+import { GUEST_NAME, guestCertificatePath, parseHostPort, parsePin } from "../../protocol/mod.ts";
 import { type RuleSettings, SEVERITIES, type Severity } from "../detect/types.ts";
 
 /** A string that `parse` accepts without throwing. */

@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { privilegedTest } from "../../tests/privileged.ts";
-import { spawnAgent } from "../../agent/process.ts";
+import { spawnAgent } from "../../agent/mod.ts";
 import { parseConfig } from "./config.ts";
 import { MonitorService } from "./monitor.ts";
 import { AgentUnavailableError, NoSuchProcessError } from "./types.ts";

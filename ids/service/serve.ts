@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseHostPort } from "../../protocol/cli.ts";
+import { parseHostPort } from "../../protocol/mod.ts";
 import { createApi } from "../api/mod.ts";
 import { apiTransportProblem, ConfigError, type ServiceConfig } from "./config.ts";
 import { MonitorService } from "./monitor.ts";

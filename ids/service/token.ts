@@ -5,7 +5,7 @@
  */
 
 import { dirname } from "node:path";
-import { checkPrivateFile } from "../../protocol/credentials.ts";
+import { checkPrivateFile } from "../../protocol/mod.ts";
 
 /**
  * The token in `path`, creating the file with a new random token when it does not exist.

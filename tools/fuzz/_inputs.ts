@@ -6,7 +6,7 @@
  */
 
 import fc from "fast-check";
-import { encodePlan } from "../../protocol/plan.ts";
+import { encodePlan } from "../../protocol/mod.ts";
 import { parseBtf } from "../../ids/btf/mod.ts";
 import { type KernelTypes, resolveKernelTypes } from "../../ids/kernel/types.ts";
 import { PlanBuilder } from "../../ids/kernel/plan.ts";

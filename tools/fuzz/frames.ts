@@ -9,17 +9,19 @@
 import fc from "fast-check";
 import {
   dataRecords,
+  decodePlan,
   encodeFrame,
+  encodePlan,
   forEachRecord,
   type Frame,
   FrameDecoder,
   FrameError,
   FrameType,
   parseFrame,
+  PlanError,
   PrefetchTarget,
   StopReason,
-} from "../../protocol/frames.ts";
-import { decodePlan, encodePlan, PlanError } from "../../protocol/plan.ts";
+} from "../../protocol/mod.ts";
 import { concat, mutated, planBytes, u32, u64 } from "./_inputs.ts";
 import { FuzzPropertyError, type FuzzTarget } from "./types.ts";
 

@@ -5,7 +5,7 @@
  */
 
 import fc from "fast-check";
-import { decodePlan, encodePlan, PLAN_SIZE, PlanError } from "../../protocol/plan.ts";
+import { decodePlan, encodePlan, PLAN_SIZE, PlanError } from "../../protocol/mod.ts";
 import { inPlace, mutate, mutation, noise, planBytes } from "./_inputs.ts";
 import type { FuzzTarget } from "./types.ts";
 

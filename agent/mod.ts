@@ -1,0 +1,39 @@
+/**
+ * The agent: the in-guest half of ebpfmon. It loads the CO-RE eBPF walker (libbpf through FFI)
+ * and serves the protocol over the authenticated channel, copying the guest kernel memory the IDS
+ * asks for without interpreting it.
+ *
+ * ```ts
+ * import { spawnAgent } from "./mod.ts";
+ *
+ * await using agent = await spawnAgent({ stateDir: ".ebpfmon" });
+ * console.log(agent.hostname, agent.port);
+ * ```
+ *
+ * {@linkcode Agent} runs an agent in this process; {@linkcode spawnAgent} starts one as a child
+ * process (`agent/main.ts`) with {@linkcode AGENT_PERMISSIONS}. {@linkcode Walker} is the user
+ * side of the in-guest programs, for tests that drive them directly.
+ *
+ * @module
+ */
+
+export { agentCommand } from "./cli.ts";
+export { AGENT_PERMISSIONS } from "./permissions.ts";
+export {
+  type AgentProcess,
+  type ReadyOptions,
+  type ReadyProcess,
+  spawnAgent,
+  type SpawnOptions,
+  spawnReady,
+} from "./process.ts";
+export { Agent, type AgentOptions } from "./server.ts";
+export {
+  PROGRAM_VARIANT,
+  type RunResult,
+  WALK_OBJECT,
+  Walker,
+  type WalkerOptions,
+  type WalkLimits,
+} from "./walker.ts";
+export { LibbpfError } from "./libbpf.ts";

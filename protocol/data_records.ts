@@ -1,0 +1,126 @@
+/**
+ * The records of a DATA frame: `u64 address | u32 length | bytes`, one after another. The agent
+ * builds them with {@linkcode DataFrameBuilder}; the IDS reads them with
+ * {@linkcode dataRecords} or {@linkcode forEachRecord}, which check every length.
+ *
+ * @module
+ */
+import { ErrorCode, FRAME_HEADER, FrameError, FrameType, LIMITS } from "./frames.ts";
+
+/** The size of one DATA record's header: u64 address, u32 length. */
+export const RECORD_HEADER = 12;
+
+/**
+ * Builds DATA frames by appending (address, bytes) records into one buffer, so the agent copies
+ * each record once, from the ring buffer straight into the frame.
+ */
+export class DataFrameBuilder {
+  #buf: Uint8Array;
+  #view: DataView;
+  #at = FRAME_HEADER;
+  #records = 0;
+  constructor(capacity: number = LIMITS.dataFrame) {
+    this.#buf = new Uint8Array(capacity);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+  get records(): number {
+    return this.#records;
+  }
+  /** Room left for record bytes (after a record header). */
+  get room(): number {
+    return this.#buf.length - this.#at - RECORD_HEADER;
+  }
+  /** Appends a record; false when it does not fit (flush, then append again). */
+  append(addr: bigint, bytes: Uint8Array): boolean {
+    if (bytes.length > this.room) {
+      if (this.#records === 0) {
+        throw new RangeError(`Cannot frame a record of ${bytes.length} bytes: larger than a frame`);
+      }
+      return false;
+    }
+    this.#view.setBigUint64(this.#at, addr, true);
+    this.#view.setUint32(this.#at + 8, bytes.length, true);
+    this.#buf.set(bytes, this.#at + RECORD_HEADER);
+    this.#at += RECORD_HEADER + bytes.length;
+    this.#records++;
+    return true;
+  }
+  /** Returns the frame (a copy) and empties the builder. */
+  take(id: number): Uint8Array {
+    this.#view.setUint32(0, this.#at - 4, true);
+    this.#view.setUint8(4, FrameType.DATA);
+    this.#view.setUint32(5, id, true);
+    const out = this.#buf.slice(0, this.#at);
+    this.#at = FRAME_HEADER;
+    this.#records = 0;
+    return out;
+  }
+}
+
+/** One record of a DATA frame. `bytes` is a view into the frame's payload. */
+export interface DataRecord {
+  addr: bigint;
+  bytes: Uint8Array;
+}
+
+/**
+ * Iterates the records of a DATA payload.
+ * @throws {FrameError} when a record's length runs past the payload.
+ */
+export function* dataRecords(payload: Uint8Array, id = 0): Generator<DataRecord> {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  let at = 0;
+  while (at < payload.length) {
+    if (at + RECORD_HEADER > payload.length) {
+      throw new FrameError(
+        `Cannot decode DATA frame: record header at ${at} is cut short`,
+        ErrorCode.BAD_FRAME,
+        id,
+      );
+    }
+    const addr = view.getBigUint64(at, true);
+    const len = view.getUint32(at + 8, true);
+    const start = at + RECORD_HEADER;
+    if (start + len > payload.length) {
+      throw new FrameError(
+        `Cannot decode DATA frame: record at ${at} claims ${len} bytes, ${
+          payload.length - start
+        } remain`,
+        ErrorCode.BAD_FRAME,
+        id,
+      );
+    }
+    yield { addr, bytes: payload.subarray(start, start + len) };
+    at = start + len;
+  }
+}
+
+/**
+ * Calls `onRecord` for each record of a DATA payload, with the address in two 32-bit halves
+ * (no BigInt, for the hot path of a large prefetch) and a view of its bytes.
+ * @throws {FrameError} when a record's length runs past the payload.
+ */
+export function forEachRecord(
+  payload: Uint8Array,
+  onRecord: (high: number, low: number, bytes: Uint8Array) => void,
+  id = 0,
+): void {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  for (let at = 0; at < payload.length;) {
+    const start = at + RECORD_HEADER;
+    const len = start <= payload.length ? view.getUint32(at + 8, true) : -1;
+    if (len < 0 || start + len > payload.length) {
+      throw new FrameError(
+        `Cannot decode DATA frame: record at ${at} is cut short`,
+        ErrorCode.BAD_FRAME,
+        id,
+      );
+    }
+    onRecord(
+      view.getUint32(at + 4, true),
+      view.getUint32(at, true),
+      payload.subarray(start, start + len),
+    );
+    at = start + len;
+  }
+}

@@ -1,0 +1,319 @@
+/**
+ * Reading frames off the wire: {@linkcode FrameDecoder} splits a byte stream into raw frames and
+ * {@linkcode parseFrame} parses their payloads.
+ *
+ * Everything read from the wire is hostile: {@linkcode FrameDecoder} refuses a length above its
+ * limit before buffering it, and every payload parser checks every length against the bytes it
+ * has. A bad payload throws {@linkcode FrameError}, which names the frame and the problem.
+ *
+ * @module
+ */
+import {
+  type AgentInfo,
+  type EndStats,
+  ErrorCode,
+  type Frame,
+  FRAME_HEADER,
+  FRAME_TYPE_NAMES,
+  FrameError,
+  FrameType,
+  LIMITS,
+  PrefetchTarget,
+  type RawFrame,
+  StopReason,
+} from "./frames.ts";
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Splits a byte stream into raw frames. Feed it chunks with {@linkcode push}, then take frames
+ * with {@linkcode next} until it returns undefined. A frame larger than `maxFrame` throws a fatal
+ * {@linkcode FrameError} as soon as its length is read, before any of it is buffered.
+ *
+ * A frame inside one chunk is returned as a view of it; a frame spread over chunks is copied
+ * once, into a buffer of its size allocated when its length is known.
+ */
+export class FrameDecoder {
+  #queue: Uint8Array[] = [];
+  /** Index in #queue of the first chunk not wholly consumed, and how much of it is. */
+  #head = 0;
+  #offset = 0;
+  #queued = 0;
+  /** The frame being assembled (without its length field), and how much of it is filled. */
+  #frame: Uint8Array | undefined;
+  #filled = 0;
+  #maxFrame: number;
+  constructor(options: { maxFrame?: number } = {}) {
+    this.#maxFrame = options.maxFrame ?? LIMITS.maxFrame;
+  }
+
+  /** Bytes received but not yet returned as frames. */
+  get buffered(): number {
+    return this.#queued + this.#filled;
+  }
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
+  }
+
+  next(): RawFrame | undefined {
+    if (!this.#frame) {
+      if (this.#queued < 4) return undefined;
+      const length = this.#readU32();
+      if (length < FRAME_HEADER - 4 || length > this.#maxFrame) {
+        throw new FrameError(
+          `Cannot accept frame: length ${length} is outside 5..${this.#maxFrame}`,
+          ErrorCode.TOO_LARGE,
+          0,
+          true,
+        );
+      }
+      const chunk = this.#queue[this.#head];
+      if (chunk && chunk.length - this.#offset >= length) {
+        const bytes = chunk.subarray(this.#offset, this.#offset + length);
+        this.#advance(length);
+        return raw(bytes);
+      }
+      this.#frame = new Uint8Array(length);
+      this.#filled = 0;
+    }
+    const frame = this.#frame;
+    while (this.#filled < frame.length && this.#queued > 0) {
+      const chunk = this.#queue[this.#head];
+      const n = Math.min(chunk.length - this.#offset, frame.length - this.#filled);
+      frame.set(chunk.subarray(this.#offset, this.#offset + n), this.#filled);
+      this.#filled += n;
+      this.#advance(n);
+    }
+    if (this.#filled < frame.length) return undefined;
+    this.#frame = undefined;
+    this.#filled = 0;
+    return raw(frame);
+  }
+
+  /** Consumes four bytes (the caller checked they are there) as a little-endian u32. */
+  #readU32(): number {
+    let value = 0;
+    for (let i = 0; i < 4; i++) {
+      value += this.#queue[this.#head][this.#offset] * 2 ** (8 * i);
+      this.#advance(1);
+    }
+    return value;
+  }
+
+  #advance(n: number): void {
+    this.#offset += n;
+    this.#queued -= n;
+    if (this.#offset === this.#queue[this.#head].length) {
+      this.#head++;
+      this.#offset = 0;
+      if (this.#head === this.#queue.length || this.#head > 64) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+    }
+  }
+}
+
+function raw(bytes: Uint8Array): RawFrame {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 5);
+  return { type: view.getUint8(0), id: view.getUint32(1, true), payload: bytes.subarray(5) };
+}
+
+/** Reads fields of one payload, throwing {@linkcode FrameError} when it runs short. */
+class Reader {
+  #view: DataView;
+  #bytes: Uint8Array;
+  #at = 0;
+  #what: string;
+  #id: number;
+  constructor(bytes: Uint8Array, what: string, id: number) {
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#what = what;
+    this.#id = id;
+  }
+  #need(n: number): number {
+    if (this.#at + n > this.#bytes.length) {
+      throw this.error(
+        `payload ends at byte ${this.#bytes.length}, ${n} more needed at ${this.#at}`,
+      );
+    }
+    const at = this.#at;
+    this.#at += n;
+    return at;
+  }
+  error(problem: string): FrameError {
+    return new FrameError(
+      `Cannot decode ${this.#what} frame: ${problem}`,
+      ErrorCode.BAD_FRAME,
+      this.#id,
+    );
+  }
+  u8(): number {
+    return this.#view.getUint8(this.#need(1));
+  }
+  u16(): number {
+    return this.#view.getUint16(this.#need(2), true);
+  }
+  u32(): number {
+    return this.#view.getUint32(this.#need(4), true);
+  }
+  u64(): bigint {
+    return this.#view.getBigUint64(this.#need(8), true);
+  }
+  /** A u64 that must fit a double exactly (sizes, counts, nanoseconds). */
+  count(): number {
+    const v = this.u64();
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw this.error(`value ${v} is too large`);
+    return Number(v);
+  }
+  bytes(n: number): Uint8Array {
+    const at = this.#need(n);
+    return this.#bytes.subarray(at, at + n);
+  }
+  string(): string {
+    const n = this.u16();
+    if (n > LIMITS.maxString) throw this.error(`string of ${n} bytes exceeds ${LIMITS.maxString}`);
+    try {
+      return decoder.decode(this.bytes(n));
+    } catch {
+      throw this.error("string is not valid UTF-8");
+    }
+  }
+  /** A u16 count, then that many items. */
+  list<T>(item: () => T, max: number): T[] {
+    const n = this.u16();
+    if (n > max) throw this.error(`list of ${n} items exceeds ${max}`);
+    return Array.from({ length: n }, item);
+  }
+  get left(): number {
+    return this.#bytes.length - this.#at;
+  }
+  end(): void {
+    if (this.left !== 0) throw this.error(`${this.left} unexpected trailing bytes`);
+  }
+}
+
+/**
+ * Parses a raw frame's payload.
+ * @throws {FrameError} (not fatal) for an unknown type or a malformed payload.
+ */
+export function parseFrame(raw: RawFrame): Frame {
+  const name = FRAME_TYPE_NAMES.get(raw.type);
+  if (!name) {
+    throw new FrameError(
+      `Cannot decode frame: unknown type 0x${raw.type.toString(16).padStart(2, "0")}`,
+      ErrorCode.UNKNOWN_TYPE,
+      raw.id,
+    );
+  }
+  const r = new Reader(raw.payload, name, raw.id);
+  const id = raw.id;
+  let frame: Frame;
+  switch (raw.type) {
+    case FrameType.HELLO: {
+      const version = r.u16();
+      if (r.left === 0) {
+        frame = { type: FrameType.HELLO, id, version };
+        break;
+      }
+      const agent: AgentInfo = {
+        kernelRelease: r.string(),
+        btfHash: r.bytes(32).slice(),
+        btfSize: r.u32(),
+        bootId: r.string(),
+        anchor: r.u64(),
+        agentPid: r.u32(),
+        programs: r.string(),
+        features: r.list(() => r.string(), 64),
+      };
+      if (agent.btfSize > LIMITS.maxBtf) {
+        throw r.error(`BTF size ${agent.btfSize} exceeds the limit ${LIMITS.maxBtf}`);
+      }
+      frame = { type: FrameType.HELLO, id, version, agent };
+      break;
+    }
+    case FrameType.GET_BTF:
+      frame = { type: FrameType.GET_BTF, id };
+      break;
+    case FrameType.READ:
+      frame = { type: FrameType.READ, id, addr: r.u64(), len: r.u32() };
+      break;
+    case FrameType.PREFETCH: {
+      const target = r.u8();
+      if (!Object.values(PrefetchTarget).includes(target as PrefetchTarget)) {
+        throw new FrameError(
+          `Cannot serve PREFETCH: unknown target ${target}`,
+          ErrorCode.UNSUPPORTED,
+          id,
+        );
+      }
+      frame = {
+        type: FrameType.PREFETCH,
+        id,
+        target: target as PrefetchTarget,
+        maxObjects: r.u32(),
+        maxBytes: r.u32(),
+        plan: r.bytes(r.left),
+      };
+      break;
+    }
+    case FrameType.SYMBOLS: {
+      const form = r.u8();
+      const max = LIMITS.maxSymbols;
+      if (form === 0) {
+        frame = { type: FrameType.SYMBOLS, id, names: r.list(() => r.string(), max) };
+      } else if (form === 1) {
+        const symbols = r.list(() => [r.string(), r.u64()] as [string, bigint], max);
+        frame = { type: FrameType.SYMBOLS, id, symbols };
+      } else if (form === 2) {
+        frame = { type: FrameType.SYMBOLS, id, addresses: r.list(() => r.u64(), max) };
+      } else if (form === 3) {
+        const at = r.list(() => [r.u64(), r.string()] as [bigint, string], max);
+        frame = { type: FrameType.SYMBOLS, id, at };
+      } else {
+        throw r.error(`unknown form ${form}`);
+      }
+      break;
+    }
+    case FrameType.DATA:
+      frame = { type: FrameType.DATA, id, payload: r.bytes(r.left) };
+      break;
+    case FrameType.BTF: {
+      const offset = r.u32();
+      const total = r.u32();
+      if (total > LIMITS.maxBtf) throw r.error(`total ${total} exceeds the limit ${LIMITS.maxBtf}`);
+      const bytes = r.bytes(r.left);
+      if (offset + bytes.length > total) {
+        throw r.error(`chunk at ${offset} of ${bytes.length} bytes passes the total ${total}`);
+      }
+      frame = { type: FrameType.BTF, id, offset, total, bytes };
+      break;
+    }
+    case FrameType.END: {
+      const stats: EndStats = {
+        objects: r.u32(),
+        bytes: r.count(),
+        faults: r.u32(),
+        pruned: r.u32(),
+        guestNs: r.count(),
+        agentNs: r.count(),
+        stop: r.u8() as StopReason,
+        root: r.u64(),
+      };
+      if (!Object.values(StopReason).includes(stats.stop)) {
+        throw r.error(`unknown stop reason ${stats.stop}`);
+      }
+      frame = { type: FrameType.END, id, stats };
+      break;
+    }
+    default: // FrameType.ERROR
+      frame = { type: FrameType.ERROR, id, code: r.u16(), message: r.string() };
+      break;
+  }
+  r.end();
+  return frame;
+}
