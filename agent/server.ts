@@ -48,6 +48,7 @@ import {
   StopReason,
 } from "../protocol/mod.ts";
 import { kernelFeatures, lookupNames, lookupSymbols } from "./_kernel_facts.ts";
+import { limitLog } from "./_log_limit.ts";
 import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
 
 /** Requests are tiny: anything bigger than this from the IDS is refused unread. */
@@ -142,15 +143,17 @@ export class Agent implements AsyncDisposable {
         features: await kernelFeatures(),
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      const agent = new Agent(walker, btf, info, log, maxConnections);
+      // What peers can trigger is rate-limited: a flood must not fill the guest's disk.
+      const peerLog = limitLog(log);
+      const agent = new Agent(walker, btf, info, peerLog, maxConnections);
       const server = await listenChannel({
         hostname,
         port: options.port ?? 7047,
         credentials,
         onChannel: (channel) => agent.#serve(channel),
-        onRefused: (remote, reason) => log(`refused ${remote}: ${reason}`),
-        onLimit: (remote, reason) => log(`dropped ${remote}: ${reason}`),
-        onError: (error) => log(`channel error: ${error.message}`),
+        onRefused: (remote, reason) => peerLog(`refused ${remote}: ${reason}`),
+        onLimit: (remote, reason) => peerLog(`dropped ${remote}: ${reason}`),
+        onError: (error) => peerLog(`channel error: ${error.message}`),
         handshakeTimeoutMs: options.handshakeTimeoutMs,
         maxSilentConnections: options.maxSilentConnections,
         maxHandshakes: options.maxHandshakes,
