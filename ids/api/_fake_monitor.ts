@@ -322,6 +322,14 @@ export class FakeMonitor implements Monitor, Disposable {
     return changes;
   }
 
+  /** Raises a health alert of the guest (an agent unreachable or misbehaving) now. */
+  raiseHealth(name: string, finding: Finding): AlertChange[] {
+    this.#guest(name);
+    const changes = this.#alerts.raise(name, finding, this.now);
+    for (const change of changes) this.#listeners.forEach((listener) => listener(change));
+    return changes;
+  }
+
   /** Subscribers of the alert stream now. */
   get subscribers(): number {
     return this.#listeners.size;

@@ -11,6 +11,7 @@ import {
   ALERT_STATES,
   type AlertChange,
   CHANGE_KINDS,
+  HEALTH_RULES,
   MAX_LIST,
   OVERFLOW_RULE,
 } from "../alerts/mod.ts";
@@ -54,7 +55,8 @@ export const AlertChangeSchema = z.object({
 /** The body of the alert lists. */
 export const AlertsSchema = z.object({ alerts: z.array(AlertSchema) }).openapi("Alerts");
 
-const RULE_FILTER = [...RULE_NAMES, OVERFLOW_RULE] as const;
+/** The rules an alert can be of: the detection rules, the agent's health, the overflow. */
+const RULE_FILTER = [...RULE_NAMES, ...HEALTH_RULES, OVERFLOW_RULE] as [string, ...string[]];
 const SINCE = "expected epoch milliseconds or an ISO 8601 date";
 const LIMIT = `expected an integer from 1 to ${MAX_LIST}`;
 const EVENT_ID = "expected a non-negative integer event id";

@@ -58,6 +58,9 @@ Deno.test("GET /v1/alerts lists every guest's alerts, filtered, most recently se
   assertEquals(await subjects(await get(`/v1/alerts?since=${iso}`)), ["pid 9"]);
   assertEquals(await subjects(await get("/v1/alerts?limit=1")), ["pid 9"]);
   assertEquals(await subjects(await get("/v1/alerts?vm=gone-vm")), []);
+  monitor.raiseHealth("db-1", finding("db-1", "high", "agent_unreachable"));
+  assertEquals(await subjects(await get("/v1/alerts?rule=agent_unreachable")), ["db-1"]);
+  assertEquals(await subjects(await get("/v1/alerts?rule=agent_misbehaving")), []);
 
   const body = await (await get("/v1/alerts?rule=hidden_module")).json();
   assertEquals(body.alerts, [{
