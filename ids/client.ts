@@ -34,6 +34,7 @@ import {
   type PrefetchTarget,
   PROTOCOL_VERSION,
 } from "../protocol/mod.ts";
+import { KERNEL_BASE_HIGH } from "./memory/address.ts";
 
 /** The agent answered a request with ERROR, or broke the protocol. */
 export class AgentError extends Error {
@@ -115,9 +116,6 @@ export interface PrefetchRequestLimits {
   maxObjects: number;
   maxBytes: number;
 }
-
-/** The first address of the kernel half, high 32 bits. */
-const KERNEL_HIGH = 0xffff_8000;
 
 /**
  * Counts what some requests cost, e.g. one snapshot's, however many other requests run on the
@@ -362,7 +360,7 @@ export class AgentClient implements Disposable {
           maxBytes,
         );
       }
-      if (high < KERNEL_HIGH) {
+      if (high < KERNEL_BASE_HIGH) {
         throw new AgentMisbehaviorError(
           "kernelHalf",
           `Agent sent a record at 0x${hex32(high)}${hex32(low)}, outside the kernel half`,

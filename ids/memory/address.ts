@@ -10,12 +10,16 @@
  * @module
  */
 
+import { KERNEL_HALF } from "../../protocol/mod.ts";
+
 /** An address in the guest kernel's half, as an offset from {@linkcode KERNEL_BASE}. */
 export type KAddr = number;
 
 /** The first address of the kernel half. */
-export const KERNEL_BASE = 0xffff_8000_0000_0000n;
-const BASE_HIGH = 0xffff_8000;
+export const KERNEL_BASE: bigint = KERNEL_HALF;
+/** The high 32 bits of {@linkcode KERNEL_BASE}: a 64-bit value is in the kernel half when its high half is at least this. */
+export const KERNEL_BASE_HIGH = Number(KERNEL_BASE >> 32n);
+const BASE_HIGH = KERNEL_BASE_HIGH;
 const TWO_32 = 2 ** 32;
 /** One past the largest KAddr (the kernel half is 2^47 bytes). */
 export const KADDR_END = 2 ** 47;
