@@ -1,5 +1,5 @@
 import { assertEquals } from "../tests/assert.ts";
-import { fakeModule, fakeProcess } from "./api/_fake_monitor.ts";
+import { fakeModule, fakeProcess } from "./api/fake_monitor.ts";
 import { formatProcesses } from "./cli.ts";
 import { formatFiles, formatModules, formatSockets } from "./cli_views.ts";
 import { decodeName } from "./kernel/name.ts";

@@ -33,7 +33,7 @@ import { parseBtf } from "../ids/btf/mod.ts";
 import { resolveKernelTypes } from "../ids/kernel/types.ts";
 import { fromKAddr, toKAddr } from "../ids/memory/address.ts";
 import type { MemoryCache } from "../ids/memory/cache.ts";
-import { SyntheticKernel } from "../ids/linux/_synthetic.ts";
+import { SyntheticKernel } from "../ids/linux/synthetic.ts";
 
 /**
  * Every way this agent lies, and the limit of the IDS each one must trip (the `limit` of the

@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import type { Process } from "../linux/processes.ts";
 import type { VmStats } from "../service/types.ts";
-import { FakeMonitor, fakeProcess } from "./_fake_monitor.ts";
+import { FakeMonitor, fakeProcess } from "./fake_monitor.ts";
 import { assertError, AUTH, TOKEN } from "./_test_utils.ts";
 import { type ApiOptions, createApi } from "./mod.ts";
 

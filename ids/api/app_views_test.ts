@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import type { Socket } from "../linux/sockets.ts";
-import { fakeFile, fakeModule, FakeMonitor, fakeProcess, fakeSocket } from "./_fake_monitor.ts";
+import { fakeFile, fakeModule, FakeMonitor, fakeProcess, fakeSocket } from "./fake_monitor.ts";
 import { assertError, AUTH, TOKEN } from "./_test_utils.ts";
 import { createApi } from "./mod.ts";
 

@@ -8,7 +8,7 @@
 import type { Btf } from "../btf/mod.ts";
 import type { KAddr } from "../memory/address.ts";
 import type { FdTypes, FileTypes } from "./files.ts";
-import type { SyntheticKernel } from "./_synthetic.ts";
+import type { SyntheticKernel } from "./synthetic.ts";
 
 const EXT4_SUPER_MAGIC = 0xef53;
 

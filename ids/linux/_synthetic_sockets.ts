@@ -8,7 +8,7 @@
 
 import { fromKAddr, type KAddr } from "../memory/address.ts";
 import type { SocketTypes } from "./socket_types.ts";
-import type { SyntheticKernel } from "./_synthetic.ts";
+import type { SyntheticKernel } from "./synthetic.ts";
 
 /** A sock to lay out. */
 export interface SockSpec {

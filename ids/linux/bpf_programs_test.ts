@@ -10,7 +10,7 @@ import {
   planBpfPrograms,
   resolveBpfTypes,
 } from "./bpf_programs.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFds } from "./_synthetic_files.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.

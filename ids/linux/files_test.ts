@@ -7,7 +7,7 @@ import { hex } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { fileType, listFiles, planFiles, resolveFileTypes } from "./files.ts";
 import { planTasks } from "./processes.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFs } from "./_synthetic_files.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.

@@ -16,7 +16,7 @@ import {
   resolveFtraceTypes,
 } from "./ftrace.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 // Both kernels' layouts: the Debian 6.1 guest's BTF and this machine's (6.18); the memory image

@@ -14,7 +14,7 @@ import {
   resolvePointerTypes,
 } from "./kernel_pointers.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 // Offsets come from the Debian 6.1 guest kernel's real BTF; the memory image is synthetic.

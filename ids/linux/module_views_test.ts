@@ -15,7 +15,7 @@ import {
   readModuleViews,
   resolveModuleViewTypes,
 } from "./module_views.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 // Offsets come from the Debian 6.1 guest kernel's real BTF (core_layout, refcnt, mod_tree with

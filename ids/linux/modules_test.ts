@@ -12,7 +12,7 @@ import {
   resolveModuleTypes,
   taintLetters,
 } from "./modules.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 
 // Offsets come from this machine's real kernel BTF (Linux 6.18, `mem[]`, no CONFIG_MODULE_UNLOAD
 // hence no refcnt); the memory image is synthetic.

@@ -5,7 +5,7 @@ import { readXarray } from "../kernel/xarray.ts";
 import { fromKAddr, hex, type KAddr } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { type PidTypes, readProcessViews, resolvePidTypes } from "./pids.ts";
-import { SyntheticKernel, type TaskSpec } from "./_synthetic.ts";
+import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory images are synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));

@@ -4,7 +4,7 @@ import { resolveKernelTypes } from "../kernel/types.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { hex } from "../memory/address.ts";
 import { findInitTask, listProcesses, stateLetter } from "./processes.ts";
-import { SyntheticKernel, type TaskSpec } from "./_synthetic.ts";
+import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const types = resolveKernelTypes(parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux")));

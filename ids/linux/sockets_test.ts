@@ -8,7 +8,7 @@ import { CachedMemory } from "../memory/guest_memory.ts";
 import { planTasks } from "./processes.ts";
 import { listSockets, planSockets, resolveSocketTypes, type SocketList } from "./sockets.ts";
 import { ipv4Text, ipv6Text } from "./_inet.ts";
-import { SyntheticKernel } from "./_synthetic.ts";
+import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFds } from "./_synthetic_files.ts";
 import { addressBytes, SyntheticNet } from "./_synthetic_sockets.ts";
 
