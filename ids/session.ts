@@ -329,8 +329,9 @@ export class GuestSession implements Disposable {
     let prefetch: SnapshotStats["prefetch"];
     const builder = mode === "on-demand" ? undefined : new PlanBuilder(COPY_MODES[mode]);
     builder && view.plan(builder);
+    const plan = builder?.build();
     // A view that found nothing to walk (no roots) reads on demand only.
-    if (builder && builder.build().roots.length) {
+    if (plan?.roots.length) {
       let rejected = 0;
       const batch = cache.batch();
       const end = await this.client.prefetch(
@@ -345,7 +346,7 @@ export class GuestSession implements Disposable {
           // A refusal (the cache is full) cuts the answer off.
           return cache.insert(at, bytes, batch);
         },
-        encodePlan(builder.build()),
+        encodePlan(plan),
         meter,
       );
       prefetch = {
