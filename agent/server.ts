@@ -87,6 +87,12 @@ export interface AgentOptions {
   idleTimeoutMs?: number;
 }
 
+/**
+ * DATA frame bytes past which the agent sends what it has: the IDS decodes a frame while the
+ * next is drained and encrypted, instead of waiting for a whole 1 MiB.
+ */
+const FLUSH_AT = 64 << 10;
+
 /** Default of {@linkcode AgentOptions.maxConnections}. */
 const DEFAULT_MAX_CONNECTIONS = 16;
 
@@ -99,7 +105,7 @@ export class Agent implements AsyncDisposable {
   #log: (line: string) => void;
   #busy: Promise<unknown> = Promise.resolve();
   /** Reused by every request: requests run one at a time. */
-  #builder = new DataFrameBuilder();
+  #builder = new DataFrameBuilder(undefined, FLUSH_AT);
   #channels = new Set<Channel>();
   /** Channels whose connection is gone: their queued walker runs are skipped. */
   #gone = new WeakSet<Channel>();

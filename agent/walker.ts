@@ -80,10 +80,10 @@ export interface WalkerOptions {
    */
   stackItems?: number;
   /**
-   * Objects the plan walker remembers per walk for nodes that dedupe (an LRU hash of about 90
-   * bytes per entry, allocated at load: 5.5 MiB by default). A walk visiting more may copy some
-   * objects twice.
-   * @default 65536
+   * Slots of the table in which the plan walker remembers, per walk, the objects of nodes that
+   * dedupe: a power of two, direct-mapped, 24 bytes a slot, allocated at load (6 MiB by
+   * default). Objects whose slots collide may be copied twice.
+   * @default 262144
    */
   dedupeEntries?: number;
   /** The compiled object; read from {@linkcode WALK_OBJECT} when absent. */
@@ -122,11 +122,16 @@ export class Walker implements Disposable {
     using stack = new DisposableStack();
     const obj = stack.use(BpfObject.open(elf, "walk"));
     const config = new Uint8Array(8);
+    const seenSlots = positive(options.dedupeEntries ?? 1 << 18, "dedupeEntries");
+    if ((seenSlots & (seenSlots - 1)) !== 0) {
+      throw new RangeError(`dedupeEntries must be a power of two, not ${seenSlots}`);
+    }
     new DataView(config.buffer).setUint32(0, Deno.pid, true);
+    new DataView(config.buffer).setUint32(4, seenSlots - 1, true);
     obj.setGlobals(".rodata", config);
     obj.setMaxEntries("records", options.ringBytes ?? 64 << 20);
     obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));
-    obj.setMaxEntries("plan_seen", positive(options.dedupeEntries ?? 65536, "dedupeEntries"));
+    obj.setMaxEntries("plan_seen", seenSlots);
     obj.load();
     for (const program of PROGRAMS) obj.attachUprobe(program, { pid: Deno.pid, ...TRIGGER });
     const walker = new Walker(obj);

@@ -21,8 +21,9 @@
  *                    PLAN_ELEM_HLIST or PLAN_ELEM_HNULLS (the head of a chain whose entries are
  *                    the targets, minus delta). The elements
  *                    themselves (count * stride bytes at a) are copied too, before their targets;
- *                    with PLAN_FLAG_SPARSE (PTR elements only), only each non-NULL pointer is
- *                    copied (its 8 bytes), for a mostly empty table (an fd array).
+ *                    with PLAN_FLAG_SPARSE (PTR elements only, stride 8), only the runs of
+ *                    elements around the non-NULL ones are (see below), for a mostly empty
+ *                    table (an fd array).
  *   PLAN_EDGE_SLOTS  obj + off holds `max` u64 slots (an xarray node's `slots`, a table of
  *                    pointers); a slot's value v is an entry when v != 0 and
  *                    (v & aux) == stride (aux is the tag mask, stride the tag value: an xarray
@@ -42,7 +43,14 @@
  * request's object and byte budgets, by the size of the walker's work stack, and by bpf_loop.
  * Roots are at depth 0 and every edge is one hop, BYTES included: an edge of an object at
  * max_depth is not followed, and counted in the result's `pruned`. A node with PLAN_FLAG_DEDUPE
- * is visited once per walk per address.
+ * is visited once per walk per address. A node with `covered_by` (1 + a deduped node's index) is
+ * not visited at an address the walk already visited as that node: the plan says that node copies
+ * every range this one would and leads wherever this one leads (a thread read for its links is
+ * covered by the same task copied whole as a process).
+ *
+ * A sparse ARRAY copies, for each window of elements it reads, the elements from its first
+ * non-NULL one to its last as one record, the NULLs between included: an fd table's open fds
+ * cost a record per window, not one each.
  */
 #ifndef EBPFMON_PLAN_H
 #define EBPFMON_PLAN_H
@@ -103,10 +111,10 @@ struct plan_edge {
 };
 
 struct plan_node {
-	__u32 flags;   /* PLAN_FLAG_DEDUPE */
+	__u32 flags;      /* PLAN_FLAG_DEDUPE */
 	__u32 nranges;
 	__u32 nedges;
-	__u32 pad;
+	__u32 covered_by; /* 0, or 1 + the node that covers this one */
 	struct plan_range ranges[PLAN_MAX_RANGES];
 	struct plan_edge edges[PLAN_MAX_EDGES];
 };

@@ -43,6 +43,8 @@ struct plan_item {
 	__u8 node;  /* OBJECT: its node; LIST, CHAIN, ARRAY: the node whose edge this is */
 	__u8 edge;  /* LIST, CHAIN, ARRAY: the edge */
 	__u8 depth; /* OBJECT: hops from its root; LIST, CHAIN, ARRAY: of the objects they visit */
+	__u32 copied; /* sparse ARRAY: elements below this index are copied */
+	__u32 pad;
 };
 
 /* The work stack. Only the agent's trigger thread runs a walk, so one copy is enough. */
@@ -53,24 +55,44 @@ struct {
 	__type(value, struct plan_item);
 } plan_stack SEC(".maps");
 
-struct plan_seen_key {
+/* One slot of plan_seen: the (address, node) last visited there, and in which request. */
+struct plan_seen_slot {
 	__u64 addr;
 	__u32 node;
 	__u32 pad;
+	__u64 seq;
 };
 
 /*
- * (address, node) -> seq of the request that visited it: an entry from an earlier request is
- * stale by its value, so nothing is cleared between requests. LRU, so a walk that visits more
- * objects than the map holds forgets the oldest and may copy an object twice, never loops for
- * ever (every walk is bounded anyway).
+ * What nodes that dedupe have visited: a direct-mapped table, each (address, node) in the slot
+ * its hash picks, an entry from an earlier request stale by its seq, so nothing is cleared
+ * between requests. An array lookup costs a few instructions where a hash map update takes a
+ * lock; two objects that share a slot evict each other, so a walk may copy an object twice,
+ * never loops for ever (every walk is bounded anyway).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536); /* resized by the agent before load */
-	__type(key, struct plan_seen_key);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536); /* resized by the agent before load, with config.seen_mask */
+	__type(key, __u32);
+	__type(value, struct plan_seen_slot);
 } plan_seen SEC(".maps");
+
+/* The slot of (addr, node) in plan_seen, or NULL. */
+static __always_inline struct plan_seen_slot *seen_slot(__u64 addr, __u32 node)
+{
+	__u64 h = ((addr >> 3) ^ ((__u64)node << 56)) * 0x9e3779b97f4a7c15ULL;
+	__u32 i = (__u32)(h >> 32) & config.seen_mask;
+
+	return bpf_map_lookup_elem(&plan_seen, &i);
+}
+
+/* Whether (addr, node) was visited in request seq. */
+static __always_inline int seen_in(__u64 addr, __u32 node, __u64 seq)
+{
+	struct plan_seen_slot *slot = seen_slot(addr, node);
+
+	return slot && slot->seq == seq && slot->addr == addr && slot->node == node;
+}
 
 /*
  * The record being copied, and the walk's small state beside it. bpf_ringbuf_reserve takes only
@@ -145,6 +167,7 @@ static __always_inline void push(struct plan_scratch *s, __u8 kind, __u64 addr, 
 	item->addr = addr;
 	item->cursor = cursor;
 	item->index = 0;
+	item->copied = 0;
 	item->kind = kind;
 	item->node = node & (PLAN_MAX_NODES - 1);
 	item->edge = edge & (PLAN_MAX_EDGES - 1);
@@ -298,16 +321,25 @@ static __always_inline void step_object(struct plan_scratch *s, struct plan_item
 	const struct plan_node *node = node_at(n);
 	__u32 nranges = min_u32(node->nranges, PLAN_MAX_RANGES);
 	__u32 slots = nranges + min_u32(node->nedges, PLAN_MAX_EDGES);
-	struct plan_seen_key key = { .addr = top->addr, .node = n };
-	__u64 obj = top->addr, seq = request.seq, *seen;
+	__u64 obj = top->addr, seq = request.seq;
+	struct plan_seen_slot *slot0;
 
+	if (slot == 0 && node->covered_by &&
+	    seen_in(obj, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq)) {
+		s->sp--;
+		return;
+	}
 	if (slot == 0 && (node->flags & PLAN_FLAG_DEDUPE)) {
-		seen = bpf_map_lookup_elem(&plan_seen, &key);
-		if (seen && *seen == seq) {
-			s->sp--;
-			return;
+		slot0 = seen_slot(obj, n);
+		if (slot0) {
+			if (slot0->seq == seq && slot0->addr == obj && slot0->node == n) {
+				s->sp--;
+				return;
+			}
+			slot0->addr = obj;
+			slot0->node = n;
+			slot0->seq = seq;
 		}
-		bpf_map_update_elem(&plan_seen, &key, &seq, BPF_ANY);
 	}
 	/* Leave the object for its next slot, or pop it, before pushing what this slot finds. */
 	if (slot + 1 < slots)
@@ -348,14 +380,17 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 /*
  * The next non-NULL element of a sparse array of plain pointers (stride 8) from top->index, in
  * one step: reads up to SPARSE_WINDOW elements and visits the first non-NULL one, or skips them
- * all. Returns 0 when the window cannot be read: the caller then takes the element alone.
+ * all. The first visit in a window copies the window's elements from that one to its last
+ * non-NULL one as one record (top->copied remembers how far); the later visits copy nothing.
+ * Returns 0 when the window cannot be read: the caller then takes the element alone.
  */
 static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item *top,
 				       const struct plan_edge *edge)
 {
 	__u64 window[SPARSE_WINDOW];
 	__u64 i = top->index, at = top->addr + i * 8, left;
-	__u32 n, k;
+	__u32 n, k, j, last;
+	int copy;
 
 	if (i >= top->cursor) {
 		s->sp--;
@@ -376,14 +411,24 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 			s->sp--;
 		return 1;
 	}
+	last = k;
+	copy = i + k >= top->copied;
+	if (copy) {
+		for (j = k + 1; j < SPARSE_WINDOW; j++) {
+			if (j < n && window[j])
+				last = j;
+		}
+		top->copied = i + last + 1;
+	}
 	if (i + k + 1 < top->cursor) {
 		top->index = i + k + 1;
 	} else {
 		s->sp--;
 	}
 	push_object(s, window[k & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
-	/* This element alone is copied (on top, so before its object). */
-	push_copy(s, at + k * 8, 8);
+	/* The run is copied on top, so before its first object. */
+	if (copy)
+		push_copy(s, at + k * 8, (last - k + 1) * 8);
 	return 1;
 }
 

@@ -37,7 +37,7 @@
 /* .rodata: set by the agent before load. The only read-only global, so it sits at offset 0. */
 struct ebpfmon_config {
 	__u32 agent_tgid; /* the only process whose trigger calls are served */
-	__u32 pad;
+	__u32 seen_mask;  /* slots of plan_seen minus one (a power of two minus one) */
 };
 
 struct ebpfmon_request {

@@ -18,7 +18,7 @@ import { encodePlan, PrefetchTarget, StopReason } from "../protocol/mod.ts";
 import type { AgentClient, Meter } from "./client.ts";
 import { loadBtf } from "./btf_store.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";
-import { fromKAddr, type KAddr, kaddrOf, toKAddr } from "./memory/address.ts";
+import { fromKAddr, type KAddr, kaddrOf, parseKAddr, toKAddr } from "./memory/address.ts";
 import { MemoryCache } from "./memory/cache.ts";
 import { RemoteMemory } from "./memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./kernel/plan.ts";
@@ -302,7 +302,7 @@ export class GuestSession implements Disposable {
         const list = await listProcesses(memory, this.types, this.initTask);
         const process = list.processes.find((p) => p.pid === pid);
         if (!process) throw new NoSuchProcessError(pid);
-        const files = await listFiles(memory, this.types, types, toKAddr(BigInt(process.task))!);
+        const files = await listFiles(memory, this.types, types, parseKAddr(process.task)!);
         return {
           value: { pid, task: process.task, files: files.files },
           truncated: files.truncated || list.truncated,

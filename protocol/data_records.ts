@@ -19,9 +19,16 @@ export class DataFrameBuilder {
   #view: DataView;
   #at = FRAME_HEADER;
   #records = 0;
-  constructor(capacity: number = LIMITS.dataFrame) {
+  #flushAt: number;
+  /**
+   * @param capacity the largest frame.
+   * @param flushAt frame bytes past which {@linkcode append} asks for a flush: smaller frames
+   * let the peer decode one while the next is built.
+   */
+  constructor(capacity: number = LIMITS.dataFrame, flushAt: number = capacity) {
     this.#buf = new Uint8Array(capacity);
     this.#view = new DataView(this.#buf.buffer);
+    this.#flushAt = flushAt;
   }
   get records(): number {
     return this.#records;
@@ -30,8 +37,9 @@ export class DataFrameBuilder {
   get room(): number {
     return this.#buf.length - this.#at - RECORD_HEADER;
   }
-  /** Appends a record; false when it does not fit (flush, then append again). */
+  /** Appends a record; false when it does not fit or the frame is due (flush, then append again). */
   append(addr: bigint, bytes: Uint8Array): boolean {
+    if (this.#records > 0 && this.#at >= this.#flushAt) return false;
     if (bytes.length > this.room) {
       if (this.#records === 0) {
         throw new RangeError(`Cannot frame a record of ${bytes.length} bytes: larger than a frame`);

@@ -303,6 +303,18 @@ Deno.test("DataFrameBuilder packs records that dataRecords() reads back in order
   );
 });
 
+Deno.test("DataFrameBuilder asks for a flush once a frame holds flushAt bytes", () => {
+  const builder = new DataFrameBuilder(4096, 100);
+  const record = new Uint8Array(40);
+  // 52 bytes per record after the 9-byte header: the third starts past 100.
+  assert(builder.append(1n, record) && builder.append(2n, record), "two records fit");
+  assertEquals(builder.append(3n, record), false, "the frame is due");
+  assertEquals(builder.records, 2);
+  builder.take(1);
+  assert(builder.append(3n, record), "an empty frame takes the record");
+  assert(builder.append(4n, new Uint8Array(3000)), "one record larger than flushAt fits");
+});
+
 Deno.test("dataRecords() rejects a record that claims more bytes than the frame holds", () => {
   const payload = new Uint8Array(20);
   new DataView(payload.buffer).setUint32(8, 9, true);

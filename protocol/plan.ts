@@ -78,6 +78,11 @@ export interface PlanEdge {
 export interface PlanNode {
   /** Visit each address at most once per walk. */
   dedupe: boolean;
+  /**
+   * A deduped node that copies every range of this one and leads wherever it leads: an address
+   * the walk already visited as that node is not visited as this one.
+   */
+  coveredBy?: number;
   /** Byte ranges to copy, relative to the object. */
   ranges: { off: number; len: number }[];
   edges: PlanEdge[];
@@ -142,6 +147,13 @@ export function validatePlan(plan: Plan): void {
       node.edges.length <= PLAN_LIMITS.edges,
       `node ${n} has ${node.edges.length} edges (max ${PLAN_LIMITS.edges})`,
     );
+    if (node.coveredBy !== undefined) {
+      const by = plan.nodes[node.coveredBy];
+      check(
+        Number.isInteger(node.coveredBy) && node.coveredBy !== n && by?.dedupe === true,
+        `node ${n} is covered by node ${node.coveredBy}, which is not another deduped node`,
+      );
+    }
     node.ranges.forEach((r, i) => {
       u32(r.off, `node ${n} range ${i} offset`);
       u32(r.len, `node ${n} range ${i} length`);
@@ -205,6 +217,7 @@ export function encodePlan(plan: Plan): Uint8Array {
     v.setUint32(at, node.dedupe ? 1 : 0, true);
     v.setUint32(at + 4, node.ranges.length, true);
     v.setUint32(at + 8, node.edges.length, true);
+    v.setUint32(at + 12, node.coveredBy === undefined ? 0 : node.coveredBy + 1, true);
     node.ranges.forEach((r, i) => {
       v.setUint32(at + 16 + i * 8, r.off, true);
       v.setUint32(at + 20 + i * 8, r.len, true);
@@ -259,6 +272,8 @@ export function decodePlan(bytes: Uint8Array): Plan {
       `node ${n} has ${nranges} ranges and ${nedges} edges`,
     );
     const node: PlanNode = { dedupe: (v.getUint32(at, true) & 1) === 1, ranges: [], edges: [] };
+    const coveredBy = v.getUint32(at + 12, true);
+    if (coveredBy !== 0) node.coveredBy = coveredBy - 1;
     for (let i = 0; i < nranges; i++) {
       node.ranges.push({
         off: v.getUint32(at + 16 + i * 8, true),

@@ -12,7 +12,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { HEX_BYTES, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { decodeName } from "./name.ts";
 
@@ -24,7 +24,7 @@ export class LayoutError extends Error {
   }
 }
 
-type Kind = "uint" | "sint" | "ptr" | "str" | "raw";
+type Kind = "uint" | "sint" | "ptr" | "str" | "raw" | "hex";
 
 /** One declared field: its kind and the member path (or alternatives, first found wins). */
 export interface FieldSpec<K extends Kind = Kind> {
@@ -42,10 +42,16 @@ export const ptr = (...paths: string[]): FieldSpec<"ptr"> => ({ kind: "ptr", pat
 export const str = (...paths: string[]): FieldSpec<"str"> => ({ kind: "str", paths });
 /** Bytes of any size, decoded to a copy: arrays, addresses, integers wider than 53 bits. */
 export const raw = (...paths: string[]): FieldSpec<"raw"> => ({ kind: "raw", paths });
+/**
+ * A little-endian integer of any size, decoded to hex text (`0x` and two digits per byte, most
+ * significant first): bit sets wider than 53 bits, without a byte array per value.
+ */
+export const hexInt = (...paths: string[]): FieldSpec<"hex"> => ({ kind: "hex", paths });
 
 type Value<K extends Kind> = K extends "ptr" ? Pointer
   : K extends "str" ? string
   : K extends "raw" ? Uint8Array
+  : K extends "hex" ? string
   : number;
 
 /** The decoded form of a layout spec. */
@@ -141,7 +147,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     }
     const ok = field.kind === "ptr"
       ? found.size === 8
-      : field.kind === "str" || field.kind === "raw"
+      : field.kind === "str" || field.kind === "raw" || field.kind === "hex"
       ? found.size > 0
       : [1, 2, 4, 8].includes(found.size);
     if (!ok) {
@@ -153,12 +159,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
   }
   const start = Math.min(...fields.map((f) => f.offset));
   const end = Math.max(...fields.map((f) => f.offset + f.size));
-  const decoders = fields.map((f) => decoderFor(f, start));
   const ranges = fields.map((f) => ({ off: f.offset - start, len: f.size }));
-  const names = decoders.map(([name]) => name);
-  const fns = decoders.map(([, fn]) => fn);
-  // Every decoded struct of a layout has the same shape: copied from this, then filled in.
-  const template: Record<string, unknown> = Object.fromEntries(names.map((n) => [n, undefined]));
   return {
     struct,
     size,
@@ -166,11 +167,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     start,
     end,
     ranges,
-    decode(view: DataView, at: number, addr: KAddr) {
-      const out: Record<string, unknown> = { ...template };
-      for (let i = 0; i < names.length; i++) out[names[i]] = fns[i](view, at, addr);
-      return out as Decoded<S>;
-    },
+    decode: compileDecoder<Decoded<S>>(fields, start),
   };
 }
 
@@ -188,39 +185,70 @@ export function offsetOf(btf: Btf, struct: string, path: string): number {
   }
 }
 
-type FieldDecoder = [string, (view: DataView, at: number, addr: KAddr) => unknown];
+/** A copy of `size` bytes at `at` of `view`. */
+function copyBytes(view: DataView, at: number, size: number): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset + at, size).slice();
+}
 
-function decoderFor(f: ResolvedField, start: number): FieldDecoder {
+/** The little-endian integer of `size` bytes at `at` of `view`, as `0x` and hex digits. */
+function hexLittleEndian(view: DataView, at: number, size: number): string {
+  let text = "0x";
+  for (let i = size - 1; i >= 0; i--) text += HEX_BYTES[view.getUint8(at + i)];
+  return text;
+}
+
+/** The expression that decodes field `f` from DataView `v` at `at` plus its offset. */
+function fieldExpression(f: ResolvedField, start: number): string {
   const rel = f.offset - start;
+  if (!Number.isSafeInteger(rel) || rel < 0 || !Number.isSafeInteger(f.size) || f.size <= 0) {
+    throw new LayoutError(`Cannot decode field "${f.member}" at ${rel} of ${f.size} bytes`);
+  }
+  const at = `at + ${rel}`;
   switch (f.kind) {
     case "ptr":
-      return [f.name, (v, at) => pointerAt(v, at + rel)];
+      return `pointerAt(v, ${at})`;
     case "str":
-      return [f.name, (v, at) => decodeString(v, at + rel, f.size)];
+      return `decodeString(v, ${at}, ${f.size})`;
     case "raw":
-      return [f.name, (v, at) => new Uint8Array(v.buffer, v.byteOffset + at + rel, f.size).slice()];
+      return `copyBytes(v, ${at}, ${f.size})`;
+    case "hex":
+      return `hexLittleEndian(v, ${at}, ${f.size})`;
     case "uint":
       return [
-        f.name,
-        [
-          (v: DataView, at: number) => v.getUint8(at + rel),
-          (v: DataView, at: number) => v.getUint16(at + rel, true),
-          (v: DataView, at: number) => v.getUint32(at + rel, true),
-          (v: DataView, at: number) =>
-            v.getUint32(at + rel, true) + v.getUint32(at + rel + 4, true) * 2 ** 32,
-        ][Math.log2(f.size)],
-      ];
+        `v.getUint8(${at})`,
+        `v.getUint16(${at}, true)`,
+        `v.getUint32(${at}, true)`,
+        `v.getUint32(${at}, true) + v.getUint32(${at} + 4, true) * 4294967296`,
+      ][Math.log2(f.size)];
     case "sint":
       return [
-        f.name,
-        [
-          (v: DataView, at: number) => v.getInt8(at + rel),
-          (v: DataView, at: number) => v.getInt16(at + rel, true),
-          (v: DataView, at: number) => v.getInt32(at + rel, true),
-          (v: DataView, at: number) => Number(v.getBigInt64(at + rel, true)),
-        ][Math.log2(f.size)],
-      ];
+        `v.getInt8(${at})`,
+        `v.getInt16(${at}, true)`,
+        `v.getInt32(${at}, true)`,
+        `Number(v.getBigInt64(${at}, true))`,
+      ][Math.log2(f.size)];
   }
+}
+
+/**
+ * The decoder of a layout, compiled once per layout and kernel: one function that reads every
+ * field at its constant offset into an object literal of one shape. Views decode hundreds of
+ * thousands of structs per snapshot, and a loop over per-field closures costs several times
+ * more. What is compiled comes from the layout's own field names (the source's literals,
+ * quoted) and offsets checked to be integers, never from guest bytes.
+ */
+function compileDecoder<T>(
+  fields: readonly ResolvedField[],
+  start: number,
+): (view: DataView, at: number, addr: KAddr) => T {
+  const body = fields.map((f) => `${JSON.stringify(f.name)}: ${fieldExpression(f, start)}`);
+  return new Function(
+    "pointerAt",
+    "decodeString",
+    "copyBytes",
+    "hexLittleEndian",
+    `"use strict"; return (v, at) => ({ ${body.join(", ")} });`,
+  )(pointerAt, decodeString, copyBytes, hexLittleEndian);
 }
 
 const scratch = new WeakMap<StructLayout<unknown>, Uint8Array>();
@@ -235,9 +263,29 @@ function scratchOf(layout: StructLayout<unknown>): Uint8Array {
 }
 
 /**
- * Reads the declared fields of the struct at `addr`: one cache lookup when the fields' span is
- * cached whole or field by field (after a selective prefetch); otherwise each field range is
- * read on its own, fetching what is missing.
+ * The declared fields of the struct at `addr` if the memory at hand holds them all (no I/O),
+ * else undefined: one cache lookup when the fields' span is cached whole or field by field
+ * (after a selective prefetch). The way a walk over a prefetched snapshot reads without
+ * awaiting: `peekStruct(mem, at, layout) ?? await readStruct(mem, at, layout)`.
+ */
+export function peekStruct<T>(
+  mem: GuestMemory,
+  addr: KAddr,
+  layout: StructLayout<T>,
+): T | undefined {
+  const span = layout.end - layout.start;
+  const first = addr + layout.start;
+  const inPlace = mem.peekSpan(first, span);
+  if (inPlace) return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, addr);
+  // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
+  const bytes = mem.peekRanges(first, scratchOf(layout), layout.ranges);
+  return bytes && layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, addr);
+}
+
+/**
+ * Reads the declared fields of the struct at `addr`: from the memory at hand when it holds them
+ * ({@linkcode peekStruct}); otherwise each field range is read on its own, fetching what is
+ * missing.
  * @throws {GuestReadError} when the guest cannot provide a field.
  */
 export async function readStruct<T>(
@@ -245,18 +293,13 @@ export async function readStruct<T>(
   addr: KAddr,
   layout: StructLayout<T>,
 ): Promise<T> {
+  const cached = peekStruct(mem, addr, layout);
+  if (cached) return cached;
   const span = layout.end - layout.start;
-  const first = addr + layout.start;
-  const inPlace = mem.peekSpan(first, span);
-  if (inPlace) return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, addr);
-  // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
-  let bytes = mem.peekRanges(first, scratchOf(layout), layout.ranges);
-  if (!bytes) {
-    bytes = new Uint8Array(span);
-    for (const f of layout.fields) {
-      const field = mem.peek(addr + f.offset, f.size) ?? await mem.read(addr + f.offset, f.size);
-      bytes.set(field, f.offset - layout.start);
-    }
+  const bytes = new Uint8Array(span);
+  for (const f of layout.fields) {
+    const field = mem.peek(addr + f.offset, f.size) ?? await mem.read(addr + f.offset, f.size);
+    bytes.set(field, f.offset - layout.start);
   }
   return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, addr);
 }

@@ -1,6 +1,7 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { resolveLayout, str } from "./layout.ts";
+import { hexInt, LayoutError, ptr, raw, resolveLayout, sint, str, uint } from "./layout.ts";
+import { BadPointer, toKAddr } from "../memory/address.ts";
 
 // The real task_struct of this machine's kernel: comm is char[16] (TASK_COMM_LEN).
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -38,4 +39,41 @@ Deno.test("a comm the kernel cut at 15 bytes in a character ends with that byte 
   assertEquals(decodeComm(cut), "abéééééé\\xc3");
   // Without a NUL, all 16 bytes: "a", seven "é" and the first byte of an eighth.
   assertEquals(decodeComm(utf8("aéééééééé").slice(0, 16)), "aééééééé\\xc3");
+});
+
+Deno.test("each field kind decodes its bytes at its offset, little-endian", () => {
+  // struct cred of this kernel: ids are u32, the capability sets 8 bytes.
+  const cred = resolveLayout(btf, "cred", {
+    uid: uint("uid.val"),
+    usage: sint("usage.counter"),
+    caps: hexInt("cap_effective"),
+    capBytes: raw("cap_effective"),
+    parent: ptr("user"),
+  });
+  const bytes = new Uint8Array(cred.end - cred.start);
+  const at = (name: string) => cred.fields.find((f) => f.name === name)!.offset - cred.start;
+  const put = (name: string, values: number[]) => bytes.set(values, at(name));
+  put("uid", [0xe8, 0x03, 0, 0]); // 1000
+  // -2 in all the bytes of usage (an atomic_t before 6.8, an atomic_long_t since).
+  const usageSize = cred.fields.find((f) => f.name === "usage")!.size;
+  put("usage", [0xfe, ...Array(usageSize - 1).fill(0xff)]);
+  put("caps", [0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0]);
+  put("parent", [0x00, 0x10, 0x00, 0x00, 0x80, 0x88, 0xff, 0xff]);
+  const decoded = cred.decode(new DataView(bytes.buffer), 0, 0);
+  assertEquals(decoded.uid, 1000);
+  assertEquals(decoded.usage, -2);
+  assertEquals(decoded.caps, "0x000001ffffffffff");
+  assertEquals([...decoded.capBytes], [0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0]);
+  assertEquals(decoded.parent, toKAddr(0xffff888000001000n));
+  bytes[at("capBytes")] = 0;
+  assertEquals(decoded.capBytes[0], 0xff, "raw bytes are a copy");
+
+  put("parent", [0x00, 0x10, 0, 0, 0, 0, 0, 0]);
+  const user = cred.decode(new DataView(bytes.buffer), 0, 0).parent;
+  assertEquals(user instanceof BadPointer, true, "a user address is not a kernel pointer");
+});
+
+Deno.test("a layout refuses a field whose size its kind cannot decode", () => {
+  assertThrows(() => resolveLayout(btf, "cred", { caps: ptr("uid") }), LayoutError);
+  assertThrows(() => resolveLayout(btf, "task_struct", { comm: uint("comm") }), LayoutError);
 });

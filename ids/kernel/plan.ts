@@ -115,6 +115,13 @@ export class PlanBuilder {
        * or a type test (an inode read for its i_mode), whose other bytes no view reads.
        */
       fieldsOnly?: boolean;
+      /**
+       * A node that leads wherever this one does from an object both visit (a task copied as a
+       * process covers the same task read as a thread): an object already visited as that node
+       * is not visited as this one. This node's ranges are added to that node's, so that it
+       * copies every byte this one would.
+       */
+      coveredBy?: NodeRef;
     } = {},
   ): NodeRef<L> {
     if (this.#nodes.length >= PLAN_LIMITS.nodes) {
@@ -126,11 +133,22 @@ export class PlanBuilder {
     const ranges = this.mode === "whole" && !options.fieldsOnly
       ? [{ off: 0, len: layout.size }]
       : fields;
-    this.#nodes.push({
+    const node: PlanNode = {
       dedupe: options.dedupe ?? true,
       ranges: mergeRanges([...ranges, ...(options.extra ?? [])]),
       edges: [],
-    });
+    };
+    const by = options.coveredBy && this.#nodes[options.coveredBy.index];
+    if (by) {
+      if (!by.dedupe) {
+        throw new TypeError(
+          `Node "${options.coveredBy!.layout.struct}" cannot cover: it is not deduped`,
+        );
+      }
+      by.ranges = mergeRanges([...by.ranges, ...node.ranges]);
+      node.coveredBy = options.coveredBy!.index;
+    }
+    this.#nodes.push(node);
     return { index: this.#nodes.length - 1, layout };
   }
 

@@ -1,7 +1,8 @@
 /**
  * A reference interpreter of walk plans, for tests: it walks a plan over a memory image the way
  * the in-guest walker does (bpf/plan.h, bpf/plan_walk.h: depth first, dedupe per node and
- * address, conditions, depth and entry bounds, arrays copied before their elements) and copies
+ * address, covering nodes, conditions, depth and entry bounds, arrays copied before their
+ * elements, sparse arrays in runs) and copies
  * the bytes the plan names into a fresh {@linkcode MemoryCache}. A view run over that cache with
  * `CachedMemory` then proves the plan covers everything the view reads.
  *
@@ -134,13 +135,16 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
         let count = raw + (edge.countIsMask ? 1n : 0n);
         if (count > BigInt(edge.max)) count = BigInt(edge.max);
         const stride = BigInt(edge.stride!);
-        if (!edge.sparse) copy(p, count * stride);
+        if (edge.sparse) {
+          sparse(p, count, edge, depth + 1);
+          return;
+        }
+        copy(p, count * stride);
         for (let i = 0n; i < count; i++) {
           const at = p + i * stride + BigInt(edge.elemOffset ?? 0);
           const v = num(at, 8);
           if (v === undefined) continue;
           if (edge.elem === ElemKind.PTR) {
-            if (v && edge.sparse) copy(at, 8n);
             if (v) visit(v - BigInt(edge.delta), edge.target, depth + 1);
           } else {
             chain(v, edge, edge.elem === ElemKind.HNULLS, depth + 1);
@@ -169,6 +173,44 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
     }
   };
 
+  /**
+   * A sparse array of `count` pointers at `p`, as step_sparse walks it: windows of 8 elements
+   * from one past the last element visited; the first visit in a window copies the run from it
+   * to the window's last non-NULL element, unless an earlier run holds it. A window that cannot
+   * be read whole is taken one element at a time.
+   */
+  const sparse = (p: bigint, count: bigint, edge: PlanEdge, depth: number) => {
+    let copied = 0n;
+    for (let i = 0n; i < count;) {
+      const n = count - i < 8n ? count - i : 8n;
+      const at = toKAddr(p + i * 8n);
+      const bytes = at === undefined ? undefined : image.get(at, Number(n) * 8);
+      if (!bytes) {
+        const v = num(p + i * 8n, 8);
+        if (v) {
+          copy(p + i * 8n, 8n);
+          visit(v - BigInt(edge.delta), edge.target, depth);
+        }
+        i++;
+        continue;
+      }
+      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const window = Array.from({ length: Number(n) }, (_, k) => view.getBigUint64(k * 8, true));
+      const k = window.findIndex((v) => v !== 0n);
+      if (k < 0) {
+        i += n;
+        continue;
+      }
+      if (i + BigInt(k) >= copied) {
+        const last = window.findLastIndex((v) => v !== 0n);
+        copy(p + (i + BigInt(k)) * 8n, BigInt(last - k + 1) * 8n);
+        copied = i + BigInt(last) + 1n;
+      }
+      visit(window[k] - BigInt(edge.delta), edge.target, depth);
+      i += BigInt(k) + 1n;
+    }
+  };
+
   const visit = (addr: bigint, n: number, depth: number) => {
     if (++steps > MAX_STEPS) throw new RangeError("Cannot finish the plan: too many steps");
     addr = BigInt.asUintN(64, addr);
@@ -177,6 +219,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
       return;
     }
     const node = plan.nodes[n];
+    if (node.coveredBy !== undefined && seen.has(`${node.coveredBy}:${addr}`)) return;
     if (node.dedupe) {
       const key = `${n}:${addr}`;
       if (seen.has(key)) return;

@@ -6,7 +6,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { ptr, raw, resolveLayout, sint, str, uint } from "./layout.ts";
+import { hexInt, ptr, resolveLayout, sint, str, uint } from "./layout.ts";
 
 /** Resolves every layout the views use. @throws {LayoutError} naming what is missing. */
 export function resolveKernelTypes(btf: Btf) {
@@ -76,9 +76,9 @@ export function resolveKernelTypes(btf: Btf) {
       fsuid: uint("fsuid.val"),
       fsgid: uint("fsgid.val"),
       // kernel_cap_t is 8 bytes: `u64 val` (6.3+) or `__u32 cap[2]` (6.1), little-endian either way.
-      capInheritable: raw("cap_inheritable"),
-      capPermitted: raw("cap_permitted"),
-      capEffective: raw("cap_effective"),
+      capInheritable: hexInt("cap_inheritable"),
+      capPermitted: hexInt("cap_permitted"),
+      capEffective: hexInt("cap_effective"),
     }),
   };
 }

@@ -17,7 +17,7 @@
 import type { Btf } from "../btf/mod.ts";
 import { hex, type KAddr, toKAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { raw, readStruct, resolveLayout, uint } from "./layout.ts";
+import { peekStruct, raw, readStruct, resolveLayout, uint } from "./layout.ts";
 import type { NodeRef, PlanBuilder } from "./plan.ts";
 
 const CHUNK_SHIFT = 6;
@@ -124,14 +124,15 @@ export async function readXarray(
     }
     seen.add(node);
     out.nodes++;
-    const n = await readStruct(mem, node, types.node);
+    const n = peekStruct(mem, node, types.node) ?? await readStruct(mem, node, types.node);
     if (n.shift % CHUNK_SHIFT !== 0 || n.shift > 60 || (shift !== undefined && n.shift !== shift)) {
       stop(`node ${hex(node)} has shift ${n.shift}, expected ${shift ?? "a multiple of 6"}`);
       return true;
     }
+    const slots = new DataView(n.slots.buffer, n.slots.byteOffset, n.slots.byteLength);
     for (let i = 0; i < types.slotCount; i++) {
-      const v = u64(n.slots, i * 8);
-      if (v === 0n) continue;
+      if (slots.getUint32(i * 8, true) === 0 && slots.getUint32(i * 8 + 4, true) === 0) continue;
+      const v = slots.getBigUint64(i * 8, true);
       const index = base + i * 2 ** n.shift;
       if ((v & 3n) === BigInt(NODE_TAG)) {
         if (v <= BigInt(INTERNAL_MAX)) continue;

@@ -16,7 +16,15 @@
 import type { Btf } from "../btf/mod.ts";
 import { follow, hex, type KAddr, pointerAt } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, offsetOf, ptr, readStruct, resolveLayout, uint } from "../kernel/layout.ts";
+import {
+  type Fields,
+  offsetOf,
+  peekStruct,
+  ptr,
+  readStruct,
+  resolveLayout,
+  uint,
+} from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { decodeName, hexOf } from "../kernel/name.ts";
@@ -173,6 +181,12 @@ export interface FdTable {
   reason?: string;
 }
 
+/** The 8 bytes of an fd slot, fetched. */
+async function slotView(mem: GuestMemory, at: KAddr): Promise<DataView> {
+  const slot = await mem.read(at, 8);
+  return new DataView(slot.buffer, slot.byteOffset, 8);
+}
+
 /**
  * Reads the open slots of a task's fd table (`files->fdt->fd[0 .. max_fds)`). A task without
  * files (exiting) has none. Never throws: what cannot be read ends the table as truncated.
@@ -187,14 +201,17 @@ export async function readFdTable(
   const table: FdTable = { pid: -1, slots: [], truncated: false };
   let where = `task ${hex(task)}`;
   try {
-    const t = await readStruct(mem, task, core.taskFiles);
+    // Each read is served from the snapshot without an await when it holds the bytes.
+    const t = peekStruct(mem, task, core.taskFiles) ?? await readStruct(mem, task, core.taskFiles);
     table.pid = t.pid;
     if (t.files === null) return table;
     const files = follow(t.files, "files");
     where = `files_struct ${hex(files)}`;
-    const fdt = follow((await readStruct(mem, files, types.files)).fdt, "fdt");
+    const f = peekStruct(mem, files, types.files) ?? await readStruct(mem, files, types.files);
+    const fdt = follow(f.fdt, "fdt");
     where = `fdtable ${hex(fdt)}`;
-    const { maxFds: count, fd, openFds } = await readStruct(mem, fdt, types.fdtable);
+    const { maxFds: count, fd, openFds } = peekStruct(mem, fdt, types.fdtable) ??
+      await readStruct(mem, fdt, types.fdtable);
     let slots = count;
     if (count > maxFds) {
       table.truncated = true;
@@ -205,7 +222,9 @@ export async function readFdTable(
     const array = follow(fd, "fd");
     where = `open_fds of fdtable ${hex(fdt)}`;
     // Only the slots of open fds are read (a slot being installed may still be NULL).
-    const open = await mem.read(follow(openFds, "open_fds"), Math.ceil(slots / 8));
+    const openAt = follow(openFds, "open_fds");
+    const bitmapBytes = Math.ceil(slots / 8);
+    const open = mem.peek(openAt, bitmapBytes) ?? await mem.read(openAt, bitmapBytes);
     where = `fd array ${hex(array)}`;
     for (let fd = 0; fd < slots; fd++) {
       if (open[fd >> 3] === 0) {
@@ -213,8 +232,11 @@ export async function readFdTable(
         continue;
       }
       if (((open[fd >> 3] >> (fd & 7)) & 1) === 0) continue;
-      const slot = await mem.read(array + fd * 8, 8);
-      const p = pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0);
+      const at = array + fd * 8;
+      const span = mem.peekSpan(at, 8);
+      const p = span
+        ? pointerAt(span.view, span.base + at - span.start)
+        : pointerAt(await slotView(mem, at), 0);
       if (p === null) continue;
       try {
         table.slots.push({ fd, file: follow(p, `fd ${fd}`) });

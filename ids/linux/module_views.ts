@@ -32,6 +32,7 @@ import {
   fromKAddr,
   hex,
   type KAddr,
+  parseKAddr,
   type Pointer,
   pointerAt,
   toKAddr,
@@ -504,7 +505,7 @@ export async function readModuleViews(
     ...(list.reason ? { reason: list.reason } : {}),
   };
   const walks = new Map<ModuleView, KAddr[]>();
-  walks.set("list", list.modules.map((m) => toKAddr(BigInt(m.module))!));
+  walks.set("list", list.modules.map((m) => parseKAddr(m.module)!));
   const other = async (
     view: "kset" | "mod_tree",
     type: Optional<unknown>,
@@ -551,7 +552,7 @@ export async function readModuleViews(
   );
 
   const byAddress = new Map<KAddr, ViewedModule>();
-  const listed = new Map(list.modules.map((m) => [toKAddr(BigInt(m.module))!, m]));
+  const listed = new Map(list.modules.map((m) => [parseKAddr(m.module)!, m]));
   for (const view of MODULE_VIEWS) {
     for (const at of walks.get(view) ?? []) {
       let v = byAddress.get(at);

@@ -21,11 +21,20 @@
 
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
-import { BadPointer, follow, hex, type KAddr, type Pointer, toKAddr } from "../memory/address.ts";
+import {
+  BadPointer,
+  follow,
+  hex,
+  type KAddr,
+  parseKAddr,
+  type Pointer,
+  toKAddr,
+} from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
   offsetOf,
+  peekStruct,
   ptr,
   raw,
   readStruct,
@@ -138,7 +147,8 @@ export function planProcessViews(
   b.list(tasks.task, types.childrenOffset, tasks.task, types.siblingOffset);
   // A child is on the children list of the thread that forked it: walk every thread's. A
   // thread (reached from its process or the pid IDR) is read for its links only.
-  const thread = b.node(types.taskLinks, { fieldsOnly: true });
+  // One already copied as a process (every leader, reached first from the task list) is not.
+  const thread = b.node(types.taskLinks, { fieldsOnly: true, coveredBy: tasks.task });
   b.ptr(thread, "groupLeader", tasks.task);
   b.list(thread, types.childrenOffset, tasks.task, types.siblingOffset);
   const signal = b.node(types.signal, { fieldsOnly: true });
@@ -173,20 +183,14 @@ export async function readProcessViews(
 ): Promise<ProcessViews> {
   const maxTasks = options.maxTasks ?? 1_000_000;
   const list = options.list ?? await listProcesses(mem, types, initTask, { maxTasks });
-  const onList = new Set(list.processes.map((p) => toKAddr(BigInt(p.task))!));
+  const onList = new Set(list.processes.map((p) => parseKAddr(p.task)!));
   const views: Record<ProcessViewName, ViewWalk> = {
     tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },
     pid_idr: { count: 0, truncated: false },
     children: { count: 0, truncated: false },
   };
   const headAt = pidNamespace + pidTypes.pidns.fields[0].offset;
-  // Each task is read by several views: decode it once per scan.
-  const decoded = new Map<KAddr, Promise<TaskFields>>();
-  const task: ReadTask = (at) => {
-    let t = decoded.get(at);
-    if (!t) decoded.set(at, t = readStruct(mem, at, types.taskLinks));
-    return t;
-  };
+  const task = new ScanTasks(mem, types.taskLinks);
   const inIdr = await idrLeaders(mem, task, types, pidTypes, headAt, maxTasks, views.pid_idr);
   const inTree = await treeTasks(mem, task, types, initTask, maxTasks, views.children);
   const holders: Record<ProcessViewName, Set<KAddr>> = {
@@ -268,8 +272,28 @@ function unreadable(at: KAddr): Process {
 }
 
 type TaskFields = Fields<KernelTypes["taskLinks"]>;
-/** Reads (once per scan) the task at an address. */
-type ReadTask = (at: KAddr) => Promise<TaskFields>;
+
+/**
+ * The tasks of one scan, each decoded once (several views read each): `peek` serves one the
+ * snapshot holds without an await, `read` fetches what it does not.
+ */
+class ScanTasks {
+  #decoded = new Map<KAddr, TaskFields>();
+  constructor(readonly mem: GuestMemory, readonly layout: KernelTypes["taskLinks"]) {}
+
+  peek(at: KAddr): TaskFields | undefined {
+    let t = this.#decoded.get(at);
+    if (!t && (t = peekStruct(this.mem, at, this.layout))) this.#decoded.set(at, t);
+    return t;
+  }
+
+  async read(at: KAddr): Promise<TaskFields> {
+    const t = this.peek(at) ?? await readStruct(this.mem, at, this.layout);
+    this.#decoded.set(at, t);
+    return t;
+  }
+}
+type ReadTask = ScanTasks;
 
 /** The process leaders of the tasks the pid IDR holds. */
 async function idrLeaders(
@@ -287,10 +311,11 @@ async function idrLeaders(
   walk.reason = contents.reason;
   for (const { index, value: pid } of contents.entries) {
     try {
-      const first = u64((await readStruct(mem, pid, pidTypes.pid)).tasks);
+      const links = peekStruct(mem, pid, pidTypes.pid) ?? await readStruct(mem, pid, pidTypes.pid);
+      const first = u64(links.tasks);
       if (first === 0n) continue; // allocated, not yet attached, or already detached
       const at = follow(toPointer(first), `pid ${index}'s first task`) - types.pidLinksOffset;
-      const t = await task(at);
+      const t = task.peek(at) ?? await task.read(at);
       if (t.pid !== index) {
         throw new Error(`task ${hex(at)} of pid ${index} has pid ${t.pid}`);
       }
@@ -316,17 +341,18 @@ async function threadsOf(
   leader: KAddr,
   max: number,
 ): Promise<KAddr[]> {
-  const t = await task(leader);
+  const t = task.peek(leader) ?? await task.read(leader);
   if (t.signal === null) return [leader]; // init_task's own, or a task being freed
   const signal = follow(t.signal, `signal of ${hex(leader)}`);
   const head = signal + types.threadHeadOffset;
   const threads: KAddr[] = [];
-  let e = follow((await readStruct(mem, signal, types.signal)).threadHeadNext, "thread_head");
+  const s = peekStruct(mem, signal, types.signal) ?? await readStruct(mem, signal, types.signal);
+  let e = follow(s.threadHeadNext, "thread_head");
   while (e !== head) {
     if (threads.length >= max) throw new Error(`more than ${max} threads in ${hex(leader)}`);
     const thread = e - types.threadNodeOffset;
     threads.push(thread);
-    e = follow((await task(thread)).threadNext, "thread_node.next");
+    e = follow((task.peek(thread) ?? await task.read(thread)).threadNext, "thread_node.next");
   }
   return threads.length ? threads : [leader];
 }
@@ -374,7 +400,7 @@ async function treeTasks(
   async function childrenOf(parent: KAddr): Promise<boolean> {
     const head = parent + types.childrenOffset;
     try {
-      let e = follow((await task(parent)).childrenNext, "children.next");
+      let e = follow((task.peek(parent) ?? await task.read(parent)).childrenNext, "children.next");
       for (let n = 0; e !== head; n++) {
         const child = e - types.siblingOffset;
         if (seen.has(child) || child === initTask) {
@@ -387,7 +413,7 @@ async function treeTasks(
         }
         seen.add(child);
         queue.push(child);
-        e = follow((await task(child)).siblingNext, "sibling.next");
+        e = follow((task.peek(child) ?? await task.read(child)).siblingNext, "sibling.next");
       }
     } catch (error) {
       stop(`the children list of ${hex(parent)}: ${(error as Error).message}`);

@@ -9,9 +9,9 @@
  * @module
  */
 
-import { follow, hex, hexBytes, type KAddr } from "../memory/address.ts";
+import { follow, hex, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, readStruct } from "../kernel/layout.ts";
+import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { hexOf } from "../kernel/name.ts";
@@ -186,14 +186,17 @@ export async function listProcesses(
       break;
     }
     try {
-      current = await readStruct(mem, next, types.task);
+      current = peekStruct(mem, next, types.task) ?? await readStruct(mem, next, types.task);
     } catch (error) {
       reason = `task ${hex(next)}, linked from ${hex(at)}: ${(error as Error).message}`;
       break;
     }
     seen.add(next);
     tgids.set(next, current.tgid);
-    processes.push(await describe(mem, types, next, current, initCred, tgids));
+    processes.push(
+      describeCached(mem, types, next, current, initCred, tgids) ??
+        await describe(mem, types, next, current, initCred, tgids),
+    );
     at = next;
   }
   return { processes, truncated: reason !== undefined, reason, initTask: hex(head) };
@@ -216,20 +219,13 @@ export async function describeTask(
   return describe(mem, types, at, task, initCred, new Map());
 }
 
-async function describe(
-  mem: GuestMemory,
-  types: KernelTypes,
-  at: KAddr,
-  task: Task,
-  initCred: KAddr | undefined,
-  tgids: Map<KAddr, number>,
-): Promise<Process> {
+/** The process of `task` with only its own fields filled in; its parent and cred follow. */
+function processOf(task: Task, at: KAddr, initCred: KAddr | undefined): Process {
   const p: Process = {
     pid: task.pid,
     tgid: task.tgid,
     ppid: -1,
     comm: task.comm,
-    ...hexOf("commHex", task.comm),
     state: stateLetter(task.state, task.exitState),
     uid: -1,
     euid: -1,
@@ -239,35 +235,75 @@ async function describe(
     egid: -1,
     sgid: -1,
     fsgid: -1,
-    ...(initCred === undefined ? {} : { initCred: task.realCred === initCred }),
     kthread: (task.flags & PF_KTHREAD) !== 0,
     startTime: task.startTime,
     execId: task.selfExecId,
     task: hex(at),
     cred: "",
   };
+  const commHex = hexOf("commHex", task.comm).commHex;
+  if (commHex !== undefined) p.commHex = commHex;
+  if (initCred !== undefined) p.initCred = task.realCred === initCred;
+  return p;
+}
+
+type Cred = Fields<KernelTypes["cred"]>;
+
+function setCred(p: Process, at: KAddr, c: Cred): Process {
+  p.cred = hex(at);
+  p.uid = c.uid;
+  p.euid = c.euid;
+  p.suid = c.suid;
+  p.fsuid = c.fsuid;
+  p.gid = c.gid;
+  p.egid = c.egid;
+  p.sgid = c.sgid;
+  p.fsgid = c.fsgid;
+  p.capEffective = c.capEffective;
+  p.capPermitted = c.capPermitted;
+  p.capInheritable = c.capInheritable;
+  return p;
+}
+
+/**
+ * {@linkcode describe} without I/O: undefined unless the parent's tgid and the cred are at
+ * hand (as they are after a prefetch), so that a prefetched list costs no await per process.
+ */
+function describeCached(
+  mem: GuestMemory,
+  types: KernelTypes,
+  at: KAddr,
+  task: Task,
+  initCred: KAddr | undefined,
+  tgids: Map<KAddr, number>,
+): Process | undefined {
+  if (typeof task.realParent !== "number" || typeof task.realCred !== "number") return undefined;
+  const ppid = tgids.get(task.realParent) ??
+    peekStruct(mem, task.realParent, types.task)?.tgid;
+  const cred = peekStruct(mem, task.realCred, types.cred);
+  if (ppid === undefined || cred === undefined) return undefined;
+  const p = processOf(task, at, initCred);
+  p.ppid = ppid;
+  return setCred(p, task.realCred, cred);
+}
+
+async function describe(
+  mem: GuestMemory,
+  types: KernelTypes,
+  at: KAddr,
+  task: Task,
+  initCred: KAddr | undefined,
+  tgids: Map<KAddr, number>,
+): Promise<Process> {
+  const p = processOf(task, at, initCred);
   try {
     const parent = follow(task.realParent, "real_parent");
     p.ppid = tgids.get(parent) ?? (await readStruct(mem, parent, types.task)).tgid;
     const cred = follow(task.realCred, "real_cred");
     p.cred = hex(cred);
-    const { capEffective, capPermitted, capInheritable, ...ids } = await readStruct(
-      mem,
-      cred,
-      types.cred,
-    );
-    Object.assign(p, ids, {
-      capEffective: capHex(capEffective),
-      capPermitted: capHex(capPermitted),
-      capInheritable: capHex(capInheritable),
-    });
+    setCred(p, cred, await readStruct(mem, cred, types.cred));
   } catch (error) {
     p.error = (error as Error).message;
   }
   return p;
-}
-
-/** A little-endian kernel_cap_t as 64-bit hex (all its digits when it is wider). */
-function capHex(bytes: Uint8Array): string {
-  return "0x" + hexBytes(bytes, "little-endian").padStart(16, "0");
 }

@@ -22,12 +22,12 @@ import {
   follow,
   hex,
   type KAddr,
+  parseKAddr,
   type Pointer,
   pointerAt,
-  toKAddr,
 } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, readStruct } from "../kernel/layout.ts";
+import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
@@ -366,21 +366,32 @@ async function socketFds(
 ): Promise<void> {
   // Processes share open files (a shell's terminal, inherited pipes): each is read once.
   const sockOf = new Map<KAddr, KAddr | null>();
+  const sockIn = (alloc: Fields<SocketTypes["socketAlloc"]>) =>
+    (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
+  // Served from the snapshot without an await when it holds the file and its inode.
+  const peek = (at: KAddr): KAddr | null | undefined => {
+    const file = peekStruct(mem, at, types.fd.file);
+    if (typeof file?.inode !== "number") return undefined;
+    const alloc = peekStruct(mem, file.inode - types.vfsInodeOffset, types.socketAlloc);
+    return alloc && sockIn(alloc);
+  };
   const read = async (at: KAddr, fd: number): Promise<KAddr | null> => {
     const file = await readStruct(mem, at, types.fd.file);
     const inode = follow(file.inode, `f_inode of fd ${fd}`);
-    const alloc = await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc);
-    return (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
+    return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
   };
   for (const process of processes) {
-    const task = toKAddr(BigInt(process.task))!;
+    const task = parseKAddr(process.task)!;
     const table = await readFdTable(mem, core, types.fd, task, maxFds);
     if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
     for (const slot of table.slots) {
       if (slot.file === undefined) continue;
       try {
         let sk = sockOf.get(slot.file);
-        if (sk === undefined) sockOf.set(slot.file, sk = await read(slot.file, slot.fd));
+        if (sk === undefined) {
+          sk = peek(slot.file);
+          sockOf.set(slot.file, sk = sk === undefined ? await read(slot.file, slot.fd) : sk);
+        }
         if (sk !== null && !await visit(process.pid, slot.fd, sk)) return;
       } catch (error) {
         problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);

@@ -46,8 +46,22 @@ export function kaddrOf(high: number, low: number): KAddr | undefined {
   return high >= BASE_HIGH ? (high - BASE_HIGH) * TWO_32 + low : undefined;
 }
 
+const HEX_ADDRESS = /^0x[0-9a-f]{9,16}$/;
+
+/**
+ * The KAddr of a kernel address written as {@linkcode hex} writes it (`0xffff...`), or
+ * undefined for any other text: the way back from a view's output without BigInt.
+ */
+export function parseKAddr(text: string): KAddr | undefined {
+  if (!HEX_ADDRESS.test(text)) return undefined;
+  return kaddrOf(parseInt(text.slice(2, -8), 16), parseInt(text.slice(-8), 16));
+}
+
 /** Two lowercase hex digits per byte value: formatting addresses is on every view's path. */
-const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+export const HEX_BYTES: readonly string[] = Array.from(
+  { length: 256 },
+  (_, i) => i.toString(16).padStart(2, "0"),
+);
 
 /** Eight hex digits of a u32. */
 function hex32(v: number): string {

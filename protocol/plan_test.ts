@@ -1,0 +1,41 @@
+import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { decodePlan, EdgeKind, encodePlan, type Plan, PlanError } from "./mod.ts";
+
+/** A task list walked as processes (node 1), then as threads covered by them (node 3). */
+function plan(coveredBy?: number): Plan {
+  const list = (target: number) => ({
+    kind: EdgeKind.LIST,
+    target,
+    off: 0x10,
+    delta: 0x10,
+    max: 9,
+  });
+  return {
+    roots: [{ addr: 0xffff_8880_0000_1000n, node: 0 }, { addr: 0xffff_8880_0000_1000n, node: 2 }],
+    nodes: [
+      { dedupe: false, ranges: [], edges: [list(1)] },
+      { dedupe: true, ranges: [{ off: 0, len: 64 }], edges: [] },
+      { dedupe: false, ranges: [], edges: [list(3)] },
+      { dedupe: true, coveredBy, ranges: [{ off: 8, len: 4 }], edges: [] },
+    ],
+    maxDepth: 4,
+  };
+}
+
+Deno.test("a plan's covering node survives encoding", () => {
+  assertEquals(decodePlan(encodePlan(plan(1))), plan(1));
+  const plain = decodePlan(encodePlan(plan()));
+  assertEquals(plain.nodes[3].coveredBy, undefined);
+  assertEquals(plain.nodes.map((n) => n.ranges), plan().nodes.map((n) => n.ranges));
+});
+
+Deno.test("a plan whose covering node is itself, missing or not deduped is refused", () => {
+  for (const by of [3, 4, 0, 1.5, -1]) {
+    assertThrows(() => encodePlan(plan(by)), PlanError, "covered by node");
+  }
+  // The same refusal from the bytes: node 3 says it is covered by node 9 (4 + 12 holds 1 + 9).
+  const bytes = encodePlan(plan(1));
+  const at = 16 + 16 * 16 + 3 * (16 + 8 * 8 + 8 * 48) + 12;
+  new DataView(bytes.buffer).setUint32(at, 10, true);
+  assertThrows(() => decodePlan(bytes), PlanError, "covered by node 9");
+});
