@@ -446,6 +446,16 @@ export class RingReader implements Disposable {
    * @returns the number of records accepted.
    */
   drain(onRecord: (record: RingRecord) => boolean): number {
+    return this.drainAt((data, _view, at, len) => onRecord(data.subarray(at, at + len)));
+  }
+
+  /**
+   * {@linkcode drain} without a view per record: `onRecord` gets the ring's data (as bytes and
+   * as a DataView) and where the record is in it, for a consumer that copies it out directly.
+   */
+  drainAt(
+    onRecord: (data: Uint8Array, view: DataView, at: number, len: number) => boolean,
+  ): number {
     if (!this.#consumer) throw new TypeError("Ring buffer is closed");
     const size = this.#size;
     let cons = readU64(this.#consumerPos);
@@ -458,7 +468,7 @@ export class RingReader implements Disposable {
         if (header & RINGBUF_BUSY) break;
         const len = header & RINGBUF_LENGTH;
         if (!(header & RINGBUF_DISCARD)) {
-          if (!onRecord(this.#data.subarray(at + RINGBUF_HEADER, at + RINGBUF_HEADER + len))) break;
+          if (!onRecord(this.#data, this.#header, at + RINGBUF_HEADER, len)) break;
           count++;
         }
         cons += (len + RINGBUF_HEADER + 7) & ~7;

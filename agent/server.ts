@@ -442,7 +442,7 @@ export class Agent implements AsyncDisposable {
       let more = true;
       try {
         while (more) {
-          more = this.#walker.drain((addr, bytes) => builder.append(addr, bytes));
+          more = this.#walker.drainInto(builder);
           if (builder.records) await this.#send(channel, builder.take(id));
         }
       } finally {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { PLAN_SIZE } from "../protocol/mod.ts";
+import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
 import { BpfObject, currentThreadId, fireTrigger, TRIGGER } from "./libbpf.ts";
 
 const OP_READ = 1;
@@ -200,6 +200,27 @@ export class Walker implements Disposable {
       }
       const bytes = record.subarray(RECORD_HEADER, RECORD_HEADER + len);
       if (!onRecord(view.getBigUint64(0, true), bytes)) {
+        more = true;
+        return false;
+      }
+      return true;
+    });
+    return more;
+  }
+
+  /**
+   * As {@linkcode drain}, appending each record to `builder` straight from the ring (no view, no
+   * BigInt per record) until the ring is empty or the builder asks for a flush.
+   * @returns true when records remain.
+   */
+  drainInto(builder: DataFrameBuilder): boolean {
+    let more = false;
+    this.#ring.drainAt((data, view, at, size) => {
+      const len = view.getUint32(at + 8, true);
+      if (len > size - RECORD_HEADER) {
+        throw new RangeError(`Ring record claims ${len} bytes but holds ${size - RECORD_HEADER}`);
+      }
+      if (!builder.appendFrom(data, at, at + RECORD_HEADER, len)) {
         more = true;
         return false;
       }

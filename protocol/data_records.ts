@@ -39,13 +39,7 @@ export class DataFrameBuilder {
   }
   /** Appends a record; false when it does not fit or the frame is due (flush, then append again). */
   append(addr: bigint, bytes: Uint8Array): boolean {
-    if (this.#records > 0 && this.#at >= this.#flushAt) return false;
-    if (bytes.length > this.room) {
-      if (this.#records === 0) {
-        throw new RangeError(`Cannot frame a record of ${bytes.length} bytes: larger than a frame`);
-      }
-      return false;
-    }
+    if (!this.#fits(bytes.length)) return false;
     this.#view.setBigUint64(this.#at, addr, true);
     this.#view.setUint32(this.#at + 8, bytes.length, true);
     this.#buf.set(bytes, this.#at + RECORD_HEADER);
@@ -53,6 +47,36 @@ export class DataFrameBuilder {
     this.#records++;
     return true;
   }
+  /**
+   * As {@linkcode append}, for a record whose address (8 little-endian bytes) is at `addrAt` of
+   * `source` and whose `len` bytes are at `bytesAt`: copied from there without a view or a BigInt.
+   */
+  appendFrom(source: Uint8Array, addrAt: number, bytesAt: number, len: number): boolean {
+    if (!this.#fits(len)) return false;
+    const buf = this.#buf;
+    const at = this.#at;
+    for (let i = 0; i < 8; i++) buf[at + i] = source[addrAt + i];
+    this.#view.setUint32(at + 8, len, true);
+    if (len <= 64) {
+      for (let i = 0; i < len; i++) buf[at + RECORD_HEADER + i] = source[bytesAt + i];
+    } else {
+      buf.set(source.subarray(bytesAt, bytesAt + len), at + RECORD_HEADER);
+    }
+    this.#at = at + RECORD_HEADER + len;
+    this.#records++;
+    return true;
+  }
+
+  /** Whether a record of `len` bytes goes in this frame; throws when it fits in none. */
+  #fits(len: number): boolean {
+    if (this.#records > 0 && this.#at >= this.#flushAt) return false;
+    if (len <= this.room) return true;
+    if (this.#records === 0) {
+      throw new RangeError(`Cannot frame a record of ${len} bytes: larger than a frame`);
+    }
+    return false;
+  }
+
   /** Returns the frame (a copy) and empties the builder. */
   take(id: number): Uint8Array {
     this.#view.setUint32(0, this.#at - 4, true);

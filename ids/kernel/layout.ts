@@ -24,7 +24,7 @@ export class LayoutError extends Error {
   }
 }
 
-type Kind = "uint" | "sint" | "ptr" | "str" | "raw" | "hex";
+type Kind = "uint" | "sint" | "ptr" | "ptr0" | "str" | "raw" | "hex" | "hexraw";
 
 /** One declared field: its kind and the member path (or alternatives, first found wins). */
 export interface FieldSpec<K extends Kind = Kind> {
@@ -38,6 +38,11 @@ export const uint = (...paths: string[]): FieldSpec<"uint"> => ({ kind: "uint", 
 export const sint = (...paths: string[]): FieldSpec<"sint"> => ({ kind: "sint", paths });
 /** A pointer, decoded to a {@linkcode Pointer}: follow it with `follow()`. */
 export const ptr = (...paths: string[]): FieldSpec<"ptr"> => ({ kind: "ptr", paths });
+/**
+ * An array whose elements start with a pointer (list heads, hlist heads), decoded to the first
+ * element's pointer; the whole array stays the field's bytes (what a plan copies).
+ */
+export const firstPtr = (...paths: string[]): FieldSpec<"ptr0"> => ({ kind: "ptr0", paths });
 /** A NUL-terminated char array, decoded to a string as `decodeName()` (name.ts) maps bytes. */
 export const str = (...paths: string[]): FieldSpec<"str"> => ({ kind: "str", paths });
 /** Bytes of any size, decoded to a copy: arrays, addresses, integers wider than 53 bits. */
@@ -47,11 +52,13 @@ export const raw = (...paths: string[]): FieldSpec<"raw"> => ({ kind: "raw", pat
  * significant first): bit sets wider than 53 bits, without a byte array per value.
  */
 export const hexInt = (...paths: string[]): FieldSpec<"hex"> => ({ kind: "hex", paths });
+/** Bytes of any size, decoded to hex text in memory order (two digits per byte): a tag, a hash. */
+export const hexRaw = (...paths: string[]): FieldSpec<"hexraw"> => ({ kind: "hexraw", paths });
 
-type Value<K extends Kind> = K extends "ptr" ? Pointer
+type Value<K extends Kind> = K extends "ptr" | "ptr0" ? Pointer
   : K extends "str" ? string
   : K extends "raw" ? Uint8Array
-  : K extends "hex" ? string
+  : K extends "hex" | "hexraw" ? string
   : number;
 
 /** The decoded form of a layout spec. */
@@ -147,7 +154,9 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     }
     const ok = field.kind === "ptr"
       ? found.size === 8
-      : field.kind === "str" || field.kind === "raw" || field.kind === "hex"
+      : field.kind === "ptr0"
+      ? found.size >= 8 && found.size % 8 === 0
+      : ["str", "raw", "hex", "hexraw"].includes(field.kind)
       ? found.size > 0
       : [1, 2, 4, 8].includes(found.size);
     if (!ok) {
@@ -197,6 +206,13 @@ function hexLittleEndian(view: DataView, at: number, size: number): string {
   return text;
 }
 
+/** The `size` bytes at `at` of `view` as hex digits, in memory order. */
+function hexMemoryOrder(view: DataView, at: number, size: number): string {
+  let text = "";
+  for (let i = 0; i < size; i++) text += HEX_BYTES[view.getUint8(at + i)];
+  return text;
+}
+
 /** The expression that decodes field `f` from DataView `v` at `at` plus its offset. */
 function fieldExpression(f: ResolvedField, start: number): string {
   const rel = f.offset - start;
@@ -206,6 +222,7 @@ function fieldExpression(f: ResolvedField, start: number): string {
   const at = `at + ${rel}`;
   switch (f.kind) {
     case "ptr":
+    case "ptr0":
       return `pointerAt(v, ${at})`;
     case "str":
       return `decodeString(v, ${at}, ${f.size})`;
@@ -213,6 +230,8 @@ function fieldExpression(f: ResolvedField, start: number): string {
       return `copyBytes(v, ${at}, ${f.size})`;
     case "hex":
       return `hexLittleEndian(v, ${at}, ${f.size})`;
+    case "hexraw":
+      return `hexMemoryOrder(v, ${at}, ${f.size})`;
     case "uint":
       return [
         `v.getUint8(${at})`,
@@ -247,8 +266,9 @@ function compileDecoder<T>(
     "decodeString",
     "copyBytes",
     "hexLittleEndian",
+    "hexMemoryOrder",
     `"use strict"; return (v, at) => ({ ${body.join(", ")} });`,
-  )(pointerAt, decodeString, copyBytes, hexLittleEndian);
+  )(pointerAt, decodeString, copyBytes, hexLittleEndian, hexMemoryOrder);
 }
 
 const scratch = new WeakMap<StructLayout<unknown>, Uint8Array>();

@@ -1,6 +1,17 @@
 import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { hexInt, LayoutError, ptr, raw, resolveLayout, sint, str, uint } from "./layout.ts";
+import {
+  firstPtr,
+  hexInt,
+  hexRaw,
+  LayoutError,
+  ptr,
+  raw,
+  resolveLayout,
+  sint,
+  str,
+  uint,
+} from "./layout.ts";
 import { BadPointer, toKAddr } from "../memory/address.ts";
 
 // The real task_struct of this machine's kernel: comm is char[16] (TASK_COMM_LEN).
@@ -73,7 +84,20 @@ Deno.test("each field kind decodes its bytes at its offset, little-endian", () =
   assertEquals(user instanceof BadPointer, true, "a user address is not a kernel pointer");
 });
 
+Deno.test("firstPtr decodes an array's first pointer; hexRaw its bytes in memory order", () => {
+  // struct pid's tasks: one hlist_head (a pointer) per pid type.
+  const pid = resolveLayout(btf, "pid", { first: firstPtr("tasks"), bytes: hexRaw("tasks") });
+  const tasks = pid.fields[0];
+  const bytes = new Uint8Array(pid.end - pid.start);
+  bytes.set([0x40, 0x22, 0x11, 0x00, 0x81, 0x88, 0xff, 0xff, 0xab], tasks.offset - pid.start);
+  const decoded = pid.decode(new DataView(bytes.buffer), 0, 0);
+  assertEquals(decoded.first, toKAddr(0xffff888100112240n));
+  assertEquals(decoded.bytes.slice(0, 18), "402211008188ffffab");
+  assertEquals(decoded.bytes.length, tasks.size * 2, "every byte of the array");
+});
+
 Deno.test("a layout refuses a field whose size its kind cannot decode", () => {
   assertThrows(() => resolveLayout(btf, "cred", { caps: ptr("uid") }), LayoutError);
   assertThrows(() => resolveLayout(btf, "task_struct", { comm: uint("comm") }), LayoutError);
+  assertThrows(() => resolveLayout(btf, "task_struct", { pid: firstPtr("pid") }), LayoutError);
 });

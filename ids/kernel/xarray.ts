@@ -15,7 +15,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { hex, type KAddr, toKAddr } from "../memory/address.ts";
+import { hex, type KAddr, kaddrOf, toKAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { peekStruct, raw, readStruct, resolveLayout, uint } from "./layout.ts";
 import type { NodeRef, PlanBuilder } from "./plan.ts";
@@ -99,10 +99,15 @@ export async function readXarray(
     out.truncated = true;
     out.reason ??= reason;
   };
-  const entry = (index: number, value: bigint, where: string): boolean => {
-    const at = toKAddr(value);
+  /** Adds an entry; `at` undefined when `value` is not a kernel address (named by `where`). */
+  const entry = (
+    index: number,
+    at: KAddr | undefined,
+    value: () => bigint,
+    where: () => string,
+  ): boolean => {
     if (at === undefined) {
-      stop(`${where} holds ${value.toString(16)}, not a kernel address`);
+      stop(`${where()} holds ${value().toString(16)}, not a kernel address`);
       return true;
     }
     if (out.entries.length >= maxEntries) {
@@ -130,24 +135,30 @@ export async function readXarray(
       return true;
     }
     const slots = new DataView(n.slots.buffer, n.slots.byteOffset, n.slots.byteLength);
+    // Each slot as two 32-bit halves: tag bits and kernel addresses without a BigInt.
     for (let i = 0; i < types.slotCount; i++) {
-      if (slots.getUint32(i * 8, true) === 0 && slots.getUint32(i * 8 + 4, true) === 0) continue;
-      const v = slots.getBigUint64(i * 8, true);
+      const low = slots.getUint32(i * 8, true);
+      const high = slots.getUint32(i * 8 + 4, true);
+      if (low === 0 && high === 0) continue;
       const index = base + i * 2 ** n.shift;
-      if ((v & 3n) === BigInt(NODE_TAG)) {
-        if (v <= BigInt(INTERNAL_MAX)) continue;
+      const tag = low & 3;
+      if (tag === NODE_TAG) {
+        if (high === 0 && low <= INTERNAL_MAX) continue;
         if (n.shift === 0) {
           stop(`node ${hex(node)} at the last level points to another node`);
           continue;
         }
-        const child = toKAddr(v - BigInt(NODE_TAG));
+        const child = kaddrOf(high, low - NODE_TAG);
         if (child === undefined) {
           stop(`node ${hex(node)} slot ${i} is not a kernel address`);
           continue;
         }
         if (!await visit(child, index, n.shift - CHUNK_SHIFT)) return false;
-      } else if ((v & 3n) === 0n) {
-        if (!entry(index, v, `node ${hex(node)} slot ${i}`)) return false;
+      } else if (tag === 0) {
+        const value = () => slots.getBigUint64(i * 8, true);
+        if (!entry(index, kaddrOf(high, low), value, () => `node ${hex(node)} slot ${i}`)) {
+          return false;
+        }
       }
     }
     return true;
@@ -159,7 +170,7 @@ export async function readXarray(
     if (node === undefined) stop(`xa_head ${head.toString(16)} is not a kernel address`);
     else await visit(node, 0, undefined);
   } else if ((head & 3n) === 0n) {
-    entry(0, head, "xa_head");
+    entry(0, toKAddr(head), () => head, () => "xa_head");
   }
   return out;
 }

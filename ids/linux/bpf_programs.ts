@@ -30,9 +30,9 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, hexBytes, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { follow, hex, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, readStruct } from "../kernel/layout.ts";
+import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
 import { hexOf } from "../kernel/name.ts";
 import type { KernelTypes } from "../kernel/types.ts";
@@ -214,12 +214,12 @@ async function readProgram(
   progAt: KAddr,
   allowed?: bigint,
 ): Promise<Found | undefined> {
-  const prog = await readStruct(mem, progAt, types.prog);
+  const prog = peekStruct(mem, progAt, types.prog) ?? await readStruct(mem, progAt, types.prog);
   if (allowed !== undefined && (prog.type >= 32 || (allowed >> BigInt(prog.type) & 1n) === 0n)) {
     return undefined;
   }
   if (typeof prog.aux !== "number") return undefined;
-  const aux = await readStruct(mem, prog.aux, types.aux);
+  const aux = peekStruct(mem, prog.aux, types.aux) ?? await readStruct(mem, prog.aux, types.aux);
   return aux.prog === progAt ? { progAt, auxAt: prog.aux, prog, aux } : undefined;
 }
 
@@ -229,18 +229,14 @@ async function readAux(
   types: BpfTypes,
   auxAt: KAddr,
 ): Promise<Found | undefined> {
-  const aux = await readStruct(mem, auxAt, types.aux);
+  const aux = peekStruct(mem, auxAt, types.aux) ?? await readStruct(mem, auxAt, types.aux);
   if (aux.ksymProg !== 1 || typeof aux.prog !== "number") return undefined;
-  const prog = await readStruct(mem, aux.prog, types.prog);
+  const prog = peekStruct(mem, aux.prog, types.prog) ?? await readStruct(mem, aux.prog, types.prog);
   return prog.aux === auxAt ? { progAt: aux.prog, auxAt, prog, aux } : undefined;
 }
 
-/** The name of a BPF program's anonymous inode, NUL included. */
-const BPF_PROG_NAME = new TextEncoder().encode("bpf-prog\0");
-
-function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
-  return bytes.length >= prefix.length && prefix.every((b, i) => bytes[i] === b);
-}
+/** The name of a BPF program's anonymous inode. */
+const BPF_PROG_NAME = "bpf-prog";
 
 /** The pointer in the first 8 of `bytes`. */
 function pointerIn(bytes: Uint8Array): Pointer {
@@ -299,7 +295,7 @@ export async function listBpfPrograms(
       if (typeof file.privateData !== "number" || typeof file.dentry !== "number") continue;
       // Only a program's fd holds a program: other files' private_data is something else.
       const { name } = await readStruct(mem, file.dentry, types.dentry);
-      if (!startsWith(name, BPF_PROG_NAME)) continue;
+      if (name !== BPF_PROG_NAME) continue;
       const program = await readProgram(mem, types, file.privateData, mask);
       if (program) own.set(program.auxAt, program);
     } catch {
@@ -309,7 +305,9 @@ export async function listBpfPrograms(
 
   await walkKallsyms(mem, types, [...own.values()], limits.maxPrograms, out, add, table.reason);
   if (options.progIdr !== undefined) {
-    await walkIdr(mem, types, options.progIdr, limits.maxPrograms, out.views.prog_idr, add);
+    // A program the list gave is checked both ways already: the IDR's entry reuses it.
+    const known = new Map([...found.values()].map(({ program }) => [program.progAt, program]));
+    await walkIdr(mem, types, options.progIdr, limits.maxPrograms, out.views.prog_idr, add, known);
   }
 
   // Only two whole views can be compared: a cut one lacks what it did not reach.
@@ -370,7 +368,9 @@ async function walkKallsyms(
       seen.add(next);
       view.entries++;
       at = next;
-      const ksym = await readStruct(mem, at - types.ksymLnodeOffset, types.ksym);
+      const ksymAt = at - types.ksymLnodeOffset;
+      const ksym = peekStruct(mem, ksymAt, types.ksym) ??
+        await readStruct(mem, ksymAt, types.ksym);
       const program = ksym.prog === 1
         ? await readAux(mem, types, at - types.lnodeOffset).catch(() => undefined)
         : undefined;
@@ -393,6 +393,7 @@ async function walkIdr(
   max: number,
   view: BpfViewStatus,
   add: (program: Found, view: BpfView) => void,
+  known: Map<KAddr, Found>,
 ): Promise<void> {
   try {
     const xa = await readXarray(mem, types.xarray, progIdr + types.idrHeadOffset, {
@@ -404,7 +405,8 @@ async function walkIdr(
     }
     for (const entry of xa.entries) {
       view.entries++;
-      const program = await readProgram(mem, types, entry.value).catch(() => undefined);
+      const program = known.get(entry.value) ??
+        await readProgram(mem, types, entry.value).catch(() => undefined);
       if (program && program.aux.id === entry.index) add(program, "prog_idr");
       else view.dropped++;
     }
@@ -426,7 +428,7 @@ async function describe(
     id: aux.id,
     name: aux.name,
     ...hexOf("nameHex", aux.name),
-    tag: hexBytes(prog.tag),
+    tag: prog.tag,
     type: types.progTypes.get(prog.type) ?? `type ${prog.type}`,
     loadTime: aux.loadTime,
     jited: false,
@@ -438,20 +440,21 @@ async function describe(
     aux: hex(auxAt),
   };
   try {
-    const bits = await mem.read(progAt + types.jited.offset, 1);
-    out.jited = (bits[0] >> types.jited.bit & 1) === 1;
+    const bitsAt = progAt + types.jited.offset;
+    const bits = (mem.peek(bitsAt, 1) ?? await mem.read(bitsAt, 1))[0];
+    out.jited = (bits >> types.jited.bit & 1) === 1;
     if (aux.usedMapCnt > MAX_USED_MAPS) {
       throw new RangeError(`used_map_cnt ${aux.usedMapCnt} is more than ${MAX_USED_MAPS}`);
     }
     if (aux.usedMapCnt === 0) return out;
     const array = follow(aux.usedMaps, "used_maps");
-    const bytes = await mem.read(array, aux.usedMapCnt * 8);
+    const bytes = mem.peek(array, aux.usedMapCnt * 8) ?? await mem.read(array, aux.usedMapCnt * 8);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < aux.usedMapCnt; i++) {
       const at = follow(pointerAt(view, i * 8), `used_maps[${i}]`);
       let map = maps.get(at);
       if (!map) {
-        const m = await readStruct(mem, at, types.map);
+        const m = peekStruct(mem, at, types.map) ?? await readStruct(mem, at, types.map);
         map = {
           id: m.id,
           name: m.name,

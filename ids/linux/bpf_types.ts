@@ -6,7 +6,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { offsetOf, ptr, raw, resolveLayout, sint, str, uint } from "../kernel/layout.ts";
+import { hexRaw, offsetOf, ptr, resolveLayout, sint, str, uint } from "../kernel/layout.ts";
 import { resolveXarrayTypes } from "../kernel/xarray.ts";
 import { resolveFdTypes } from "./files.ts";
 
@@ -30,10 +30,10 @@ export function resolveBpfTypes(btf: Btf) {
      * A file's dentry, for its name: a BPF program's fd is an anonymous inode named "bpf-prog"
      * (`d_shortname` since Linux 6.15, `d_iname` before).
      */
-    dentry: resolveLayout(btf, "dentry", { name: raw("d_shortname", "d_iname") }),
+    dentry: resolveLayout(btf, "dentry", { name: str("d_shortname", "d_iname") }),
     prog: resolveLayout(btf, "bpf_prog", {
       type: uint("type"),
-      tag: raw("tag"),
+      tag: hexRaw("tag"),
       aux: ptr("aux"),
     }),
     /** `jited` is a bitfield: its byte in `struct bpf_prog` and its bit in that byte. */

@@ -28,15 +28,14 @@ import {
   type KAddr,
   parseKAddr,
   type Pointer,
-  toKAddr,
 } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
+  firstPtr,
   offsetOf,
   peekStruct,
   ptr,
-  raw,
   readStruct,
   resolveLayout,
   sint,
@@ -63,7 +62,8 @@ const MAX_CONFIRMS = 64;
 /** Resolves `struct pid`, `struct upid` and the pid namespace's IDR. */
 export function resolvePidTypes(btf: Btf) {
   return {
-    pid: resolveLayout(btf, "pid", { level: uint("level"), tasks: raw("tasks") }),
+    /** `tasks` decodes to tasks[PIDTYPE_PID].first, the pid's task (its hlist's first node). */
+    pid: resolveLayout(btf, "pid", { level: uint("level"), tasks: firstPtr("tasks") }),
     /** `numbers[0]`, the pid in the init namespace, is a `struct upid` at this offset. */
     numbersOffset: offsetOf(btf, "pid", "numbers"),
     upid: resolveLayout(btf, "upid", { nr: sint("nr"), ns: ptr("ns") }),
@@ -163,10 +163,6 @@ export function planProcessViews(
   b.chain(pid, "tasks", thread, types.pidLinksOffset);
 }
 
-function u64(bytes: Uint8Array, at = 0): bigint {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(at, true);
-}
-
 function asAddr(p: Pointer): KAddr | undefined {
   return p === null || p instanceof BadPointer ? undefined : p;
 }
@@ -183,7 +179,8 @@ export async function readProcessViews(
 ): Promise<ProcessViews> {
   const maxTasks = options.maxTasks ?? 1_000_000;
   const list = options.list ?? await listProcesses(mem, types, initTask, { maxTasks });
-  const onList = new Set(list.processes.map((p) => parseKAddr(p.task)!));
+  const listed = list.processes.map((p) => parseKAddr(p.task)!);
+  const onList = new Set(listed);
   const views: Record<ProcessViewName, ViewWalk> = {
     tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },
     pid_idr: { count: 0, truncated: false },
@@ -193,23 +190,22 @@ export async function readProcessViews(
   const task = new ScanTasks(mem, types.taskLinks);
   const inIdr = await idrLeaders(mem, task, types, pidTypes, headAt, maxTasks, views.pid_idr);
   const inTree = await treeTasks(mem, task, types, initTask, maxTasks, views.children);
-  const holders: Record<ProcessViewName, Set<KAddr>> = {
-    tasks: onList,
-    pid_idr: inIdr,
-    children: inTree,
-  };
   const all = [...onList, ...[...inIdr, ...inTree].filter((t) => !onList.has(t))];
   const known = new Set<KAddr>();
   const processes = list.processes.slice();
   const initCred = asAddr((await readStruct(mem, initTask, types.task)).realCred);
   const hidden: HiddenProcess[] = [];
   const out = { cleared: 0, unconfirmed: 0, confirmed: 0 };
-  const byTask = new Map(processes.map((p) => [p.task, p]));
+  const byTask = new Map(listed.map((at, i) => [at, processes[i]]));
+  // The views that hold a task, and those it is missing from, by which hold it: one array each.
+  const seenInOf = viewSets(() => true);
+  const missingOf = viewSets((v) => !views[v].truncated, true);
   for (const at of all) {
     if (known.has(at) || at === initTask) continue;
     known.add(at);
-    const seenIn = PROCESS_VIEWS.filter((v) => holders[v].has(at));
-    let process = byTask.get(hex(at));
+    const held = (onList.has(at) ? 1 : 0) | (inIdr.has(at) ? 2 : 0) | (inTree.has(at) ? 4 : 0);
+    const seenIn = seenInOf[held];
+    let process = byTask.get(at);
     if (!process) {
       process = await describeTask(mem, types, at, initCred).catch((error) => ({
         ...unreadable(at),
@@ -219,7 +215,7 @@ export async function readProcessViews(
     }
     process.seenIn = seenIn;
     // A view whose walk did not finish cannot say a process is missing from it.
-    const missing = PROCESS_VIEWS.filter((v) => !holders[v].has(at) && !views[v].truncated);
+    const missing = missingOf[held];
     if (!missing.length) continue;
     if (out.confirmed >= MAX_CONFIRMS) {
       out.unconfirmed++;
@@ -248,6 +244,21 @@ export async function readProcessViews(
     ...out,
     pidNamespace: hex(pidNamespace),
   };
+}
+
+/**
+ * For each set of views as a bit mask (bit i: PROCESS_VIEWS[i] holds the task), the views that
+ * hold it and pass `keep` (or, with `absent`, those that do not hold it and pass `keep`).
+ * Shared by every process of a scan: nothing changes them.
+ */
+function viewSets(
+  keep: (view: ProcessViewName) => boolean,
+  absent = false,
+): readonly ProcessViewName[][] {
+  return Array.from(
+    { length: 1 << PROCESS_VIEWS.length },
+    (_, mask) => PROCESS_VIEWS.filter((v, i) => ((mask >> i & 1) === 1) !== absent && keep(v)),
+  );
 }
 
 function unreadable(at: KAddr): Process {
@@ -312,9 +323,8 @@ async function idrLeaders(
   for (const { index, value: pid } of contents.entries) {
     try {
       const links = peekStruct(mem, pid, pidTypes.pid) ?? await readStruct(mem, pid, pidTypes.pid);
-      const first = u64(links.tasks);
-      if (first === 0n) continue; // allocated, not yet attached, or already detached
-      const at = follow(toPointer(first), `pid ${index}'s first task`) - types.pidLinksOffset;
+      if (links.tasks === null) continue; // allocated, not yet attached, or already detached
+      const at = follow(links.tasks, `pid ${index}'s first task`) - types.pidLinksOffset;
       const t = task.peek(at) ?? await task.read(at);
       if (t.pid !== index) {
         throw new Error(`task ${hex(at)} of pid ${index} has pid ${t.pid}`);
@@ -327,10 +337,6 @@ async function idrLeaders(
   }
   walk.count = leaders.size;
   return leaders;
-}
-
-function toPointer(value: bigint): Pointer {
-  return toKAddr(value) ?? new BadPointer("0x" + value.toString(16));
 }
 
 /** The threads of the process led by `leader` (its `signal->thread_head` list), at most `max`. */
@@ -472,6 +478,5 @@ async function inIdr(
   if (nr <= 0) return false;
   const pid = await lookupXarray(live, pidTypes.xarray, headAt, nr);
   if (pid === undefined) return false;
-  const first = u64((await readStruct(live, pid, pidTypes.pid)).tasks);
-  return first !== 0n && toPointer(first) === at + types.pidLinksOffset;
+  return (await readStruct(live, pid, pidTypes.pid)).tasks === at + types.pidLinksOffset;
 }
