@@ -24,6 +24,7 @@ import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
 import { type Mode, MODES } from "../ids/session.ts";
 import { renderChart } from "./chart.ts";
+import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import { VIEWS, type WorkerReport } from "./ids_worker.ts";
 import { type Link, setUpLink } from "./link_setup.ts";
 import { cpuSeconds, machine, processCount, processLimits } from "./machine.ts";
@@ -138,6 +139,8 @@ async function runWorker(port: number): Promise<WorkerReport> {
   const args = [
     "run",
     "-A",
+    // The heap the service runs with: its young generation decides how often garbage is swept.
+    ...IDS_PERMISSIONS.filter((flag) => flag.startsWith("--v8-flags")),
     WORKER.href,
     ...["--agent", `127.0.0.1:${port}`, "--state", state, "--agent-pid", String(agent.pid)],
     ...["--views", views.join(","), "--modes", modes.join(",")],

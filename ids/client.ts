@@ -316,8 +316,9 @@ export class AgentClient implements Disposable {
 
   /**
    * Asks the agent to walk `target` in the guest (for PLAN, the encoded `plan`) and stream the
-   * memory: one round trip. `onRecord` gets each record's address, in two 32-bit halves, and its
-   * bytes, a view of a received frame that may be kept; it returns false when it cannot keep
+   * memory: one round trip. `onRecord` gets each record's address, in two 32-bit halves, and
+   * where its `len` bytes are in a received frame's payload (from `start`; the frame may be
+   * kept, never changed); it returns false when it cannot keep
    * the record (a full cache), which cuts the answer off (any other value keeps it).
    *
    * Records are counted against `limits` (and {@linkcode LIMITS}) as they arrive; a record past
@@ -327,7 +328,13 @@ export class AgentClient implements Disposable {
   prefetch(
     target: PrefetchTarget,
     limits: PrefetchRequestLimits,
-    onRecord: (high: number, low: number, bytes: Uint8Array) => unknown,
+    onRecord: (
+      high: number,
+      low: number,
+      payload: Uint8Array,
+      start: number,
+      len: number,
+    ) => unknown,
     plan: Uint8Array = new Uint8Array(),
     meter?: Meter,
   ): Promise<EndStats> {
@@ -342,7 +349,7 @@ export class AgentClient implements Disposable {
     }
     let records = 0;
     let bytes = 0;
-    const check = (high: number, low: number, record: Uint8Array) => {
+    const check = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
       if (++records > maxObjects) {
         throw misbehaving(
           "maxObjects",
@@ -351,7 +358,7 @@ export class AgentClient implements Disposable {
           maxObjects,
         );
       }
-      bytes += record.length;
+      bytes += len;
       if (bytes > maxBytes) {
         throw misbehaving(
           "maxBytes",
@@ -367,7 +374,7 @@ export class AgentClient implements Disposable {
           { value: `0x${hex32(high)}${hex32(low)}`, allowed: "0xffff800000000000.." },
         );
       }
-      if (onRecord(high, low, record) === false) {
+      if (onRecord(high, low, payload, start, len) === false) {
         throw misbehaving(
           "cache",
           `Cannot keep the prefetch: the memory cache refused a record after ${bytes} bytes`,

@@ -337,14 +337,14 @@ export class GuestSession implements Disposable {
       const end = await this.client.prefetch(
         PrefetchTarget.PLAN,
         limits,
-        (high, low, bytes) => {
+        (high, low, payload, start, len) => {
           const at = kaddrOf(high, low);
           if (at === undefined) {
             rejected++;
             return true;
           }
           // A refusal (the cache is full) cuts the answer off.
-          return cache.insert(at, bytes, batch);
+          return cache.insertFrom(at, payload, start, len, batch);
         },
         encodePlan(plan),
         meter,

@@ -359,7 +359,7 @@ async function walkKallsyms(
   const seen = new Set<KAddr>([head]);
   let at = head;
   try {
-    let next = follow(start.aux.ksymNext, `ksym.lnode.next of aux ${hex(start.auxAt)}`);
+    let next = follow(start.aux.ksymNext, "ksym.lnode.next of aux", start.auxAt);
     while (next !== head) {
       if (seen.has(next)) {
         throw new Error(`the list loops at ${hex(next)} without returning to ${hex(head)}`);
@@ -377,7 +377,7 @@ async function walkKallsyms(
       if (!program) view.dropped++;
       else if (program.aux.id === 0) out.subprograms++;
       else add(program, "kallsyms");
-      next = follow(ksym.next, `lnode.next of bpf_ksym ${hex(at - types.ksymLnodeOffset)}`);
+      next = follow(ksym.next, "lnode.next of bpf_ksym", at - types.ksymLnodeOffset);
     }
   } catch (error) {
     view.truncated = true;

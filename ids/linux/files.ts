@@ -199,54 +199,64 @@ export async function readFdTable(
   maxFds = DEFAULTS.maxFds,
 ): Promise<FdTable> {
   const table: FdTable = { pid: -1, slots: [], truncated: false };
-  let where = `task ${hex(task)}`;
+  // Where a failure happened, written out only if one does.
+  let stage = "task";
+  let at = task;
+  const where = () => `${stage} ${hex(at)}`;
   try {
     // Each read is served from the snapshot without an await when it holds the bytes.
     const t = peekStruct(mem, task, core.taskFiles) ?? await readStruct(mem, task, core.taskFiles);
     table.pid = t.pid;
     if (t.files === null) return table;
     const files = follow(t.files, "files");
-    where = `files_struct ${hex(files)}`;
+    stage = "files_struct";
+    at = files;
     const f = peekStruct(mem, files, types.files) ?? await readStruct(mem, files, types.files);
     const fdt = follow(f.fdt, "fdt");
-    where = `fdtable ${hex(fdt)}`;
+    stage = "fdtable";
+    at = fdt;
     const { maxFds: count, fd, openFds } = peekStruct(mem, fdt, types.fdtable) ??
       await readStruct(mem, fdt, types.fdtable);
     let slots = count;
     if (count > maxFds) {
       table.truncated = true;
-      table.reason = `${where}: max_fds ${count} is more than ${maxFds}`;
+      table.reason = `${where()}: max_fds ${count} is more than ${maxFds}`;
       slots = maxFds;
     }
     if (slots === 0) return table;
     const array = follow(fd, "fd");
-    where = `open_fds of fdtable ${hex(fdt)}`;
+    stage = "open_fds of fdtable";
     // Only the slots of open fds are read (a slot being installed may still be NULL).
     const openAt = follow(openFds, "open_fds");
     const bitmapBytes = Math.ceil(slots / 8);
     const open = mem.peek(openAt, bitmapBytes) ?? await mem.read(openAt, bitmapBytes);
-    where = `fd array ${hex(array)}`;
+    stage = "fd array";
+    at = array;
     for (let fd = 0; fd < slots; fd++) {
       if (open[fd >> 3] === 0) {
         fd |= 7;
         continue;
       }
       if (((open[fd >> 3] >> (fd & 7)) & 1) === 0) continue;
-      const at = array + fd * 8;
-      const span = mem.peekSpan(at, 8);
+      const slotAt = array + fd * 8;
+      const span = mem.peekSpan(slotAt, 8);
       const p = span
-        ? pointerAt(span.view, span.base + at - span.start)
-        : pointerAt(await slotView(mem, at), 0);
+        ? pointerAt(span.view, span.base + slotAt - span.start)
+        : pointerAt(await slotView(mem, slotAt), 0);
       if (p === null) continue;
+      if (typeof p === "number") {
+        table.slots.push({ fd, file: p });
+        continue;
+      }
       try {
-        table.slots.push({ fd, file: follow(p, `fd ${fd}`) });
+        follow(p, `fd ${fd}`);
       } catch (error) {
         table.slots.push({ fd, error: (error as Error).message });
       }
     }
   } catch (error) {
     table.truncated = true;
-    table.reason = `${where}: ${(error as Error).message}`;
+    table.reason = `${where()}: ${(error as Error).message}`;
   }
   return table;
 }
@@ -368,7 +378,7 @@ async function nameOf(
     );
   }
   if (d.nameLen === 0) return "";
-  const bytes = await mem.read(follow(d.name, `d_name.name of dentry ${hex(at)}`), d.nameLen);
+  const bytes = await mem.read(follow(d.name, "d_name.name of dentry", at), d.nameLen);
   return decodeName(bytes);
 }
 
@@ -410,16 +420,16 @@ async function pathOf(
       }
       seen.add(key);
       if (dentry === m.root) {
-        const parent = follow(m.parent, `mnt_parent of mount ${hex(mount)}`);
+        const parent = follow(m.parent, "mnt_parent of mount", mount);
         if (parent === mount) return { path: path(), complete: true, pseudo: false };
-        dentry = follow(m.mountpoint, `mnt_mountpoint of mount ${hex(mount)}`);
+        dentry = follow(m.mountpoint, "mnt_mountpoint of mount", mount);
         mount = parent;
         m = await readStruct(mem, mount, types.mount);
         continue;
       }
       const d = await readStruct(mem, dentry, types.dentry);
       parts.push(await nameOf(mem, types, dentry, limits.maxName, d));
-      const parent = follow(d.parent, `d_parent of dentry ${hex(dentry)}`);
+      const parent = follow(d.parent, "d_parent of dentry", dentry);
       if (parent === dentry) {
         // A pseudo file's dentry (a socket, a pipe, a memfd) is its own parent; any other
         // dentry that is, and is not its mount's root, is cut off from the tree.

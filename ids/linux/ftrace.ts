@@ -152,7 +152,7 @@ async function readFilter(
       throw new RangeError(`count ${hash.count} of hash ${hex(at)} is above ${maxEntries}`);
     }
     const buckets = 2 ** hash.sizeBits;
-    const heads = await mem.read(follow(hash.buckets, `buckets of hash ${hex(at)}`), buckets * 8);
+    const heads = await mem.read(follow(hash.buckets, "buckets of hash", at), buckets * 8);
     const view = new DataView(heads.buffer, heads.byteOffset, heads.byteLength);
     const seen = new Set<KAddr>();
     for (let i = 0; i < buckets; i++) {

@@ -127,9 +127,9 @@ export async function findInitPidNamespace(
   initTask: KAddr,
 ): Promise<KAddr> {
   const task = await readStruct(mem, initTask, types.task);
-  const pid = follow(task.threadPid, `thread_pid of init_task ${hex(initTask)}`);
+  const pid = follow(task.threadPid, "thread_pid of init_task", initTask);
   const upid = await readStruct(mem, pid + pidTypes.numbersOffset, pidTypes.upid);
-  return follow(upid.ns, `numbers[0].ns of init_task's pid ${hex(pid)}`);
+  return follow(upid.ns, "numbers[0].ns of init_task's pid", pid);
 }
 
 /**
@@ -329,7 +329,7 @@ async function idrLeaders(
       if (t.pid !== index) {
         throw new Error(`task ${hex(at)} of pid ${index} has pid ${t.pid}`);
       }
-      leaders.add(t.pid === t.tgid ? at : follow(t.groupLeader, `group_leader of ${hex(at)}`));
+      leaders.add(t.pid === t.tgid ? at : follow(t.groupLeader, "group_leader of", at));
     } catch (error) {
       walk.truncated = true;
       walk.reason ??= `pid ${index} (struct pid ${hex(pid)}): ${(error as Error).message}`;
@@ -349,7 +349,7 @@ async function threadsOf(
 ): Promise<KAddr[]> {
   const t = task.peek(leader) ?? await task.read(leader);
   if (t.signal === null) return [leader]; // init_task's own, or a task being freed
-  const signal = follow(t.signal, `signal of ${hex(leader)}`);
+  const signal = follow(t.signal, "signal of", leader);
   const head = signal + types.threadHeadOffset;
   const threads: KAddr[] = [];
   const s = peekStruct(mem, signal, types.signal) ?? await readStruct(mem, signal, types.signal);

@@ -120,7 +120,7 @@ export async function findInitTask(
     seen.add(at);
     const task = await readStruct(mem, at, types.task);
     if (task.pid === 0) return at;
-    at = follow(task.realParent, `real_parent of task ${hex(at)}`);
+    at = follow(task.realParent, "real_parent of task", at);
   }
   throw new Error(`Cannot find init_task: more than ${maxAncestors} real_parent hops`);
 }
@@ -171,7 +171,7 @@ export async function listProcesses(
   for (let at = head;;) {
     let next: KAddr;
     try {
-      next = follow(current.tasksNext, `tasks.next of task ${hex(at)}`) - types.tasksOffset;
+      next = follow(current.tasksNext, "tasks.next of task", at) - types.tasksOffset;
     } catch (error) {
       reason = (error as Error).message;
       break;

@@ -190,9 +190,9 @@ async function tables(
   let net: { hashinfo: Pointer; udpTable?: Pointer };
   try {
     const init = await readStruct(mem, initTask, core.task);
-    const nsproxy = follow(init.nsproxy, `nsproxy of init_task ${hex(initTask)}`);
+    const nsproxy = follow(init.nsproxy, "nsproxy of init_task", initTask);
     const ns = await readStruct(mem, nsproxy, types.nsproxy);
-    net = await readStruct(mem, follow(ns.netNs, `net_ns of nsproxy ${hex(nsproxy)}`), types.net);
+    net = await readStruct(mem, follow(ns.netNs, "net_ns of nsproxy", nsproxy), types.net);
   } catch (error) {
     problems.push(`network namespace: ${(error as Error).message}`);
     return found;

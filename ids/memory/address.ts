@@ -112,13 +112,16 @@ export function pointerAt(view: DataView, offset: number): Pointer {
 
 /**
  * The address a pointer leads to.
- * @throws {BadPointerError} for NULL or a non-kernel value, naming `where` it was read.
+ * @throws {BadPointerError} for NULL or a non-kernel value, naming `where` it was read (with
+ * the address `of` the structure that holds it, when given).
  */
-export function follow(pointer: Pointer, where: string): KAddr {
+export function follow(pointer: Pointer, where: string, of?: KAddr): KAddr {
   if (typeof pointer === "number") return pointer;
+  // The message is written only here: following is on every view's path, failing is rare.
+  const what = of === undefined ? where : `${where} ${hex(of)}`;
   throw new BadPointerError(
     pointer === null
-      ? `Cannot follow ${where}: it is NULL`
-      : `Cannot follow ${where}: ${pointer.value} is not a kernel address`,
+      ? `Cannot follow ${what}: it is NULL`
+      : `Cannot follow ${what}: ${pointer.value} is not a kernel address`,
   );
 }

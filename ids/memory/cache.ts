@@ -28,6 +28,8 @@ interface Page {
 
 interface Extent extends Span {
   end: KAddr;
+  /** All of `view`'s buffer, for copying bytes out without a view per copy. */
+  bytes: Uint8Array;
   /** Insertion order: a newer extent wins where extents overlap. */
   seq: number;
 }
@@ -68,6 +70,7 @@ export class MemoryCache {
   /** Whether any page is overlapped: until one is, no lookup looks for newer extents. */
   #overlaps = false;
   #view?: DataView;
+  #bytes?: Uint8Array;
   #stats: CacheStats = { hits: 0, misses: 0, bytes: 0, extents: 0, refusedBytes: 0 };
 
   constructor(options: CacheOptions = {}) {
@@ -93,18 +96,36 @@ export class MemoryCache {
    * cache is full.
    */
   insert(addr: KAddr, bytes: Uint8Array, batch?: number): boolean {
-    if (bytes.length === 0) return true;
-    if (this.#stats.bytes + bytes.length > this.#maxBytes) {
-      this.#stats.refusedBytes += bytes.length;
+    return this.insertFrom(addr, bytes, 0, bytes.length, batch);
+  }
+
+  /**
+   * {@linkcode insert} of the `len` bytes of `source` from `start`, without a view of them: the
+   * records of a received frame go in this way.
+   */
+  insertFrom(
+    addr: KAddr,
+    source: Uint8Array,
+    start: number,
+    len: number,
+    batch?: number,
+  ): boolean {
+    if (len === 0) return true;
+    if (this.#stats.bytes + len > this.#maxBytes) {
+      this.#stats.refusedBytes += len;
       return false;
     }
     // The records of one frame share its buffer, and so one view.
-    if (this.#view?.buffer !== bytes.buffer) this.#view = new DataView(bytes.buffer);
+    if (this.#view?.buffer !== source.buffer) {
+      this.#view = new DataView(source.buffer);
+      this.#bytes = new Uint8Array(source.buffer);
+    }
     const extent: Extent = {
       start: addr,
-      end: addr + bytes.length,
+      end: addr + len,
       view: this.#view,
-      base: bytes.byteOffset,
+      bytes: this.#bytes!,
+      base: source.byteOffset + start,
       seq: batch ?? this.#seq++,
     };
     const last = Math.floor((extent.end - 1) / PAGE_SIZE);
@@ -117,7 +138,7 @@ export class MemoryCache {
         page.dirty = true;
       }
     }
-    this.#stats.bytes += bytes.length;
+    this.#stats.bytes += len;
     this.#stats.extents++;
     return true;
   }
@@ -158,7 +179,15 @@ export class MemoryCache {
     ranges: readonly { off: number; len: number }[],
   ): Uint8Array | undefined {
     for (const r of ranges) {
-      const bytes = this.#lookup(addr + r.off, r.len);
+      const at = addr + r.off;
+      // A range one extent serves is copied from it directly; others are assembled.
+      const e = this.#covering(at);
+      if (e && at + r.len <= e.end && this.#servedUntil(e, at, at + r.len) === at + r.len) {
+        const from = e.base + at - e.start;
+        for (let i = 0; i < r.len; i++) out[r.off + i] = e.bytes[from + i];
+        continue;
+      }
+      const bytes = this.#lookup(at, r.len);
       if (!bytes) {
         this.#stats.misses++;
         return undefined;

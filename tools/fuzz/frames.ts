@@ -194,8 +194,8 @@ export const idsFrames: FuzzTarget<Stream> = {
       const seen: string[] = [];
       let byHalves: unknown;
       try {
-        forEachRecord(frame.payload, (high, low, bytes) => {
-          seen.push(`${high}:${low}:${bytes.length}`);
+        forEachRecord(frame.payload, (high, low, _payload, _start, len) => {
+          seen.push(`${high}:${low}:${len}`);
         }, frame.id);
       } catch (error) {
         byHalves = error;
