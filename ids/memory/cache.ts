@@ -71,6 +71,9 @@ export class MemoryCache {
   #overlaps = false;
   #view?: DataView;
   #bytes?: Uint8Array;
+  /** The page the last lookup found, and its number. */
+  #last?: Page;
+  #lastPage = -1;
   #stats: CacheStats = { hits: 0, misses: 0, bytes: 0, extents: 0, refusedBytes: 0 };
 
   constructor(options: CacheOptions = {}) {
@@ -256,7 +259,13 @@ export class MemoryCache {
    * one extent that can hold an address.
    */
   #page(n: number): Page | undefined {
+    // Lookups cluster: a struct's fields, the structs of one slab page.
+    if (n === this.#lastPage && !this.#last!.dirty) return this.#last;
     const page = this.#pages.get(n);
+    if (page) {
+      this.#lastPage = n;
+      this.#last = page;
+    }
     if (!page?.dirty) return page;
     page.dirty = false;
     const list = page.extents;
