@@ -122,8 +122,8 @@ async function measure(
 }
 
 /**
- * Runs `snapshot` until it has run for `ms` in all (at least once, at most 50 times): the JIT
- * compiler needs dozens of snapshots of a small view to settle, and one of a large one. Returns
+ * Runs `snapshot` until it has run for `ms` in all (at least once, at most 500 times): the JIT
+ * compiler needs a hundred snapshots of a small view to settle, and one of a large one. Returns
  * the last.
  */
 async function warmUp(snapshot: () => Promise<Sample>, ms: number): Promise<Sample> {
@@ -131,14 +131,19 @@ async function warmUp(snapshot: () => Promise<Sample>, ms: number): Promise<Samp
   for (let i = 0;; i++) {
     const sample = await snapshot();
     spent += sample.ms;
-    if (spent >= ms || i === 49) return sample;
+    if (spent >= ms || i === 499) return sample;
   }
 }
 
+/** Most measured snapshots per mode, however fast the point. */
+const MAX_REPS = 200;
+
 /**
- * Runs every view in every mode: a warm-up each, then up to `reps` measured snapshots per
- * mode, alternating modes. A mode whose warm-up says `reps` snapshots would take longer than
- * `budgetMs` gets fewer (never fewer than `minReps`), and says so in its note.
+ * Runs every view in every mode: a warm-up each, then `reps` measured snapshots per mode, or
+ * as many as `sampleMs` of snapshots take when that is more (at most {@linkcode MAX_REPS}: a
+ * median of a few 3 ms snapshots is noise), alternating modes. A mode whose warm-up says its
+ * snapshots would take longer than `budgetMs` gets fewer (never fewer than `minReps`), and says
+ * so in its note.
  */
 export async function runPoint(session: GuestSession, options: {
   views: string[];
@@ -148,6 +153,7 @@ export async function runPoint(session: GuestSession, options: {
   minReps: number;
   budgetMs: number;
   warmupMs: number;
+  sampleMs: number;
 }): Promise<WorkerReport> {
   const results: ModeReport[] = [];
   for (const view of options.views) {
@@ -167,7 +173,9 @@ export async function runPoint(session: GuestSession, options: {
         );
         report.warmupMs = warmup.ms;
         const affordable = Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3));
-        const reps = Math.max(options.minReps, Math.min(options.reps, affordable));
+        const enough = Math.ceil(options.sampleMs / Math.max(warmup.ms, 1e-3));
+        const asked = Math.min(MAX_REPS, Math.max(options.reps, enough));
+        const reps = Math.max(options.minReps, Math.min(asked, affordable));
         if (reps < options.reps) {
           report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
             warmup.ms.toFixed(0)
@@ -178,7 +186,8 @@ export async function runPoint(session: GuestSession, options: {
         report.error = (error as Error).message;
       }
     }
-    for (let i = 0; i < options.reps; i++) {
+    const most = Math.max(0, ...wanted.values());
+    for (let i = 0; i < most; i++) {
       for (const report of reports) {
         if (report.error || i >= (wanted.get(report) ?? 0)) continue;
         try {
@@ -206,6 +215,7 @@ if (import.meta.main) {
       "min-reps": { type: "string", default: "3" },
       "budget-ms": { type: "string", default: "300000" },
       "warmup-ms": { type: "string", default: "1000" },
+      "sample-ms": { type: "string", default: "0" },
     },
   });
   if (!values.agent || !values.state || !values["agent-pid"] || !values.modes) {
@@ -226,6 +236,7 @@ if (import.meta.main) {
     minReps: Number(values["min-reps"]),
     budgetMs: Number(values["budget-ms"]),
     warmupMs: Number(values["warmup-ms"]),
+    sampleMs: Number(values["sample-ms"]),
   });
   console.log(JSON.stringify(report));
 }

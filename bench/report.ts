@@ -61,8 +61,9 @@ export function renderMarkdown(results: BenchResults, chart?: string): string {
     `Machine: ${results.machine.description}, Deno ${results.machine.deno}. ` +
       `Run ${results.startedAt}${results.quick ? " (--quick)" : ""}, ` +
       `${(results.wallS / 60).toFixed(1)} min; ` +
-      `${results.settings.reps} measured repetitions per point after a warm-up of at least ` +
-      `${results.settings.warmupS} s per mode, modes alternating.`,
+      `${results.settings.reps} measured repetitions per point (more where ` +
+      `${results.settings.sampleS ?? 0} s of snapshots hold more, at most 200; the column reps) ` +
+      `after a warm-up of at least ${results.settings.warmupS} s per mode, modes alternating.`,
     "",
     "Links, measured before the run (one-byte ping-pong; bulk transfers, the median of 5):",
     "",

@@ -104,6 +104,8 @@ export const BenchResults = z.object({
     minReps: z.number().int().positive(),
     budgetS: z.number().positive(),
     warmupS: z.number().nonnegative(),
+    /** Each mode's snapshots cover at least this long (more repetitions at fast points). */
+    sampleS: z.number().nonnegative().optional(),
   }),
   links: z.array(LinkResult),
   points: z.array(PointResult),

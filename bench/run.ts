@@ -14,7 +14,7 @@
  * helpers: timers of a Deno process cannot hold a chunk for 0.1 ms).
  *
  * Usage: `deno task bench [--quick] [--counts 100,1000,10000] [--rtts 0,0.2,1] [--reps 10]
- *   [--budget-s 400] [--warmup-s 1] [--views processes] [--modes prefetch,on-demand]
+ *   [--sample-s 1] [--budget-s 400] [--warmup-s 1] [--views processes] [--modes prefetch,on-demand]
  *   [--out bench/results]`
  *
  * @module
@@ -51,6 +51,7 @@ const { values } = parseArgs({
     "min-reps": { type: "string", default: "3" },
     "budget-s": { type: "string", default: "400" },
     "warmup-s": { type: "string", default: "1" },
+    "sample-s": { type: "string", default: "1" },
     views: { type: "string", default: Object.keys(VIEWS).join(",") },
     modes: { type: "string", default: MODES.join(",") },
     out: { type: "string", default: new URL("results/", import.meta.url).pathname },
@@ -71,6 +72,7 @@ const reps = numbers(values.reps ?? (quick ? "3" : "10"), "reps")[0];
 const minReps = Math.min(reps, numbers(values["min-reps"], "min-reps")[0]);
 const budgetS = numbers(values["budget-s"], "budget-s")[0];
 const warmupS = numbers(values["warmup-s"], "warmup-s")[0];
+const sampleS = numbers(values["sample-s"], "sample-s")[0];
 const views = values.views.split(",");
 const modes = values.modes.split(",") as Mode[];
 for (const view of views) if (!(view in VIEWS)) throw new TypeError(`Unknown view "${view}"`);
@@ -146,6 +148,7 @@ async function runWorker(port: number): Promise<WorkerReport> {
     ...["--views", views.join(","), "--modes", modes.join(",")],
     ...["--reps", String(reps), "--min-reps", String(minReps)],
     ...["--budget-ms", String(budgetS * 1000), "--warmup-ms", String(warmupS * 1000)],
+    ...["--sample-ms", String(sampleS * 1000)],
   ];
   const { success, code, stdout } = await new Deno.Command(Deno.execPath(), {
     args,
@@ -211,7 +214,7 @@ const results: BenchResults = {
   startedAt: startedAt.toISOString(),
   wallS: (Date.now() - startedAt.getTime()) / 1000,
   machine: machine(),
-  settings: { counts, rttsMs: rtts, views, modes, reps, minReps, budgetS, warmupS },
+  settings: { counts, rttsMs: rtts, views, modes, reps, minReps, budgetS, warmupS, sampleS },
   links: links.map((l) => l.result),
   points,
   targets: evaluateTargets(points, links.map((l) => l.result)),
