@@ -593,3 +593,33 @@ privilegedTest(
     }
   },
 );
+
+privilegedTest(
+  "walkPlan() visits only the objects whose own field passes a node's guard",
+  async () => {
+    using walker = await Walker.open({ ringBytes: 16 << 20 });
+    const root = tasksOf(walker).root;
+    const pid: PlanCondition = {
+      kind: CondKind.EQ,
+      off: off("task_struct", "pid"),
+      size: 4,
+      mask: 0xffff_ffffn,
+      value: 1n,
+    };
+    const guarded = (guard: PlanCondition): Plan => {
+      const plan = taskPlan(root, wholeTask());
+      plan.nodes[1] = { ...plan.nodes[1], edges: [], guard };
+      return plan;
+    };
+    const one = walk(walker, guarded(pid));
+    assertEquals(one.run.stop, StopReason.COMPLETE);
+    const tasks = addrsOfSize(one.records, size("task_struct"));
+    assertEquals(tasks.length, 1, "only the task with pid 1");
+    const view = new DataView(one.records.find((r) => r.addr === tasks[0])!.bytes.buffer);
+    assertEquals(view.getInt32(off("task_struct", "pid"), true), 1);
+    const others = walk(walker, guarded({ ...pid, kind: CondKind.NE }));
+    const all = tasksOf(walker).tasks.length;
+    const rest = addrsOfSize(others.records, size("task_struct")).length;
+    assert(Math.abs(rest - (all - 1)) <= 5, `${rest} tasks but pid 1, of ${all}`);
+  },
+);

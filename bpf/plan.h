@@ -35,7 +35,8 @@
  *                    PLAN_FLAG_BITS: a bitmap), at most `max` bytes.
  *
  * An edge may carry a condition on a field of the current object, read as `cond_size` bytes at
- * `cond_off`: PLAN_COND_EQ follows when (field & mask) == value; PLAN_COND_IN_SET when the
+ * `cond_off`: PLAN_COND_EQ follows when (field & mask) == value, PLAN_COND_NE when it is not;
+ * PLAN_COND_IN_SET when the
  * field is below 32 and bit `field` of `mask` is set. Lists, chains and arrays are followed for
  * at most `max` entries each.
  *
@@ -47,6 +48,10 @@
  * not visited at an address the walk already visited as that node: the plan says that node copies
  * every range this one would and leads wherever this one leads (a thread read for its links is
  * covered by the same task copied whole as a process).
+ *
+ * A node with a guard visits only the objects whose own field (read as `size` bytes at `off`)
+ * passes the guard's condition, tested as an edge's: the walk reaches candidates (every entry of
+ * a list whose entries are of several kinds) and the guard keeps those of this node's kind.
  *
  * A sparse ARRAY copies, for each window of elements it reads, the elements from its first
  * non-NULL one to its last as one record, the NULLs between included: an fd table's open fds
@@ -78,6 +83,7 @@
 #define PLAN_COND_NONE 0
 #define PLAN_COND_EQ 1
 #define PLAN_COND_IN_SET 2
+#define PLAN_COND_NE 3
 
 /* Edge flags. */
 #define PLAN_FLAG_COUNT_IS_MASK 1
@@ -110,6 +116,16 @@ struct plan_edge {
 	__u64 cond_value;
 };
 
+/* A node's guard: an object is visited only when its own field passes (PLAN_COND_*). */
+struct plan_guard {
+	__u8 cond; /* PLAN_COND_NONE: no guard */
+	__u8 size; /* 1, 2, 4 or 8 */
+	__u16 pad;
+	__u32 off;
+	__u64 mask;
+	__u64 value;
+};
+
 struct plan_node {
 	__u32 flags;      /* PLAN_FLAG_DEDUPE */
 	__u32 nranges;
@@ -117,6 +133,7 @@ struct plan_node {
 	__u32 covered_by; /* 0, or 1 + the node that covers this one */
 	struct plan_range ranges[PLAN_MAX_RANGES];
 	struct plan_edge edges[PLAN_MAX_EDGES];
+	struct plan_guard guard;
 };
 
 struct plan_root {

@@ -223,20 +223,30 @@ static __always_inline long copy_chunk(struct plan_scratch *s, __u64 src, __u64 
 	return n;
 }
 
-/* Whether an edge's condition lets it be followed from the object at obj. */
-static __always_inline int cond_holds(const struct plan_edge *edge, __u64 obj)
+/* Whether the field of `size` bytes at obj + off passes condition `cond` (PLAN_COND_*). */
+static __always_inline int cond_check(__u32 cond, __u32 size, __u32 off, __u64 mask, __u64 value,
+				      __u64 obj)
 {
 	__u64 v;
 
-	if (edge->cond == PLAN_COND_NONE)
+	if (cond == PLAN_COND_NONE)
 		return 1;
-	if (!read_num(obj + edge->cond_off, edge->cond_size, &v))
+	if (!read_num(obj + off, size, &v))
 		return 0;
-	if (edge->cond == PLAN_COND_EQ)
-		return (v & edge->cond_mask) == edge->cond_value;
-	if (edge->cond == PLAN_COND_IN_SET)
-		return v < 32 && ((edge->cond_mask >> v) & 1);
+	if (cond == PLAN_COND_EQ)
+		return (v & mask) == value;
+	if (cond == PLAN_COND_IN_SET)
+		return v < 32 && ((mask >> v) & 1);
+	if (cond == PLAN_COND_NE)
+		return (v & mask) != value;
 	return 0;
+}
+
+/* Whether an edge's condition lets it be followed from the object at obj. */
+static __always_inline int cond_holds(const struct plan_edge *edge, __u64 obj)
+{
+	return cond_check(edge->cond, edge->cond_size, edge->cond_off, edge->cond_mask,
+			  edge->cond_value, obj);
 }
 
 static __always_inline int chain_end(__u64 p, int nulls)
@@ -324,6 +334,12 @@ static __always_inline void step_object(struct plan_scratch *s, struct plan_item
 	__u64 obj = top->addr, seq = request.seq;
 	struct plan_seen_slot *slot0;
 
+	if (slot == 0 && node->guard.cond != PLAN_COND_NONE &&
+	    !cond_check(node->guard.cond, node->guard.size, node->guard.off, node->guard.mask,
+			node->guard.value, obj)) {
+		s->sp--;
+		return;
+	}
 	if (slot == 0 && node->covered_by &&
 	    seen_in(obj, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq)) {
 		s->sp--;

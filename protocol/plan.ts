@@ -29,7 +29,7 @@ export type EdgeKind = typeof EdgeKind[keyof typeof EdgeKind];
 export const ElemKind = { PTR: 0, HLIST: 1, HNULLS: 2 } as const;
 export type ElemKind = typeof ElemKind[keyof typeof ElemKind];
 
-export const CondKind = { NONE: 0, EQ: 1, IN_SET: 2 } as const;
+export const CondKind = { NONE: 0, EQ: 1, IN_SET: 2, NE: 3 } as const;
 export type CondKind = typeof CondKind[keyof typeof CondKind];
 
 /** Byte sizes a count or a condition field may have. */
@@ -37,11 +37,11 @@ export type FieldSize = 1 | 2 | 4 | 8;
 
 /** Follow an edge only when a field of the current object passes this test. */
 export interface PlanCondition {
-  kind: typeof CondKind.EQ | typeof CondKind.IN_SET;
+  kind: typeof CondKind.EQ | typeof CondKind.IN_SET | typeof CondKind.NE;
   off: number;
   size: FieldSize;
   mask: bigint;
-  /** EQ only. */
+  /** EQ and NE only. */
   value?: bigint;
 }
 
@@ -83,6 +83,11 @@ export interface PlanNode {
    * the walk already visited as that node is not visited as this one.
    */
   coveredBy?: number;
+  /**
+   * Visit an object of this node only when its own field passes this test (candidates of
+   * several kinds reached by one edge: the guard keeps this node's).
+   */
+  guard?: PlanCondition;
   /** Byte ranges to copy, relative to the object. */
   ranges: { off: number; len: number }[];
   edges: PlanEdge[];
@@ -96,7 +101,10 @@ export interface Plan {
 }
 
 const EDGE_SIZE = 48;
-const NODE_SIZE = 16 + PLAN_LIMITS.ranges * 8 + PLAN_LIMITS.edges * EDGE_SIZE;
+const GUARD_SIZE = 24;
+const NODE_SIZE = 16 + PLAN_LIMITS.ranges * 8 + PLAN_LIMITS.edges * EDGE_SIZE + GUARD_SIZE;
+/** Where in a node its guard is. */
+const GUARD_AT = 16 + PLAN_LIMITS.ranges * 8 + PLAN_LIMITS.edges * EDGE_SIZE;
 const ROOT_SIZE = 16;
 /** Size of `struct ebpfmon_plan`. */
 export const PLAN_SIZE = 16 + PLAN_LIMITS.roots * ROOT_SIZE + PLAN_LIMITS.nodes * NODE_SIZE;
@@ -118,6 +126,15 @@ function check(ok: boolean, problem: string): void {
 
 function u32(value: number, what: string): void {
   check(Number.isInteger(value) && value >= 0 && value <= U32, `${what} ${value} is not a u32`);
+}
+
+function checkCondition(cond: PlanCondition, what: string): void {
+  u32(cond.off, `${what} offset`);
+  check(FIELD_SIZES.has(cond.size), `${what} size ${cond.size}`);
+  check(
+    cond.kind === CondKind.EQ || cond.kind === CondKind.IN_SET || cond.kind === CondKind.NE,
+    `${what} kind ${cond.kind}`,
+  );
 }
 
 /** Checks every limit and reference of a plan. @throws {PlanError} naming the problem. */
@@ -147,6 +164,7 @@ export function validatePlan(plan: Plan): void {
       node.edges.length <= PLAN_LIMITS.edges,
       `node ${n} has ${node.edges.length} edges (max ${PLAN_LIMITS.edges})`,
     );
+    if (node.guard) checkCondition(node.guard, `node ${n} guard`);
     if (node.coveredBy !== undefined) {
       const by = plan.nodes[node.coveredBy];
       check(
@@ -188,14 +206,7 @@ export function validatePlan(plan: Plan): void {
         u32(e.tagMask ?? -1, `${where} tag mask`);
         u32(e.tagValue ?? -1, `${where} tag value`);
       }
-      if (e.cond) {
-        u32(e.cond.off, `${where} condition offset`);
-        check(FIELD_SIZES.has(e.cond.size), `${where} condition size ${e.cond.size}`);
-        check(
-          e.cond.kind === CondKind.EQ || e.cond.kind === CondKind.IN_SET,
-          `${where} condition kind ${e.cond.kind}`,
-        );
-      }
+      if (e.cond) checkCondition(e.cond, `${where} condition`);
     });
   });
 }
@@ -218,6 +229,14 @@ export function encodePlan(plan: Plan): Uint8Array {
     v.setUint32(at + 4, node.ranges.length, true);
     v.setUint32(at + 8, node.edges.length, true);
     v.setUint32(at + 12, node.coveredBy === undefined ? 0 : node.coveredBy + 1, true);
+    if (node.guard) {
+      const g = at + GUARD_AT;
+      v.setUint8(g, node.guard.kind);
+      v.setUint8(g + 1, node.guard.size);
+      v.setUint32(g + 4, node.guard.off, true);
+      v.setBigUint64(g + 8, BigInt.asUintN(64, node.guard.mask), true);
+      v.setBigUint64(g + 16, BigInt.asUintN(64, node.guard.value ?? 0n), true);
+    }
     node.ranges.forEach((r, i) => {
       v.setUint32(at + 16 + i * 8, r.off, true);
       v.setUint32(at + 20 + i * 8, r.len, true);
@@ -274,6 +293,16 @@ export function decodePlan(bytes: Uint8Array): Plan {
     const node: PlanNode = { dedupe: (v.getUint32(at, true) & 1) === 1, ranges: [], edges: [] };
     const coveredBy = v.getUint32(at + 12, true);
     if (coveredBy !== 0) node.coveredBy = coveredBy - 1;
+    const guard = v.getUint8(at + GUARD_AT);
+    if (guard !== CondKind.NONE) {
+      node.guard = {
+        kind: guard as PlanCondition["kind"],
+        off: v.getUint32(at + GUARD_AT + 4, true),
+        size: v.getUint8(at + GUARD_AT + 1) as FieldSize,
+        mask: v.getBigUint64(at + GUARD_AT + 8, true),
+        ...(guard !== CondKind.IN_SET ? { value: v.getBigUint64(at + GUARD_AT + 16, true) } : {}),
+      };
+    }
     for (let i = 0; i < nranges; i++) {
       node.ranges.push({
         off: v.getUint32(at + 16 + i * 8, true),
@@ -313,7 +342,7 @@ export function decodePlan(bytes: Uint8Array): Plan {
           off: v.getUint32(ed + 28, true),
           size: v.getUint8(ed + 6) as FieldSize,
           mask: v.getBigUint64(ed + 32, true),
-          ...(cond === CondKind.EQ ? { value: v.getBigUint64(ed + 40, true) } : {}),
+          ...(cond !== CondKind.IN_SET ? { value: v.getBigUint64(ed + 40, true) } : {}),
         };
       }
       node.edges.push(edge);

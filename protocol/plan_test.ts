@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "../tests/assert.ts";
-import { decodePlan, EdgeKind, encodePlan, type Plan, PlanError } from "./mod.ts";
+import { CondKind, decodePlan, EdgeKind, encodePlan, type Plan, PlanError } from "./mod.ts";
 
 /** A task list walked as processes (node 1), then as threads covered by them (node 3). */
 function plan(coveredBy?: number): Plan {
@@ -35,7 +35,24 @@ Deno.test("a plan whose covering node is itself, missing or not deduped is refus
   }
   // The same refusal from the bytes: node 3 says it is covered by node 9 (4 + 12 holds 1 + 9).
   const bytes = encodePlan(plan(1));
-  const at = 16 + 16 * 16 + 3 * (16 + 8 * 8 + 8 * 48) + 12;
+  const at = 16 + 16 * 16 + 3 * (16 + 8 * 8 + 8 * 48 + 24) + 12;
   new DataView(bytes.buffer).setUint32(at, 10, true);
   assertThrows(() => decodePlan(bytes), PlanError, "covered by node 9");
+});
+
+Deno.test("a node's guard survives encoding, in each kind; a bad one is refused", () => {
+  for (
+    const guard of [
+      { kind: CondKind.EQ, off: 4, size: 4 as const, mask: 0xffn, value: 1n },
+      { kind: CondKind.NE, off: 8, size: 1 as const, mask: 0xffn, value: 1n },
+      { kind: CondKind.IN_SET, off: 0, size: 8 as const, mask: 0b101n },
+    ]
+  ) {
+    const p = plan(1);
+    p.nodes[3].guard = guard;
+    assertEquals(decodePlan(encodePlan(p)).nodes[3].guard, guard);
+  }
+  const p = plan(1);
+  p.nodes[3].guard = { kind: CondKind.EQ, off: 4, size: 3 as never, mask: 1n, value: 1n };
+  assertThrows(() => encodePlan(p), PlanError, "node 3 guard size 3");
 });

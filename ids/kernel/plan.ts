@@ -44,6 +44,8 @@ export interface FieldCondition {
   field: string;
   /** Follow when (field & mask) == value. */
   equals?: { mask: bigint; value: bigint };
+  /** Follow when (field & mask) != value. */
+  differs?: { mask: bigint; value: bigint };
   /** Follow when the field is below 32 and its bit in `mask` is set. */
   inSet?: bigint;
 }
@@ -122,6 +124,11 @@ export class PlanBuilder {
        * copies every byte this one would.
        */
       coveredBy?: NodeRef;
+      /**
+       * Visit only the structures whose own field passes this test: the edges to this node
+       * reach candidates of several kinds (the entries of one list), this node keeps its kind.
+       */
+      when?: FieldCondition;
     } = {},
   ): NodeRef<L> {
     if (this.#nodes.length >= PLAN_LIMITS.nodes) {
@@ -138,6 +145,7 @@ export class PlanBuilder {
       ranges: mergeRanges([...ranges, ...(options.extra ?? [])]),
       edges: [],
     };
+    if (options.when) node.guard = this.#condition({ index: -1, layout }, options.when);
     const by = options.coveredBy && this.#nodes[options.coveredBy.index];
     if (by) {
       if (!by.dedupe) {
@@ -174,6 +182,7 @@ export class PlanBuilder {
     const field = fieldOf(from.layout, when.field);
     const base = { off: field.offset, size: sizeOf(field) };
     if (when.equals) return { kind: CondKind.EQ, ...base, ...when.equals };
+    if (when.differs) return { kind: CondKind.NE, ...base, ...when.differs };
     if (when.inSet !== undefined) return { kind: CondKind.IN_SET, ...base, mask: when.inSet };
     throw new TypeError(`Condition on "${when.field}" says neither equals nor inSet`);
   }

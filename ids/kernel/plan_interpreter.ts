@@ -1,7 +1,7 @@
 /**
  * A reference interpreter of walk plans, for tests: it walks a plan over a memory image the way
  * the in-guest walker does (bpf/plan.h, bpf/plan_walk.h: depth first, dedupe per node and
- * address, covering nodes, conditions, depth and entry bounds, arrays copied before their
+ * address, covering nodes, guards, conditions, depth and entry bounds, arrays copied before their
  * elements, sparse arrays in runs) and copies
  * the bytes the plan names into a fresh {@linkcode MemoryCache}. A view run over that cache with
  * `CachedMemory` then proves the plan covers everything the view reads.
@@ -16,6 +16,7 @@ import {
   ElemKind,
   encodePlan,
   type Plan,
+  type PlanCondition,
   type PlanEdge,
 } from "../../protocol/mod.ts";
 import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
@@ -82,13 +83,14 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
     }
   };
 
-  const holds = (edge: PlanEdge, obj: bigint): boolean => {
-    if (!edge.cond) return true;
-    const v = num(obj + BigInt(edge.cond.off), edge.cond.size);
+  const passes = (cond: PlanCondition, obj: bigint): boolean => {
+    const v = num(obj + BigInt(cond.off), cond.size);
     if (v === undefined) return false;
-    if (edge.cond.kind === CondKind.EQ) return (v & edge.cond.mask) === edge.cond.value;
-    return v < 32n && ((edge.cond.mask >> v) & 1n) === 1n;
+    if (cond.kind === CondKind.EQ) return (v & cond.mask) === cond.value;
+    if (cond.kind === CondKind.NE) return (v & cond.mask) !== cond.value;
+    return v < 32n && ((cond.mask >> v) & 1n) === 1n;
   };
+  const holds = (edge: PlanEdge, obj: bigint): boolean => !edge.cond || passes(edge.cond, obj);
 
   const chainEnd = (p: bigint, nulls: boolean) => p === 0n || (nulls && (p & 1n) === 1n);
 
@@ -219,6 +221,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
       return;
     }
     const node = plan.nodes[n];
+    if (node.guard && !passes(node.guard, addr)) return;
     if (node.coveredBy !== undefined && seen.has(`${node.coveredBy}:${addr}`)) return;
     if (node.dedupe) {
       const key = `${n}:${addr}`;

@@ -163,18 +163,22 @@ export function planBpfPrograms(
   // bpf_ksym half a KB of name.
   const fieldsOnly = true;
   const ownAux = b.node(types.aux, { fieldsOnly });
-  const aux = b.node(types.aux, { fieldsOnly });
+  // The list's entries are programs' (the aux holds the entry's bpf_ksym, so its copy holds the
+  // link to the next) and others' (trampolines, dispatchers), of which only the bpf_ksym is
+  // copied: an aux-sized copy around one can run into memory that is not mapped.
+  const aux = b.node(types.aux, { fieldsOnly, when: IS_PROGRAM });
   const prog = b.node(types.prog, { extra: jitedByte, fieldsOnly });
   const map = b.node(types.map, { fieldsOnly });
-  const ksym = b.node(types.ksym, { fieldsOnly });
+  const ksym = b.node(types.ksym, {
+    fieldsOnly,
+    when: { field: "prog", differs: { mask: 0xffn, value: 1n } },
+  });
   // Every file's private_data is read as a program; only a plausible type leads on to an aux,
   // and only a linked program's aux to the list.
   b.ptr(file, "privateData", fdProg);
   const dentry = b.node(types.dentry, { fieldsOnly: true });
   b.ptr(file, "dentry", dentry);
   b.ptr(fdProg, "aux", ownAux, 0, { when: { field: "type", inSet: typeMask(types) } });
-  // Each entry's bpf_ksym is copied on its own: an aux-sized copy around an entry that is not a
-  // program's (a trampoline near the end of a mapping) can fail where the ksym itself cannot.
   b.list(ownAux, types.lnodeOffset, ksym, types.ksymLnodeOffset, { max, when: IS_PROGRAM });
   b.list(ownAux, types.lnodeOffset, aux, types.lnodeOffset, { max, when: IS_PROGRAM });
   for (const from of [ownAux, aux]) {
