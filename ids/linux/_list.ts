@@ -1,9 +1,12 @@
 /**
- * Whether a `list_head` is linked into a list, judged by its neighbours, for re-checking an
- * object a view did not find: an entry is linked when both its neighbours point back to it. An
- * entry taken off its list is not: `list_del` poisons its links, `list_del_rcu` poisons `prev`,
- * `list_del_init` points both at itself, and a hand-made unlink leaves neighbours that no longer
- * point to it.
+ * Whether a `list_head` is linked into a list, judged by its neighbour, for re-checking an object
+ * a view did not find: an entry is linked when the entry before it points to it, so that a walk
+ * of the list (which follows `next`, as every view and the kernel's own iterators do) reaches it.
+ * An entry taken off its list is not: `list_del` poisons its links, `list_del_rcu` poisons
+ * `prev`, `list_del_init` points both at itself, and a hand-made unlink leaves a `prev` that no
+ * longer points to it. The entry after it is not asked: on a busy list (a fork storm appending
+ * tasks behind the last one) it changes between two reads, and its `prev` says nothing about
+ * whether a walk reaches the entry.
  *
  * @module
  */
@@ -17,7 +20,7 @@ export type ListHeadLayout = StructLayout<{ next: Pointer; prev: Pointer }>;
 
 /**
  * Whether the list_head at `at`, whose links read `next` and `prev` (read from `mem` when not
- * given), is linked: both neighbours, read from `mem`, point back to it.
+ * given), is linked: both are list pointers and the entry before it, read from `mem`, points to it.
  */
 export async function isLinked(
   mem: GuestMemory,
@@ -29,9 +32,5 @@ export async function isLinked(
   if (typeof next !== "number" || typeof prev !== "number" || next === at || prev === at) {
     return false;
   }
-  const [n, p] = await Promise.all([
-    readStruct(mem, next, listHead),
-    readStruct(mem, prev, listHead),
-  ]);
-  return n.prev === at && p.next === at;
+  return (await readStruct(mem, prev, listHead)).next === at;
 }
