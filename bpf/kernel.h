@@ -28,9 +28,7 @@ typedef __u16 __sum16;
 /* Stable UAPI values from include/uapi/linux/bpf.h. */
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
-#define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_MAP_TYPE_RINGBUF 27
-#define BPF_ANY 0
 #define BPF_RB_NO_WAKEUP 1
 
 struct pt_regs;
