@@ -1,118 +1,39 @@
 /**
  * The in-guest plan walker (walk_plan) on this machine's kernel, with plans built by hand from
- * its BTF: lists, pointers, arrays, bytes, conditions, dedupe and every bound.
+ * its BTF: lists, pointers, arrays, bytes, conditions, dedupe and every bound. The node features
+ * (covering nodes, guards, sparse runs) are in walker_plan_nodes_test.ts.
  */
 
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { privilegedTest } from "../tests/privileged.ts";
-import { parseBtf } from "../ids/btf/mod.ts";
-import type { Btf } from "../ids/btf/mod.ts";
 import {
   CondKind,
   EdgeKind,
-  ElemKind,
   encodePlan,
   type Plan,
   type PlanCondition,
-  type PlanNode,
   StopReason,
 } from "../protocol/mod.ts";
 import { currentThreadId } from "./libbpf.ts";
-import { type RunResult, Walker, type WalkLimits } from "./walker.ts";
-
-const LIMITS: WalkLimits = { maxObjects: 1 << 20, maxBytes: 64 << 20 };
-const ALL = 0xffff_ffff;
-
-let btf: Btf | undefined;
-function kernel(): Btf {
-  btf ??= parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
-  return btf;
-}
-function off(struct: string, path: string): number {
-  return kernel().field(struct, path).offset;
-}
-function size(struct: string): number {
-  return kernel().struct(struct).size;
-}
-
-interface Rec {
-  addr: bigint;
-  bytes: Uint8Array;
-}
-
-function walk(walker: Walker, plan: Plan, limits = LIMITS): { run: RunResult; records: Rec[] } {
-  const run = walker.walkPlan(encodePlan(plan), limits);
-  const records: Rec[] = [];
-  walker.drain((addr, bytes) => records.push({ addr, bytes: bytes.slice() }) > 0);
-  assertEquals(records.length, run.objects);
-  return { run, records };
-}
-
-function addrsOfSize(records: Rec[], len: number): bigint[] {
-  return records.filter((r) => r.bytes.length === len).map((r) => r.addr);
-}
-
-function u64(walker: Walker, addr: bigint): bigint {
-  walker.read(addr, 8);
-  let value = 0n;
-  walker.drain((_, bytes) => {
-    value = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-    return true;
-  });
-  return value;
-}
-
-const ptr = (target: number, field: string) => ({
-  kind: EdgeKind.PTR,
-  target,
-  off: off("task_struct", field),
-  delta: 0,
-  max: 1,
-});
-
-/**
- * init_task's task list: node 0 walks the list (copying nothing), node 1 is a task (deduped)
- * following real_parent and real_cred, node 2 a cred (deduped). init_task itself is a second
- * root at node 1, since a list never visits its head.
- */
-function taskPlan(initTask: bigint, taskRanges: PlanNode["ranges"], maxDepth = 64): Plan {
-  const tasks = off("task_struct", "tasks");
-  return {
-    roots: [{ addr: initTask, node: 0 }, { addr: initTask, node: 1 }],
-    nodes: [
-      {
-        dedupe: false,
-        ranges: [],
-        edges: [{ kind: EdgeKind.LIST, target: 1, off: tasks, delta: tasks, max: 1_000_000 }],
-      },
-      { dedupe: true, ranges: taskRanges, edges: [ptr(1, "real_parent"), ptr(2, "real_cred")] },
-      { dedupe: true, ranges: [{ off: 0, len: size("cred") }], edges: [] },
-    ],
-    maxDepth,
-  };
-}
-
-function wholeTask(): PlanNode["ranges"] {
-  return [{ off: 0, len: size("task_struct") }];
-}
-
-function selectiveTask(): PlanNode["ranges"] {
-  return [
-    { off: off("task_struct", "pid"), len: 4 },
-    { off: off("task_struct", "comm"), len: 16 },
-    { off: off("task_struct", "tasks"), len: 16 },
-  ];
-}
-
-function tasksOf(walker: Walker): { root: bigint; tasks: bigint[] } {
-  const run = walker.walkTasks(LIMITS);
-  const records: Rec[] = [];
-  walker.drain((addr, bytes) => records.push({ addr, bytes }) > 0);
-  assertEquals(run.stop, StopReason.COMPLETE);
-  return { root: run.root, tasks: addrsOfSize(records, size("task_struct")) };
-}
-
-const sorted = (xs: bigint[]) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+import { type RunResult, Walker } from "./walker.ts";
+import {
+  addrsOfSize,
+  ALL,
+  fdTableNodes,
+  kernel,
+  LIMITS,
+  off,
+  ptr,
+  type Rec,
+  selectiveTask,
+  size,
+  sorted,
+  taskPlan,
+  tasksOf,
+  u64,
+  walk,
+  wholeTask,
+} from "./_walk_fixtures.ts";
 
 privilegedTest(
   "walkPlan() visits every task of the task list once, as walkTasks() does",
@@ -154,33 +75,7 @@ privilegedTest("walkPlan() follows an array of file pointers and copies dentry n
     const plan: Plan = {
       roots: [{ addr: walker.anchor(), node: 0 }],
       nodes: [
-        { dedupe: false, ranges: [], edges: [ptr(1, "files")] },
-        {
-          dedupe: false,
-          ranges: [],
-          edges: [{
-            kind: EdgeKind.PTR,
-            target: 2,
-            off: off("files_struct", "fdt"),
-            delta: 0,
-            max: 1,
-          }],
-        },
-        {
-          dedupe: false,
-          ranges: [{ off: 0, len: size("fdtable") }],
-          edges: [{
-            kind: EdgeKind.ARRAY,
-            target: 3,
-            off: off("fdtable", "fd"),
-            delta: 0,
-            elem: ElemKind.PTR,
-            aux: off("fdtable", "max_fds"),
-            countSize: 4,
-            stride: 8,
-            max: 1 << 16,
-          }],
-        },
+        ...fdTableNodes(false),
         {
           dedupe: true,
           ranges: [{ off: 0, len: size("file") }],
@@ -476,150 +371,5 @@ privilegedTest(
     const stable = [...before].filter((t) => after.has(t));
     assert(stable.length > 10, `${stable.length} threads in /proc`);
     for (const tid of stable) assert(nrs.has(tid), `thread ${tid} of /proc is in the pid IDR`);
-  },
-);
-
-privilegedTest(
-  "walkPlan() skips an object already visited as the node that covers it",
-  async () => {
-    using walker = await Walker.open({ ringBytes: 16 << 20 });
-    const tasks = off("task_struct", "tasks");
-    const pid = off("task_struct", "pid");
-    const root = tasksOf(walker).root;
-    // The task list twice: as node 1 (whole tasks), then as node 3 (the pid alone).
-    const plan = (coveredBy?: number): Plan => ({
-      roots: [{ addr: root, node: 0 }, { addr: root, node: 2 }],
-      nodes: [
-        {
-          dedupe: false,
-          ranges: [],
-          edges: [{ kind: EdgeKind.LIST, target: 1, off: tasks, delta: tasks, max: 1_000_000 }],
-        },
-        { dedupe: true, ranges: wholeTask(), edges: [] },
-        {
-          dedupe: false,
-          ranges: [],
-          edges: [{ kind: EdgeKind.LIST, target: 3, off: tasks, delta: tasks, max: 1_000_000 }],
-        },
-        { dedupe: true, coveredBy, ranges: [{ off: pid, len: 4 }], edges: [] },
-      ],
-      maxDepth: 4,
-    });
-    const plain = walk(walker, plan());
-    const covered = walk(walker, plan(1));
-    assertEquals([plain.run.stop, covered.run.stop], [StopReason.COMPLETE, StopReason.COMPLETE]);
-    const wholeOf = (r: Rec[]) => addrsOfSize(r, size("task_struct")).length;
-    assert(wholeOf(plain.records) > 10, `${wholeOf(plain.records)} tasks`);
-    // Each task once more as a pid without the cover, never with it (tasks may come and go).
-    const pids = addrsOfSize(plain.records, 4).length;
-    assert(Math.abs(pids - wholeOf(plain.records)) <= 5, `${pids} pids`);
-    assertEquals(addrsOfSize(covered.records, 4), [], "covered: no pid copied on its own");
-    assert(wholeOf(covered.records) > 10, `${wholeOf(covered.records)} tasks`);
-  },
-);
-
-privilegedTest(
-  "walkPlan() copies a sparse fd array in runs that hold every open fd's slot",
-  async () => {
-    using walker = await Walker.open({ ringBytes: 16 << 20 });
-    const files = Array.from({ length: 12 }, () => Deno.openSync("/dev/null"));
-    try {
-      // The fds open now: the listing's own fd is closed once it is read.
-      const open = [...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name))
-        .filter((fd) => {
-          try {
-            return Deno.readLinkSync(`/proc/self/fd/${fd}`) !== "";
-          } catch {
-            return false;
-          }
-        });
-      const { run, records } = walk(walker, {
-        roots: [{ addr: walker.anchor(), node: 0 }],
-        nodes: [
-          { dedupe: false, ranges: [], edges: [ptr(1, "files")] },
-          {
-            dedupe: false,
-            ranges: [],
-            edges: [{
-              kind: EdgeKind.PTR,
-              target: 2,
-              off: off("files_struct", "fdt"),
-              delta: 0,
-              max: 1,
-            }],
-          },
-          {
-            dedupe: false,
-            ranges: [{ off: 0, len: size("fdtable") }],
-            edges: [{
-              kind: EdgeKind.ARRAY,
-              target: 3,
-              off: off("fdtable", "fd"),
-              delta: 0,
-              elem: ElemKind.PTR,
-              aux: off("fdtable", "max_fds"),
-              countSize: 4,
-              stride: 8,
-              sparse: true,
-              max: 1 << 16,
-            }],
-          },
-          { dedupe: true, ranges: [{ off: 0, len: 8 }], edges: [] },
-        ],
-        maxDepth: 8,
-      });
-      assertEquals([run.stop, run.faults], [StopReason.COMPLETE, 0]);
-      const fdtable = records.find((r) => r.bytes.length === size("fdtable"))!;
-      const view = new DataView(fdtable.bytes.buffer);
-      const array = view.getBigUint64(off("fdtable", "fd"), true);
-      const maxFds = BigInt(view.getUint32(off("fdtable", "max_fds"), true));
-      const runs = records.filter((r) => r.addr >= array && r.addr < array + maxFds * 8n);
-      const slot = (fd: number) =>
-        runs.find((r) =>
-          array + BigInt(fd) * 8n >= r.addr &&
-          array + BigInt(fd) * 8n + 8n <= r.addr + BigInt(r.bytes.length)
-        );
-      for (const fd of open) {
-        const r = slot(fd);
-        assert(r, `fd ${fd}'s slot is copied`);
-        const at = Number(array + BigInt(fd) * 8n - r.addr);
-        const p = new DataView(r.bytes.buffer, r.bytes.byteOffset).getBigUint64(at, true);
-        assert(p !== 0n, `fd ${fd}'s slot holds its file`);
-      }
-      for (const r of runs) assert(r.bytes.length <= 64, `a run of ${r.bytes.length} bytes`);
-      assert(runs.length < open.length / 2, `${runs.length} runs for ${open.length} open fds`);
-    } finally {
-      for (const file of files) file.close();
-    }
-  },
-);
-
-privilegedTest(
-  "walkPlan() visits only the objects whose own field passes a node's guard",
-  async () => {
-    using walker = await Walker.open({ ringBytes: 16 << 20 });
-    const root = tasksOf(walker).root;
-    const pid: PlanCondition = {
-      kind: CondKind.EQ,
-      off: off("task_struct", "pid"),
-      size: 4,
-      mask: 0xffff_ffffn,
-      value: 1n,
-    };
-    const guarded = (guard: PlanCondition): Plan => {
-      const plan = taskPlan(root, wholeTask());
-      plan.nodes[1] = { ...plan.nodes[1], edges: [], guard };
-      return plan;
-    };
-    const one = walk(walker, guarded(pid));
-    assertEquals(one.run.stop, StopReason.COMPLETE);
-    const tasks = addrsOfSize(one.records, size("task_struct"));
-    assertEquals(tasks.length, 1, "only the task with pid 1");
-    const view = new DataView(one.records.find((r) => r.addr === tasks[0])!.bytes.buffer);
-    assertEquals(view.getInt32(off("task_struct", "pid"), true), 1);
-    const others = walk(walker, guarded({ ...pid, kind: CondKind.NE }));
-    const all = tasksOf(walker).tasks.length;
-    const rest = addrsOfSize(others.records, size("task_struct")).length;
-    assert(Math.abs(rest - (all - 1)) <= 5, `${rest} tasks but pid 1, of ${all}`);
   },
 );
