@@ -1,8 +1,8 @@
 /**
  * The IDS side of one benchmark point, run as its own process (so its CPU time and peak memory
  * are its own): connects to the agent (directly or through a relay), takes a warm-up snapshot
- * per view and mode, then the measured ones, alternating modes so that they are measured side
- * by side, and prints a {@linkcode WorkerReport} as JSON on standard output.
+ * per view and mode, then the measured ones, views and modes in turn so that they are measured
+ * side by side, and prints a {@linkcode WorkerReport} as JSON on standard output.
  *
  * Before each snapshot it resets its own and the agent's peak resident memory
  * (`/proc/PID/clear_refs`), so the peaks are those reached during that snapshot. It does not
@@ -141,9 +141,9 @@ const MAX_REPS = 200;
 /**
  * Runs every view in every mode: a warm-up each, then `reps` measured snapshots per mode, or
  * as many as `sampleMs` of snapshots take when that is more (at most {@linkcode MAX_REPS}: a
- * median of a few 3 ms snapshots is noise), alternating modes. A mode whose warm-up says its
- * snapshots would take longer than `budgetMs` gets fewer (never fewer than `minReps`), and says
- * so in its note.
+ * median of a few 3 ms snapshots is noise), taking views and modes in turn. A mode whose warm-up
+ * says its snapshots would take longer than `budgetMs` gets fewer (never fewer than `minReps`),
+ * and says so in its note.
  */
 export async function runPoint(session: GuestSession, options: {
   views: string[];
@@ -155,51 +155,48 @@ export async function runPoint(session: GuestSession, options: {
   warmupMs: number;
   sampleMs: number;
 }): Promise<WorkerReport> {
-  const results: ModeReport[] = [];
-  for (const view of options.views) {
-    const run = VIEWS[view];
-    const reports = options.modes.map((mode): ModeReport => ({
-      view,
-      mode,
-      warmupMs: null,
-      samples: [],
-    }));
-    const wanted = new Map<ModeReport, number>();
+  // Every view in every mode is one series; measuring them in turn puts the same moment of the
+  // machine (whose speed drifts) behind each, so their ratios compare like with like.
+  const reports = options.views.flatMap((view) =>
+    options.modes.map((mode): ModeReport => ({ view, mode, warmupMs: null, samples: [] }))
+  );
+  const wanted = new Map<ModeReport, number>();
+  for (const report of reports) {
+    const run = VIEWS[report.view];
+    try {
+      const warmup = await warmUp(
+        () => measure(session, run, report.mode, options.agentPid),
+        options.warmupMs,
+      );
+      report.warmupMs = warmup.ms;
+      const affordable = Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3));
+      const enough = Math.ceil(options.sampleMs / Math.max(warmup.ms, 1e-3));
+      const asked = Math.min(MAX_REPS, Math.max(options.reps, enough));
+      const reps = Math.max(options.minReps, Math.min(asked, affordable));
+      if (reps < options.reps) {
+        report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
+          warmup.ms.toFixed(0)
+        } ms and the budget per point and mode is ${(options.budgetMs / 1000).toFixed(0)} s`;
+      }
+      wanted.set(report, reps);
+    } catch (error) {
+      report.error = (error as Error).message;
+    }
+  }
+  const most = Math.max(0, ...wanted.values());
+  for (let i = 0; i < most; i++) {
     for (const report of reports) {
+      if (report.error || i >= (wanted.get(report) ?? 0)) continue;
       try {
-        const warmup = await warmUp(
-          () => measure(session, run, report.mode, options.agentPid),
-          options.warmupMs,
+        report.samples.push(
+          await measure(session, VIEWS[report.view], report.mode, options.agentPid),
         );
-        report.warmupMs = warmup.ms;
-        const affordable = Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3));
-        const enough = Math.ceil(options.sampleMs / Math.max(warmup.ms, 1e-3));
-        const asked = Math.min(MAX_REPS, Math.max(options.reps, enough));
-        const reps = Math.max(options.minReps, Math.min(asked, affordable));
-        if (reps < options.reps) {
-          report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
-            warmup.ms.toFixed(0)
-          } ms and the budget per point and mode is ${(options.budgetMs / 1000).toFixed(0)} s`;
-        }
-        wanted.set(report, reps);
       } catch (error) {
         report.error = (error as Error).message;
       }
     }
-    const most = Math.max(0, ...wanted.values());
-    for (let i = 0; i < most; i++) {
-      for (const report of reports) {
-        if (report.error || i >= (wanted.get(report) ?? 0)) continue;
-        try {
-          report.samples.push(await measure(session, run, report.mode, options.agentPid));
-        } catch (error) {
-          report.error = (error as Error).message;
-        }
-      }
-    }
-    results.push(...reports);
   }
-  return { results };
+  return { results: reports };
 }
 
 if (import.meta.main) {
