@@ -12,6 +12,8 @@
 
 import { ensureIdsCredentials } from "../protocol/mod.ts";
 import { run } from "./_command.ts";
+import { type MigrateOptions, migrateQemu, type Migration } from "./migrate.ts";
+import { Qmp } from "./qmp.ts";
 import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
 import {
   type GuestModule,
@@ -69,17 +71,22 @@ export class GuestVm implements AsyncDisposable {
   /** The guest's kernel release. */
   readonly release: string;
 
-  #qemu: Deno.ChildProcess;
-  #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  #console: ConsoleLines;
+  /** The QEMU that runs the guest now (another one after each migration). */
+  #qemu: Qemu;
+  /** QEMU's arguments, but for the network and the QMP socket. */
+  #args: string[];
+  #port: number;
   #runDir: string;
+  #log?: (line: string) => void;
   #nextId = 1;
   #stopped: Promise<void> | undefined;
 
   private constructor(
-    qemu: Deno.ChildProcess,
-    console: ConsoleLines,
+    qemu: Qemu,
+    args: string[],
+    port: number,
     runDir: string,
+    log: ((line: string) => void) | undefined,
     facts: {
       address: string;
       bootMs: number;
@@ -92,9 +99,10 @@ export class GuestVm implements AsyncDisposable {
     },
   ) {
     this.#qemu = qemu;
-    this.#stdin = qemu.stdin.getWriter();
-    this.#console = console;
+    this.#args = args;
+    this.#port = port;
     this.#runDir = runDir;
+    this.#log = log;
     this.address = facts.address;
     this.bootMs = facts.bootMs;
     this.uptimeAtAgentStart = facts.uptimeAtAgentStart;
@@ -119,13 +127,9 @@ export class GuestVm implements AsyncDisposable {
       const initrd = await provision(image.initrd, options.stateDir, runDir);
       const port = options.hostPort || freePort();
       const started = performance.now();
-      const qemu = new Deno.Command("qemu-system-x86_64", {
-        args: qemuArgs(image.kernel, initrd, port, options),
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const console = new ConsoleLines(qemu, options.log);
+      const args = qemuArgs(image.kernel, initrd, options);
+      const qemu = spawnQemu(args, forwarded(port), `${runDir}/qmp-0.sock`, options.log);
+      const console = qemu.console;
       try {
         const timeoutMs = options.timeoutMs ?? 300_000;
         const listening = await console.waitFor(
@@ -135,7 +139,7 @@ export class GuestVm implements AsyncDisposable {
         );
         const bootMs = performance.now() - started;
         const event = (key: string) => console.events(key);
-        const vm = new GuestVm(qemu, console, runDir, {
+        const vm = new GuestVm(qemu, args, port, runDir, options.log, {
           address: `127.0.0.1:${port}`,
           bootMs,
           uptimeAtAgentStart: Number(event("agent-start")[0]?.uptime),
@@ -156,12 +160,7 @@ export class GuestVm implements AsyncDisposable {
         }
         return vm;
       } catch (error) {
-        try {
-          qemu.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-        await qemu.status;
+        await qemu.kill();
         throw error;
       }
     } catch (error) {
@@ -197,31 +196,63 @@ export class GuestVm implements AsyncDisposable {
 
   /** The console's last lines, for diagnostics. */
   consoleTail(lines = 60): string {
-    return this.#console.tail(lines);
+    return this.#qemu.console.tail(lines);
   }
 
   async #ask(kind: string, args = "", timeoutMs = 60_000): Promise<string[]> {
     const id = String(this.#nextId++);
-    const answer = this.#console.answer(kind, id, timeoutMs);
-    await this.#stdin.write(new TextEncoder().encode(`${kind} ${id}${args && ` ${args}`}\n`));
+    const answer = this.#qemu.console.answer(kind, id, timeoutMs);
+    await this.#qemu.stdin.write(new TextEncoder().encode(`${kind} ${id}${args && ` ${args}`}\n`));
     return await answer;
   }
+
+  /**
+   * Live-migrates the running guest to a new QEMU on this machine (see guest/migrate.ts), then,
+   * once the old one has quit, forwards the same host port to the agent from the new one. When
+   * the migration does not complete, the guest goes on running where it was.
+   */
+  async migrate(options: MigrateOptions = {}): Promise<Migration> {
+    const n = ++this.#migrations;
+    const target = spawnQemu(
+      [...this.#args, "-incoming", "defer"],
+      NETWORK,
+      `${this.#runDir}/qmp-${n}.sock`,
+      this.#log,
+    );
+    const source = this.#qemu;
+    try {
+      const migration = await migrateQemu(await source.qmp(), await target.qmp(), {
+        ...options,
+        uri: `unix:${this.#runDir}/migrate-${n}.sock`,
+      });
+      if (!migration.completed) {
+        await target.kill();
+        return migration;
+      }
+      await source.quit();
+      const started = performance.now();
+      const forward = `hostfwd_add net0 tcp:127.0.0.1:${this.#port}-:${GUEST_AGENT_PORT}`;
+      const said = (await (await target.qmp()).human(forward)).trim();
+      if (said) throw new Error(`QEMU refused to forward the agent's port: ${said}`);
+      this.#qemu = target;
+      return { ...migration, forwardMs: performance.now() - started };
+    } catch (error) {
+      await target.kill();
+      throw error;
+    }
+  }
+
+  #migrations = 0;
 
   /** Powers the guest off (QEMU is killed after 20 s) and removes its run dir. Idempotent. */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
-      await this.#stdin.write(new TextEncoder().encode("poweroff\n")).catch(() => {});
-      const timer = setTimeout(() => {
-        try {
-          this.#qemu.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, 20_000);
-      await this.#qemu.status;
+      const qemu = this.#qemu;
+      await qemu.stdin.write(new TextEncoder().encode("poweroff\n")).catch(() => {});
+      const timer = setTimeout(() => qemu.kill(), 20_000);
+      await qemu.process.status;
       clearTimeout(timer);
-      await this.#stdin.close().catch(() => {});
-      await this.#console.closed;
+      await qemu.kill();
       await Deno.remove(this.#runDir, { recursive: true }).catch(() => {});
     })();
     return this.#stopped;
@@ -232,7 +263,15 @@ export class GuestVm implements AsyncDisposable {
   }
 }
 
-function qemuArgs(kernel: string, initrd: string, port: number, options: BootOptions): string[] {
+/** The guest's network: user-mode, isolated; {@linkcode forwarded} adds the agent's port. */
+const NETWORK = "user,id=net0,restrict=on";
+
+function forwarded(port: number): string {
+  return `${NETWORK},hostfwd=tcp:127.0.0.1:${port}-:${GUEST_AGENT_PORT}`;
+}
+
+/** QEMU's arguments but for the network backend and the QMP socket (see spawnQemu). */
+function qemuArgs(kernel: string, initrd: string, options: BootOptions): string[] {
   return [
     "-accel",
     "tcg",
@@ -256,11 +295,62 @@ function qemuArgs(kernel: string, initrd: string, port: number, options: BootOpt
     initrd,
     "-append",
     "console=ttyS0 quiet panic=-1",
-    "-netdev",
-    `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${port}-:${GUEST_AGENT_PORT}`,
     "-device",
     "virtio-net-pci,netdev=net0",
   ];
+}
+
+/** One QEMU process of the guest: its console (QEMU's stdio) and its QMP socket. */
+interface Qemu {
+  process: Deno.ChildProcess;
+  stdin: WritableStreamDefaultWriter<Uint8Array>;
+  console: ConsoleLines;
+  /** The QMP connection, made on first use. */
+  qmp(): Promise<Qmp>;
+  /** Asks QEMU to quit through QMP and waits for it to exit (killed after 10 s). */
+  quit(): Promise<void>;
+  /** Kills QEMU (if running) and waits for its output to end. */
+  kill(): Promise<void>;
+}
+
+function spawnQemu(
+  args: string[],
+  network: string,
+  qmpPath: string,
+  log?: (line: string) => void,
+): Qemu {
+  const process = new Deno.Command("qemu-system-x86_64", {
+    args: [...args, "-netdev", network, "-qmp", `unix:${qmpPath},server=on,wait=off`],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const console = new ConsoleLines(process, log);
+  let qmp: Promise<Qmp> | undefined;
+  const kill = async () => {
+    try {
+      process.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await process.status;
+    await console.closed;
+    (await qmp?.catch(() => undefined))?.close();
+  };
+  return {
+    process,
+    stdin: process.stdin.getWriter(),
+    console,
+    qmp: () => qmp ??= Qmp.connect(qmpPath),
+    async quit() {
+      const timer = setTimeout(() => kill(), 10_000);
+      await (qmp ??= Qmp.connect(qmpPath)).then((q) => q.execute("quit")).catch(() => {});
+      await process.status;
+      clearTimeout(timer);
+      await kill();
+    },
+    kill,
+  };
 }
 
 /** A port of 127.0.0.1 free now. */

@@ -13,7 +13,9 @@
  * - the test rootkit `guest/rootkit/ebpfmon_rk.ko` ({@linkcode GUEST_ROOTKIT}, not loaded at
  *   boot: a test loads it), built here with Debian's gcc-12 against the kernel's own header
  *   packages (downloaded and unpacked into the work dir, never installed), rebuilt only when its
- *   sources change.
+ *   sources change;
+ * - the memory-dirtying workload of migration runs, `guest/dirty.c` as {@linkcode GUEST_DIRTY}
+ *   (not started at boot), built here with gcc-12 as a static binary.
  *
  * Nothing secret is in it: the pairing credentials are added at boot, as a second archive
  * (guest/boot.ts). The build is skipped when none of its inputs changed.
@@ -46,6 +48,9 @@ export const GUEST_PROCESSES = { prefix: "ebpfmon-g", uids: [0, 65534, 65534] } 
 
 /** Where the test rootkit is in the guest, and the name the kernel knows it by. */
 export const GUEST_ROOTKIT = { path: "/opt/rootkit/ebpfmon_rk.ko", name: "ebpfmon_rk" } as const;
+
+/** Where the memory-dirtying workload (guest/dirty.c) is in the guest. */
+export const GUEST_DIRTY = "/opt/dirty/ebpfmon-dirty";
 
 /** What {@linkcode buildGuest} produced. */
 export interface GuestImage {
@@ -82,6 +87,7 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
   const rootkit = await buildRootkit(work, log);
   const inputs = await collectInputs(kernel.modulesDir);
   inputs.files.set(GUEST_ROOTKIT.path, rootkit.ko);
+  inputs.files.set(GUEST_DIRTY, await buildDirty(work, log));
   const initrd = `${work}/initrd.cpio`;
   const stampFile = `${work}/initrd.stamp`;
   const stamp = JSON.stringify(await fingerprint(inputs), null, 1);
@@ -152,6 +158,22 @@ async function buildRootkit(
   if (!await exists(ko)) throw new Error(`Cannot find "${ko}" after building the test rootkit`);
   await Deno.writeTextFile(`${dir}.stamp`, stamp);
   return { ko, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Builds the dirtying workload as a static binary in `WORK/dirty`, unless it is up to date. */
+async function buildDirty(work: string, log: (line: string) => void): Promise<string> {
+  const source = `${ROOT}/guest/dirty.c`;
+  const out = `${work}/dirty/ebpfmon-dirty`;
+  const compiler = (await run(ROOTKIT_CC, ["--version"])).split("\n")[0];
+  const stamp = JSON.stringify({ compiler, source: await sha256(await Deno.readFile(source)) });
+  if (await exists(out) && await Deno.readTextFile(`${out}.stamp`).catch(() => "") === stamp) {
+    return out;
+  }
+  log(`building the dirtying workload with ${compiler}`);
+  await Deno.mkdir(`${work}/dirty`, { recursive: true });
+  await run(ROOTKIT_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, source]);
+  await Deno.writeTextFile(`${out}.stamp`, stamp);
+  return out;
 }
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {

@@ -19,6 +19,7 @@ export {
   type BuildOptions,
   DEFAULT_WORK_DIR,
   GUEST_AGENT_PORT,
+  GUEST_DIRTY,
   GUEST_PROCESSES,
   GUEST_ROOTKIT,
   type GuestImage,

@@ -77,7 +77,7 @@ privilegedTest(
       const vm = await (await get("/v1/vms/vm1")).json();
       assertEquals(vm.state, "up");
       assert(
-        vm.events.some((e: { message: string }) => e.message.includes("reconnected")),
+        vm.events.some((e: { kind?: string }) => e.kind === "agent-restarted"),
         JSON.stringify(vm.events),
       );
       const metrics = await (await fetch(`${url}/metrics`)).text();

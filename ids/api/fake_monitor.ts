@@ -134,10 +134,12 @@ export class FakeMonitor implements Monitor, Disposable {
    * until {@linkcode setDown}.
    */
   addVm(name: string, processes: Process[]): this {
+    const agent = `10.0.0.${this.#guests.size + 1}:8046`;
     this.#guests.set(name, {
       status: {
         name,
-        agent: `10.0.0.${this.#guests.size + 1}:8046`,
+        agent,
+        agents: [agent],
         state: "up",
         refreshMs: 1000,
         events: [],

@@ -311,11 +311,27 @@ export const RefreshSchema = z.object({
 const VmEventSchema = z.object({
   at: z.number().int().openapi({ description: "Epoch milliseconds" }),
   message: z.string(),
+  kind: z.enum(["connected", "migrated", "agent-restarted", "rebooted", "kernel-changed"])
+    .optional().openapi({
+      description: "What the event says about the guest's identity: its agent answered for the " +
+        "first time, the same agent process of the same boot answered again after its connection " +
+        "was lost (a live migration, or a broken connection), another agent process, another " +
+        "boot, another kernel",
+    }),
+  gapMs: z.number().int().optional().openapi({
+    description: "For migrated: from the last whole snapshot before the connection was lost to " +
+      "the first after",
+  }),
 }).openapi("VmEvent");
 
 const vmStatus = {
   name: z.string(),
-  agent: z.string().openapi({ description: "HOST:PORT of its agent" }),
+  agent: z.string().openapi({
+    description: "HOST:PORT of its agent: the one that answered last (the first configured before)",
+  }),
+  agents: z.array(z.string()).openapi({
+    description: "Every address configured for its agent, in the order they are tried",
+  }),
   state: z.enum(["connecting", "up", "down"]),
   kernel: z.object({
     release: z.string(),

@@ -27,7 +27,8 @@ import {
   type PrefetchLimits,
   type SnapshotStats,
 } from "../session.ts";
-import type { GuestConfig, ServiceConfig } from "./config.ts";
+import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
+import { type AgentIdentity, compareIdentity } from "./_identity.ts";
 import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
 import type { AgentState, FetchRecord, KernelInfo, Snapshot, ViewName, VmEvent } from "./types.ts";
 
@@ -193,8 +194,17 @@ export class Guest {
   readonly events: VmEvent[] = [];
   readonly totals = { fetches: 0, failures: 0, roundTrips: 0, bytes: 0, misses: 0, lookups: 0 };
   readonly recent: FetchRecord[] = [];
-  readonly hostname: string;
-  readonly port: number;
+  /** The agent's addresses, tried in order. */
+  readonly addresses: { hostname: string; port: number; text: string }[];
+  /** The address whose agent answered last (the first before any did). */
+  address: string;
+  /** The agent behind the last connection. */
+  #identity?: AgentIdentity;
+  /**
+   * Set when the same agent answered again after its connection was lost: the `migrated` event
+   * waits for the first whole snapshot since, to say how long monitoring was interrupted.
+   */
+  #resumed?: { message: string; lastSnapshotAt?: number };
   /**
    * The process list comes from a full check: every rule over one scan (one round trip), whose
    * findings go to the alert store, and whose processes section (every process any of the
@@ -229,7 +239,8 @@ export class Guest {
     readonly timeouts: AgentTimeouts = {},
   ) {
     for (const rule of health.open ?? []) this.#raised.add(rule);
-    ({ hostname: this.hostname, port: this.port } = parseHostPort(config.agent));
+    this.addresses = agentAddresses(config).map((text) => ({ ...parseHostPort(text), text }));
+    this.address = this.addresses[0].text;
     metrics.up.set({ vm: config.name }, 0);
     this.modules = {
       view: "modules",
@@ -325,8 +336,10 @@ export class Guest {
     this.#loop = this.#run();
   }
 
-  event(message: string, error = false): VmEvent {
-    const event = { at: Date.now(), message };
+  event(message: string, error = false, about: Pick<VmEvent, "kind" | "gapMs"> = {}): VmEvent {
+    const event: VmEvent = { at: Date.now(), message };
+    if (about.kind) event.kind = about.kind;
+    if (about.gapMs !== undefined) event.gapMs = about.gapMs;
     this.events.push(event);
     if (this.events.length > MAX_EVENTS) this.events.shift();
     if (error) this.lastError = event;
@@ -357,6 +370,13 @@ export class Guest {
         value,
       };
       feed.snapshot = snapshot;
+      if (feed === this.processes && this.#resumed) {
+        const { message, lastSnapshotAt } = this.#resumed;
+        this.#resumed = undefined;
+        const gapMs = lastSnapshotAt === undefined ? undefined : snapshot.takenAt - lastSnapshotAt;
+        const gap = gapMs === undefined ? "" : `; ${(gapMs / 1000).toFixed(2)} s between snapshots`;
+        this.event(`${message}${gap}`, false, { kind: "migrated", gapMs });
+      }
       this.#record({
         view,
         at: started,
@@ -420,16 +440,7 @@ export class Guest {
 
   async #open(): Promise<GuestSession> {
     const credentials = await this.#credentials();
-    const agent = await AgentClient.connect({
-      hostname: this.hostname,
-      port: this.port,
-      credentials,
-      timeoutMs: this.timeouts.connectMs ?? CONNECT_TIMEOUT_MS,
-      requestTimeoutMs: this.timeouts.requestMs ?? Math.max(10_000, this.config.refreshMs),
-      idleTimeoutMs: this.timeouts.idleMs ?? IDLE_TIMEOUT_MS,
-    }).catch((error) => {
-      throw explainPinMismatch(error);
-    });
+    const { agent, address } = await this.#dial(credentials);
     try {
       const info = agent.info;
       const kernel: KernelInfo = {
@@ -438,25 +449,22 @@ export class Guest {
         bootId: info.bootId,
         programs: info.programs,
       };
-      const before = this.kernel;
-      if (before && before.btfHash !== kernel.btfHash) {
-        this.#forget();
-        this.event(
-          `kernel changed (BTF ${before.btfHash.slice(0, 12)} -> ${
-            kernel.btfHash.slice(0, 12)
-          }, ${kernel.release}): snapshots dropped`,
-        );
-      } else if (before && before.bootId !== kernel.bootId) {
-        this.#forget();
-        this.event(`guest rebooted (boot id ${kernel.bootId}): snapshots dropped`);
+      const identity = { kernel, pid: info.agentPid, anchor: info.anchor };
+      const change = compareIdentity(this.#identity, identity, address);
+      if (change.forget) this.#forget();
+      if (change.kind === "migrated") {
+        // Said with the gap once a whole snapshot was taken again.
+        this.#resumed = {
+          message: change.message,
+          lastSnapshotAt: this.processes.snapshot?.takenAt,
+        };
       } else {
-        this.event(
-          before
-            ? "agent reconnected, same kernel and boot"
-            : `connected: ${kernel.release}, ${kernel.programs}`,
-        );
+        this.#resumed = undefined;
+        this.event(change.message, false, { kind: change.kind });
       }
+      this.#identity = identity;
       this.kernel = kernel;
+      this.address = address;
       const session = await GuestSession.open(agent, this.service.stateDir);
       this.#session = session;
       agent.closed.then((reason) => {
@@ -472,6 +480,40 @@ export class Guest {
       agent.close();
       throw error;
     }
+  }
+
+  /**
+   * Connects to the first of the agent's addresses that answers, in order.
+   * @throws the error of the last address (the others' causes named in its message).
+   */
+  async #dial(credentials: IdsCredentials): Promise<{ agent: AgentClient; address: string }> {
+    const failed: string[] = [];
+    for (const [i, { hostname, port, text }] of this.addresses.entries()) {
+      try {
+        const agent = await AgentClient.connect({
+          hostname,
+          port,
+          credentials,
+          timeoutMs: this.timeouts.connectMs ?? CONNECT_TIMEOUT_MS,
+          requestTimeoutMs: this.timeouts.requestMs ?? Math.max(10_000, this.config.refreshMs),
+          idleTimeoutMs: this.timeouts.idleMs ?? IDLE_TIMEOUT_MS,
+        });
+        return { agent, address: text };
+      } catch (error) {
+        const explained = explainPinMismatch(error);
+        if (i === this.addresses.length - 1) {
+          if (failed.length === 0) throw explained;
+          const others = `${failed.join("; ")}; ${text}: ${(explained as Error).message}`;
+          throw new ChannelError(
+            explained instanceof ChannelError ? explained.code : "unreachable",
+            `No address of the agent answered (${others})`,
+            { cause: explained },
+          );
+        }
+        failed.push(`${text}: ${(explained as Error).message}`);
+      }
+    }
+    throw new Error(`Guest "${this.config.name}" has no agent address`);
   }
 
   /** The IDS's identity and this guest's own pin (see `guestCredentials`). */
@@ -498,8 +540,8 @@ export class Guest {
       rule: UNREACHABLE_RULE,
       severity: "high",
       subject: vm,
-      message: `The agent of "${vm}" at ${this.config.agent} cannot be used (${cause}): ${message}`,
-      evidence: { cause, agent: this.config.agent, error: message },
+      message: `The agent of "${vm}" at ${this.address} cannot be used (${cause}): ${message}`,
+      evidence: { cause, agent: this.address, error: message },
     }];
     const failure = agentFailure(error);
     if (failure instanceof AgentMisbehaviorError) {
@@ -514,7 +556,7 @@ export class Guest {
         severity: "high",
         subject: vm,
         message: `The agent of "${vm}" broke "${failure.limit}": ${failure.message}`,
-        evidence: { agent: this.config.agent, ...failure.evidence },
+        evidence: { agent: this.address, ...failure.evidence },
       });
     }
     for (const finding of findings) {

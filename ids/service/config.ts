@@ -63,13 +63,38 @@ const pin = parsedBy(
   "expected a SHA-256 fingerprint (sha256:AB:CD:... or 64 hex digits)",
 );
 
+/** Most addresses one guest's agent may be tried at. */
+export const MAX_AGENT_ADDRESSES = 8;
+
+/** One HOST:PORT or a list of them, as a list; each bad address is named by its index. */
+const agentList = z.union([z.string(), z.array(z.string())], {
+  error: "expected HOST:PORT or a list of them",
+}).superRefine((value, ctx) => {
+  const list = typeof value === "string" ? [value] : value;
+  if (list.length === 0) {
+    ctx.addIssue({ code: "custom", message: "expected at least one HOST:PORT" });
+  }
+  if (list.length > MAX_AGENT_ADDRESSES) {
+    ctx.addIssue({ code: "custom", message: `expected at most ${MAX_AGENT_ADDRESSES} addresses` });
+    return;
+  }
+  list.forEach((address, i) => {
+    if (hostPort.safeParse(address).success) return;
+    const path = typeof value === "string" ? [] : [i];
+    ctx.addIssue({ code: "custom", message: "expected HOST:PORT", path });
+  });
+}).transform((value) => typeof value === "string" ? [value] : value);
+
 const GuestSchema = z.strictObject({
   /** Name used in the API: `/v1/vms/{name}`. */
   name: z.string().regex(GUEST_NAME, {
     message: "expected 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
   }),
-  /** `HOST:PORT` of the guest's agent. */
-  agent: hostPort,
+  /**
+   * `HOST:PORT` of the guest's agent, or several, tried in order (for clouds where a migrated
+   * guest's address changes).
+   */
+  agent: agentList,
   /** The agent certificate's fingerprint; default: see `certificate`. */
   pin: pin.optional(),
   /**
@@ -236,6 +261,11 @@ export type WebhookEntry = z.infer<typeof WebhookSchema>;
 export type AlertsConfig = z.infer<typeof AlertsSchema>;
 /** A guest's entry, validated, paths absolute. */
 export type GuestConfig = z.infer<typeof GuestSchema>;
+
+/** The addresses of a guest's agent, in the order they are tried. */
+export function agentAddresses(guest: Pick<GuestConfig, "agent">): string[] {
+  return [...guest.agent];
+}
 /** The whole configuration, validated, paths absolute, `metricsAuth` decided. */
 export type ServiceConfig = Omit<z.infer<typeof ConfigSchema>, "metricsAuth"> & {
   tokenFile: string;

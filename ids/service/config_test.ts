@@ -1,5 +1,12 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
-import { ConfigError, isLoopback, loadConfig, parseConfig, ruleSettings } from "./config.ts";
+import {
+  agentAddresses,
+  ConfigError,
+  isLoopback,
+  loadConfig,
+  parseConfig,
+  ruleSettings,
+} from "./config.ts";
 import { ensureToken } from "./token.ts";
 
 const PIN = "sha256:" + Array.from({ length: 32 }, () => "AB").join(":");
@@ -321,5 +328,24 @@ Deno.test("ensureToken() refuses a token file that its group or others may read"
     assertEquals(await ensureToken(path), token);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseConfig() takes an agent's addresses as one HOST:PORT or a list of them", () => {
+  const one = parseConfig({ guests: [{ name: "a", agent: "10.0.0.5:7047" }] }, "/");
+  assertEquals(agentAddresses(one.guests[0]), ["10.0.0.5:7047"]);
+  const two = parseConfig(
+    { guests: [{ name: "a", agent: ["10.0.0.5:7047", "[fd00::5]:7047"] }] },
+    "/",
+  );
+  assertEquals(agentAddresses(two.guests[0]), ["10.0.0.5:7047", "[fd00::5]:7047"]);
+  for (
+    const agent of [[], ["10.0.0.5:7047", "nope"], Array(9).fill("10.0.0.5:7047"), 7047]
+  ) {
+    assertThrows(
+      () => parseConfig({ guests: [{ name: "a", agent }] }, "/"),
+      ConfigError,
+      "guests[0].agent",
+    );
   }
 });

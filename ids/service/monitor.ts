@@ -109,7 +109,8 @@ export class MonitorService implements Monitor, AsyncDisposable {
     const g = this.#guest(name);
     return {
       name,
-      agent: g.config.agent,
+      agent: g.address,
+      agents: g.addresses.map((a) => a.text),
       state: g.state,
       ...(g.kernel ? { kernel: g.kernel } : {}),
       refreshMs: g.config.refreshMs,

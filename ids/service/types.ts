@@ -31,11 +31,31 @@ export interface KernelInfo {
   programs: string;
 }
 
+/**
+ * What an event says about the guest's identity, when it says something: its agent answered
+ * for the first time (`connected`); the same agent process of the same boot and kernel answered
+ * again after its connection was lost (`migrated`: a live migration, or a broken connection);
+ * another agent process of the same boot (`agent-restarted`); another boot (`rebooted`); another
+ * kernel (`kernel-changed`). The last two drop the guest's snapshots.
+ */
+export type VmEventKind =
+  | "connected"
+  | "migrated"
+  | "agent-restarted"
+  | "rebooted"
+  | "kernel-changed";
+
 /** Something that happened to a guest: a reconnect, a reboot, a new kernel, an error. */
 export interface VmEvent {
   /** Epoch milliseconds. */
   at: number;
   message: string;
+  kind?: VmEventKind;
+  /**
+   * For `migrated`: milliseconds from the last whole snapshot before the connection was lost to
+   * the first after the agent answered again (the monitoring gap).
+   */
+  gapMs?: number;
 }
 
 /** One snapshot of a view, as kept by the monitor. */
@@ -51,8 +71,10 @@ export interface Snapshot<T> {
 /** One guest's status. */
 export interface VmStatus {
   name: string;
-  /** `HOST:PORT` of its agent. */
+  /** `HOST:PORT` of its agent: the one that answered last (the first configured before). */
   agent: string;
+  /** Every address configured for its agent, in the order they are tried. */
+  agents: string[];
   state: AgentState;
   /** Known once the agent has answered HELLO. */
   kernel?: KernelInfo;
