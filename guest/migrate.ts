@@ -109,12 +109,15 @@ export async function migrateQemu(
   const started = performance.now();
   let dirtyMBps = 0;
   let throttlePct = 0;
+  // QEMU resets its counters when a migration is cancelled: keep the highest seen.
+  let transferred = 0;
   let cancelled = false;
   for (;;) {
     const info = await source.execute<MigrationInfo>("query-migrate");
     const pageSize = info.ram?.["page-size"] ?? 4096;
     dirtyMBps = Math.max(dirtyMBps, (info.ram?.["dirty-pages-rate"] ?? 0) * pageSize / 1e6);
     throttlePct = Math.max(throttlePct, info["cpu-throttle-percentage"] ?? 0);
+    transferred = Math.max(transferred, info.ram?.transferred ?? 0);
     const status = info.status ?? "none";
     if (["completed", "failed", "cancelled"].includes(status)) {
       const completed = status === "completed";
@@ -128,7 +131,7 @@ export async function migrateQemu(
         }),
         totalMs: info["total-time"] ?? performance.now() - started,
         ...(info.downtime === undefined ? {} : { downtimeMs: info.downtime }),
-        transferredBytes: info.ram?.transferred ?? 0,
+        transferredBytes: transferred,
         dirtyMBps,
         throttlePct,
         dirtySyncs: info.ram?.["dirty-sync-count"] ?? 0,
