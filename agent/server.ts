@@ -93,6 +93,12 @@ export interface AgentOptions {
  */
 const FLUSH_AT = 64 << 10;
 
+/**
+ * A peer that takes none of a frame for this long while another peer's request waits for the
+ * walker loses its connection.
+ */
+const YIELD_AFTER_MS = 1_000;
+
 /** Default of {@linkcode AgentOptions.maxConnections}. */
 const DEFAULT_MAX_CONNECTIONS = 16;
 
@@ -104,6 +110,8 @@ export class Agent implements AsyncDisposable {
   #info: AgentInfo;
   #log: (line: string) => void;
   #busy: Promise<unknown> = Promise.resolve();
+  /** Requests queued for the walker behind the one it runs, by channel. */
+  #waiting = new Map<Channel, number>();
   /** Reused by every request: requests run one at a time. */
   #builder = new DataFrameBuilder(undefined, FLUSH_AT);
   #channels = new Set<Channel>();
@@ -427,7 +435,11 @@ export class Agent implements AsyncDisposable {
     run: () => RunResult,
     failure: (result: RunResult) => string | undefined,
   ): Promise<void> {
+    this.#waiting.set(channel, (this.#waiting.get(channel) ?? 0) + 1);
     const task = this.#busy.then(async () => {
+      const left = this.#waiting.get(channel)! - 1;
+      if (left) this.#waiting.set(channel, left);
+      else this.#waiting.delete(channel);
       // A peer dropped while it waited for the walker gets nothing run on its behalf.
       if (this.#gone.has(channel)) throw new ChannelGone();
       const started = performance.now();
@@ -466,11 +478,30 @@ export class Agent implements AsyncDisposable {
     return task;
   }
 
+  /**
+   * Writes `bytes` to `channel`. A peer that takes none of them for {@linkcode YIELD_AFTER_MS}
+   * while another peer's request waits for the walker is dropped then, not at its send deadline: a
+   * connection that now leads nowhere (its guest was migrated, its network broke) must not keep
+   * the walker from the IDS that connected again.
+   */
   async #send(channel: Channel, bytes: Uint8Array): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const watch = () => {
+      timer = setTimeout(() => {
+        const others = [...this.#waiting.keys()].some((c) => c !== channel && !this.#gone.has(c));
+        if (!others) return watch();
+        const reason = `it took no frame for ${YIELD_AFTER_MS} ms while another peer waited`;
+        this.#log(`dropped ${channel.remote}: ${reason}`);
+        channel.abort(reason);
+      }, YIELD_AFTER_MS);
+    };
+    watch();
     try {
       await channel.write(bytes);
     } catch {
       throw new ChannelGone();
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -149,6 +149,10 @@ export class SocketChannel implements Channel {
   #drop(reason: string): void {
     if (this.#closing) return;
     this.#limits?.onLimit(this.remote, reason);
+    this.abort(reason);
+  }
+
+  abort(reason: string): void {
     this.#failure ??= new ChannelError("closed", `Dropped "${this.remote}": ${reason}`);
     this.close();
     this.#socket.destroy();

@@ -70,4 +70,9 @@ export interface Channel extends Disposable {
    * Idempotent.
    */
   close(): void;
+  /**
+   * Closes the connection at once, discarding what is not sent: writes still waiting, and later
+   * ones, fail with `reason`. For a peer that stopped taking bytes. Idempotent.
+   */
+  abort(reason: string): void;
 }

@@ -113,7 +113,8 @@ privilegedTest(
 privilegedTest(
   "a client that never reads is dropped at the send deadline and another client's ps completes",
   async () => {
-    await withAgent(["--send-timeout-ms", "1000"], async (agent, state, log) => {
+    // Shorter than the second after which a stalled peer yields the walker to another.
+    await withAgent(["--send-timeout-ms", "400"], async (agent, state, log) => {
       const stuck = await rawClient(agent.port, state);
       for (let id = 2; id < 200; id++) await stuck.channel.write(prefetchTasks(id));
       await within("another client's ps", ps(agent, state));
@@ -124,7 +125,26 @@ privilegedTest(
         throw new Error(`${error.message}; the agent logged:\n${log.join("\n")}`);
       });
       const drop = log.find((l) => l.includes("send deadline"))!;
-      assert(/dropped 127\.0\.0\.1:\d+: it did not read \d+ bytes within 1000 ms/.test(drop), drop);
+      assert(/dropped 127\.0\.0\.1:\d+: it did not read \d+ bytes within 400 ms/.test(drop), drop);
+      stuck.channel.close();
+    });
+  },
+);
+
+privilegedTest(
+  "a client that stops reading yields the walker to another client long before its send deadline",
+  async () => {
+    // What a migrated guest's agent sees: its old connection leads nowhere, a new one waits.
+    await withAgent(["--send-timeout-ms", "600000"], async (agent, state, log) => {
+      const stuck = await rawClient(agent.port, state);
+      for (let id = 2; id < 200; id++) await stuck.channel.write(prefetchTasks(id));
+      await within("another client's ps", ps(agent, state));
+      const drop = log.find((l) => l.includes("while another peer waited"));
+      assert(
+        drop && /dropped 127\.0\.0\.1:\d+: it took no frame for 1000 ms/.test(drop),
+        log.join("\n"),
+      );
+      assert(!log.some((l) => l.includes("send deadline")), log.join("\n"));
       stuck.channel.close();
     });
   },
