@@ -110,6 +110,20 @@ export interface FilesAnswer {
   files: OpenFile[];
 }
 
+/** Options of {@linkcode GuestSession.open}. */
+export interface SessionOptions {
+  /**
+   * Kernel symbols already looked up in this guest's kernel and boot, shared by its sessions: a
+   * guest that reconnects (its connection broke, it was migrated) is not asked again, which costs
+   * it a read of its whole /proc/kallsyms. Only for sessions of one guest, one boot, one kernel.
+   * @default a map of its own
+   */
+  symbols?: Map<string, KAddr | undefined>;
+}
+
+/** Most symbols a session keeps (the views ask for a few dozen). */
+const MAX_SYMBOLS = 4096;
+
 /** No process has the pid asked for. */
 export class NoSuchProcessError extends Error {
   constructor(readonly pid: number) {
@@ -130,6 +144,8 @@ export class GuestSession implements Disposable {
     readonly anchor: KAddr,
     /** init_task, found once from the anchor. */
     readonly initTask: KAddr,
+    /** Kernel symbols looked up so far (see {@linkcode SessionOptions.symbols}). */
+    readonly symbolCache: Map<string, KAddr | undefined>,
   ) {}
 
   /**
@@ -137,7 +153,11 @@ export class GuestSession implements Disposable {
    * the kernel types, and finds init_task from the agent's task (a few round trips, once).
    * @throws {LayoutError} when the guest kernel lacks a field the views need.
    */
-  static async open(client: AgentClient, stateDir: string): Promise<GuestSession> {
+  static async open(
+    client: AgentClient,
+    stateDir: string,
+    options: SessionOptions = {},
+  ): Promise<GuestSession> {
     const anchor = toKAddr(client.info.anchor);
     if (anchor === undefined) {
       throw new Error(
@@ -152,7 +172,7 @@ export class GuestSession implements Disposable {
       (addr, len) => client.read(fromKAddr(addr), len),
     );
     const initTask = await findInitTask(memory, types, anchor);
-    return new GuestSession(client, btf, types, anchor, initTask);
+    return new GuestSession(client, btf, types, anchor, initTask, options.symbols ?? new Map());
   }
 
   /** The guest's process list, with what it cost. */
@@ -194,19 +214,14 @@ export class GuestSession implements Disposable {
    * undefined for one the guest's kallsyms does not give.
    */
   async symbols(names: readonly string[]): Promise<Map<string, KAddr | undefined>> {
-    const missing = [...new Set(names)].filter((name) => !this.#lazy.has(`symbol:${name}`));
+    const cache = this.symbolCache;
+    const missing = [...new Set(names)].filter((name) => !cache.has(name));
     if (missing.length) {
+      if (cache.size + missing.length > MAX_SYMBOLS) cache.clear();
       const found = await this.client.symbols(missing);
-      for (const name of missing) {
-        this.#lazy.set(`symbol:${name}`, { value: toKAddr(found.get(name) ?? 0n) });
-      }
+      for (const name of missing) cache.set(name, toKAddr(found.get(name) ?? 0n));
     }
-    return new Map(
-      names.map((name) => [
-        name,
-        (this.#lazy.get(`symbol:${name}`) as { value: KAddr | undefined }).value,
-      ]),
-    );
+    return new Map(names.map((name) => [name, cache.get(name)]));
   }
 
   /**

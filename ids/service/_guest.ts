@@ -18,6 +18,7 @@ import { MISBEHAVING_RULE, UNREACHABLE_RULE } from "../alerts/store.ts";
 import { LayoutError } from "../kernel/layout.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
+import type { KAddr } from "../memory/address.ts";
 import {
   type FilesAnswer,
   GuestSession,
@@ -293,8 +294,12 @@ export class Guest {
     return [this.processes, this.modules, this.sockets, ...this.#files.values()];
   }
 
+  /** The kernel symbols its sessions looked up, kept while the boot and kernel are the same. */
+  #symbols = new Map<string, KAddr | undefined>();
+
   /** Forgets every snapshot: they describe another kernel or boot. */
   #forget(): void {
+    this.#symbols = new Map();
     for (const feed of this.#feeds()) feed.snapshot = undefined;
     this.#files.clear();
     this.#first = this.#previous = undefined;
@@ -465,7 +470,9 @@ export class Guest {
       this.#identity = identity;
       this.kernel = kernel;
       this.address = address;
-      const session = await GuestSession.open(agent, this.service.stateDir);
+      const session = await GuestSession.open(agent, this.service.stateDir, {
+        symbols: this.#symbols,
+      });
       this.#session = session;
       agent.closed.then((reason) => {
         if (this.#session !== session || this.#closed) return;
