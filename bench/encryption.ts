@@ -9,13 +9,16 @@
  * `ensureIdsCredentials` on the same fresh state directory, decodes every frame and checks that
  * each page arrives, in order, at its address (with `--verify`, also a checksum of every byte).
  * For each batch size the sender copies every page into DATA frames with the agent's builder
- * flushed at that size and writes each frame as the agent does. The sizes run in turn, `--reps`
- * rounds after one warm-up round, so they are measured side by side; each point is the median.
+ * flushed at that size and writes each frame as the agent does. It also answers `--answers`
+ * READs of one page, each asked once the previous one is answered, as on-demand asks: with DATA
+ * and END in two writes (as the agent answers) and in one. The sizes and the two answers run in
+ * turn, `--reps` rounds after one warm-up round, so they are measured side by side; each point
+ * is the median.
  *
  * It writes `bench/results/encryption-<time>.json` and `.md`, and prints the table.
  *
  * Usage: `deno task bench:encryption [--mib 64] [--batches 4,16,64,256,1024] [--reps 5]
- *   [--verify] [--out bench/results]` (batches in KiB, whole pages, at most 1024)
+ *   [--answers 2000] [--verify] [--out bench/results]` (batches in KiB, whole pages, at most 1024)
  *
  * @module
  */
@@ -26,11 +29,13 @@ import { AGENT_PERMISSIONS } from "../agent/permissions.ts";
 import {
   type Channel,
   connectChannel,
+  encodeFrame,
   ensureIdsCredentials,
   forEachRecord,
   FrameDecoder,
   FrameType,
   LIMITS,
+  type RawFrame,
 } from "../protocol/mod.ts";
 import {
   BASE_ADDRESS,
@@ -38,16 +43,19 @@ import {
   CHECKSUM_SEED,
   lines,
   PAGE,
+  type SenderCommand,
   type SenderReady,
   type SenderRun,
 } from "./encryption_sender.ts";
 import {
+  type AnswerRun,
   type EncryptionResults,
   type EncryptionRun,
   renderMarkdown,
   summarise,
+  summariseAnswers,
 } from "./encryption_results.ts";
-import { machine } from "./machine.ts";
+import { loadavg, machine, tcpBytesSent } from "./machine.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const SENDER = new URL("./encryption_sender.ts", import.meta.url);
@@ -59,6 +67,8 @@ export interface Options {
   mib: number;
   /** Batch sizes (frame bytes past which a frame is written), in KiB. */
   batchesKiB: number[];
+  /** READs of one page answered per run (at most the pages of `mib`). */
+  answers: number;
   /** Measured rounds (every batch size once per round). */
   reps: number;
   /** Whether the receiver also checksums every byte it decrypted. */
@@ -66,6 +76,9 @@ export interface Options {
   /** Folder of the results. */
   out: string;
 }
+
+/** READs per run unless told, or as many as the pages sent. */
+const DEFAULT_ANSWERS = 2000;
 
 /** A whole number from 1 to `max`, or an error naming the option. */
 function whole(text: string, option: string, max: number): number {
@@ -87,6 +100,7 @@ export function parseOptions(args: string[]): Options {
     options: {
       mib: { type: "string", default: "64" },
       batches: { type: "string", default: "4,16,64,256,1024" },
+      answers: { type: "string" },
       reps: { type: "string", default: "5" },
       verify: { type: "boolean", default: false },
       out: { type: "string", default: new URL("results/", import.meta.url).pathname },
@@ -103,38 +117,35 @@ export function parseOptions(args: string[]): Options {
   if (new Set(batchesKiB).size !== batchesKiB.length) {
     throw new RangeError(`Invalid --batches "${values.batches}": a size is given twice`);
   }
+  const mib = whole(values.mib, "mib", 4096);
+  const pages = mib * MIB / PAGE;
+  const answers = values.answers === undefined
+    ? Math.min(DEFAULT_ANSWERS, pages)
+    : whole(values.answers, "answers", 100_000);
+  if (answers > pages) {
+    throw new RangeError(
+      `Invalid --answers "${values.answers}": at most the ${pages} pages of --mib ${mib}`,
+    );
+  }
   return {
-    mib: whole(values.mib, "mib", 4096),
+    mib,
     batchesKiB: batchesKiB.sort((a, b) => a - b),
+    answers,
     reps: whole(values.reps, "reps", 100),
     verify: values.verify,
     out: values.out,
   };
 }
 
-/**
- * TCP bytes sent so far by the established socket of local port `port`, as the kernel counts
- * them (`ss`'s `bytes_sent`); null where `ss` is missing or does not say.
- */
-async function tcpBytesSent(port: number): Promise<number | null> {
-  try {
-    const { stdout } = await new Deno.Command("ss", {
-      args: ["-tinH", "state", "established", `( sport = :${port} )`],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const sent = /\bbytes_sent:(\d+)/.exec(new TextDecoder().decode(stdout))?.[1];
-    return sent === undefined ? null : Number(sent);
-  } catch {
-    return null;
-  }
-}
-
-function loadavg(): number[] {
-  try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
-  } catch {
-    return [];
+/** Throws unless a record (address in two halves, length) is page `page`. */
+function checkPage(run: number, page: number, high: number, low: number, len: number): void {
+  const addr = (BigInt(high) << 32n) | BigInt(low);
+  const expected = BASE_ADDRESS + BigInt(page * PAGE);
+  if (len !== PAGE || addr !== expected) {
+    throw new Error(
+      `Run ${run}: page ${page} came as ${len} bytes at 0x${addr.toString(16)}, not ${PAGE} ` +
+        `at 0x${expected.toString(16)}`,
+    );
   }
 }
 
@@ -154,16 +165,8 @@ async function receive(
   let page = 0;
   let sum = CHECKSUM_SEED;
   const onRecord = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
-    const addr = (BigInt(high) << 32n) | BigInt(low);
-    const expected = BASE_ADDRESS + BigInt(page * PAGE);
-    if (len !== PAGE || addr !== expected) {
-      throw new Error(
-        `Run ${run}: page ${page} came as ${len} bytes at 0x${addr.toString(16)}, not ${PAGE} ` +
-          `at 0x${expected.toString(16)}`,
-      );
-    }
+    checkPage(run, page++, high, low, len);
     if (verify) sum = checksum(sum, payload.subarray(start, start + len));
-    page++;
   };
   for await (const chunk of channel.chunks()) {
     bytes += chunk.length;
@@ -184,6 +187,56 @@ async function receive(
   }
   return { bytes, pages: page, checksum: verify ? sum : null };
 }
+
+/**
+ * Asks for pages 0 to `count` - 1 one READ at a time, each once the END of the one before is in,
+ * as on-demand asks. Returns the channel bytes, the pages and their checksum.
+ * @throws {Error} when an answer is not the page's DATA then END, or the channel ends first.
+ */
+async function ask(
+  channel: Channel,
+  run: number,
+  count: number,
+  verify: boolean,
+): Promise<{ bytes: number; pages: number; checksum: number | null }> {
+  const decoder = new FrameDecoder({ maxFrame: LIMITS.maxAnswerFrame });
+  const incoming = channel.chunks()[Symbol.asyncIterator]();
+  let bytes = 0;
+  let page = 0;
+  let sum = CHECKSUM_SEED;
+  const next = async (type: number): Promise<RawFrame> => {
+    for (let raw = decoder.next();; raw = decoder.next()) {
+      if (raw) {
+        if (raw.type === type && raw.id === page + 1) return raw;
+        throw new Error(`Run ${run}: a frame of type ${raw.type} for request ${raw.id} came`);
+      }
+      const { value, done } = await incoming.next();
+      if (done) throw new Error(`Run ${run}: the channel ended after ${page} answers`);
+      bytes += value.length;
+      decoder.push(value);
+    }
+  };
+  const onRecord = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
+    checkPage(run, page, high, low, len);
+    if (verify) sum = checksum(sum, payload.subarray(start, start + len));
+  };
+  try {
+    for (; page < count; page++) {
+      const addr = BASE_ADDRESS + BigInt(page * PAGE);
+      await channel.write(encodeFrame({ type: FrameType.READ, id: page + 1, addr, len: PAGE }));
+      const data = await next(FrameType.DATA);
+      if (data.payload.length !== RECORD_BYTES) throw new Error(`Run ${run}: not one page`);
+      forEachRecord(data.payload, onRecord, data.id);
+      await next(FrameType.END);
+    }
+  } finally {
+    await incoming.return?.();
+  }
+  return { bytes, pages: page, checksum: verify ? sum : null };
+}
+
+/** A DATA payload of one page: its record header and bytes. */
+const RECORD_BYTES = 12 + PAGE;
 
 /**
  * Runs the measurement: a sender process, the channel to it, one warm-up round, then
@@ -227,24 +280,28 @@ export async function measure(
 
   const pages = options.mib * MIB / PAGE;
   let run = 0;
-  const once = async (batchKiB: number): Promise<EncryptionRun> => {
-    run++;
+  /** Makes one run: tells the sender what to send, takes it off the channel, checks it. */
+  const once = async (what: SenderCommand) => {
     const wireBefore = await tcpBytesSent(ready.port);
     const cpuBefore = process.cpuUsage();
     const started = performance.now();
-    await command({ run, batch: batchKiB * 1024 });
-    const got = await receive(channel, run, pages, options.verify);
+    await command(what);
+    const got = "batch" in what
+      ? await receive(channel, run, pages, options.verify)
+      : await ask(channel, run, what.answers, options.verify);
     const wallMs = performance.now() - started;
     const cpu = process.cpuUsage(cpuBefore);
     await command({ ack: run });
     const sent = await reply<SenderRun>();
     const wireAfter = await tcpBytesSent(ready.port);
     if (sent.run !== run) throw new Error(`The sender reported run ${sent.run}, not ${run}`);
-    if (got.checksum !== null && got.checksum !== ready.checksum) {
+    if (got.checksum !== null && got.checksum !== sent.checksum) {
       throw new Error(`Run ${run}: the decrypted pages do not match what the sender sent`);
     }
+    if (got.bytes !== sent.frameBytes) {
+      throw new Error(`Run ${run}: ${got.bytes} bytes came of the ${sent.frameBytes} sent`);
+    }
     return {
-      batchKiB,
       bytesSent: sent.frameBytes,
       bytesReceived: got.bytes,
       pages: got.pages,
@@ -254,13 +311,30 @@ export async function measure(
       senderCpuMs: sent.cpuUs / 1e3,
       receiverCpuMs: (cpu.user + cpu.system) / 1e3,
       wireBytes: wireBefore === null || wireAfter === null ? null : wireAfter - wireBefore,
+      sentChecksum: sent.checksum,
       checksum: got.checksum,
     };
   };
-  for (const batch of options.batchesKiB) await once(batch);
   const runs: EncryptionRun[] = [];
+  const answerRuns: AnswerRun[] = [];
+  /** Every batch size, then both ways to answer, each once. */
+  const round = async (keep: boolean) => {
+    for (const batchKiB of options.batchesKiB) {
+      const { pagesPerWrite, ...result } = await once({ run: ++run, batch: batchKiB * 1024 });
+      if (keep) runs.push({ batchKiB, pagesPerWrite, ...result });
+    }
+    for (const joined of [false, true]) {
+      const { pagesPerWrite: _, ...result } = await once({
+        run: ++run,
+        answers: options.answers,
+        joined,
+      });
+      if (keep) answerRuns.push({ writesPerAnswer: joined ? 1 : 2, ...result });
+    }
+  };
+  await round(false);
   for (let rep = 1; rep <= options.reps; rep++) {
-    for (const batch of options.batchesKiB) runs.push(await once(batch));
+    await round(true);
     log(`round ${rep} of ${options.reps}`);
   }
   const { description, cores, deno } = machine();
@@ -274,13 +348,15 @@ export async function measure(
     settings: {
       mib: options.mib,
       batchesKiB: options.batchesKiB,
+      answers: options.answers,
       reps: options.reps,
       verify: options.verify,
       pageBytes: PAGE,
     },
-    checksum: ready.checksum,
     points: summarise(options, runs),
+    answerPoints: summariseAnswers(options.answers, answerRuns),
     runs,
+    answerRuns,
   };
 }
 

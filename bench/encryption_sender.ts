@@ -3,12 +3,15 @@
  * of its own so that the CPU time it counts is the sender's alone.
  *
  * It loads the agent's credentials from `--state`, listens on loopback like the agent and
- * prints `{"port", "checksum"}` on stdout. It holds `--mib` MiB of memory laid out as the
+ * prints `{"port"}` on stdout. It holds `--mib` MiB of memory laid out as the
  * agent's ring buffer holds it (`u64 address | u32 length | bytes` per 4 KiB page) and, for
  * each `{"run", "batch"}` line on stdin, copies every page into DATA frames with the agent's
  * {@linkcode DataFrameBuilder} flushed at `batch` bytes, writing each frame to the channel as
- * the agent does (one write per frame, awaited). It then waits for `{"ack"}` (the receiver has
- * every byte) and prints what the run cost it: the CPU time of all its threads, and its writes.
+ * the agent does (one write per frame, awaited). For each `{"run", "answers", "joined"}` it
+ * answers that many READ frames off the channel as the agent answers on-demand: a DATA frame of
+ * the page, then END, as two writes or (`joined`) one. It then waits for `{"ack"}` (the
+ * receiver has every byte) and prints what the run cost it: the CPU time of all its threads, and
+ * its writes.
  *
  * Usage (from `bench/encryption.ts` only): `encryption_sender.ts --state DIR --mib N`
  *
@@ -20,10 +23,16 @@ import { parseArgs } from "node:util";
 import {
   type Channel,
   DataFrameBuilder,
+  encodeFrame,
   ensureAgentCredentials,
+  FrameDecoder,
+  FrameType,
   LIMITS,
   listenChannel,
+  parseFrame,
+  type RawFrame,
   RECORD_HEADER,
+  StopReason,
 } from "../protocol/mod.ts";
 
 /** The unit of memory: a page, as on-demand reads it. */
@@ -34,9 +43,12 @@ export const BASE_ADDRESS = 0xffff_8880_0000_0000n;
 /** What the sender prints once it listens. */
 export interface SenderReady {
   port: number;
-  /** {@linkcode checksum} of every page's bytes, in address order. */
-  checksum: number;
 }
+
+/** A run the sender is told to make: pages in frames of `batch` bytes, or `answers` READs. */
+export type SenderCommand =
+  | { run: number; batch: number }
+  | { run: number; answers: number; joined: boolean };
 
 /** What the sender prints after each run. */
 export interface SenderRun {
@@ -51,6 +63,8 @@ export interface SenderRun {
   pagesPerFrame: number;
   /** Wall time from the first frame to the last write accepted. */
   sendMs: number;
+  /** {@linkcode checksum} of the pages sent, in order (taken after the run). */
+  checksum: number;
 }
 
 /**
@@ -132,6 +146,81 @@ async function send(
   return { writes, frameBytes, pagesPerFrame };
 }
 
+/** The frames coming in on `channel`. */
+async function* frames(channel: Channel): AsyncGenerator<RawFrame> {
+  const decoder = new FrameDecoder({ maxFrame: 64 << 10 });
+  for await (const chunk of channel.chunks()) {
+    decoder.push(chunk);
+    for (let raw = decoder.next(); raw; raw = decoder.next()) yield raw;
+  }
+}
+
+/**
+ * Answers `count` READs of one page as the agent answers on-demand: a DATA frame of the page,
+ * then its END, written one after the other or, `joined`, in one write.
+ */
+async function answer(
+  channel: Channel,
+  requests: AsyncIterator<RawFrame>,
+  image: Uint8Array,
+  count: number,
+  joined: boolean,
+): Promise<{ writes: number; frameBytes: number; pagesPerFrame: number }> {
+  const builder = new DataFrameBuilder(LIMITS.dataFrame);
+  const stride = RECORD_HEADER + PAGE;
+  let writes = 0;
+  let frameBytes = 0;
+  for (let i = 0; i < count; i++) {
+    const { value, done } = await requests.next();
+    if (done) throw new Error(`The receiver closed the channel after ${i} READs`);
+    const read = parseFrame(value);
+    if (read.type !== FrameType.READ || read.len !== PAGE) throw new Error("Expected a READ");
+    const at = Number((read.addr - BASE_ADDRESS) / BigInt(PAGE)) * stride;
+    if (at < 0 || at >= image.length) throw new Error("Expected a READ of a page sent");
+    builder.appendFrom(image, at, at + RECORD_HEADER, PAGE);
+    const data = builder.take(read.id);
+    const end = encodeFrame({
+      type: FrameType.END,
+      id: read.id,
+      stats: { ...NO_STATS, objects: 1, bytes: PAGE },
+    });
+    frameBytes += data.length + end.length;
+    if (joined) {
+      const both = new Uint8Array(data.length + end.length);
+      both.set(data);
+      both.set(end, data.length);
+      await channel.write(both);
+      writes++;
+    } else {
+      await channel.write(data);
+      await channel.write(end);
+      writes += 2;
+    }
+  }
+  return { writes, frameBytes, pagesPerFrame: 1 };
+}
+
+const NO_STATS = {
+  objects: 0,
+  bytes: 0,
+  faults: 0,
+  pruned: 0,
+  guestNs: 0,
+  agentNs: 0,
+  stop: StopReason.COMPLETE,
+  root: 0n,
+};
+
+/** The checksum of the first `pages` pages of `image`. */
+function imageChecksum(image: Uint8Array, pages: number): number {
+  let sum = CHECKSUM_SEED;
+  const stride = RECORD_HEADER + PAGE;
+  for (let at = RECORD_HEADER; at < pages * stride; at += stride) {
+    sum = checksum(sum, image.subarray(at, at + PAGE));
+  }
+  return sum;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -141,11 +230,9 @@ async function main(): Promise<void> {
   if (!values.state || !Number.isInteger(mib) || mib < 1) {
     throw new TypeError("Usage: encryption_sender.ts --state DIR --mib N");
   }
-  const image = ringImage(mib * (1 << 20) / PAGE);
-  let sum = CHECKSUM_SEED;
-  for (let at = RECORD_HEADER; at < image.length; at += RECORD_HEADER + PAGE) {
-    sum = checksum(sum, image.subarray(at, at + PAGE));
-  }
+  const pages = mib * (1 << 20) / PAGE;
+  const image = ringImage(pages);
+  const whole = imageChecksum(image, pages);
 
   const credentials = await ensureAgentCredentials(values.state);
   const accepted = Promise.withResolvers<Channel>();
@@ -160,25 +247,29 @@ async function main(): Promise<void> {
   const out = Deno.stdout.writable.getWriter();
   const print = (value: SenderReady | SenderRun) =>
     out.write(new TextEncoder().encode(JSON.stringify(value) + "\n"));
-  await print({ port: server.port, checksum: sum });
+  await print({ port: server.port });
 
   const input = lines(Deno.stdin.readable);
   const nextCommand = async () => {
     const { value, done } = await input.next();
-    return done ? undefined : JSON.parse(value) as { run?: number; batch?: number; ack?: number };
+    return done ? undefined : JSON.parse(value) as Partial<SenderCommand & { ack: number }>;
   };
   const channel = await accepted.promise;
+  const requests = frames(channel);
   for (let command = await nextCommand(); command; command = await nextCommand()) {
-    const { run, batch } = command;
-    if (run === undefined || batch === undefined) throw new TypeError("Expected a run");
+    const { run } = command;
+    if (run === undefined) throw new TypeError("Expected a run");
     const cpuBefore = process.cpuUsage();
     const started = performance.now();
-    const sent = await send(channel, image, run, batch);
+    const sent = "answers" in command && command.answers !== undefined
+      ? await answer(channel, requests, image, command.answers, command.joined === true)
+      : await send(channel, image, run, (command as { batch: number }).batch);
     const sendMs = performance.now() - started;
     const ack = await nextCommand();
     if (ack?.ack !== run) throw new TypeError(`Expected the ack of run ${run}`);
     const cpu = process.cpuUsage(cpuBefore);
-    await print({ run, ...sent, cpuUs: cpu.user + cpu.system, sendMs });
+    const sum = "answers" in command ? imageChecksum(image, command.answers!) : whole;
+    await print({ run, ...sent, cpuUs: cpu.user + cpu.system, sendMs, checksum: sum });
   }
   channel.close();
   await channel.closed;

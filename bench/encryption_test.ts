@@ -5,14 +5,25 @@
 
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { parseOptions } from "./encryption.ts";
-import { EncryptionResults, type EncryptionRun, summarise } from "./encryption_results.ts";
+import {
+  type AnswerRun,
+  EncryptionResults,
+  type EncryptionRun,
+  summarise,
+  summariseAnswers,
+} from "./encryption_results.ts";
 
 const root = new URL("..", import.meta.url);
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 Deno.test("parseOptions() has the issue's defaults and sorts the batch sizes", () => {
   const defaults = parseOptions([]);
-  assertEquals([defaults.mib, defaults.reps, defaults.verify], [64, 5, false]);
+  assertEquals([defaults.mib, defaults.answers, defaults.reps, defaults.verify], [
+    64,
+    2000,
+    5,
+    false,
+  ]);
   assertEquals(defaults.batchesKiB, [4, 16, 64, 256, 1024]);
   const asked = parseOptions(["--mib", "2", "--batches", "64,4", "--reps", "1", "--verify"]);
   assertEquals([asked.mib, asked.reps, asked.verify], [2, 1, true]);
@@ -31,6 +42,9 @@ Deno.test("parseOptions() refuses a bad value and names its option", () => {
       [["--batches", "2048"], "--batches"],
       [["--batches", "4,,16"], "--batches"],
       [["--batches", "16,16"], "--batches"],
+      [["--answers", "0"], "--answers"],
+      // 1 MiB holds 256 pages
+      [["--mib", "1", "--answers", "300"], "--answers"],
     ]
   ) {
     assertThrows(() => parseOptions(args as string[]), RangeError, named as string);
@@ -51,8 +65,14 @@ function run(batchKiB: number, senderCpuMs: number, wallMs: number): EncryptionR
     senderCpuMs,
     receiverCpuMs: 1,
     wireBytes: writes * 9 + 256 * 4108 + writes * 22,
+    sentChecksum: 1,
     checksum: null,
   };
+}
+
+function answerRun(writesPerAnswer: number, senderCpuMs: number): AnswerRun {
+  const { batchKiB: _, pagesPerWrite: __, ...fields } = run(4, senderCpuMs, 100);
+  return { writesPerAnswer, ...fields };
 }
 
 Deno.test("summarise() takes medians and sets each batch size against the smallest", () => {
@@ -66,10 +86,19 @@ Deno.test("summarise() takes medians and sets each batch size against the smalle
   assertEquals([pages.tlsBytesPerWrite, batched.pagesPerWrite], [22, 16]);
 });
 
+Deno.test("summariseAnswers() puts two writes per READ first and takes medians per READ", () => {
+  const runs = [answerRun(1, 3), answerRun(2, 6), answerRun(1, 2), answerRun(2, 4)];
+  const [two, one] = summariseAnswers(1000, runs);
+  assertEquals([two.writesPerAnswer, two.senderCpuUsPerAnswer, two.cpuRatio], [2, 4, 1]);
+  assertEquals([one.writesPerAnswer, one.senderCpuUsPerAnswer, one.cpuRatio], [1, 2, 2]);
+  assertEquals(one.roundTripUs, 100);
+});
+
 Deno.test("bench:encryption at 1 MiB sends every page over the channel and the receiver gets it", async () => {
   const out = await Deno.makeTempDir({ prefix: "ebpfmon-encryption-test-" });
   try {
-    const args = ["--mib", "1", "--reps", "1", "--batches", "4,64", "--verify", "--out", out];
+    const args = ["--mib", "1", "--reps", "1", "--batches", "4,64", "--answers", "50"];
+    args.push("--verify", "--out", out);
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "bench/encryption.ts", ...args],
       cwd: root,
@@ -94,11 +123,23 @@ Deno.test("bench:encryption at 1 MiB sends every page over the channel and the r
       // a DATA frame header per write, a record header per page
       assertEquals(r.bytesSent, r.writes * 9 + r.pages * (12 + 4096), where);
       assertEquals([r.writes, r.pagesPerWrite], r.batchKiB === 4 ? [256, 1] : [16, 16], where);
-      assertEquals(r.checksum, results.checksum, `${where}: the decrypted pages differ`);
+      assertEquals(r.checksum, r.sentChecksum, `${where}: the decrypted pages differ`);
       assert(r.senderCpuMs > 0 && r.wallMs > 0, where);
     }
+    assertEquals(results.answerPoints.map((p) => [p.writesPerAnswer, p.reps]), [[2, 1], [1, 1]]);
+    for (const r of results.answerRuns) {
+      const where = `${r.writesPerAnswer} writes per READ`;
+      assertEquals(r.pages, 50, where);
+      assertEquals(r.bytesReceived, r.bytesSent, where);
+      // per READ: a DATA frame of one record, and an END frame (54 bytes)
+      assertEquals(r.bytesSent, 50 * (9 + 12 + 4096 + 54), where);
+      assertEquals(r.writes, 50 * r.writesPerAnswer, where);
+      assertEquals(r.checksum, r.sentChecksum, `${where}: the decrypted pages differ`);
+    }
+    assert(results.runs.every((r) => r.sentChecksum !== results.answerRuns[0].sentChecksum));
     const markdown = await Deno.readTextFile(`${out}/${files[1]}`);
     assert(markdown.includes("| 4 KiB") && markdown.includes("sender CPU ms/MiB"), markdown);
+    assert(markdown.includes("| DATA and END in one write"), markdown);
   } finally {
     await Deno.remove(out, { recursive: true });
   }
