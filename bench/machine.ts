@@ -78,3 +78,30 @@ export function processLimits(): { max: number; reason: string } {
   const [max, reason] = limits.filter(([n]) => n > 0).sort((a, b) => a[0] - b[0])[0];
   return { max, reason };
 }
+
+/**
+ * TCP bytes sent so far by the established socket of local port `port`, as the kernel counts
+ * them (`ss`'s `bytes_sent`); null where `ss` is missing or does not say.
+ */
+export async function tcpBytesSent(port: number): Promise<number | null> {
+  try {
+    const { stdout } = await new Deno.Command("ss", {
+      args: ["-tinH", "state", "established", `( sport = :${port} )`],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const sent = /\bbytes_sent:(\d+)/.exec(new TextDecoder().decode(stdout))?.[1];
+    return sent === undefined ? null : Number(sent);
+  } catch {
+    return null;
+  }
+}
+
+/** `/proc/loadavg`'s 1, 5 and 15 minute loads; none where unreadable. */
+export function loadavg(): number[] {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
+  } catch {
+    return [];
+  }
+}

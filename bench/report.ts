@@ -7,7 +7,8 @@
 
 import type { BenchResults, PointResult } from "./results.ts";
 
-function table(header: string[], rows: string[][], numeric: Set<number>): string {
+/** A Markdown table; the columns in `numeric` are right-aligned. */
+export function table(header: string[], rows: string[][], numeric: Set<number>): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const cells = (row: string[]) =>
     `| ${
