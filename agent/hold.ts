@@ -290,7 +290,9 @@ export class Holder {
       const deadline = started + Math.min(FREEZE_TIMEOUT_MS, capMs);
       for (const cgroup of this.#cgroups) {
         while (!isFrozen(cgroup)) {
-          if (this.#current !== hold) throw new Error(`the hold's cap of ${capMs} ms ended first`);
+          if (this.#current !== hold) {
+            throw new Error(`"${cgroup.dir}" did not freeze before the hold's cap of ${capMs} ms`);
+          }
           if (performance.now() > deadline) {
             throw new Error(
               `"${cgroup.dir}" did not freeze within ${Math.min(FREEZE_TIMEOUT_MS, capMs)} ms`,

@@ -147,8 +147,10 @@ export class Agent implements AsyncDisposable {
     const hostname = options.hostname ?? "127.0.0.1";
     const btfPath = options.btfPath ?? "/sys/kernel/btf/vmlinux";
     const btf = await Deno.readFile(btfPath);
+    // What peers can trigger is rate-limited: a flood must not fill the guest's disk.
+    const peerLog = limitLog(log);
     const holder = options.holdCgroups?.length
-      ? Holder.open(options.holdCgroups, { maxHoldMs: options.maxHoldMs, log })
+      ? Holder.open(options.holdCgroups, { maxHoldMs: options.maxHoldMs, log: peerLog })
       : undefined;
     const credentials = await ensureAgentCredentials(options.stateDir, { names: [hostname] });
     const walker = await Walker.open({ ringBytes: options.ringBytes }).catch((error) => {
@@ -167,8 +169,6 @@ export class Agent implements AsyncDisposable {
         features: await kernelFeatures(),
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      // What peers can trigger is rate-limited: a flood must not fill the guest's disk.
-      const peerLog = limitLog(log);
       const agent = new Agent(walker, btf, info, peerLog, maxConnections, holder);
       const server = await listenChannel({
         hostname,
