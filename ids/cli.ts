@@ -129,12 +129,12 @@ export function viewCommand(
     .action(async function (this: Command) {
       const options = this.opts() as AgentTarget & { mode: Mode; json?: boolean; hold?: string };
       const holdMs = options.hold === undefined ? undefined : Number(options.hold);
-      using session = await openSession(options);
-      try {
-        session.holdMs = holdMs;
-      } catch {
+      const valid = Number.isSafeInteger(holdMs) && holdMs! >= 1 && holdMs! <= LIMITS.maxHoldMs;
+      if (holdMs !== undefined && !valid) {
         throw new TypeError(`Invalid --hold "${options.hold}": expected 1..${LIMITS.maxHoldMs} ms`);
       }
+      using session = await openSession(options);
+      session.holdMs = holdMs;
       const out = await run(session, options.mode, this.args);
       if (options.json) {
         // Which in-guest program variant served the view, as the agent announced it.
