@@ -16,7 +16,8 @@
  * cgroups), clang, and a freezer: it says which is missing.
  *
  * Usage: `deno task bench:hold [--processes 1000] [--reps 15] [--modes on-demand,prefetch]
- *   [--rate 500] [--max-alive 400] [--hold-ms 10000] [--cgroup-version 1|2] [--out DIR]`
+ *   [--rate 500] [--max-alive 400] [--hold-ms 10000] [--settle-ms 1000] [--cgroup-version 1|2]
+ *   [--out DIR]`
  *
  * @module
  */
@@ -48,6 +49,7 @@ const { values } = parseArgs({
     rate: { type: "string", default: "500" },
     "max-alive": { type: "string", default: "400" },
     "hold-ms": { type: "string", default: String(LIMITS.maxHoldMs) },
+    "settle-ms": { type: "string", default: "1000" },
     "cgroup-version": { type: "string" },
     out: { type: "string", default: new URL("results/", import.meta.url).pathname },
   },
@@ -68,6 +70,7 @@ const settings = {
   rate: positive("rate"),
   maxAlive: positive("max-alive"),
   holdMs: positive("hold-ms", LIMITS.maxHoldMs),
+  settleMs: positive("settle-ms"),
   modes: values.modes.split(",") as Mode[],
 };
 for (const mode of settings.modes) {
@@ -136,6 +139,9 @@ async function quietForkRate(ms: number): Promise<number> {
 }
 
 async function measure(s: GuestSession, mode: Mode, hold: boolean): Promise<HoldSample> {
+  // A thawed workload's sleepers all wake at once and exit: it is back to its usual population
+  // once its longest-lived processes (400 ms) have been replaced.
+  await sleep(settings.settleMs);
   s.holdMs = hold ? settings.holdMs : undefined;
   const forksBefore = await churn.forks();
   const started = performance.now();
@@ -207,7 +213,8 @@ const markdown = [
   `${loadAtEnd.join(" ")} at the end.`,
   "",
   `\`ps\` (task list, pid IDR, children lists) of ${settings.processes} processes, ` +
-  `${settings.reps} snapshots per row after a warm-up, rows interleaved. Workload: ` +
+  `${settings.reps} snapshots per row after a warm-up, rows interleaved, ` +
+  `${settings.settleMs} ms apart. Workload: ` +
   `${settings.rate} workers a second forking a child each, at most ${settings.maxAlive} alive, ` +
   `in a cgroup v${hierarchy.version}; ${quietBefore.toFixed(0)} forks/s with no snapshot ` +
   `running before, ${quietAfter.toFixed(0)} after. Holds capped at ${settings.holdMs} ms.`,
