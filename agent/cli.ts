@@ -5,7 +5,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/mod.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, LIMITS, parseHostPort } from "../protocol/mod.ts";
 import { Agent } from "./server.ts";
 
 /** Builds the `agent` command. */
@@ -61,6 +61,19 @@ export function agentCommand() {
       positive("--idle-timeout-ms"),
       300_000,
     )
+    .option(
+      "--hold-cgroup <dir>",
+      "a cgroup directory (v2, or a v1 freezer's) the IDS may ask to hold still during a " +
+        "snapshot; repeat for several; never one that holds the agent",
+      (dir: string, dirs: string[]) => [...dirs, dir],
+      [] as string[],
+    )
+    .option(
+      "--max-hold-ms <ms>",
+      `the longest a hold may last, whatever the IDS asks (at most ${LIMITS.maxHoldMs})`,
+      positive("--max-hold-ms", LIMITS.maxHoldMs),
+      LIMITS.maxHoldMs,
+    )
     .action(async (options) => {
       const { hostname, port } = parseHostPort(options.listen, "--listen");
       const ringMb = Number(options.ringMb);
@@ -79,6 +92,8 @@ export function agentCommand() {
         maxConnections: options.maxConnections,
         sendTimeoutMs: options.sendTimeoutMs,
         idleTimeoutMs: options.idleTimeoutMs,
+        holdCgroups: options.holdCgroup,
+        maxHoldMs: options.maxHoldMs,
       });
       const stop = () => {
         agent.close().finally(() => Deno.exit(0));
@@ -88,12 +103,13 @@ export function agentCommand() {
     });
 }
 
-/** Parses a flag's value as a positive integer, naming the flag when it is not one. */
-function positive(flag: string): (value: string) => number {
+/** Parses a flag's value as a positive integer (at most `max`), naming the flag when it is not one. */
+function positive(flag: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < 1) {
-      throw new TypeError(`Invalid ${flag} "${value}": expected a positive integer`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? "a positive integer" : `an integer 1..${max}`;
+      throw new TypeError(`Invalid ${flag} "${value}": expected ${range}`);
     }
     return n;
   };

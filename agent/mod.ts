@@ -12,7 +12,8 @@
  *
  * {@linkcode Agent} runs an agent in this process; {@linkcode spawnAgent} starts one as a child
  * process (`agent/main.ts`) with {@linkcode AGENT_PERMISSIONS}. {@linkcode Walker} is the user
- * side of the in-guest programs, for tests that drive them directly.
+ * side of the in-guest programs, for tests that drive them directly. {@linkcode Holder} holds the
+ * cgroups the operator allows still during a snapshot (HOLD, RELEASE).
  *
  * @module
  */
@@ -28,6 +29,13 @@ export {
   spawnReady,
 } from "./process.ts";
 export { Agent, type AgentOptions } from "./server.ts";
+export {
+  DEFAULT_MAX_HOLD_MS,
+  type HoldCgroup,
+  Holder,
+  type HolderOptions,
+  resolveHoldCgroup,
+} from "./hold.ts";
 export {
   PROGRAM_VARIANT,
   type RunResult,

@@ -47,6 +47,7 @@ import {
   type RawFrame,
   StopReason,
 } from "../protocol/mod.ts";
+import { answerHold, Holder } from "./hold.ts";
 import { kernelFeatures, lookupNames, lookupSymbols } from "./_kernel_facts.ts";
 import { limitLog } from "./_log_limit.ts";
 import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
@@ -85,6 +86,14 @@ export interface AgentOptions {
   sendTimeoutMs?: number;
   /** Time an authenticated connection may stay silent both ways before it is closed. @default 300000 */
   idleTimeoutMs?: number;
+  /**
+   * Cgroup directories the IDS may ask to hold still (HOLD), the monitored workload's: each is
+   * checked at start (`agent/hold.ts`), and one that holds the agent itself is refused.
+   * @default none: HOLD is answered with an ERROR
+   */
+  holdCgroups?: readonly string[];
+  /** The longest a hold may last, whatever the IDS asks, 1..LIMITS.maxHoldMs. @default 10000 */
+  maxHoldMs?: number;
 }
 
 /**
@@ -120,6 +129,7 @@ export class Agent implements AsyncDisposable {
   /** Channels whose connection is gone: their queued walker runs are skipped. */
   #gone = new WeakSet<Channel>();
   #maxConnections: number;
+  #holder: Holder | undefined;
   #closed = false;
 
   private constructor(
@@ -128,7 +138,9 @@ export class Agent implements AsyncDisposable {
     info: AgentInfo,
     log: (line: string) => void,
     maxConnections: number,
+    holder: Holder | undefined,
   ) {
+    this.#holder = holder;
     this.#walker = walker;
     this.#btf = btf;
     this.#info = info;
@@ -145,8 +157,16 @@ export class Agent implements AsyncDisposable {
     const hostname = options.hostname ?? "127.0.0.1";
     const btfPath = options.btfPath ?? "/sys/kernel/btf/vmlinux";
     const btf = await Deno.readFile(btfPath);
+    // What peers can trigger is rate-limited: a flood must not fill the guest's disk.
+    const peerLog = limitLog(log);
+    const holder = options.holdCgroups?.length
+      ? Holder.open(options.holdCgroups, { maxHoldMs: options.maxHoldMs, log: peerLog })
+      : undefined;
     const credentials = await ensureAgentCredentials(options.stateDir, { names: [hostname] });
-    const walker = await Walker.open({ ringBytes: options.ringBytes });
+    const walker = await Walker.open({ ringBytes: options.ringBytes }).catch((error) => {
+      holder?.dispose();
+      throw error;
+    });
     try {
       const info: AgentInfo = {
         kernelRelease: Deno.osRelease(),
@@ -159,9 +179,7 @@ export class Agent implements AsyncDisposable {
         features: await kernelFeatures(),
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      // What peers can trigger is rate-limited: a flood must not fill the guest's disk.
-      const peerLog = limitLog(log);
-      const agent = new Agent(walker, btf, info, peerLog, maxConnections);
+      const agent = new Agent(walker, btf, info, peerLog, maxConnections, holder);
       const server = await listenChannel({
         hostname,
         port: options.port ?? 7047,
@@ -179,9 +197,11 @@ export class Agent implements AsyncDisposable {
         idleTimeoutMs: options.idleTimeoutMs,
       });
       agent.#server = server;
+      for (const dir of holder?.dirs ?? []) log(`may hold cgroup ${dir}`);
       log(`listening on ${server.hostname}:${server.port} (pid ${Deno.pid}, ${info.programs})`);
       return agent;
     } catch (error) {
+      holder?.dispose();
       walker.close();
       throw error;
     }
@@ -219,6 +239,7 @@ export class Agent implements AsyncDisposable {
         this.#log(`closing ${channel.remote}: ${(error as Error).message}`);
       }
     } finally {
+      this.#holder?.forget(channel);
       this.#channels.delete(channel);
       channel.close();
     }
@@ -282,6 +303,12 @@ export class Agent implements AsyncDisposable {
         break;
       case FrameType.PREFETCH:
         await this.#prefetch(channel, frame);
+        break;
+      case FrameType.HOLD:
+      case FrameType.RELEASE:
+        for (const answer of await answerHold(this.#holder, channel, frame)) {
+          await this.#send(channel, encodeFrame(answer));
+        }
         break;
       case FrameType.SYMBOLS: {
         const asked = "addresses" in frame
@@ -514,6 +541,7 @@ export class Agent implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#holder?.dispose();
     for (const channel of this.#channels) channel.close();
     await this.#server?.close();
     await this.#busy;

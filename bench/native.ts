@@ -1,8 +1,8 @@
 /**
- * The benchmark's native helpers (`link.c`, `idle.c`), built with clang into a temporary folder
- * and run as child processes: the emulated link (a relay that holds every chunk for half the
- * round-trip time in each direction), the probe that measures a link, and the idle processes
- * that grow the guest's process list.
+ * The benchmark's native helpers (`link.c`, `idle.c`, `churn.c`), built with clang into a
+ * temporary folder and run as child processes: the emulated link (a relay that holds every chunk
+ * for half the round-trip time in each direction), the probe that measures a link, the idle
+ * processes that grow the guest's process list, and the churning workload of `bench:hold`.
  *
  * Every helper exits when its standard input closes, so none outlives the benchmark, however the
  * benchmark ends.
@@ -10,12 +10,13 @@
  * @module
  */
 
-const SOURCES = ["link", "idle"] as const;
+const SOURCES = ["link", "idle", "churn"] as const;
 
 /** The built helpers. Dispose to remove them. */
 export interface NativeTools extends AsyncDisposable {
   link: string;
   idle: string;
+  churn: string;
 }
 
 /**
@@ -42,7 +43,12 @@ export async function buildNative(): Promise<NativeTools> {
     }
     throw error;
   }
-  return { link: `${dir}/link`, idle: `${dir}/idle`, [Symbol.asyncDispose]: remove };
+  return {
+    link: `${dir}/link`,
+    idle: `${dir}/idle`,
+    churn: `${dir}/churn`,
+    [Symbol.asyncDispose]: remove,
+  };
 }
 
 /** A running helper that speaks in lines on its standard output. */
@@ -197,6 +203,46 @@ export class IdleProcesses implements AsyncDisposable {
       throw new Error(`Cannot start ${count} idle processes: ${answer}`);
     }
     this.#count = count;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#child[Symbol.asyncDispose]();
+  }
+}
+
+/**
+ * The churning workload (`churn.c`): `rate` workers a second, each forking a child, at most
+ * `max` processes alive. It waits for {@linkcode Churn.go} (move it into a cgroup first: its
+ * processes are born there). Dispose to kill them all.
+ */
+export class Churn implements AsyncDisposable {
+  #child: LineChild;
+
+  private constructor(child: LineChild) {
+    this.#child = child;
+  }
+
+  static start(tools: NativeTools, rate: number, max: number): Churn {
+    return new Churn(new LineChild(tools.churn, [String(rate), String(max)]));
+  }
+
+  /** The parent of every process of the workload. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async go(): Promise<void> {
+    await this.#child.send("go");
+    const answer = await this.#child.line();
+    if (answer !== "going") throw new Error(`The churning workload did not start: ${answer}`);
+  }
+
+  /** Processes it has forked so far. Waits while it is frozen. */
+  async forks(): Promise<number> {
+    await this.#child.send("count");
+    const match = /^forks (\d+)$/.exec(await this.#child.line());
+    if (!match) throw new Error("The churning workload did not say how many it forked");
+    return Number(match[1]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

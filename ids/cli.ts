@@ -5,7 +5,7 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, parseHostPort } from "../protocol/mod.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, LIMITS, parseHostPort } from "../protocol/mod.ts";
 import { type AgentTarget, openSession } from "./connect.ts";
 import type { Process } from "./linux/processes.ts";
 import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./session.ts";
@@ -33,6 +33,13 @@ export function formatStats(stats: SnapshotStats): string {
     if (stats.prefetch.stop !== "complete") parts.push(`walk-stopped=${stats.prefetch.stop}`);
   }
   if (stats.misses) parts.push(`misses=${stats.misses}`);
+  if (stats.hold) {
+    parts.push(
+      stats.hold.state === "refused"
+        ? "hold=refused"
+        : `hold=${stats.hold.state} held-ms=${stats.hold.heldMs.toFixed(1)}`,
+    );
+  }
   if (stats.reason) parts.push(`reason="${printable(stats.reason)}"`);
   return parts.join(" ");
 }
@@ -90,7 +97,12 @@ function targetOptions<T extends Command>(command: T) {
         "prefetch" as Mode,
       ),
     )
-    .option("--json", "print JSON instead of a table");
+    .option("--json", "print JSON instead of a table")
+    .option(
+      "--hold <ms>",
+      `hold the workload the agent may hold (its --hold-cgroup) still during the snapshot, ` +
+        `for at most MS (1..${LIMITS.maxHoldMs})`,
+    );
 }
 
 /** What a view command prints: JSON (the whole answer), or a table, then the stats line. */
@@ -115,8 +127,14 @@ export function viewCommand(
   return targetOptions(command)
     .description(description)
     .action(async function (this: Command) {
-      const options = this.opts() as AgentTarget & { mode: Mode; json?: boolean };
+      const options = this.opts() as AgentTarget & { mode: Mode; json?: boolean; hold?: string };
+      const holdMs = options.hold === undefined ? undefined : Number(options.hold);
+      const valid = Number.isSafeInteger(holdMs) && holdMs! >= 1 && holdMs! <= LIMITS.maxHoldMs;
+      if (holdMs !== undefined && !valid) {
+        throw new TypeError(`Invalid --hold "${options.hold}": expected 1..${LIMITS.maxHoldMs} ms`);
+      }
       using session = await openSession(options);
+      session.holdMs = holdMs;
       const out = await run(session, options.mode, this.args);
       if (options.json) {
         // Which in-guest program variant served the view, as the agent announced it.
@@ -125,6 +143,9 @@ export function viewCommand(
       } else {
         console.log(out.table);
         console.log(formatStats(out.stats));
+      }
+      if (out.stats.hold?.error) {
+        console.error(`warning: the snapshot was not held: ${printable(out.stats.hold.error)}`);
       }
     });
 }

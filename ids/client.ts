@@ -28,6 +28,8 @@ import {
   FrameError,
   FrameType,
   frameTypeName,
+  type HoldAnswer,
+  HoldState,
   type IdsCredentials,
   LIMITS,
   parseFrame,
@@ -425,6 +427,66 @@ export class AgentClient implements Disposable {
       return true;
     });
     return out;
+  }
+
+  /**
+   * Asks the agent to hold the workload it may hold (its `--hold-cgroup`) still for at most
+   * `maxMs`: one round trip, resolved once the workload is frozen. The answer's `capMs` is what
+   * the agent granted (never more than asked).
+   * @throws {AgentError} when the agent cannot hold (none allowed, another hold, a failure).
+   */
+  hold(maxMs: number, meter?: Meter): Promise<HoldAnswer> {
+    if (!Number.isSafeInteger(maxMs) || maxMs < 1 || maxMs > LIMITS.maxHoldMs) {
+      throw new RangeError(`Cannot hold for ${maxMs} ms: expected 1..${LIMITS.maxHoldMs}`);
+    }
+    return this.#holdRequest({ type: FrameType.HOLD, id: 0, maxMs }, meter, (hold) => {
+      if (hold.state !== HoldState.HOLDING) return "a state other than HOLDING";
+      if (hold.capMs < 1 || hold.capMs > maxMs) return `a cap of ${hold.capMs} ms`;
+      return undefined;
+    });
+  }
+
+  /**
+   * Ends this connection's hold: one round trip. The answer says how long the workload was held
+   * (`heldNs`, as the agent measured it) and whether its cap had ended it first (EXPIRED).
+   */
+  release(meter?: Meter): Promise<HoldAnswer> {
+    return this.#holdRequest(
+      { type: FrameType.RELEASE, id: 0 },
+      meter,
+      (hold) => hold.state === HoldState.HOLDING ? "a state of HOLDING" : undefined,
+    );
+  }
+
+  async #holdRequest(
+    request: Frame,
+    meter: Meter | undefined,
+    problem: (hold: HoldAnswer) => string | undefined,
+  ): Promise<HoldAnswer> {
+    let answer: HoldAnswer | undefined;
+    await this.#stream(request, meter, (frame) => {
+      if (frame.type !== FrameType.HELD) return false;
+      if (answer) {
+        throw misbehaving(
+          "answers",
+          `Agent answered ${frameTypeName(request.type)} more than once`,
+        );
+      }
+      const wrong = problem(frame.hold);
+      if (wrong) {
+        throw misbehaving(
+          "hold",
+          `Agent answered ${frameTypeName(request.type)} with ${wrong}`,
+          frame.hold.capMs,
+        );
+      }
+      answer = frame.hold;
+      return true;
+    });
+    if (!answer) {
+      throw misbehaving("hold", `Agent ended ${frameTypeName(request.type)} without a HELD frame`);
+    }
+    return answer;
   }
 
   /** Sends a request and feeds its frames to `onData` until END; returns END's stats. */

@@ -11,11 +11,16 @@
  *
  * A read the prefetch did not cover still works (one round trip) and is counted as a miss.
  *
+ * With {@linkcode GuestSession.holdMs} set, each snapshot holds the monitored workload still
+ * (`ids/hold.ts`), so that lists walked over many round trips do not change under the walk.
+ *
  * @module
  */
 
-import { encodePlan, PrefetchTarget, StopReason } from "../protocol/mod.ts";
+import { encodePlan, LIMITS, PrefetchTarget, StopReason } from "../protocol/mod.ts";
 import type { AgentClient, Meter } from "./client.ts";
+import { holding, type HoldStats } from "./hold.ts";
+export type { HoldStats };
 import { loadBtf } from "./btf_store.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";
 import { fromKAddr, type KAddr, kaddrOf, parseKAddr, toKAddr } from "./memory/address.ts";
@@ -63,6 +68,8 @@ export interface SnapshotStats {
     /** Records refused because their address is not a kernel address. */
     rejected: number;
   };
+  /** When the session holds the workload ({@linkcode GuestSession.holdMs}): how that went. */
+  hold?: HoldStats;
 }
 
 /** Limits of a prefetch walk. */
@@ -135,6 +142,7 @@ export class NoSuchProcessError extends Error {
 /** A guest, ready for snapshots. Closing it closes the client. */
 export class GuestSession implements Disposable {
   #lazy = new Map<string, unknown>();
+  #holdMs: number | undefined;
 
   private constructor(
     readonly client: AgentClient,
@@ -173,6 +181,21 @@ export class GuestSession implements Disposable {
     );
     const initTask = await findInitTask(memory, types, anchor);
     return new GuestSession(client, btf, types, anchor, initTask, options.symbols ?? new Map());
+  }
+
+  /**
+   * Hold the monitored workload still during each snapshot, for at most this many milliseconds
+   * (1..LIMITS.maxHoldMs); undefined (the default) never holds.
+   */
+  get holdMs(): number | undefined {
+    return this.#holdMs;
+  }
+
+  set holdMs(ms: number | undefined) {
+    if (ms !== undefined && !(Number.isSafeInteger(ms) && ms >= 1 && ms <= LIMITS.maxHoldMs)) {
+      throw new RangeError(`Cannot hold for ${ms} ms: expected 1..${LIMITS.maxHoldMs}`);
+    }
+    this.#holdMs = ms;
   }
 
   /** The guest's process list, with what it cost. */
@@ -336,6 +359,18 @@ export class GuestSession implements Disposable {
   ): Promise<{ value: T; stats: SnapshotStats }> {
     const started = performance.now();
     const meter: Meter = { roundTrips: 0, bytes: 0 };
+    const take = () => this.#take(mode, view, limits, started, meter);
+    if (this.#holdMs === undefined) return await take();
+    return await holding(this.client, this.#holdMs, meter, started, take);
+  }
+
+  async #take<T>(
+    mode: Mode,
+    view: View<T>,
+    limits: PrefetchLimits,
+    started: number,
+    meter: Meter,
+  ): Promise<{ value: T; stats: SnapshotStats }> {
     const cache = new MemoryCache();
     const memory = new RemoteMemory(
       cache,

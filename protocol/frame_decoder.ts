@@ -17,6 +17,7 @@ import {
   FRAME_TYPE_NAMES,
   FrameError,
   FrameType,
+  HoldState,
   LIMITS,
   PrefetchTarget,
   type RawFrame,
@@ -24,6 +25,7 @@ import {
 } from "./frames.ts";
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
+const HOLD_STATES: ReadonlySet<number> = new Set(Object.values(HoldState));
 
 /**
  * Splits a byte stream into raw frames. Feed it chunks with {@linkcode push}, then take frames
@@ -277,6 +279,28 @@ export function parseFrame(raw: RawFrame): Frame {
       } else {
         throw r.error(`unknown form ${form}`);
       }
+      break;
+    }
+    case FrameType.HOLD: {
+      const maxMs = r.u32();
+      if (maxMs < 1 || maxMs > LIMITS.maxHoldMs) {
+        throw r.error(`maxMs ${maxMs} is outside 1..${LIMITS.maxHoldMs}`);
+      }
+      frame = { type: FrameType.HOLD, id, maxMs };
+      break;
+    }
+    case FrameType.RELEASE:
+      frame = { type: FrameType.RELEASE, id };
+      break;
+    case FrameType.HELD: {
+      const state = r.u8();
+      if (!HOLD_STATES.has(state)) throw r.error(`unknown hold state ${state}`);
+      const capMs = r.u32();
+      if (capMs > LIMITS.maxHoldMs) {
+        throw r.error(`capMs ${capMs} exceeds the limit ${LIMITS.maxHoldMs}`);
+      }
+      const hold = { state: state as HoldState, capMs, freezeNs: r.count(), heldNs: r.count() };
+      frame = { type: FrameType.HELD, id, hold };
       break;
     }
     case FrameType.DATA:

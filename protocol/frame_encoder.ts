@@ -104,6 +104,16 @@ export function encodeFrame(frame: Frame): Uint8Array {
         for (const [addr, name] of frame.at) w.u64(addr).string(name);
       }
       break;
+    case FrameType.HOLD:
+      w.u32(frame.maxMs);
+      break;
+    case FrameType.RELEASE:
+      break;
+    case FrameType.HELD: {
+      const h = frame.hold;
+      w.u8(h.state).u32(h.capMs).u64(h.freezeNs).u64(h.heldNs);
+      break;
+    }
     case FrameType.DATA:
       w.bytes(frame.payload);
       break;

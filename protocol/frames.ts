@@ -2,9 +2,14 @@
  * Binary frames between the IDS and the agent: their types, fields and limits.
  *
  * Every frame is `u32 length | u8 type | u32 request id | payload`, little-endian, where `length`
- * counts the bytes after itself. A request from the IDS (GET_BTF, SYMBOLS, READ, PREFETCH) is
- * answered by zero or more DATA or BTF frames with the same request id, then exactly one END or
- * ERROR. Request ids are chosen by the IDS; the agent answers requests in order.
+ * counts the bytes after itself. A request from the IDS (GET_BTF, SYMBOLS, READ, PREFETCH, HOLD,
+ * RELEASE) is answered by zero or more DATA, BTF, SYMBOLS or HELD frames with the same request id,
+ * then exactly one END or ERROR. Request ids are chosen by the IDS; the agent answers requests in
+ * order.
+ *
+ * HOLD asks the agent to freeze the cgroups its operator allowed it to hold (the monitored
+ * workload) for at most `maxMs`, so that a snapshot of many requests sees memory that does not
+ * change under it; RELEASE thaws them. Both are answered by one HELD frame, then END.
  *
  * Frames are built by `frame_encoder.ts`, read by `frame_decoder.ts`, and DATA payloads are
  * records (`data_records.ts`).
@@ -41,6 +46,8 @@ export const LIMITS = {
   maxString: 4096,
   /** Most names one SYMBOLS request may ask for. */
   maxSymbols: 64,
+  /** Longest hold a HOLD may ask for, in milliseconds; an agent may grant less. */
+  maxHoldMs: 10_000,
 } as const;
 
 /**
@@ -55,10 +62,13 @@ export const FrameType = {
   READ: 0x03,
   PREFETCH: 0x04,
   SYMBOLS: 0x05,
+  HOLD: 0x06,
+  RELEASE: 0x07,
   DATA: 0x10,
   BTF: 0x11,
   END: 0x12,
   ERROR: 0x13,
+  HELD: 0x14,
 } as const;
 export type FrameType = typeof FrameType[keyof typeof FrameType];
 
@@ -101,6 +111,33 @@ export const StopReason = {
   STEPS: 7,
 } as const;
 export type StopReason = typeof StopReason[keyof typeof StopReason];
+
+/** Where a hold stands, as a HELD frame tells it. */
+export const HoldState = {
+  /** RELEASE found no hold of this connection. */
+  NONE: 0,
+  /** HOLD: the cgroups are frozen now. */
+  HOLDING: 1,
+  /** RELEASE: this release thawed them. */
+  RELEASED: 2,
+  /** RELEASE: the hold's cap thawed them before the release came. */
+  EXPIRED: 3,
+} as const;
+export type HoldState = typeof HoldState[keyof typeof HoldState];
+
+/** A HELD frame's fields: how a hold went, as the agent measured it. */
+export interface HoldAnswer {
+  state: HoldState;
+  /** The longest the hold may last, in milliseconds: the asked `maxMs` or the agent's own cap. */
+  capMs: number;
+  /** Nanoseconds from asking the kernel to freeze until every task of the cgroups was frozen. */
+  freezeNs: number;
+  /**
+   * Nanoseconds the workload has been held: from the freeze until now (HOLDING) or until the
+   * thaw (RELEASED, EXPIRED); 0 for NONE.
+   */
+  heldNs: number;
+}
 
 /** What the agent tells the IDS about itself and its guest in its HELLO. */
 export interface AgentInfo {
@@ -154,6 +191,10 @@ export type Frame =
   | { type: typeof FrameType.SYMBOLS; id: number; addresses: bigint[] }
   /** Its answer: a name for each address that has one ("name" or "name [module]"). */
   | { type: typeof FrameType.SYMBOLS; id: number; at: [bigint, string][] }
+  /** Hold the allowed cgroups still for at most `maxMs` (1..LIMITS.maxHoldMs). */
+  | { type: typeof FrameType.HOLD; id: number; maxMs: number }
+  | { type: typeof FrameType.RELEASE; id: number }
+  | { type: typeof FrameType.HELD; id: number; hold: HoldAnswer }
   | { type: typeof FrameType.DATA; id: number; payload: Uint8Array }
   | { type: typeof FrameType.BTF; id: number; offset: number; total: number; bytes: Uint8Array }
   | { type: typeof FrameType.END; id: number; stats: EndStats }

@@ -10,6 +10,7 @@ import {
   FrameDecoder,
   FrameError,
   FrameType,
+  HoldState,
   LIMITS,
   parseFrame,
   PrefetchTarget,
@@ -73,6 +74,22 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     type: fc.constant(FrameType.SYMBOLS),
     id: u32,
     at: fc.array(fc.tuple(u64, text), { maxLength: 8 }),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.HOLD),
+    id: u32,
+    maxMs: fc.integer({ min: 1, max: LIMITS.maxHoldMs }),
+  }),
+  fc.record({ type: fc.constant(FrameType.RELEASE), id: u32 }),
+  fc.record({
+    type: fc.constant(FrameType.HELD),
+    id: u32,
+    hold: fc.record({
+      state: fc.constantFrom(...Object.values(HoldState)),
+      capMs: fc.integer({ min: 0, max: LIMITS.maxHoldMs }),
+      freezeNs: safe,
+      heldNs: safe,
+    }),
   }),
   fc.record({
     type: fc.constant(FrameType.DATA),
@@ -269,6 +286,67 @@ Deno.test("parseFrame() rejects trailing bytes and an unknown prefetch target", 
     FrameError,
   );
   assertEquals(error.code, ErrorCode.UNSUPPORTED);
+});
+
+/** The payload of `frame` as encoded, with `edit` applied to a copy of it. */
+function payloadOf(frame: Frame, edit: (view: DataView) => void = () => {}): Uint8Array {
+  const payload = encodeFrame(frame).slice(9);
+  edit(new DataView(payload.buffer));
+  return payload;
+}
+
+Deno.test("parseFrame() holds a HOLD's maxMs to 1..LIMITS.maxHoldMs and names the bound", () => {
+  const hold = { type: FrameType.HOLD, id: 3, maxMs: 1 } as const;
+  for (const maxMs of [0, LIMITS.maxHoldMs + 1, 0xffff_ffff]) {
+    const payload = payloadOf(hold, (v) => v.setUint32(0, maxMs, true));
+    const error = assertThrows(
+      () => parseFrame({ type: FrameType.HOLD, id: 3, payload }),
+      FrameError,
+    );
+    assert(
+      error.message.includes(`maxMs ${maxMs} is outside 1..${LIMITS.maxHoldMs}`),
+      error.message,
+    );
+    assertEquals(error.id, 3);
+    assert(!error.fatal, "a bad HOLD fails the request, not the stream");
+  }
+  const top = parseFrame({
+    type: FrameType.HOLD,
+    id: 3,
+    payload: payloadOf({ ...hold, maxMs: LIMITS.maxHoldMs }),
+  });
+  assertEquals(top, { type: FrameType.HOLD, id: 3, maxMs: LIMITS.maxHoldMs });
+  for (const payload of [new Uint8Array(3), new Uint8Array(5)]) {
+    assertThrows(() => parseFrame({ type: FrameType.HOLD, id: 3, payload }), FrameError);
+  }
+  const release = new Uint8Array(1);
+  assertThrows(() => parseFrame({ type: FrameType.RELEASE, id: 4, payload: release }), FrameError);
+});
+
+Deno.test("parseFrame() refuses a HELD with an unknown state, a cap past the limit or a huge time", () => {
+  const held: Frame = {
+    type: FrameType.HELD,
+    id: 9,
+    hold: { state: HoldState.HOLDING, capMs: 100, freezeNs: 1, heldNs: 2 },
+  };
+  const cases: [string, (v: DataView) => void][] = [
+    ["unknown hold state 4", (v) => v.setUint8(0, 4)],
+    ["unknown hold state 255", (v) => v.setUint8(0, 255)],
+    [`capMs ${LIMITS.maxHoldMs + 1} exceeds`, (v) => v.setUint32(1, LIMITS.maxHoldMs + 1, true)],
+    ["is too large", (v) => v.setBigUint64(5, 1n << 60n, true)],
+    ["is too large", (v) => v.setBigUint64(13, (1n << 64n) - 1n, true)],
+  ];
+  for (const [problem, edit] of cases) {
+    const payload = payloadOf(held, edit);
+    const error = assertThrows(
+      () => parseFrame({ type: FrameType.HELD, id: 9, payload }),
+      FrameError,
+    );
+    assert(error.message.includes(problem), `${problem}: ${error.message}`);
+    assert(error.message.includes("HELD"), error.message);
+  }
+  const long = new Uint8Array(payloadOf(held).length + 1);
+  assertThrows(() => parseFrame({ type: FrameType.HELD, id: 9, payload: long }), FrameError);
 });
 
 Deno.test("parseFrame() rejects a string that is not UTF-8 or is too long", () => {

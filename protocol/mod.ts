@@ -27,6 +27,8 @@ export {
   FrameError,
   FrameType,
   frameTypeName,
+  type HoldAnswer,
+  HoldState,
   KERNEL_HALF,
   LIMITS,
   PrefetchTarget,

@@ -61,7 +61,19 @@ export function privilegedTest(
   fn: (t: Deno.TestContext) => void | Promise<void>,
   options: Omit<Deno.TestDefinition, "name" | "fn" | "ignore"> = {},
 ): void {
-  const reason = missingPrivilege();
+  requiringTest(name, missingPrivilege(), fn, options);
+}
+
+/**
+ * Registers a test that can run only where `reason` is null: elsewhere it is skipped with the
+ * reason printed, or failed with it when {@linkcode REQUIRE_PRIVILEGED} is set.
+ */
+export function requiringTest(
+  name: string,
+  reason: string | null,
+  fn: (t: Deno.TestContext) => void | Promise<void>,
+  options: Omit<Deno.TestDefinition, "name" | "fn" | "ignore"> = {},
+): void {
   if (reason === null) {
     Deno.test({ ...options, name, fn });
   } else if (REQUIRE_PRIVILEGED) {

@@ -254,6 +254,13 @@ const SnapshotStatsSchema = z.object({
     pruned: z.number().int(),
     rejected: z.number().int(),
   }).optional(),
+  hold: z.object({
+    state: z.enum(["held", "expired", "refused"]),
+    capMs: z.number().int(),
+    heldMs: z.number(),
+    freezeMs: z.number(),
+    error: z.string().optional(),
+  }).optional().openapi({ description: "How the snapshot's hold of the workload went, if any" }),
 }).openapi("SnapshotStats");
 
 /** What a snapshot is, without its value. */

@@ -17,6 +17,8 @@ import {
   FrameDecoder,
   FrameError,
   FrameType,
+  type HoldState,
+  LIMITS,
   parseFrame,
   PlanError,
   PrefetchTarget,
@@ -114,6 +116,11 @@ const request: fc.Arbitrary<Uint8Array> = fc.oneof(
   fc.record({ id: u32, names: fc.array(text, { maxLength: 6 }) }).map((f) =>
     encodeFrame({ type: FrameType.SYMBOLS, ...f })
   ),
+  // Past the limit too: the decoder refuses such a maxMs.
+  fc.record({ id: u32, maxMs: fc.oneof(fc.integer({ min: 1, max: LIMITS.maxHoldMs }), u32) }).map(
+    (f) => encodeFrame({ type: FrameType.HOLD, ...f }),
+  ),
+  u32.map((id) => encodeFrame({ type: FrameType.RELEASE, id })),
 );
 
 function records(): fc.Arbitrary<Uint8Array> {
@@ -165,6 +172,15 @@ const answer: fc.Arbitrary<Uint8Array> = fc.oneof(
   ),
   fc.record({ id: u32, symbols: fc.array(fc.tuple(text, u64), { maxLength: 4 }) }).map((f) =>
     encodeFrame({ type: FrameType.SYMBOLS, ...f })
+  ),
+  fc.record({
+    id: u32,
+    state: fc.integer({ min: 0, max: 5 }),
+    capMs: fc.oneof(fc.integer({ min: 0, max: LIMITS.maxHoldMs }), u32),
+    freezeNs: fc.nat(),
+    heldNs: fc.nat(),
+  }).map(({ id, state, ...rest }) =>
+    encodeFrame({ type: FrameType.HELD, id, hold: { state: state as HoldState, ...rest } })
   ),
 );
 

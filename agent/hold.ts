@@ -1,0 +1,442 @@
+/**
+ * Holding the monitored workload still: the cgroups the agent's operator allows it to freeze
+ * (`--hold-cgroup`), frozen on the IDS's HOLD for at most a capped time, so that a snapshot of
+ * many requests (on-demand mode) reads lists that do not change under it.
+ *
+ * The operator decides what may be held; a HOLD can only freeze that, never more:
+ * - Each cgroup is checked when the agent starts: an absolute path to a directory of a cgroup v2
+ *   hierarchy (frozen with `cgroup.freeze`, confirmed by `frozen 1` in `cgroup.events`) or of a
+ *   v1 `freezer` hierarchy (`freezer.state` FROZEN / THAWED), not a hierarchy's root, and not
+ *   holding the agent itself: a cgroup that is the agent's own, or one of its ancestors, is
+ *   refused (`/proc/self/cgroup`). The agent must never freeze itself. That last check runs
+ *   again on every HOLD: the guest may move the agent after it started.
+ * - A hold lasts at most `min(maxMs asked, the agent's cap)`; a timer thaws it then. It also ends
+ *   on RELEASE, when its connection closes, when the agent closes (SIGINT, SIGTERM) and, as a last
+ *   resort, when the agent's process exits through `Deno.exit`.
+ * - One hold at a time, across connections. A cgroup someone else froze is left alone: the HOLD
+ *   is refused rather than thawing it later.
+ * - Freezing is waited for within a bound; a cgroup that does not freeze in time is thawed and
+ *   the HOLD refused.
+ *
+ * This is the only place that writes to cgroups. The agent still interprets no guest memory: a
+ * hold only stops and restarts the workload's tasks.
+ *
+ * @module
+ */
+
+import {
+  type EndStats,
+  ErrorCode,
+  type Frame,
+  FrameType,
+  type HoldAnswer,
+  HoldState,
+  LIMITS,
+  StopReason,
+} from "../protocol/mod.ts";
+
+/** Default of the agent's own cap on a hold, in milliseconds (the protocol's limit). */
+export const DEFAULT_MAX_HOLD_MS = LIMITS.maxHoldMs;
+/** Longest the agent waits for the kernel to freeze every task of a cgroup. */
+const FREEZE_TIMEOUT_MS = 1000;
+
+/** One cgroup the agent may hold, as checked at start. */
+export interface HoldCgroup {
+  /** Its directory (symbolic links resolved). */
+  dir: string;
+  version: 1 | 2;
+  /** Its path within its hierarchy, as `/proc/PID/cgroup` writes it. */
+  path: string;
+}
+
+/** What the checks read of the system (the files themselves unless a test gives others). */
+export interface CgroupFacts {
+  /** `/proc/self/mountinfo`. */
+  mountinfo: string;
+  /** `/proc/self/cgroup`. */
+  selfCgroup: () => string;
+  pid: number;
+}
+
+function systemFacts(): CgroupFacts {
+  return {
+    mountinfo: Deno.readTextFileSync("/proc/self/mountinfo"),
+    selfCgroup: () => Deno.readTextFileSync("/proc/self/cgroup"),
+    pid: Deno.pid,
+  };
+}
+
+/** A HOLD or RELEASE that cannot be served: the ERROR frame's code and message. */
+export class HoldError extends Error {
+  constructor(message: string, readonly code: ErrorCode) {
+    super(message);
+    this.name = "HoldError";
+  }
+}
+
+interface Mount {
+  root: string;
+  point: string;
+  fstype: string;
+  superOptions: string[];
+}
+
+/** `\040`-style escapes of mountinfo's paths. */
+function unescape(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+function parseMountinfo(text: string): Mount[] {
+  const mounts: Mount[] = [];
+  for (const line of text.split("\n")) {
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-", 6);
+    if (dash < 0 || dash + 3 >= fields.length) continue;
+    mounts.push({
+      root: unescape(fields[3]),
+      point: unescape(fields[4]),
+      fstype: fields[dash + 1],
+      superOptions: (fields[dash + 3] ?? "").split(","),
+    });
+  }
+  return mounts;
+}
+
+function under(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir === "/" ? "/" : `${dir}/`);
+}
+
+/** The agent's own cgroup in the hierarchy of `version` (v1: the freezer's), if it has one. */
+function ownCgroup(selfCgroup: string, version: 1 | 2): string | undefined {
+  for (const line of selfCgroup.split("\n")) {
+    const match = /^(\d+):([^:]*):(.*)$/.exec(line);
+    if (!match) continue;
+    if (
+      version === 2 ? match[1] === "0" && match[2] === "" : match[2].split(",").includes("freezer")
+    ) {
+      return match[3];
+    }
+  }
+  return undefined;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why the agent, as `facts` sees it now, must not hold `cgroup`; undefined when it may. */
+function containsAgent(cgroup: HoldCgroup, facts: CgroupFacts): string | undefined {
+  const own = ownCgroup(facts.selfCgroup(), cgroup.version);
+  if (own === undefined) {
+    return `the agent cannot tell its own cgroup of that hierarchy (no line of /proc/self/cgroup names it)`;
+  }
+  if (!under(own, cgroup.path)) return undefined;
+  return `it holds the agent itself (pid ${facts.pid} is in cgroup "${own}"${
+    own === cgroup.path ? "" : `, below it`
+  }), and the agent must never freeze itself`;
+}
+
+/**
+ * Checks that the agent may hold the cgroup directory `dir` (see the module's rules).
+ * @throws {Error} naming the directory and the problem.
+ */
+export function resolveHoldCgroup(dir: string, facts: CgroupFacts = systemFacts()): HoldCgroup {
+  const fail = (problem: string): never => {
+    throw new Error(`Cannot hold cgroup "${dir}": ${problem}`);
+  };
+  if (!dir.startsWith("/")) fail("expected an absolute path");
+  if (dir.split("/").some((part) => part === "." || part === "..")) {
+    fail('the path must not have "." or ".." parts');
+  }
+  let real = dir;
+  try {
+    real = Deno.realPathSync(dir);
+    if (!Deno.statSync(real).isDirectory) fail("it is not a directory");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) fail("no such directory");
+    if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
+    fail(`cannot read it: ${error.message}`);
+  }
+  // The mount it is on: the deepest mount point above it, the last one mounted there.
+  let mount: Mount | undefined;
+  for (const m of parseMountinfo(facts.mountinfo)) {
+    if (under(real, m.point) && (!mount || m.point.length >= mount.point.length)) mount = m;
+  }
+  const version = mount?.fstype === "cgroup2"
+    ? 2
+    : mount?.fstype === "cgroup" && mount.superOptions.includes("freezer")
+    ? 1
+    : fail(
+      `it is not in a cgroup v2 hierarchy or a v1 freezer hierarchy (it is on ${
+        mount
+          ? `a ${mount.fstype} mount at "${mount.point}"`
+          : "no mount /proc/self/mountinfo lists"
+      })`,
+    );
+  const rest = real.slice(mount!.point.length);
+  const path = mount!.root === "/" ? rest || "/" : `${mount!.root}${rest}`;
+  if (rest === "") {
+    fail(`it is the root of its hierarchy ("${mount!.point}"), which holds everything`);
+  }
+  const control = version === 2 ? ["cgroup.freeze", "cgroup.events"] : ["freezer.state"];
+  for (const file of control) if (!exists(`${real}/${file}`)) fail(`it has no ${file}`);
+  const cgroup: HoldCgroup = { dir: real, version, path };
+  const problem = containsAgent(cgroup, facts);
+  if (problem) fail(problem);
+  return cgroup;
+}
+
+/** Options of {@linkcode Holder.open}. */
+export interface HolderOptions {
+  /** The agent's own cap on a hold, 1..LIMITS.maxHoldMs. @default LIMITS.maxHoldMs */
+  maxHoldMs?: number;
+  log?: (line: string) => void;
+  facts?: CgroupFacts;
+}
+
+interface Current {
+  owner: object;
+  started: number;
+  capMs: number;
+  freezeNs: number;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const nsSince = (start: number) => Math.round((performance.now() - start) * 1e6);
+
+/** The cgroups an agent may hold, and the one hold there may be at a time. */
+export class Holder {
+  #cgroups: HoldCgroup[];
+  #maxMs: number;
+  #log: (line: string) => void;
+  #facts: CgroupFacts;
+  #current: Current | undefined;
+  /** Holds their cap ended, kept for their owner's RELEASE to report. */
+  #expired = new WeakMap<object, HoldAnswer>();
+  #onUnload = () => this.close();
+
+  private constructor(
+    cgroups: HoldCgroup[],
+    maxMs: number,
+    log: (line: string) => void,
+    facts: CgroupFacts,
+  ) {
+    this.#cgroups = cgroups;
+    this.#maxMs = maxMs;
+    this.#log = log;
+    this.#facts = facts;
+    globalThis.addEventListener("unload", this.#onUnload);
+  }
+
+  /**
+   * Checks every directory (see {@linkcode resolveHoldCgroup}).
+   * @throws {Error} for the first one the agent may not hold, or a bad cap.
+   */
+  static open(dirs: readonly string[], options: HolderOptions = {}): Holder {
+    const maxMs = options.maxHoldMs ?? DEFAULT_MAX_HOLD_MS;
+    if (!Number.isSafeInteger(maxMs) || maxMs < 1 || maxMs > LIMITS.maxHoldMs) {
+      throw new RangeError(`Invalid hold cap ${maxMs} ms: expected 1..${LIMITS.maxHoldMs}`);
+    }
+    const facts = options.facts ?? systemFacts();
+    const cgroups = dirs.map((dir) => resolveHoldCgroup(dir, facts));
+    return new Holder(cgroups, maxMs, options.log ?? (() => {}), facts);
+  }
+
+  /** The directories it may hold. */
+  get dirs(): string[] {
+    return this.#cgroups.map((c) => c.dir);
+  }
+
+  /**
+   * Freezes every cgroup for `owner`, for at most `askedMs` (and the agent's cap), and resolves
+   * once the kernel says all are frozen.
+   * @throws {HoldError} when it cannot, with nothing left frozen.
+   */
+  async hold(owner: object, askedMs: number): Promise<HoldAnswer> {
+    const current = this.#current;
+    if (current) {
+      throw new HoldError(
+        current.owner === owner
+          ? "Cannot hold: this connection holds the workload already (RELEASE it first)"
+          : "Cannot hold: another connection holds the workload",
+        ErrorCode.NOT_READY,
+      );
+    }
+    for (const cgroup of this.#cgroups) {
+      const problem = containsAgent(cgroup, this.#facts) ?? frozenElsewhere(cgroup);
+      if (problem) {
+        this.#log(`refused to hold "${cgroup.dir}": ${problem}`);
+        throw new HoldError(`Cannot hold "${cgroup.dir}": ${problem}`, ErrorCode.FAULT);
+      }
+    }
+    this.#expired.delete(owner);
+    const capMs = Math.min(askedMs, this.#maxMs);
+    const started = performance.now();
+    const hold: Current = {
+      owner,
+      started,
+      capMs,
+      freezeNs: 0,
+      timer: setTimeout(() => this.#expire(hold), capMs),
+    };
+    this.#current = hold;
+    try {
+      for (const cgroup of this.#cgroups) freeze(cgroup, true);
+      const deadline = started + Math.min(FREEZE_TIMEOUT_MS, capMs);
+      for (const cgroup of this.#cgroups) {
+        while (!isFrozen(cgroup)) {
+          if (this.#current !== hold) {
+            throw new Error(`"${cgroup.dir}" did not freeze before the hold's cap of ${capMs} ms`);
+          }
+          if (performance.now() > deadline) {
+            throw new Error(
+              `"${cgroup.dir}" did not freeze within ${Math.min(FREEZE_TIMEOUT_MS, capMs)} ms`,
+            );
+          }
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+      }
+    } catch (error) {
+      if (this.#current === hold) this.#end(hold);
+      this.#expired.delete(owner);
+      const message = `Cannot hold: ${(error as Error).message}; the workload is thawed`;
+      this.#log(message);
+      throw new HoldError(message, ErrorCode.FAULT);
+    }
+    hold.freezeNs = nsSince(started);
+    return { state: HoldState.HOLDING, capMs, freezeNs: hold.freezeNs, heldNs: hold.freezeNs };
+  }
+
+  /** Thaws `owner`'s hold; says how it went (EXPIRED when its cap thawed it first). */
+  release(owner: object): HoldAnswer {
+    const current = this.#current;
+    if (current?.owner === owner) return this.#end(current);
+    const expired = this.#expired.get(owner);
+    this.#expired.delete(owner);
+    return expired ?? { state: HoldState.NONE, capMs: 0, freezeNs: 0, heldNs: 0 };
+  }
+
+  /** `owner` is gone (its connection closed): its hold, if any, ends now. */
+  forget(owner: object): void {
+    this.#expired.delete(owner);
+    const current = this.#current;
+    if (current?.owner !== owner) return;
+    const ended = this.#end(current);
+    this.#log(`thawed the workload: its holder's connection closed after ${ms(ended.heldNs)} ms`);
+  }
+
+  /** Ends any hold; the holder stays usable. Idempotent. */
+  close(): void {
+    if (this.#current) this.#end(this.#current);
+  }
+
+  /** Ends any hold and stops watching for the process's exit. */
+  dispose(): void {
+    this.close();
+    globalThis.removeEventListener("unload", this.#onUnload);
+  }
+
+  #expire(hold: Current): void {
+    if (this.#current !== hold) return;
+    const ended = this.#end(hold);
+    this.#expired.set(hold.owner, { ...ended, state: HoldState.EXPIRED });
+    this.#log(`thawed the workload: its hold reached its cap of ${hold.capMs} ms`);
+  }
+
+  /** Thaws every cgroup (each whatever the others do) and clears the hold. */
+  #end(hold: Current): HoldAnswer {
+    clearTimeout(hold.timer);
+    this.#current = undefined;
+    for (const cgroup of this.#cgroups) {
+      try {
+        freeze(cgroup, false);
+      } catch (error) {
+        this.#log(`cannot thaw "${cgroup.dir}": ${(error as Error).message}`);
+      }
+    }
+    return {
+      state: HoldState.RELEASED,
+      capMs: hold.capMs,
+      freezeNs: hold.freezeNs,
+      heldNs: nsSince(hold.started),
+    };
+  }
+}
+
+function ms(ns: number): string {
+  return (ns / 1e6).toFixed(0);
+}
+
+function freeze(cgroup: HoldCgroup, frozen: boolean): void {
+  if (cgroup.version === 2) {
+    Deno.writeTextFileSync(`${cgroup.dir}/cgroup.freeze`, frozen ? "1" : "0");
+  } else {
+    Deno.writeTextFileSync(`${cgroup.dir}/freezer.state`, frozen ? "FROZEN" : "THAWED");
+  }
+}
+
+function isFrozen(cgroup: HoldCgroup): boolean {
+  if (cgroup.version === 2) {
+    return /^frozen 1$/m.test(Deno.readTextFileSync(`${cgroup.dir}/cgroup.events`));
+  }
+  return Deno.readTextFileSync(`${cgroup.dir}/freezer.state`).trim() === "FROZEN";
+}
+
+/** Why `cgroup` is frozen (or freezing) by someone else already; undefined when it is not. */
+function frozenElsewhere(cgroup: HoldCgroup): string | undefined {
+  if (cgroup.version === 2) {
+    const asked = Deno.readTextFileSync(`${cgroup.dir}/cgroup.freeze`).trim();
+    return asked === "0" ? undefined : "it is frozen already, by someone else: left as it is";
+  }
+  const state = Deno.readTextFileSync(`${cgroup.dir}/freezer.state`).trim();
+  return state === "THAWED"
+    ? undefined
+    : `it is ${state} already, by someone else (or a frozen parent): left as it is`;
+}
+
+const NO_STATS: EndStats = {
+  objects: 0,
+  bytes: 0,
+  faults: 0,
+  pruned: 0,
+  guestNs: 0,
+  agentNs: 0,
+  stop: StopReason.COMPLETE,
+  root: 0n,
+};
+
+/**
+ * The answer to a HOLD or RELEASE of `owner`: HELD then END, or one ERROR (from an agent without
+ * cgroups to hold, or when the hold cannot be taken).
+ */
+export async function answerHold(
+  holder: Holder | undefined,
+  owner: object,
+  frame: Extract<Frame, { type: typeof FrameType.HOLD | typeof FrameType.RELEASE }>,
+): Promise<Frame[]> {
+  const { id } = frame;
+  const started = performance.now();
+  if (!holder) {
+    const message = "Cannot hold the workload: this agent was started without --hold-cgroup, " +
+      "so it may hold nothing";
+    return [{ type: FrameType.ERROR, id, code: ErrorCode.UNSUPPORTED, message }];
+  }
+  let hold: HoldAnswer;
+  try {
+    hold = frame.type === FrameType.HOLD
+      ? await holder.hold(owner, frame.maxMs)
+      : holder.release(owner);
+  } catch (error) {
+    if (!(error instanceof HoldError)) throw error;
+    return [{ type: FrameType.ERROR, id, code: error.code, message: error.message }];
+  }
+  return [
+    { type: FrameType.HELD, id, hold },
+    { type: FrameType.END, id, stats: { ...NO_STATS, agentNs: nsSince(started) } },
+  ];
+}
