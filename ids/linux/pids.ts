@@ -117,7 +117,20 @@ export interface PidViewOptions {
   maxTasks?: number;
   /** The task list of this snapshot, when another view already read it. */
   list?: ProcessList;
+  /**
+   * How long to wait before the second re-check of a task the first re-check still finds
+   * missing from a view. @default {@linkcode SETTLE_MS}
+   */
+  settleMs?: number;
 }
+
+/**
+ * A task still missing from a view when first re-checked is re-checked once more this much later:
+ * a fork links its new task into the task list, its parent's children and its pid in one short
+ * step, and a task caught inside it (its memory reused from one the scan saw) is linked by then.
+ * A hidden task is still hidden.
+ */
+export const SETTLE_MS = 50;
 
 /** The init pid namespace: init_task's pid's namespace (a few reads, once per session). */
 export async function findInitPidNamespace(
@@ -222,7 +235,12 @@ export async function readProcessViews(
       continue;
     }
     out.confirmed++;
-    const still = await recheck(confirm, types, pidTypes, headAt, at, process, missing);
+    let still = await recheck(confirm, types, pidTypes, headAt, at, process, missing);
+    if (still.length) {
+      await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? SETTLE_MS));
+      const later = confirm.again?.() ?? confirm;
+      still = await recheck(later, types, pidTypes, headAt, at, process, still);
+    }
     if (!still.length) {
       out.cleared++;
       continue;

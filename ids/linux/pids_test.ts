@@ -3,7 +3,7 @@ import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { readXarray } from "../kernel/xarray.ts";
 import { fromKAddr, hex, type KAddr } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type PidTypes, readProcessViews, resolvePidTypes } from "./pids.ts";
 import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
 
@@ -220,4 +220,31 @@ Deno.test("readProcessViews() clears a task whose memory a fork reused during th
 Deno.test("readProcessViews() reports a task unlinked with list_del_init (linked to itself)", async () => {
   const result = await views(image(TASKS, { unlink: [3], selfLinked: true }));
   assertEquals(result.hidden.map((h) => [h.pid, h.missingFrom]), [[200, ["tasks"]]]);
+});
+
+/** Live memory as a second look later finds it: `now` first, `later` once read again. */
+function changing(now: Image, later: Image): GuestMemory {
+  const memory = new CachedMemory(now.kernel.build());
+  return Object.assign(memory, { again: () => new CachedMemory(later.kernel.build()) });
+}
+
+Deno.test("readProcessViews() looks twice: a task a fork links between the two looks is cleared", async () => {
+  const snapshot = image(TASKS, { unlink: [3] });
+  const views = (live: GuestMemory) =>
+    readProcessViews(
+      new CachedMemory(snapshot.kernel.build()),
+      types,
+      pidTypes,
+      snapshot.kernel.initTask,
+      snapshot.pidNamespace,
+      live,
+      { settleMs: 0 },
+    );
+  const linked = await views(changing(image(TASKS, { unlink: [3] }), image(TASKS)));
+  assertEquals([linked.hidden, linked.cleared], [[], 1]);
+  // Still unlinked at the second look: hidden.
+  const hidden = await views(
+    changing(image(TASKS, { unlink: [3] }), image(TASKS, { unlink: [3] })),
+  );
+  assertEquals(hidden.hidden.map((h) => [h.pid, h.missingFrom]), [[200, ["tasks"]]]);
 });

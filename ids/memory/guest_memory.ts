@@ -32,6 +32,11 @@ export interface GuestMemory {
    * @throws {GuestReadError} when the guest cannot provide them.
    */
   read(addr: KAddr, len: number): Promise<Uint8Array>;
+  /**
+   * The same memory read anew from now on, without what this one holds, for a second look at
+   * live memory later; absent where memory does not change (a snapshot).
+   */
+  again?(): GuestMemory;
 }
 
 /** Guest memory that could not be read. */
@@ -91,6 +96,10 @@ export interface RemoteStats {
 export class RemoteMemory implements GuestMemory {
   #stats: RemoteStats = { misses: 0, fetches: 0 };
   constructor(readonly cache: MemoryCache, readonly fetch: Fetch) {}
+
+  again(): RemoteMemory {
+    return new RemoteMemory(new MemoryCache(), this.fetch);
+  }
 
   get stats(): RemoteStats {
     return { ...this.#stats };
