@@ -144,6 +144,7 @@ Deno.test("formatBpfPrograms() escapes names from guest memory and says what vie
     races: 0,
     confirmReads: 0,
     unconfirmed: 0,
+    agent: { programs: [], complete: true },
   });
   assertEquals(table.split("\n").slice(0, 3), [
     "ID  TYPE           TAG               NAME            LOADED  OWN  SEEN-IN",

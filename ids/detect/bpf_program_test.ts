@@ -31,6 +31,7 @@ function scan(programs: BpfProgram[]): Scan {
     races: 0,
     confirmReads: 0,
     unconfirmed: 0,
+    agent: { programs: [], complete: true },
   };
   return { takenAt: 0, sections: { bpf: { supported: true, truncated: false, value } } };
 }

@@ -86,6 +86,7 @@ function contextOf(
       types: session.types,
       initTask: session.initTask,
       anchor: session.anchor,
+      agentPid: session.client.info.agentPid,
       symbols,
       features: session.client.info.features,
       anchors,

@@ -4,10 +4,12 @@
  * @module
  */
 
+import { agentSource } from "../linux/agent_task.ts";
 import { bpfSource } from "../linux/bpf_programs.ts";
 import { ftraceSource } from "../linux/ftrace.ts";
 import { pointersSource } from "../linux/kernel_pointers.ts";
 import { modulesSource } from "../linux/module_views.ts";
+import { agentIntegrity } from "./agent_integrity.ts";
 import { bpfProgram } from "./bpf_program.ts";
 import { ftraceHook } from "./ftrace_hook.ts";
 import { hiddenModule } from "./hidden_module.ts";
@@ -26,6 +28,7 @@ export const SOURCES: { [K in SectionName]: Source<K> } = {
   modules: modulesSource,
   pointers: pointersSource,
   ftrace: ftraceSource,
+  agent: agentSource,
 };
 
 export const DETECTORS: readonly Detector[] = [
@@ -37,4 +40,5 @@ export const DETECTORS: readonly Detector[] = [
   hiddenModule,
   hookedPointer,
   ftraceHook,
+  agentIntegrity,
 ];

@@ -54,6 +54,7 @@ export interface ScanSections {
   modules: import("../linux/module_views.ts").ModuleViews;
   pointers: import("../linux/kernel_pointers.ts").KernelPointers;
   ftrace: import("../linux/ftrace.ts").FtraceOps;
+  agent: import("../linux/agent_task.ts").AgentTask;
 }
 
 export type SectionName = keyof ScanSections;
@@ -72,6 +73,8 @@ export interface ScanContext {
   initTask: KAddr;
   /** The agent's own task. */
   anchor: KAddr;
+  /** The agent's pid, as its HELLO gave it. */
+  agentPid: number;
   /** Kernel symbols every source asked for, looked up once per session; undefined: unknown. */
   symbols: ReadonlyMap<string, KAddr | undefined>;
   /** What the agent said the kernel offers ("modules"...). */

@@ -117,6 +117,11 @@ export interface BpfPrograms {
    * reported missing (the section is then truncated).
    */
   unconfirmed: number;
+  /**
+   * The agent's own programs, from its fd table (whether or not a view holds them), and whether
+   * that table was read whole.
+   */
+  agent: { programs: { name: string; tag: string; prog: string }[]; complete: boolean };
 }
 
 /** Limits and inputs of {@linkcode listBpfPrograms} and {@linkcode planBpfPrograms}. */
@@ -280,6 +285,7 @@ export async function listBpfPrograms(
     races: 0,
     confirmReads: 0,
     unconfirmed: 0,
+    agent: { programs: [], complete: false },
   };
   const found = new Map<KAddr, { program: Found; views: Set<BpfView> }>();
   const add = (program: Found, view: BpfView) => {
@@ -307,6 +313,14 @@ export async function listBpfPrograms(
     }
   }
 
+  out.agent = {
+    programs: [...own.values()].map((p) => ({
+      name: p.aux.name,
+      tag: p.prog.tag,
+      prog: hex(p.progAt),
+    })),
+    complete: !table.truncated,
+  };
   await walkKallsyms(mem, types, [...own.values()], limits.maxPrograms, out, add, table.reason);
   if (options.progIdr !== undefined) {
     // A program the list gave is checked both ways already: the IDR's entry reuses it.

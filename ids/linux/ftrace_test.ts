@@ -260,6 +260,7 @@ function context(btf: Btf, symbols: Record<string, number>): ScanContext {
     types: resolveKernelTypes(host),
     initTask: 0,
     anchor: 0,
+    agentPid: 0,
     symbols: new Map(Object.entries(symbols)),
     features: [],
     anchors: new Map(),

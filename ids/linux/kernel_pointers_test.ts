@@ -125,6 +125,7 @@ function context(btf = btf61!, symbols: Record<string, number> = SYMBOLS): ScanC
     types: resolveKernelTypes(host),
     initTask: 0,
     anchor: 0,
+    agentPid: 0,
     symbols: new Map(Object.entries(symbols)),
     features: ["modules"],
     anchors: new Map(),

@@ -362,6 +362,7 @@ function context(
     types: resolveKernelTypes(host),
     initTask: 0,
     anchor: 0,
+    agentPid: 0,
     symbols: new Map(Object.entries(symbols)),
     features,
     anchors: new Map(),

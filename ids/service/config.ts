@@ -133,6 +133,7 @@ export const RULE_NAMES = [
   "shared_cred",
   "privilege_escalation",
   "new_listener",
+  "agent_integrity",
 ] as const;
 /** One of {@linkcode RULE_NAMES}. */
 export type RuleName = typeof RULE_NAMES[number];
