@@ -59,6 +59,8 @@ export interface GuestContainer {
   hostname: string;
   /** Its cgroup's path in the guest's cgroup v2 hierarchy. */
   cgroup: string;
+  /** Seconds of guest uptime from /init starting it to all the known processes started. */
+  setupSeconds: number;
 }
 
 /**
@@ -169,6 +171,8 @@ export class GuestVm implements AsyncDisposable {
             pid: Number(event("container")[0]?.pid),
             hostname: event("container")[0]?.hostname ?? "",
             cgroup: event("container")[0]?.cgroup ?? "",
+            setupSeconds: Number(event("container-ready")[0]?.uptime) -
+              Number(event("container-start")[0]?.uptime),
           },
           agentPid: Number(event("agent")[0]?.pid),
           release: event("init")[0]?.kernel ?? "",

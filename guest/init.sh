@@ -51,6 +51,7 @@ say "object sha256=$(sha256sum /opt/ebpfmon/bpf/out/walk.bpf.o | cut -d' ' -f1)"
 # itself into the workload cgroup before it starts anything. The agent stays outside: root
 # namespaces, root cgroup. The container's init reports on a FIFO; each known process is
 # announced with its pid here (the root pid namespace) and in the container.
+say "container-start uptime=$(cut -d' ' -f1 /proc/uptime)"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir "/sys/fs/cgroup$GUEST_CONTAINER_CGROUP"
 mkfifo /run/container.fifo
