@@ -17,9 +17,11 @@ import { type Qemu, spawnQemu } from "./_qemu.ts";
 import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
 import {
   type GuestModule,
+  type GuestPlacement,
   type GuestProcess,
   type GuestRun,
   parseModuleLine,
+  parseNamespaceAnswer,
   parseProcessLine,
   parseRunAnswer,
 } from "./console.ts";
@@ -40,11 +42,25 @@ export interface BootOptions {
   log?: (line: string) => void;
 }
 
-/** A known process the guest started. */
+/** A known process the guest started, in its container. */
 export interface KnownProcess {
   name: string;
+  /** Its pid in the guest's root pid namespace (the one the IDS's views give). */
   pid: number;
+  /** Its pid in the container's pid namespace. */
+  nspid: number;
   uid: number;
+}
+
+/** The container the known processes run in (guest/container.sh). */
+export interface GuestContainer {
+  /** The pid of its init in the guest's root pid namespace (1 in its own). */
+  pid: number;
+  hostname: string;
+  /** Its cgroup's path in the guest's cgroup v2 hierarchy. */
+  cgroup: string;
+  /** Seconds of guest uptime from /init starting it to all the known processes started. */
+  setupSeconds: number;
 }
 
 /**
@@ -63,6 +79,8 @@ export class GuestVm implements AsyncDisposable {
   /** The program variant the agent announced on its console. */
   readonly programs: string;
   readonly knownProcesses: KnownProcess[];
+  readonly container: GuestContainer;
+  /** The agent's pid; it runs outside the container (root namespaces, root cgroup). */
   readonly agentPid: number;
   /** The guest's kernel release. */
   readonly release: string;
@@ -90,6 +108,7 @@ export class GuestVm implements AsyncDisposable {
       objectSha256: string;
       programs: string;
       knownProcesses: KnownProcess[];
+      container: GuestContainer;
       agentPid: number;
       release: string;
     },
@@ -105,6 +124,7 @@ export class GuestVm implements AsyncDisposable {
     this.objectSha256 = facts.objectSha256;
     this.programs = facts.programs;
     this.knownProcesses = facts.knownProcesses;
+    this.container = facts.container;
     this.agentPid = facts.agentPid;
     this.release = facts.release;
   }
@@ -144,13 +164,23 @@ export class GuestVm implements AsyncDisposable {
           knownProcesses: event("process").map((p) => ({
             name: p.name,
             pid: Number(p.pid),
+            nspid: Number(p.nspid),
             uid: Number(p.uid),
           })),
+          container: {
+            pid: Number(event("container")[0]?.pid),
+            hostname: event("container")[0]?.hostname ?? "",
+            cgroup: event("container")[0]?.cgroup ?? "",
+            setupSeconds: Number(event("container-ready")[0]?.uptime) -
+              Number(event("container-start")[0]?.uptime),
+          },
           agentPid: Number(event("agent")[0]?.pid),
           release: event("init")[0]?.kernel ?? "",
         });
         const errors = console.events("error");
-        if (errors.length) {
+        const placed = vm.container.pid > 0 &&
+          vm.knownProcesses.every((p) => p.pid > 0 && p.nspid > 0);
+        if (errors.length || !placed) {
           await vm.stop();
           throw new Error(`The guest failed to boot cleanly:\n${console.tail()}`);
         }
@@ -171,6 +201,20 @@ export class GuestVm implements AsyncDisposable {
     return new Map(lines.map(parseProcessLine).map((p) => [p.pid, p]));
   }
 
+  /**
+   * Where each process is (or each of `pids`): its NSpid line and /proc/PID/cgroup, as the
+   * guest's root namespaces show them. A pid with no process is left out.
+   * @throws {TypeError} when a pid is not a positive integer.
+   */
+  async namespaces(pids: readonly number[] = []): Promise<Map<number, GuestPlacement>> {
+    for (const pid of pids) {
+      if (!Number.isSafeInteger(pid) || pid < 1) {
+        throw new TypeError(`Cannot ask the guest about pid ${pid}: not a positive integer`);
+      }
+    }
+    return parseNamespaceAnswer(await this.#ask("ns", pids.join(" ")));
+  }
+
   /** The guest's /proc/modules now. */
   async modules(): Promise<GuestModule[]> {
     return (await this.#ask("modules")).map(parseModuleLine);
@@ -183,11 +227,23 @@ export class GuestVm implements AsyncDisposable {
    * @throws {TypeError} when `command` is empty or spans lines (the console reads one line).
    * @throws {Error} when the guest does not answer within `timeoutMs` (default 60000).
    */
-  async run(command: string, options: { timeoutMs?: number } = {}): Promise<GuestRun> {
+  run(command: string, options: { timeoutMs?: number } = {}): Promise<GuestRun> {
+    return this.#run("run", command, options.timeoutMs);
+  }
+
+  /**
+   * Runs `command` as {@linkcode GuestVm.run} does, but inside the container: in its pid, mount,
+   * UTS, network and IPC namespaces (nsenter to its init) and in its cgroup.
+   */
+  runInContainer(command: string, options: { timeoutMs?: number } = {}): Promise<GuestRun> {
+    return this.#run("runin", command, options.timeoutMs);
+  }
+
+  async #run(kind: string, command: string, timeoutMs?: number): Promise<GuestRun> {
     if (!command.trim() || /[\r\n]/.test(command)) {
       throw new TypeError(`Cannot run "${command}" in the guest: it must be one non-empty line`);
     }
-    return parseRunAnswer(await this.#ask("run", command, options.timeoutMs));
+    return parseRunAnswer(await this.#ask(kind, command, timeoutMs));
   }
 
   /** The console's last lines, for diagnostics. */

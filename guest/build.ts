@@ -2,7 +2,9 @@
  * Builds the test guest's initramfs from Debian packages and the project, into a git-ignored work
  * dir (`.guest/` by default):
  *
- * - busybox (busybox-static) as the shell and tools, `guest/init.sh` as `/init`;
+ * - busybox (busybox-static) as the shell and tools (`unshare` and `nsenter` among them),
+ *   `guest/init.sh` as `/init`, `guest/container.sh` as the init of the container the known
+ *   processes run in ({@linkcode GUEST_CONTAINER});
  * - the agent: the Deno binary of `.tools/deno`, the agent's own modules (as `deno info` lists
  *   them), `deno.json`, `deno.lock`, its npm packages (a DENO_DIR filled by `deno cache`) and
  *   the very same `bpf/out/walk.bpf.o` this machine runs (copied, not rebuilt);
@@ -45,6 +47,15 @@ export const GUEST_AGENT_PORT = 7047;
 
 /** Uids of the known processes the guest starts (`ebpfmon-g0`, `ebpfmon-g1`, ...). */
 export const GUEST_PROCESSES = { prefix: "ebpfmon-g", uids: [0, 65534, 65534] } as const;
+
+/** The guest's host name (UTS namespace of the agent and of the guest's own init). */
+export const GUEST_HOSTNAME = "ebpfmon-guest";
+
+/**
+ * The container of the known processes (guest/container.sh): its host name, and its cgroup, a
+ * path of the guest's cgroup v2 hierarchy (mounted at /sys/fs/cgroup).
+ */
+export const GUEST_CONTAINER = { hostname: "ebpfmon-box", cgroup: "/workload" } as const;
 
 /** Where the test rootkit is in the guest, and the name the kernel knows it by. */
 export const GUEST_ROOTKIT = { path: "/opt/rootkit/ebpfmon_rk.ko", name: "ebpfmon_rk" } as const;
@@ -194,6 +205,7 @@ async function collectInputs(modulesDir: string): Promise<Inputs> {
   const files = new Map<string, string>();
   const deno = await Deno.realPath(Deno.execPath());
   files.set("/init", `${ROOT}/guest/init.sh`);
+  files.set("/opt/container/init.sh", `${ROOT}/guest/container.sh`);
   files.set("/bin/busybox", await Deno.realPath(await which("busybox")));
   files.set("/opt/deno/deno", deno);
   files.set("/usr/bin/sleep", await Deno.realPath(await which("sleep")));
@@ -225,6 +237,9 @@ async function collectInputs(modulesDir: string): Promise<Inputs> {
     `GUEST_RING_MB=64`,
     `GUEST_PROCESS_PREFIX=${GUEST_PROCESSES.prefix}`,
     `GUEST_PROCESS_UIDS="${GUEST_PROCESSES.uids.join(" ")}"`,
+    `GUEST_HOSTNAME=${GUEST_HOSTNAME}`,
+    `GUEST_CONTAINER_HOSTNAME=${GUEST_CONTAINER.hostname}`,
+    `GUEST_CONTAINER_CGROUP=${GUEST_CONTAINER.cgroup}`,
     "",
   ].join("\n");
   return { files, config };
@@ -284,6 +299,7 @@ async function stage(root: string, inputs: Inputs, denoDir: string): Promise<voi
     await Deno.copyFile(path, target);
   }
   await Deno.chmod(`${root}/init`, 0o755);
+  await Deno.chmod(`${root}/opt/container/init.sh`, 0o755);
   await Deno.writeTextFile(`${root}/etc/ebpfmon-guest.conf`, inputs.config);
   await Deno.writeTextFile(`${root}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
   // The agent's npm packages, fetched once into the work dir's DENO_DIR, then copied.

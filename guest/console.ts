@@ -1,6 +1,7 @@
 /**
  * What the guest prints on its serial console (guest/init.sh), parsed: the answers to `proc`,
- * `modules` and `run` between their markers, and the lines it prints once (`@@ebpfmon KEY ...`).
+ * `ns`, `modules`, `run` and `runin` between their markers, and the lines it prints once
+ * (`@@ebpfmon KEY ...`).
  *
  * @module
  */
@@ -50,6 +51,72 @@ export function parseProcessLine(line: string): GuestProcess {
   if (!match) throw new SyntaxError(`Cannot parse the guest's process line "${line}"`);
   const [pid, ppid, uid, euid, gid, kthread] = match.slice(1, 7).map(Number);
   return { pid, ppid, comm: match[7], uid, euid, gid, kthread: kthread === 1 };
+}
+
+/** One line of a process's /proc/PID/cgroup: `HIERARCHY:CONTROLLERS:PATH`. */
+export interface GuestCgroup {
+  /** The hierarchy's id: 0 for cgroup v2. */
+  hierarchy: number;
+  /** The v1 controllers of the hierarchy (none for cgroup v2). */
+  controllers: string[];
+  /** The cgroup's path from the hierarchy's root, as the reader's cgroup namespace sees it. */
+  path: string;
+}
+
+/** Where a process is, as the guest's /proc/PID/status (NSpid) and /proc/PID/cgroup say. */
+export interface GuestPlacement {
+  pid: number;
+  /**
+   * Its pid in each pid namespace from the guest's root one down to its own (the NSpid line):
+   * `[120]` in the root namespace, `[120, 3]` in a container.
+   */
+  nspid: number[];
+  cgroups: GuestCgroup[];
+}
+
+/**
+ * The lines of an `ns` answer: for each process `@@n PID NSPID...`, then its cgroup lines
+ * `@@g PID HIERARCHY:CONTROLLERS:PATH`. The NSpid line must start with PID itself.
+ */
+export function parseNamespaceAnswer(lines: readonly string[]): Map<number, GuestPlacement> {
+  const out = new Map<number, GuestPlacement>();
+  let current: GuestPlacement | undefined;
+  for (const line of lines) {
+    const ns = /^@@n (\d+)((?: \d+)+)$/.exec(line);
+    if (ns) {
+      const pid = Number(ns[1]);
+      const nspid = ns[2].trim().split(" ").map(Number);
+      if (nspid[0] !== pid) {
+        throw new SyntaxError(`Cannot parse the guest's namespace line "${line}": not its NSpid`);
+      }
+      if (out.has(pid)) {
+        throw new SyntaxError(
+          `Cannot parse the guest's namespace line "${line}": pid ${pid} twice`,
+        );
+      }
+      current = { pid, nspid, cgroups: [] };
+      out.set(pid, current);
+      continue;
+    }
+    const cgroup = /^@@g (\d+) (\d+):([^:]*):(\/.*)$/.exec(line);
+    if (!cgroup) throw new SyntaxError(`Cannot parse the guest's namespace line "${line}"`);
+    if (Number(cgroup[1]) !== current?.pid) {
+      throw new SyntaxError(
+        `Cannot parse the guest's namespace line "${line}": another process's cgroup`,
+      );
+    }
+    current.cgroups.push({
+      hierarchy: Number(cgroup[2]),
+      controllers: cgroup[3] ? cgroup[3].split(",") : [],
+      path: cgroup[4],
+    });
+  }
+  return out;
+}
+
+/** The cgroup v2 path of a process (its hierarchy-0 line), or undefined when it has none. */
+export function unifiedCgroup(placement: GuestPlacement): string | undefined {
+  return placement.cgroups.find((c) => c.hierarchy === 0)?.path;
 }
 
 /** One line of a `modules` answer: `@@m` and a line of /proc/modules. */

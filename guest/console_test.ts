@@ -3,8 +3,10 @@ import {
   parseAnswerMarker,
   parseEvent,
   parseModuleLine,
+  parseNamespaceAnswer,
   parseProcessLine,
   parseRunAnswer,
+  unifiedCgroup,
 } from "./console.ts";
 import { median } from "./measure.ts";
 
@@ -69,6 +71,44 @@ Deno.test("parseRunAnswer() reads output lines, empty ones included, and the exi
   assertThrows(() => parseRunAnswer(["@@o hi"]), SyntaxError, 'ends with "@@o hi"');
   assertThrows(() => parseRunAnswer([]), SyntaxError, "run answer");
   assertThrows(() => parseRunAnswer(["@@p 1", "@@x 0"]), SyntaxError, '"@@p 1"');
+});
+
+Deno.test("parseNamespaceAnswer() reads NSpid levels and cgroup lines of each process", () => {
+  const placements = parseNamespaceAnswer([
+    "@@n 1 1",
+    "@@g 1 0::/",
+    "@@n 121 121 8",
+    "@@g 121 0::/workload",
+    "@@n 130 130 4 2",
+    "@@g 130 12:cpu,cpuacct:/a b/c",
+    "@@g 130 0::/workload/inner",
+    "@@n 140 140",
+  ]);
+  assertEquals([...placements.keys()], [1, 121, 130, 140]);
+  assertEquals(placements.get(121), {
+    pid: 121,
+    nspid: [121, 8],
+    cgroups: [{ hierarchy: 0, controllers: [], path: "/workload" }],
+  });
+  assertEquals(placements.get(130)?.nspid, [130, 4, 2]);
+  assertEquals(placements.get(130)?.cgroups[0], {
+    hierarchy: 12,
+    controllers: ["cpu", "cpuacct"],
+    path: "/a b/c",
+  });
+  assertEquals(unifiedCgroup(placements.get(130)!), "/workload/inner");
+  assertEquals(unifiedCgroup(placements.get(140)!), undefined, "it exited before its cgroup");
+  assertEquals(parseNamespaceAnswer([]).size, 0);
+  assertThrows(() => parseNamespaceAnswer(["@@n 5 6"]), SyntaxError, '"@@n 5 6"');
+  assertThrows(() => parseNamespaceAnswer(["@@n 5"]), SyntaxError, '"@@n 5"');
+  assertThrows(() => parseNamespaceAnswer(["@@g 5 0::/"]), SyntaxError, '"@@g 5 0::/"');
+  assertThrows(
+    () => parseNamespaceAnswer(["@@n 5 5", "@@g 6 0::/"]),
+    SyntaxError,
+    "another process's cgroup",
+  );
+  assertThrows(() => parseNamespaceAnswer(["@@n 5 5", "@@g 5 0:/"]), SyntaxError, '"@@g 5 0:/"');
+  assertThrows(() => parseNamespaceAnswer(["@@n 5 5", "@@n 5 5"]), SyntaxError, "twice");
 });
 
 Deno.test("median() takes the middle value, or the mean of the middle two", () => {

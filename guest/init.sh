@@ -2,15 +2,18 @@
 # /init of the ebpfmon test guest (Debian's stock kernel, an initramfs built by guest/build.ts).
 #
 # It mounts the kernel's file systems, loads stock modules with modprobe, brings up the network
-# (QEMU user-mode networking), starts a few known processes and the agent, then serves commands
-# read from the console, one per line, answering between markers the host parses
-# (guest/console.ts):
+# (QEMU user-mode networking), starts a few known processes in a container and the agent outside
+# it, then serves commands read from the console, one per line, answering between markers the
+# host parses (guest/console.ts):
 #
-#   proc ID     the process list of /proc:  @@p PID PPID UID EUID GID KTHREAD COMM
-#   modules ID  /proc/modules:               @@m LINE
-#   run ID CMD  runs the shell command CMD (stdin /dev/null, stderr into stdout): each line of
-#               its output as @@o LINE, then its exit status as @@x STATUS
-#   poweroff    power the guest off
+#   proc ID       the process list of /proc:  @@p PID PPID UID EUID GID KTHREAD COMM
+#   ns ID [PID..] for each process (or each PID given), the NSpid line of /proc/PID/status and
+#                 each line of /proc/PID/cgroup:  @@n PID NSPID...  then  @@g PID LINE
+#   modules ID    /proc/modules:               @@m LINE
+#   run ID CMD    runs the shell command CMD (stdin /dev/null, stderr into stdout): each line of
+#                 its output as @@o LINE, then its exit status as @@x STATUS
+#   runin ID CMD  the same, run inside the container: its namespaces (nsenter) and its cgroup
+#   poweroff      power the guest off
 #
 # Every answer is "@@ebpfmon KIND ID begin", its lines, "@@ebpfmon KIND ID end".
 # The test rootkit (guest/rootkit/) is in /opt/rootkit, not loaded: only a run command loads it.
@@ -28,6 +31,7 @@ echo 1 >/proc/sys/kernel/printk
 stty -F /dev/console -echo -onlcr 2>/dev/null
 
 . /etc/ebpfmon-guest.conf
+hostname "$GUEST_HOSTNAME"
 
 say() { echo "@@ebpfmon $*"; }
 say "init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
@@ -42,19 +46,41 @@ ip addr add 10.0.2.15/24 dev eth0
 
 say "object sha256=$(sha256sum /opt/ebpfmon/bpf/out/walk.bpf.o | cut -d' ' -f1)"
 
-# Known processes: coreutils sleep under distinctive names (comm is the name of the path run).
-index=0
-for uid in $GUEST_PROCESS_UIDS; do
-  name="$GUEST_PROCESS_PREFIX$index"
-  ln -s /usr/bin/sleep "/opt/procs/$name"
-  if [ "$uid" = 0 ]; then
-    "/opt/procs/$name" 1000000 &
-  else
-    /usr/bin/setpriv --reuid="$uid" --regid="$uid" --clear-groups "/opt/procs/$name" 1000000 &
-  fi
-  say "process name=$name pid=$! uid=$uid"
-  index=$((index + 1))
-done
+# The known processes run in a container (guest/container.sh): busybox unshare gives its init
+# new pid, mount (with its own /proc), UTS, network and IPC namespaces, and that init moves
+# itself into the workload cgroup before it starts anything. The agent stays outside: root
+# namespaces, root cgroup. The container's init reports on a FIFO; each known process is
+# announced with its pid here (the root pid namespace) and in the container.
+say "container-start uptime=$(cut -d' ' -f1 /proc/uptime)"
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mkdir "/sys/fs/cgroup$GUEST_CONTAINER_CGROUP"
+mkfifo /run/container.fifo
+unshare --pid --fork --mount-proc --mount --uts --net --ipc /bin/sh /opt/container/init.sh \
+  </dev/null >/dev/console 2>&1 3>/run/container.fifo &
+
+# The pid in the root pid namespace of the workload's process whose pid in its own is $1.
+root_pid() {
+  while read -r pid; do
+    while read -r key outer inner deeper; do
+      [ "$key" = NSpid: ] && [ "$inner" = "$1" ] && [ -z "$deeper" ] && echo "$pid" && return
+    done 2>/dev/null <"/proc/$pid/status"
+  done <"/sys/fs/cgroup$GUEST_CONTAINER_CGROUP/cgroup.procs"
+}
+
+container_pid=
+while read -r what a b c; do
+  case $what in
+    container)
+      container_pid=$(root_pid "$a")
+      say "container pid=$container_pid nspid=$a hostname=$b cgroup=$GUEST_CONTAINER_CGROUP"
+      ;;
+    process) say "process name=$a pid=$(root_pid "$b") nspid=$b uid=$c" ;;
+    ready) break ;;
+  esac
+done </run/container.fifo
+rm -f /run/container.fifo
+say "container-ready uptime=$(cut -d' ' -f1 /proc/uptime)"
+[ -n "$container_pid" ] || say "error the container did not start"
 
 export HOME=/root DENO_DIR=/opt/deno-dir DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 say "agent-start uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -98,17 +124,49 @@ dump_modules() {
   say "modules $1 end"
 }
 
-run_command() {
+dump_namespaces() {
   answer=$1
   shift
-  sh -c "$*" </dev/null >/tmp/run.out 2>&1
+  [ $# -gt 0 ] || set -- /proc/[0-9]*
+  say "ns $answer begin"
+  for pid; do
+    pid=${pid#/proc/}
+    case $pid in '' | *[!0-9]*) continue ;; esac
+    nspid=
+    while read -r key rest; do
+      [ "$key" = NSpid: ] && nspid=$rest
+    done 2>/dev/null <"/proc/$pid/status"
+    [ -n "$nspid" ] || continue
+    echo "@@n $pid" $nspid
+    while IFS= read -r line; do
+      echo "@@g $pid $line"
+    done 2>/dev/null <"/proc/$pid/cgroup"
+  done
+  say "ns $answer end"
+}
+
+# In the container: the shell joins its cgroup, then nsenter runs CMD in its namespaces.
+in_container() {
+  sh -c 'echo $$ >"$1/cgroup.procs" && exec nsenter -t "$2" -m -u -i -n -p -- sh -c "$3"' - \
+    "/sys/fs/cgroup$GUEST_CONTAINER_CGROUP" "$container_pid" "$1"
+}
+
+run_command() {
+  kind=$1
+  answer=$2
+  shift 2
+  if [ "$kind" = runin ]; then
+    in_container "$*" </dev/null >/tmp/run.out 2>&1
+  else
+    sh -c "$*" </dev/null >/tmp/run.out 2>&1
+  fi
   status=$?
-  say "run $answer begin"
+  say "$kind $answer begin"
   while IFS= read -r line || [ -n "$line" ]; do
     echo "@@o $line"
   done </tmp/run.out
   echo "@@x $status"
-  say "run $answer end"
+  say "$kind $answer end"
 }
 
 say "ready uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -116,7 +174,8 @@ while read -r command id rest; do
   case $command in
     proc) dump_processes "$id" ;;
     modules) dump_modules "$id" ;;
-    run) run_command "$id" "$rest" ;;
+    ns) dump_namespaces "$id" $rest ;;
+    run | runin) run_command "$command" "$id" "$rest" ;;
     poweroff)
       say "poweroff"
       poweroff -f

@@ -53,6 +53,11 @@ const command = new Command("guest")
     );
     say(`guest: programs ${vm.programs}`);
     say(
+      `guest: the known processes in container "${vm.container.hostname}" (cgroup ` +
+        `${vm.container.cgroup}, init pid ${vm.container.pid}, up in ` +
+        `${vm.container.setupSeconds.toFixed(2)} s), the agent outside it (pid ${vm.agentPid})`,
+    );
+    say(
       `guest: walk.bpf.o sha256 ${vm.objectSha256.slice(0, 16)}... ` +
         (vm.objectSha256 === local ? "(the same object as this machine's)" : "(DIFFERS from ours)"),
     );

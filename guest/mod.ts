@@ -6,7 +6,9 @@
  * - {@linkcode GuestVm.boot} provisions the pairing credentials, boots QEMU and waits for the
  *   agent; the guest's own /proc and /proc/modules come from its console, and
  *   {@linkcode GuestVm.run} runs a shell command there (e.g. loads the test rootkit,
- *   {@linkcode GUEST_ROOTKIT});
+ *   {@linkcode GUEST_ROOTKIT}); the known processes run in a container
+ *   ({@linkcode GUEST_CONTAINER}), the agent outside it, and {@linkcode GuestVm.runInContainer}
+ *   runs a command inside; {@linkcode GuestVm.namespaces} gives each process's NSpid and cgroups;
  * - {@linkcode measureRtt} and {@linkcode measureModules} measure through the forwarded link.
  *
  * `deno task guest` runs all of it (guest/main.ts).
@@ -19,12 +21,21 @@ export {
   type BuildOptions,
   DEFAULT_WORK_DIR,
   GUEST_AGENT_PORT,
+  GUEST_CONTAINER,
   GUEST_DIRTY,
+  GUEST_HOSTNAME,
   GUEST_PROCESSES,
   GUEST_ROOTKIT,
   type GuestImage,
 } from "./build.ts";
-export { type BootOptions, GuestVm, type KnownProcess } from "./boot.ts";
-export type { GuestModule, GuestProcess, GuestRun } from "./console.ts";
+export { type BootOptions, type GuestContainer, GuestVm, type KnownProcess } from "./boot.ts";
+export type {
+  GuestCgroup,
+  GuestModule,
+  GuestPlacement,
+  GuestProcess,
+  GuestRun,
+} from "./console.ts";
+export { unifiedCgroup } from "./console.ts";
 export { fetchKernel, GUEST_KERNEL, GUEST_MODULES } from "./kernel.ts";
 export { measureModules, measureRtt, median } from "./measure.ts";
