@@ -86,7 +86,7 @@ export HOME=/root DENO_DIR=/opt/deno-dir DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 say "agent-start uptime=$(cut -d' ' -f1 /proc/uptime)"
 /opt/deno/deno run --allow-all --cached-only /opt/ebpfmon/agent/main.ts \
   --listen "0.0.0.0:$GUEST_AGENT_PORT" --state /var/lib/ebpfmon --ring-mb "$GUEST_RING_MB" \
-  </dev/null >/dev/console 2>&1 &
+  --hold-cgroup "/sys/fs/cgroup$GUEST_CONTAINER_CGROUP" </dev/null >/dev/console 2>&1 &
 say "agent pid=$!"
 
 dump_processes() {

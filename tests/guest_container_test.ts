@@ -175,5 +175,18 @@ privilegedTest(
         assertEquals(listed.get(agentPid)?.comm, "deno", `${mode}: the agent`);
       }
     });
+
+    await t.step(
+      "the agent holds the container still for a snapshot and thaws it after",
+      async () => {
+        using session = await openSession({ agent: vm.address, state });
+        session.holdMs = 5_000;
+        const { processes, stats } = await session.processes("on-demand");
+        assertEquals(stats.hold?.state, "held", JSON.stringify(stats.hold));
+        assert(processes.some((p) => p.pid === vm.agentPid), "the agent is listed");
+        const frozen = await vm.run(`cat /sys/fs/cgroup${GUEST_CONTAINER.cgroup}/cgroup.freeze`);
+        assertEquals(frozen.output, ["0"], "thawed after the snapshot");
+      },
+    );
   },
 );
