@@ -30,6 +30,21 @@ const libbpfSymbols = {
     result: "pointer",
   },
   bpf_link__destroy: { parameters: ["pointer"], result: "i32" },
+  // The same two, run on a thread of Deno's pool: detaching uprobes and freeing an object's
+  // maps take the kernel about 100 ms a link, which must not stall the agent's other
+  // connections. libbpf's print callback is unset meanwhile (it may only run on this thread).
+  bpf_link__destroy_async: {
+    name: "bpf_link__destroy",
+    parameters: ["pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  bpf_object__close_async: {
+    name: "bpf_object__close",
+    parameters: ["pointer"],
+    result: "void",
+    nonblocking: true,
+  },
   bpf_object__next_program: { parameters: ["pointer", "pointer"], result: "pointer" },
   bpf_object__next_map: { parameters: ["pointer", "pointer"], result: "pointer" },
   bpf_program__name: { parameters: ["pointer"], result: "pointer" },
@@ -77,7 +92,19 @@ type Libs = {
   bpf: Deno.DynamicLibrary<typeof libbpfSymbols>["symbols"];
   c: Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
   pageSize: number;
+  /** libbpf's print callback, unset while a call runs off this thread. */
+  print: Deno.PointerValue;
 };
+
+/** Runs `call` (a libbpf call on another thread) with libbpf's print callback unset. */
+async function offThread<T>(l: Libs, call: () => Promise<T>): Promise<T> {
+  l.bpf.libbpf_set_print(null);
+  try {
+    return await call();
+  } finally {
+    l.bpf.libbpf_set_print(l.print);
+  }
+}
 
 let libs: Libs | undefined;
 /** libbpf's messages printed since the last call to {@linkcode takeLog}. */
@@ -116,7 +143,7 @@ function open(): Libs {
     },
   );
   bpf.symbols.libbpf_set_print(print.pointer);
-  libs = { bpf: bpf.symbols, c, pageSize: Number(c.sysconf(SC_PAGESIZE)) };
+  libs = { bpf: bpf.symbols, c, pageSize: Number(c.sysconf(SC_PAGESIZE)), print: print.pointer };
   return libs;
 }
 
@@ -223,6 +250,16 @@ export class BpfLink implements Disposable {
     open().bpf.bpf_link__destroy(this.#ptr);
     this.#ptr = null;
     this.#onClose(this);
+  }
+
+  /** {@linkcode close}, with the kernel's work on another thread. */
+  async closeAsync(): Promise<void> {
+    const ptr = this.#ptr;
+    if (!ptr) return;
+    this.#ptr = null;
+    this.#onClose(this);
+    const l = open();
+    await offThread(l, () => l.bpf.bpf_link__destroy_async(ptr));
   }
   [Symbol.dispose](): void {
     this.close();
@@ -449,6 +486,25 @@ export class BpfObject implements Disposable {
     open().bpf.bpf_object__close(this.#ptr);
     this.#ptr = null;
     this.#keep = [];
+  }
+
+  /**
+   * {@linkcode close}, with the kernel's work (detaching, freeing maps and programs) on another
+   * thread: what an agent serving other connections does. No call may use the object meanwhile.
+   */
+  async closeAsync(): Promise<void> {
+    const ptr = this.#ptr;
+    if (!ptr) return;
+    this.#ptr = null;
+    for (const ring of [...this.#rings]) ring.close();
+    for (const [p, length] of this.#mappings) open().c.munmap(p, BigInt(length));
+    this.#mappings = [];
+    const keep = this.#keep;
+    this.#keep = [];
+    for (const link of [...this.#links]) await link.closeAsync();
+    const l = open();
+    await offThread(l, () => l.bpf.bpf_object__close_async(ptr));
+    keep.length = 0;
   }
 
   [Symbol.dispose](): void {

@@ -603,7 +603,7 @@ export class Agent implements AsyncDisposable {
     for (const channel of this.#channels) channel.close();
     await this.#server?.close();
     await this.#busy;
-    this.#objects.close();
+    await this.#objects.close();
     this.#walker?.close();
   }
 

@@ -327,6 +327,12 @@ export class Walker implements Disposable {
     this.#obj.close();
   }
 
+  /** {@linkcode close}, the kernel's work done on another thread (see `BpfObject.closeAsync`). */
+  async closeAsync(): Promise<void> {
+    this.#closed = true;
+    await this.#obj.closeAsync();
+  }
+
   [Symbol.dispose](): void {
     this.close();
   }
