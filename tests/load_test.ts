@@ -10,7 +10,7 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually } from "./waiting.ts";
-import { spawnAgent, WALK_OBJECT, WALKER_PROGRAMS } from "../agent/mod.ts";
+import { describePrograms, spawnAgent, WALK_OBJECT, WALKER_PROGRAMS } from "../agent/mod.ts";
 import { BPF_PRELUDE, compileBpf } from "../agent/_elf_fixtures.ts";
 import { AgentClient, AgentError, AgentLoadError } from "../ids/client.ts";
 import { openSession } from "../ids/connect.ts";
@@ -110,6 +110,22 @@ privilegedTest(
       const names = out.stats.programs.map((p: { name: string }) => p.name);
       assertEquals(new Set(names), new Set(WALKER_PROGRAMS));
       for (const p of out.stats.programs) assert(/^[0-9a-f]{16}$/.test(p.tag), p.tag);
+    });
+  },
+);
+
+privilegedTest(
+  "an agent with its default object: the IDS loads its own anyway, the same programs and tags",
+  async () => {
+    await withAgent([], async (agent, state) => {
+      const before = programTags(agent.pid);
+      assertEquals(before.length, WALKER_PROGRAMS.length, "the default walker");
+      using session = await openSession({ agent: agent.address, state });
+      // Both walkers are held while the session lasts, with the same kernel tags.
+      assertEquals(programTags(agent.pid), [...before, ...before].sort());
+      assertEquals(describePrograms(session.programs), session.client.info.programs);
+      const { processes } = await session.processes("prefetch");
+      assert(processes.some((p) => p.pid === agent.pid), "ps lists the agent");
     });
   },
 );
