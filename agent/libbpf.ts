@@ -96,13 +96,19 @@ type Libs = {
   print: Deno.PointerValue;
 };
 
-/** Runs `call` (a libbpf call on another thread) with libbpf's print callback unset. */
+/** libbpf calls running on other threads now. */
+let offThreadCalls = 0;
+
+/**
+ * Runs `call` (a libbpf call on another thread) with libbpf's print callback unset until every
+ * such call has returned.
+ */
 async function offThread<T>(l: Libs, call: () => Promise<T>): Promise<T> {
-  l.bpf.libbpf_set_print(null);
+  if (offThreadCalls++ === 0) l.bpf.libbpf_set_print(null);
   try {
     return await call();
   } finally {
-    l.bpf.libbpf_set_print(l.print);
+    if (--offThreadCalls === 0) l.bpf.libbpf_set_print(l.print);
   }
 }
 

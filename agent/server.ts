@@ -17,6 +17,10 @@
  *   socket: backpressure, not buffering), a send deadline per write (a peer that does not read
  *   is dropped and its pending work discarded; the walker, which every connection waits for, is
  *   released within that deadline whatever the peer does), and an idle timeout.
+ * - Loading (LOAD, `agent/objects.ts`): a LOAD frame of at most `LIMITS.maxObject` bytes (every
+ *   other request 64 KiB), a cap on the objects one connection holds and on all of them, each
+ *   object checked (`agent/bpf_check.ts`) before libbpf sees it, and unloaded with its
+ *   connection.
  *
  * @module
  */
