@@ -7,6 +7,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, LIMITS, parseHostPort } from "../protocol/mod.ts";
 import { Agent } from "./server.ts";
+import { DEFAULT_MAX_OBJECTS, DEFAULT_MAX_OBJECTS_PER_CONNECTION } from "./objects.ts";
 
 /** Builds the `agent` command. */
 export function agentCommand() {
@@ -74,6 +75,22 @@ export function agentCommand() {
       positive("--max-hold-ms", LIMITS.maxHoldMs),
       LIMITS.maxHoldMs,
     )
+    .option(
+      "--no-default-object",
+      "start without loading the embedded walk.bpf.o: the IDS must LOAD its own object first",
+    )
+    .option(
+      "--max-objects-per-connection <n>",
+      "BPF objects one connection may LOAD and hold at once",
+      positive("--max-objects-per-connection"),
+      DEFAULT_MAX_OBJECTS_PER_CONNECTION,
+    )
+    .option(
+      "--max-objects <n>",
+      "BPF objects all connections may hold at once (each walker holds its ring buffer)",
+      positive("--max-objects"),
+      DEFAULT_MAX_OBJECTS,
+    )
     .action(async (options) => {
       const { hostname, port } = parseHostPort(options.listen, "--listen");
       const ringMb = Number(options.ringMb);
@@ -94,6 +111,9 @@ export function agentCommand() {
         idleTimeoutMs: options.idleTimeoutMs,
         holdCgroups: options.holdCgroup,
         maxHoldMs: options.maxHoldMs,
+        defaultObject: options.defaultObject,
+        maxObjectsPerConnection: options.maxObjectsPerConnection,
+        maxObjects: options.maxObjects,
       });
       const stop = () => {
         agent.close().finally(() => Deno.exit(0));

@@ -30,6 +30,30 @@ const libbpfSymbols = {
     result: "pointer",
   },
   bpf_link__destroy: { parameters: ["pointer"], result: "i32" },
+  // The same two, run on a thread of Deno's pool: detaching uprobes and freeing an object's
+  // maps take the kernel about 100 ms a link, which must not stall the agent's other
+  // connections. libbpf's print callback is unset meanwhile (it may only run on this thread).
+  bpf_link__destroy_async: {
+    name: "bpf_link__destroy",
+    parameters: ["pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  bpf_object__close_async: {
+    name: "bpf_object__close",
+    parameters: ["pointer"],
+    result: "void",
+    nonblocking: true,
+  },
+  bpf_object__next_program: { parameters: ["pointer", "pointer"], result: "pointer" },
+  bpf_object__next_map: { parameters: ["pointer", "pointer"], result: "pointer" },
+  bpf_program__name: { parameters: ["pointer"], result: "pointer" },
+  bpf_program__section_name: { parameters: ["pointer"], result: "pointer" },
+  bpf_program__type: { parameters: ["pointer"], result: "i32" },
+  bpf_program__fd: { parameters: ["pointer"], result: "i32" },
+  bpf_program__insn_cnt: { parameters: ["pointer"], result: "usize" },
+  bpf_map__set_pin_path: { parameters: ["pointer", "pointer"], result: "i32" },
+  libbpf_bpf_prog_type_str: { parameters: ["i32"], result: "pointer" },
   libbpf_strerror: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   libbpf_set_print: { parameters: ["function"], result: "pointer" },
 } as const;
@@ -68,7 +92,25 @@ type Libs = {
   bpf: Deno.DynamicLibrary<typeof libbpfSymbols>["symbols"];
   c: Deno.DynamicLibrary<typeof libcSymbols>["symbols"];
   pageSize: number;
+  /** libbpf's print callback, unset while a call runs off this thread. */
+  print: Deno.PointerValue;
 };
+
+/** libbpf calls running on other threads now. */
+let offThreadCalls = 0;
+
+/**
+ * Runs `call` (a libbpf call on another thread) with libbpf's print callback unset until every
+ * such call has returned.
+ */
+async function offThread<T>(l: Libs, call: () => Promise<T>): Promise<T> {
+  if (offThreadCalls++ === 0) l.bpf.libbpf_set_print(null);
+  try {
+    return await call();
+  } finally {
+    if (--offThreadCalls === 0) l.bpf.libbpf_set_print(l.print);
+  }
+}
 
 let libs: Libs | undefined;
 /** libbpf's messages printed since the last call to {@linkcode takeLog}. */
@@ -107,7 +149,7 @@ function open(): Libs {
     },
   );
   bpf.symbols.libbpf_set_print(print.pointer);
-  libs = { bpf: bpf.symbols, c, pageSize: Number(c.sysconf(SC_PAGESIZE)) };
+  libs = { bpf: bpf.symbols, c, pageSize: Number(c.sysconf(SC_PAGESIZE)), print: print.pointer };
   return libs;
 }
 
@@ -139,6 +181,11 @@ function fail(l: Libs, action: string, err: number, extraLog = ""): never {
   throw new LibbpfError(`${action}: ${strerror(l, -code)} (errno ${code})`, code, log);
 }
 
+/** A NUL-terminated string libbpf owns, copied; "" for NULL. */
+function cstring(p: Deno.PointerValue): string {
+  return p ? Deno.UnsafePointerView.getCString(p) : "";
+}
+
 function isNull(p: Deno.PointerValue): p is null {
   return p === null;
 }
@@ -164,6 +211,25 @@ export function fireTrigger(): void {
 /** Where the trigger function lives, for {@linkcode BpfObject.attachUprobe}. */
 export const TRIGGER = { binary: LIBC, func: "getppid" } as const;
 
+/** One program of an opened object, as libbpf sees it. */
+export interface ProgramEntry {
+  name: string;
+  /** Its ELF section, from which libbpf took its type. */
+  section: string;
+  /** The kernel program type (enum bpf_prog_type). */
+  type: number;
+  /** The type's name, as libbpf spells it ("kprobe"). */
+  typeName: string;
+}
+
+/** One program of a loaded object, as the kernel loaded it. */
+export interface LoadedProgramEntry extends ProgramEntry {
+  /** The kernel's tag of the program (16 hex digits), from its fd's fdinfo. */
+  tag: string;
+  /** Instructions loaded (after libbpf's relocations). */
+  instructions: number;
+}
+
 /** Options of {@linkcode BpfObject.attachUprobe}. */
 export interface UprobeOptions {
   /** Only this process fires the probe (a perf event per process). */
@@ -172,6 +238,8 @@ export interface UprobeOptions {
   binary: string;
   /** Symbol name of the function. */
   func: string;
+  /** Attach at the function's return instead of its entry. @default false */
+  retprobe?: boolean;
 }
 
 /** A program's attachment. Closing it detaches the program. */
@@ -188,6 +256,16 @@ export class BpfLink implements Disposable {
     open().bpf.bpf_link__destroy(this.#ptr);
     this.#ptr = null;
     this.#onClose(this);
+  }
+
+  /** {@linkcode close}, with the kernel's work on another thread. */
+  async closeAsync(): Promise<void> {
+    const ptr = this.#ptr;
+    if (!ptr) return;
+    this.#ptr = null;
+    this.#onClose(this);
+    const l = open();
+    await offThread(l, () => l.bpf.bpf_link__destroy_async(ptr));
   }
   [Symbol.dispose](): void {
     this.close();
@@ -245,7 +323,47 @@ export class BpfObject implements Disposable {
       new Uint8Array(opts.buffer),
     );
     if (isNull(ptr)) fail(l, `Cannot open BPF object "${name}"`, errno(l));
-    return new BpfObject(ptr, name, [nameBuf, elfCopy], logBuffer);
+    const object = new BpfObject(ptr, name, [nameBuf, elfCopy], logBuffer);
+    // An object's maps are its own: a map declared pinned would reuse (and could change) a map
+    // another program pinned in bpffs, or leave one of its own there.
+    for (let map = l.bpf.bpf_object__next_map(ptr, null); map;) {
+      l.bpf.bpf_map__set_pin_path(map, null);
+      map = l.bpf.bpf_object__next_map(ptr, map);
+    }
+    return object;
+  }
+
+  /** The object's programs, as libbpf found them in its ELF. */
+  programs(): ProgramEntry[] {
+    const l = open();
+    const ptr = this.#live();
+    const out: ProgramEntry[] = [];
+    for (let p = l.bpf.bpf_object__next_program(ptr, null); p;) {
+      const type = l.bpf.bpf_program__type(p);
+      out.push({
+        name: cstring(l.bpf.bpf_program__name(p)),
+        section: cstring(l.bpf.bpf_program__section_name(p)),
+        type,
+        typeName: cstring(l.bpf.libbpf_bpf_prog_type_str(type)) || `type ${type}`,
+      });
+      p = l.bpf.bpf_object__next_program(ptr, p);
+    }
+    return out;
+  }
+
+  /** The programs of the loaded object, with the kernel's tag and the instructions loaded. */
+  loadedPrograms(): LoadedProgramEntry[] {
+    const l = open();
+    if (!this.#loaded) throw new TypeError(`BPF object "${this.#name}" is not loaded`);
+    return this.programs().map((entry) => {
+      const prog = l.bpf.bpf_object__find_program_by_name(this.#live(), cstr(entry.name))!;
+      const fd = l.bpf.bpf_program__fd(prog);
+      if (fd < 0) fail(l, `Cannot get the fd of program "${entry.name}"`, fd);
+      const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+      const tag = /^prog_tag:\s*([0-9a-f]{16})$/m.exec(info)?.[1];
+      if (!tag) throw new LibbpfError(`Cannot read the tag of program "${entry.name}"`, 22);
+      return { ...entry, tag, instructions: Number(l.bpf.bpf_program__insn_cnt(prog)) };
+    });
   }
 
   get name(): string {
@@ -334,6 +452,7 @@ export class BpfObject implements Disposable {
     // struct bpf_uprobe_opts: sz, ref_ctr_offset, bpf_cookie, retprobe, func_name.
     const opts = new BigUint64Array(5);
     opts[0] = 40n;
+    opts[3] = options.retprobe ? 1n : 0n;
     opts[4] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(func)));
     takeLog();
     const link = l.bpf.bpf_program__attach_uprobe_opts(
@@ -373,6 +492,25 @@ export class BpfObject implements Disposable {
     open().bpf.bpf_object__close(this.#ptr);
     this.#ptr = null;
     this.#keep = [];
+  }
+
+  /**
+   * {@linkcode close}, with the kernel's work (detaching, freeing maps and programs) on another
+   * thread: what an agent serving other connections does. No call may use the object meanwhile.
+   */
+  async closeAsync(): Promise<void> {
+    const ptr = this.#ptr;
+    if (!ptr) return;
+    this.#ptr = null;
+    for (const ring of [...this.#rings]) ring.close();
+    for (const [p, length] of this.#mappings) open().c.munmap(p, BigInt(length));
+    this.#mappings = [];
+    const keep = this.#keep;
+    this.#keep = [];
+    for (const link of [...this.#links]) await link.closeAsync();
+    const l = open();
+    await offThread(l, () => l.bpf.bpf_object__close_async(ptr));
+    keep.length = 0;
   }
 
   [Symbol.dispose](): void {

@@ -37,11 +37,19 @@ export {
   resolveHoldCgroup,
 } from "./hold.ts";
 export {
-  PROGRAM_VARIANT,
+  describePrograms,
   type RunResult,
   WALK_OBJECT,
   Walker,
+  WALKER_PROGRAMS,
   type WalkerOptions,
   type WalkLimits,
 } from "./walker.ts";
 export { LibbpfError } from "./libbpf.ts";
+export {
+  type CheckedObject,
+  checkObject,
+  FORBIDDEN_HELPERS,
+  LAST_HELPER,
+  ObjectRefused,
+} from "./bpf_check.ts";

@@ -17,6 +17,10 @@
  *   socket: backpressure, not buffering), a send deadline per write (a peer that does not read
  *   is dropped and its pending work discarded; the walker, which every connection waits for, is
  *   released within that deadline whatever the peer does), and an idle timeout.
+ * - Loading (LOAD, `agent/objects.ts`): a LOAD frame of at most `LIMITS.maxObject` bytes (every
+ *   other request 64 KiB), a cap on the objects one connection holds and on all of them, each
+ *   object checked (`agent/bpf_check.ts`) before libbpf sees it, and unloaded with its
+ *   connection.
  *
  * @module
  */
@@ -33,6 +37,7 @@ import {
   ensureAgentCredentials,
   ErrorCode,
   type Frame,
+  FRAME_HEADER,
   FrameDecoder,
   FrameError,
   FrameType,
@@ -50,10 +55,13 @@ import {
 import { answerHold, Holder } from "./hold.ts";
 import { kernelFeatures, lookupNames, lookupSymbols } from "./_kernel_facts.ts";
 import { limitLog } from "./_log_limit.ts";
-import { PROGRAM_VARIANT, type RunResult, Walker } from "./walker.ts";
+import { LoadedObjects } from "./objects.ts";
+import { describePrograms, type RunResult, Walker } from "./walker.ts";
 
 /** Requests are tiny: anything bigger than this from the IDS is refused unread. */
 const MAX_REQUEST_FRAME = 64 << 10;
+/** But for LOAD, whose object may be up to LIMITS.maxObject (type, id, object size, object). */
+const MAX_FRAME_OF = new Map([[FrameType.LOAD, FRAME_HEADER - 4 + 4 + LIMITS.maxObject]]);
 const U64_END = 1n << 64n;
 
 /** Options of {@linkcode Agent.start}. */
@@ -94,6 +102,16 @@ export interface AgentOptions {
   holdCgroups?: readonly string[];
   /** The longest a hold may last, whatever the IDS asks, 1..LIMITS.maxHoldMs. @default 10000 */
   maxHoldMs?: number;
+  /**
+   * Load the embedded `bpf/out/walk.bpf.o` at start, as the walker of connections that load none
+   * of their own; false starts without one (HELLO's anchor is then 0, and a walker request before
+   * a LOAD is answered with an ERROR). @default true
+   */
+  defaultObject?: boolean;
+  /** Objects one connection may LOAD and hold at once. @default 4 */
+  maxObjectsPerConnection?: number;
+  /** Objects all connections may hold at once. @default 8 */
+  maxObjects?: number;
 }
 
 /**
@@ -115,7 +133,9 @@ const DEFAULT_MAX_CONNECTIONS = 16;
 
 /** A running agent. Close it to stop listening, drop connections and unload the programs. */
 export class Agent implements AsyncDisposable {
-  #walker: Walker;
+  /** The default walker (the embedded object), when the agent loaded one at start. */
+  #walker: Walker | undefined;
+  #objects: LoadedObjects;
   #server: ChannelServer | undefined;
   #btf: Uint8Array;
   #info: AgentInfo;
@@ -133,7 +153,8 @@ export class Agent implements AsyncDisposable {
   #closed = false;
 
   private constructor(
-    walker: Walker,
+    walker: Walker | undefined,
+    objects: LoadedObjects,
     btf: Uint8Array,
     info: AgentInfo,
     log: (line: string) => void,
@@ -142,6 +163,7 @@ export class Agent implements AsyncDisposable {
   ) {
     this.#holder = holder;
     this.#walker = walker;
+    this.#objects = objects;
     this.#btf = btf;
     this.#info = info;
     this.#log = log;
@@ -163,9 +185,17 @@ export class Agent implements AsyncDisposable {
       ? Holder.open(options.holdCgroups, { maxHoldMs: options.maxHoldMs, log: peerLog })
       : undefined;
     const credentials = await ensureAgentCredentials(options.stateDir, { names: [hostname] });
-    const walker = await Walker.open({ ringBytes: options.ringBytes }).catch((error) => {
-      holder?.dispose();
-      throw error;
+    const walker = options.defaultObject === false
+      ? undefined
+      : await Walker.open({ ringBytes: options.ringBytes }).catch((error) => {
+        holder?.dispose();
+        throw error;
+      });
+    const objects = new LoadedObjects({
+      maxPerConnection: options.maxObjectsPerConnection,
+      maxTotal: options.maxObjects,
+      ringBytes: options.ringBytes,
+      log: peerLog,
     });
     try {
       const info: AgentInfo = {
@@ -173,13 +203,13 @@ export class Agent implements AsyncDisposable {
         btfHash: new Uint8Array(await crypto.subtle.digest("SHA-256", btf)),
         btfSize: btf.length,
         bootId: (await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim(),
-        anchor: walker.anchor(),
+        anchor: walker?.anchor() ?? 0n,
         agentPid: Deno.pid,
-        programs: PROGRAM_VARIANT,
+        programs: describePrograms(walker?.programs ?? []),
         features: await kernelFeatures(),
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      const agent = new Agent(walker, btf, info, peerLog, maxConnections, holder);
+      const agent = new Agent(walker, objects, btf, info, peerLog, maxConnections, holder);
       const server = await listenChannel({
         hostname,
         port: options.port ?? 7047,
@@ -202,7 +232,7 @@ export class Agent implements AsyncDisposable {
       return agent;
     } catch (error) {
       holder?.dispose();
-      walker.close();
+      walker?.close();
       throw error;
     }
   }
@@ -222,7 +252,7 @@ export class Agent implements AsyncDisposable {
       return;
     }
     this.#channels.add(channel);
-    const decoder = new FrameDecoder({ maxFrame: MAX_REQUEST_FRAME });
+    const decoder = new FrameDecoder({ maxFrame: MAX_REQUEST_FRAME, maxFrameOf: MAX_FRAME_OF });
     let greeted = false;
     try {
       for await (const chunk of channel.chunks()) {
@@ -242,6 +272,8 @@ export class Agent implements AsyncDisposable {
       this.#holder?.forget(channel);
       this.#channels.delete(channel);
       channel.close();
+      // What the connection loaded goes with it, once no walk of it runs.
+      await this.#serial(channel, () => this.#objects.unload(channel), false).catch(() => {});
     }
   }
 
@@ -304,6 +336,17 @@ export class Agent implements AsyncDisposable {
       case FrameType.PREFETCH:
         await this.#prefetch(channel, frame);
         break;
+      case FrameType.LOAD: {
+        const { id, object } = frame;
+        const answer = await this.#serial(channel, () => this.#objects.load(channel, id, object));
+        for (const bytes of answer) await this.#send(channel, bytes);
+        break;
+      }
+      case FrameType.UNLOAD: {
+        const unloaded = await this.#serial(channel, () => this.#objects.unload(channel));
+        await this.#send(channel, endFrame(frame.id, { ...NOTHING, objects: unloaded }));
+        break;
+      }
       case FrameType.HOLD:
       case FrameType.RELEASE:
         for (const answer of await answerHold(this.#holder, channel, frame)) {
@@ -408,7 +451,7 @@ export class Agent implements AsyncDisposable {
     await this.#exclusive(
       channel,
       id,
-      () => this.#walker.read(addr, len),
+      (walker) => walker.read(addr, len),
       (result) =>
         result.stop === StopReason.COMPLETE
           ? undefined
@@ -435,7 +478,7 @@ export class Agent implements AsyncDisposable {
     }
     const limits = { maxObjects, maxBytes };
     if (frame.target === PrefetchTarget.TASKS) {
-      await this.#exclusive(channel, id, () => this.#walker.walkTasks(limits), () => undefined);
+      await this.#exclusive(channel, id, (walker) => walker.walkTasks(limits), () => undefined);
       return;
     }
     let plan: Uint8Array;
@@ -451,31 +494,52 @@ export class Agent implements AsyncDisposable {
       );
       return;
     }
-    await this.#exclusive(channel, id, () => this.#walker.walkPlan(plan, limits), () => undefined);
+    await this.#exclusive(channel, id, (walker) => walker.walkPlan(plan, limits), () => undefined);
   }
 
   /**
-   * Runs one walker request with the walker to itself, streams its records as DATA frames and
-   * closes with END (or ERROR when `failure` names a problem).
+   * Runs `work` once every walker request queued before it is done: walker runs, loads and
+   * unloads happen one at a time, across connections. With `live` (the default), work for a peer
+   * that is gone by then is not run.
    */
-  #exclusive(
-    channel: Channel,
-    id: number,
-    run: () => RunResult,
-    failure: (result: RunResult) => string | undefined,
-  ): Promise<void> {
+  #serial<T>(channel: Channel, work: () => T | Promise<T>, live = true): Promise<T> {
     this.#waiting.set(channel, (this.#waiting.get(channel) ?? 0) + 1);
-    const task = this.#busy.then(async () => {
+    const task = this.#busy.then(() => {
       const left = this.#waiting.get(channel)! - 1;
       if (left) this.#waiting.set(channel, left);
       else this.#waiting.delete(channel);
       // A peer dropped while it waited for the walker gets nothing run on its behalf.
-      if (this.#gone.has(channel)) throw new ChannelGone();
+      if (live && this.#gone.has(channel)) throw new ChannelGone();
+      return work();
+    });
+    this.#busy = task.catch(() => {});
+    return task;
+  }
+
+  /**
+   * Runs one walker request with the walker to itself (the last object this connection loaded,
+   * else the default one), streams its records as DATA frames and closes with END (or ERROR when
+   * `failure` names a problem, or there is no walker).
+   */
+  #exclusive(
+    channel: Channel,
+    id: number,
+    run: (walker: Walker) => RunResult,
+    failure: (result: RunResult) => string | undefined,
+  ): Promise<void> {
+    return this.#serial(channel, async () => {
+      const walker = this.#objects.walkerOf(channel) ?? this.#walker;
+      if (!walker) {
+        const message = "Cannot walk: this agent was started without a default object, and this " +
+          "connection loaded none (send LOAD first)";
+        await this.#send(channel, errorFrame(id, ErrorCode.NOT_READY, message));
+        return;
+      }
       const started = performance.now();
-      const result = run();
+      const result = run(walker);
       const problem = failure(result);
       if (problem) {
-        this.#walker.discard();
+        walker.discard();
         await this.#send(channel, errorFrame(id, ErrorCode.FAULT, problem));
         return;
       }
@@ -486,13 +550,13 @@ export class Agent implements AsyncDisposable {
       let more = true;
       try {
         while (more) {
-          more = this.#walker.drainInto(builder);
+          more = walker.drainInto(builder);
           if (!builder.records) continue;
           if (more) await this.#send(channel, builder.take(id));
           else last = builder.take(id);
         }
       } finally {
-        this.#walker.discard();
+        walker.discard();
       }
       const end = endFrame(id, {
         objects: result.objects,
@@ -506,8 +570,6 @@ export class Agent implements AsyncDisposable {
       });
       await this.#send(channel, last ? joined(last, end) : end);
     });
-    this.#busy = task.catch(() => {});
-    return task;
   }
 
   /**
@@ -545,13 +607,26 @@ export class Agent implements AsyncDisposable {
     for (const channel of this.#channels) channel.close();
     await this.#server?.close();
     await this.#busy;
-    this.#walker.close();
+    await this.#objects.close();
+    this.#walker?.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 }
+
+/** END's stats of an answer that walked nothing. */
+const NOTHING: EndStats = {
+  objects: 0,
+  bytes: 0,
+  faults: 0,
+  pruned: 0,
+  guestNs: 0,
+  agentNs: 0,
+  stop: StopReason.COMPLETE,
+  root: 0n,
+};
 
 /** The peer went away while we were writing to it. */
 class ChannelGone extends Error {}

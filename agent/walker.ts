@@ -9,7 +9,14 @@
  */
 
 import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
-import { BpfObject, currentThreadId, fireTrigger, TRIGGER } from "./libbpf.ts";
+import { checkObject, ObjectRefused } from "./bpf_check.ts";
+import {
+  BpfObject,
+  currentThreadId,
+  fireTrigger,
+  type LoadedProgramEntry,
+  TRIGGER,
+} from "./libbpf.ts";
 
 const OP_READ = 1;
 const OP_WALK_TASKS = 2;
@@ -39,10 +46,16 @@ const RECORD_HEADER = 16;
 /** Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest READ. */
 export const READ_MAX = 1024 * 4096;
 
-const PROGRAMS = ["read_memory", "walk_tasks", "report_anchor", "walk_plan"] as const;
+/** The programs a walker object must have (it may have more: every one is attached). */
+export const WALKER_PROGRAMS = ["read_memory", "walk_tasks", "report_anchor", "walk_plan"] as const;
 
-/** The name of the in-guest program set, reported to the IDS. */
-export const PROGRAM_VARIANT = "walk.bpf.o:bpf_loop+ringbuf";
+/** The kernel's program type of uprobes (BPF_PROG_TYPE_KPROBE). */
+const PROG_TYPE_KPROBE = 2;
+
+/** Programs as HELLO and the agent's log name them: `name:tag` words, or "none". */
+export function describePrograms(programs: readonly { name: string; tag: string }[]): string {
+  return programs.length ? programs.map((p) => `${p.name}:${p.tag}`).join(" ") : "none";
+}
 
 /** Where the compiled object is, for `deno run` and inside a `deno compile` binary alike. */
 export const WALK_OBJECT = new URL("../bpf/out/walk.bpf.o", import.meta.url);
@@ -86,7 +99,10 @@ export interface WalkerOptions {
    * @default 262144
    */
   dedupeEntries?: number;
-  /** The compiled object; read from {@linkcode WALK_OBJECT} when absent. */
+  /**
+   * The compiled object; read from {@linkcode WALK_OBJECT} when absent. It is checked first
+   * (`agent/bpf_check.ts`): program types and helpers.
+   */
   object?: Uint8Array;
 }
 
@@ -100,9 +116,12 @@ export class Walker implements Disposable {
   #ring: ReturnType<BpfObject["ring"]>;
   #seq = 0;
   #closed = false;
+  /** Every program of the object, as the kernel loaded it. */
+  readonly programs: readonly LoadedProgramEntry[];
 
   private constructor(obj: BpfObject) {
     this.#obj = obj;
+    this.programs = obj.loadedPrograms();
     const bss = obj.globals(".bss");
     if (bss.length < SHARED_SIZE) {
       throw new TypeError(
@@ -114,13 +133,36 @@ export class Walker implements Disposable {
   }
 
   /**
-   * Opens, configures, loads and attaches the walker, for this process only.
+   * Checks, opens, configures, loads and attaches the walker, for this process only: every
+   * program of the object is attached to the trigger (uprobe or uretprobe, as its section says).
+   * @throws {ObjectRefused} when the check refuses the object, or it is not a walker.
    * @throws {LibbpfError} when the kernel refuses (no BPF permission, verifier, no uprobes).
    */
   static async open(options: WalkerOptions = {}): Promise<Walker> {
     const elf = options.object ?? await Deno.readFile(WALK_OBJECT);
+    const checked = checkObject(elf);
     using stack = new DisposableStack();
     const obj = stack.use(BpfObject.open(elf, "walk"));
+    // libbpf's own reading of the object must agree with the check's: the programs it will load
+    // are uprobes, each in a section the check read.
+    const kinds = new Map(checked.sections.map((s) => [s.section, s.kind]));
+    const programs = obj.programs();
+    for (const p of programs) {
+      if (p.type !== PROG_TYPE_KPROBE || !kinds.has(p.section)) {
+        throw new ObjectRefused(
+          `Cannot load the object: libbpf reads program "${p.name}" in section "${p.section}" as a ${p.typeName} program the check did not pass`,
+        );
+      }
+    }
+    for (const name of WALKER_PROGRAMS) {
+      if (!programs.some((p) => p.name === name)) {
+        throw new ObjectRefused(
+          `Cannot use the object as a walker: it has no program "${name}" (a walker has ${
+            WALKER_PROGRAMS.join(", ")
+          })`,
+        );
+      }
+    }
     const config = new Uint8Array(8);
     const seenSlots = positive(options.dedupeEntries ?? 1 << 18, "dedupeEntries");
     if ((seenSlots & (seenSlots - 1)) !== 0) {
@@ -133,7 +175,10 @@ export class Walker implements Disposable {
     obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));
     obj.setMaxEntries("plan_seen", seenSlots);
     obj.load();
-    for (const program of PROGRAMS) obj.attachUprobe(program, { pid: Deno.pid, ...TRIGGER });
+    for (const p of programs) {
+      const retprobe = kinds.get(p.section) === "uretprobe";
+      obj.attachUprobe(p.name, { pid: Deno.pid, ...TRIGGER, retprobe });
+    }
     const walker = new Walker(obj);
     stack.move();
     return walker;
@@ -280,6 +325,12 @@ export class Walker implements Disposable {
   close(): void {
     this.#closed = true;
     this.#obj.close();
+  }
+
+  /** {@linkcode close}, the kernel's work done on another thread (see `BpfObject.closeAsync`). */
+  async closeAsync(): Promise<void> {
+    this.#closed = true;
+    await this.#obj.closeAsync();
   }
 
   [Symbol.dispose](): void {

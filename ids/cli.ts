@@ -137,8 +137,8 @@ export function viewCommand(
       session.holdMs = holdMs;
       const out = await run(session, options.mode, this.args);
       if (options.json) {
-        // Which in-guest program variant served the view, as the agent announced it.
-        const stats = { ...out.stats, programs: session.client.info.programs };
+        // The in-guest programs that served the view, as the agent loaded them for the IDS.
+        const stats = { ...out.stats, programs: session.programs };
         console.log(terminalJson({ ...out.json, stats }));
       } else {
         console.log(out.table);

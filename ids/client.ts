@@ -32,6 +32,7 @@ import {
   HoldState,
   type IdsCredentials,
   LIMITS,
+  type LoadAnswer,
   parseFrame,
   type PrefetchTarget,
   PROTOCOL_VERSION,
@@ -78,6 +79,19 @@ export class AgentMisbehaviorError extends AgentError {
       ...(this.allowed === undefined ? {} : { allowed: this.allowed }),
       message: this.message,
     };
+  }
+}
+
+/**
+ * The agent refused to load an object: its reason (the message), and the end of libbpf's and the
+ * verifier's log when the kernel refused it.
+ */
+export class AgentLoadError extends AgentError {
+  readonly log: string;
+  constructor(message: string, code: number, log: string, options?: ErrorOptions) {
+    super(message, code, options);
+    this.name = "AgentLoadError";
+    this.log = log;
   }
 }
 
@@ -148,6 +162,7 @@ export class AgentClient implements Disposable {
   #requestTimeoutMs: number;
   #idleTimeoutMs: number;
   #info: AgentInfo | undefined;
+  #loaded: LoadAnswer | undefined;
   #ended = Promise.withResolvers<Error>();
 
   private constructor(channel: Channel, requestTimeoutMs: number, idleTimeoutMs: number) {
@@ -206,6 +221,71 @@ export class AgentClient implements Disposable {
   /** What the agent reported in its HELLO. */
   get info(): AgentInfo {
     return this.#info!;
+  }
+
+  /** What the agent answered to this connection's last {@linkcode load}, if any. */
+  get loaded(): LoadAnswer | undefined {
+    return this.#loaded;
+  }
+
+  /**
+   * The agent's own task, where walks begin: as the object this connection loaded reported it,
+   * else as HELLO did (0 when the agent has no default object).
+   */
+  get anchor(): bigint {
+    return this.#loaded?.anchor ?? this.info.anchor;
+  }
+
+  /**
+   * Has the agent check, load and attach `object` (ELF bytes of a walker, such as
+   * `bpf/out/walk.bpf.o`) as this connection's walker: one round trip. The answer names every
+   * program the agent loaded, with its type and the kernel's tag.
+   * @throws {AgentLoadError} with the agent's reason (and the verifier's log) when it refuses.
+   */
+  async load(object: Uint8Array, meter?: Meter): Promise<LoadAnswer> {
+    if (object.length < 1 || object.length > LIMITS.maxObject) {
+      throw new RangeError(
+        `Cannot load an object of ${object.length} bytes: the limit is 1..${LIMITS.maxObject}`,
+      );
+    }
+    let answer: LoadAnswer | undefined;
+    const log: Uint8Array[] = [];
+    let logBytes = 0;
+    try {
+      await this.#stream({ type: FrameType.LOAD, id: 0, object }, meter, (frame) => {
+        if (frame.type === FrameType.LOG) {
+          logBytes += frame.text.length;
+          if (logBytes > LIMITS.maxLoadLog) {
+            throw misbehaving(
+              "loadLog",
+              "Agent sent a longer load log than the protocol allows",
+              logBytes,
+              LIMITS.maxLoadLog,
+            );
+          }
+          log.push(frame.text);
+          return true;
+        }
+        if (frame.type !== FrameType.LOADED) return false;
+        if (answer) throw misbehaving("answers", "Agent answered LOAD more than once");
+        answer = frame.loaded;
+        return true;
+      });
+    } catch (error) {
+      if (!(error instanceof AgentError) || error instanceof AgentMisbehaviorError) throw error;
+      const text = new TextDecoder().decode(concat(log));
+      throw new AgentLoadError(error.message, error.code, text, { cause: error });
+    }
+    if (!answer) throw misbehaving("load", "Agent ended LOAD without a LOADED frame");
+    this.#loaded = answer;
+    return answer;
+  }
+
+  /** Has the agent drop every object this connection loaded; returns how many it dropped. */
+  async unload(meter?: Meter): Promise<number> {
+    const end = await this.#stream({ type: FrameType.UNLOAD, id: 0 }, meter, () => false);
+    this.#loaded = undefined;
+    return end.objects;
   }
 
   /** Resolves with the reason once the connection is closed, by either side. */
@@ -654,6 +734,16 @@ function emptyData(id: number): AgentMisbehaviorError {
 
 function secondAnswer(id: number): AgentMisbehaviorError {
   return misbehaving("answers", `Agent answered SYMBOLS request ${id} more than once`);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 function hex32(n: number): string {

@@ -17,11 +17,18 @@
  * @module
  */
 
-import { encodePlan, LIMITS, PrefetchTarget, StopReason } from "../protocol/mod.ts";
+import {
+  encodePlan,
+  LIMITS,
+  type LoadedProgram,
+  PrefetchTarget,
+  StopReason,
+} from "../protocol/mod.ts";
 import type { AgentClient, Meter } from "./client.ts";
 import { holding, type HoldStats } from "./hold.ts";
 export type { HoldStats };
 import { loadBtf } from "./btf_store.ts";
+import { loadWalker } from "./walker_object.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";
 import { fromKAddr, type KAddr, kaddrOf, parseKAddr, toKAddr } from "./memory/address.ts";
 import { MemoryCache } from "./memory/cache.ts";
@@ -126,6 +133,12 @@ export interface SessionOptions {
    * @default a map of its own
    */
   symbols?: Map<string, KAddr | undefined>;
+  /**
+   * The walker object to load through the agent (LOAD) before anything else, unless the client
+   * loaded one already; null loads nothing and uses the agent's default object.
+   * @default the IDS's own `bpf/out/walk.bpf.o`
+   */
+  object?: Uint8Array | null;
 }
 
 /** Most symbols a session keeps (the views ask for a few dozen). */
@@ -166,12 +179,13 @@ export class GuestSession implements Disposable {
     stateDir: string,
     options: SessionOptions = {},
   ): Promise<GuestSession> {
-    const anchor = toKAddr(client.info.anchor);
+    if (options.object !== null) await loadWalker(client, options.object);
+    const anchor = toKAddr(client.anchor);
     if (anchor === undefined) {
       throw new Error(
-        `Cannot use the agent: its anchor 0x${
-          client.info.anchor.toString(16)
-        } is not a kernel address`,
+        `Cannot use the agent: its anchor 0x${client.anchor.toString(16)} is not a kernel address${
+          client.anchor === 0n && !client.loaded ? " (it has no default object: load one)" : ""
+        }`,
       );
     }
     const { btf, types } = await kernelOf(client, stateDir);
@@ -181,6 +195,11 @@ export class GuestSession implements Disposable {
     );
     const initTask = await findInitTask(memory, types, anchor);
     return new GuestSession(client, btf, types, anchor, initTask, options.symbols ?? new Map());
+  }
+
+  /** The programs serving this session, as the agent loaded them for it (none: its default). */
+  get programs(): LoadedProgram[] {
+    return this.client.loaded?.programs ?? [];
   }
 
   /**

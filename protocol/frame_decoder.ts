@@ -19,6 +19,7 @@ import {
   FrameType,
   HoldState,
   LIMITS,
+  type LoadedProgram,
   PrefetchTarget,
   type RawFrame,
   StopReason,
@@ -27,10 +28,22 @@ import {
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const HOLD_STATES: ReadonlySet<number> = new Set(Object.values(HoldState));
 
+/** Options of {@linkcode FrameDecoder}. */
+export interface FrameDecoderOptions {
+  /** Largest frame (type, id, payload) accepted. @default LIMITS.maxFrame */
+  maxFrame?: number;
+  /**
+   * Larger limits for some frame types (e.g. LOAD's object): a frame over `maxFrame` is then
+   * judged once its type byte has arrived, against its type's limit here (or `maxFrame`).
+   */
+  maxFrameOf?: ReadonlyMap<number, number>;
+}
+
 /**
  * Splits a byte stream into raw frames. Feed it chunks with {@linkcode push}, then take frames
- * with {@linkcode next} until it returns undefined. A frame larger than `maxFrame` throws a fatal
- * {@linkcode FrameError} as soon as its length is read, before any of it is buffered.
+ * with {@linkcode next} until it returns undefined. A frame larger than `maxFrame` (or its type's
+ * limit in `maxFrameOf`) throws a fatal {@linkcode FrameError} as soon as its length (and, for a
+ * type with a limit of its own, its type) is read, before any of it is buffered.
  *
  * A frame inside one chunk is returned as a view of it; a frame spread over chunks is copied
  * once, into a buffer of its size allocated when its length is known.
@@ -45,8 +58,10 @@ export class FrameDecoder {
   #frame: Uint8Array | undefined;
   #filled = 0;
   #maxFrame: number;
-  constructor(options: { maxFrame?: number } = {}) {
+  #maxFrameOf: ReadonlyMap<number, number> | undefined;
+  constructor(options: FrameDecoderOptions = {}) {
     this.#maxFrame = options.maxFrame ?? LIMITS.maxFrame;
+    this.#maxFrameOf = options.maxFrameOf?.size ? options.maxFrameOf : undefined;
   }
 
   /** Bytes received but not yet returned as frames. */
@@ -63,10 +78,17 @@ export class FrameDecoder {
   next(): RawFrame | undefined {
     if (!this.#frame) {
       if (this.#queued < 4) return undefined;
+      let max = this.#maxFrame;
+      if (this.#maxFrameOf && this.#peek(0, 4) > max) {
+        // Whether this type may be larger is known once its type byte is here.
+        if (this.#queued < 5) return undefined;
+        const type = this.#peek(4, 1);
+        max = this.#maxFrameOf.get(type) ?? max;
+      }
       const length = this.#readU32();
-      if (length < FRAME_HEADER - 4 || length > this.#maxFrame) {
+      if (length < FRAME_HEADER - 4 || length > max) {
         throw new FrameError(
-          `Cannot accept frame: length ${length} is outside 5..${this.#maxFrame}`,
+          `Cannot accept frame: length ${length} is outside 5..${max}`,
           ErrorCode.TOO_LARGE,
           0,
           true,
@@ -93,6 +115,22 @@ export class FrameDecoder {
     this.#frame = undefined;
     this.#filled = 0;
     return raw(frame);
+  }
+
+  /** Reads `n` (at most 4) queued bytes from `skip` on as a little-endian number, consuming none. */
+  #peek(skip: number, n: number): number {
+    let value = 0;
+    let chunk = this.#head;
+    let at = this.#offset + skip;
+    while (at >= this.#queue[chunk].length) at -= this.#queue[chunk++].length;
+    for (let i = 0; i < n; i++) {
+      value += this.#queue[chunk][at] * 2 ** (8 * i);
+      if (++at === this.#queue[chunk].length) {
+        chunk++;
+        at = 0;
+      }
+    }
+    return value;
   }
 
   /** Consumes four bytes (the caller checked they are there) as a little-endian u32. */
@@ -303,6 +341,45 @@ export function parseFrame(raw: RawFrame): Frame {
       frame = { type: FrameType.HELD, id, hold };
       break;
     }
+    case FrameType.LOAD: {
+      const size = r.u32();
+      if (size < 1 || size > LIMITS.maxObject) {
+        throw new FrameError(
+          `Cannot decode LOAD frame: an object of ${size} bytes is outside 1..${LIMITS.maxObject}`,
+          ErrorCode.TOO_LARGE,
+          id,
+        );
+      }
+      frame = { type: FrameType.LOAD, id, object: r.bytes(size) };
+      break;
+    }
+    case FrameType.UNLOAD:
+      frame = { type: FrameType.UNLOAD, id };
+      break;
+    case FrameType.LOADED: {
+      const anchor = r.u64();
+      const programs = r.list((): LoadedProgram => {
+        const program = {
+          name: r.string(),
+          section: r.string(),
+          type: r.string(),
+          tag: r.string(),
+          instructions: r.u32(),
+        };
+        if (!/^[0-9a-f]{16}$/.test(program.tag)) {
+          throw r.error(`tag "${program.tag.slice(0, 64)}" is not 16 hex digits`);
+        }
+        return program;
+      }, LIMITS.maxPrograms);
+      frame = { type: FrameType.LOADED, id, loaded: { anchor, programs } };
+      break;
+    }
+    case FrameType.LOG:
+      if (r.left > LIMITS.maxLoadLog) {
+        throw r.error(`a log of ${r.left} bytes exceeds ${LIMITS.maxLoadLog}`);
+      }
+      frame = { type: FrameType.LOG, id, text: r.bytes(r.left) };
+      break;
     case FrameType.DATA:
       frame = { type: FrameType.DATA, id, payload: r.bytes(r.left) };
       break;

@@ -114,6 +114,27 @@ export function encodeFrame(frame: Frame): Uint8Array {
       w.u8(h.state).u32(h.capMs).u64(h.freezeNs).u64(h.heldNs);
       break;
     }
+    case FrameType.LOAD:
+      w.u32(frame.object.length).bytes(frame.object);
+      break;
+    case FrameType.UNLOAD:
+      break;
+    case FrameType.LOADED: {
+      const { anchor, programs } = frame.loaded;
+      if (programs.length > LIMITS.maxPrograms) {
+        throw new RangeError(
+          `Cannot encode LOADED: ${programs.length} programs exceed ${LIMITS.maxPrograms}`,
+        );
+      }
+      w.u64(anchor).u16(programs.length);
+      for (const p of programs) {
+        w.string(p.name).string(p.section).string(p.type).string(p.tag).u32(p.instructions);
+      }
+      break;
+    }
+    case FrameType.LOG:
+      w.bytes(frame.text.subarray(Math.max(0, frame.text.length - LIMITS.maxLoadLog)));
+      break;
     case FrameType.DATA:
       w.bytes(frame.payload);
       break;

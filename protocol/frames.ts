@@ -11,6 +11,12 @@
  * workload) for at most `maxMs`, so that a snapshot of many requests sees memory that does not
  * change under it; RELEASE thaws them. Both are answered by one HELD frame, then END.
  *
+ * LOAD carries a BPF object (ELF bytes, at most `LIMITS.maxObject`) for the agent to check, load
+ * and attach as this connection's walker; it is answered by one LOADED frame (every program's
+ * name, type, tag and instruction count, and the anchor the new walker reported), then END, or
+ * by LOG frames (the end of libbpf's and the verifier's log) and ERROR. UNLOAD drops every object
+ * the connection loaded (END's `objects` says how many); closing the connection does the same.
+ *
  * Frames are built by `frame_encoder.ts`, read by `frame_decoder.ts`, and DATA payloads are
  * records (`data_records.ts`).
  *
@@ -18,7 +24,7 @@
  */
 
 /** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Hard limits every peer enforces. */
 export const LIMITS = {
@@ -48,6 +54,12 @@ export const LIMITS = {
   maxSymbols: 64,
   /** Longest hold a HOLD may ask for, in milliseconds; an agent may grant less. */
   maxHoldMs: 10_000,
+  /** Largest BPF object (ELF bytes) a LOAD may carry. */
+  maxObject: 4 << 20,
+  /** Most programs one LOADED frame may list. */
+  maxPrograms: 64,
+  /** Most bytes of load log (libbpf's and the verifier's) the agent sends for a refused LOAD. */
+  maxLoadLog: 64 << 10,
 } as const;
 
 /**
@@ -64,11 +76,15 @@ export const FrameType = {
   SYMBOLS: 0x05,
   HOLD: 0x06,
   RELEASE: 0x07,
+  LOAD: 0x08,
+  UNLOAD: 0x09,
   DATA: 0x10,
   BTF: 0x11,
   END: 0x12,
   ERROR: 0x13,
   HELD: 0x14,
+  LOADED: 0x15,
+  LOG: 0x16,
 } as const;
 export type FrameType = typeof FrameType[keyof typeof FrameType];
 
@@ -87,6 +103,8 @@ export const ErrorCode = {
   UNSUPPORTED: 6,
   INTERNAL: 7,
   NOT_READY: 8,
+  /** The agent's policy refuses it (a LOAD of a program type or helper it does not load). */
+  REFUSED: 9,
 } as const;
 export type ErrorCode = typeof ErrorCode[keyof typeof ErrorCode];
 
@@ -146,13 +164,40 @@ export interface AgentInfo {
   btfHash: Uint8Array;
   btfSize: number;
   bootId: string;
-  /** Address of a task_struct in the guest (the agent's own): where walks begin. */
+  /**
+   * Address of a task_struct in the guest (the agent's own): where walks begin. 0 when the agent
+   * has no default walker to ask; LOADED then carries it.
+   */
   anchor: bigint;
   agentPid: number;
-  /** The in-guest program variant serving requests. */
+  /**
+   * The programs of the object the agent loaded at start (its default walker), as
+   * `name:tag` words, or "none" when it started without one (the IDS then loads its own).
+   */
   programs: string;
   /** What the guest kernel offers: "modules" when it has loadable modules (/proc/modules). */
   features: string[];
+}
+
+/** One program of a loaded object, as LOADED describes it. */
+export interface LoadedProgram {
+  /** The program's name (its function's name in the object). */
+  name: string;
+  /** Its ELF section, e.g. "uprobe". */
+  section: string;
+  /** The kernel program type, as libbpf names it (e.g. "kprobe", which uprobes are). */
+  type: string;
+  /** The kernel's tag of the loaded program: 16 hex digits (bpftool's "tag"). */
+  tag: string;
+  /** Instructions loaded, as libbpf counts them after relocation. */
+  instructions: number;
+}
+
+/** What a LOADED frame says about the object the agent loaded. */
+export interface LoadAnswer {
+  /** The address of the agent's own task_struct, as the new walker reported it. */
+  anchor: bigint;
+  programs: LoadedProgram[];
 }
 
 /** Statistics closing a READ or PREFETCH. */
@@ -195,6 +240,12 @@ export type Frame =
   | { type: typeof FrameType.HOLD; id: number; maxMs: number }
   | { type: typeof FrameType.RELEASE; id: number }
   | { type: typeof FrameType.HELD; id: number; hold: HoldAnswer }
+  /** A BPF object to check, load and attach (1..LIMITS.maxObject bytes of ELF). */
+  | { type: typeof FrameType.LOAD; id: number; object: Uint8Array }
+  | { type: typeof FrameType.UNLOAD; id: number }
+  | { type: typeof FrameType.LOADED; id: number; loaded: LoadAnswer }
+  /** Text of the log of a refused LOAD (at most LIMITS.maxLoadLog bytes, any encoding). */
+  | { type: typeof FrameType.LOG; id: number; text: Uint8Array }
   | { type: typeof FrameType.DATA; id: number; payload: Uint8Array }
   | { type: typeof FrameType.BTF; id: number; offset: number; total: number; bytes: Uint8Array }
   | { type: typeof FrameType.END; id: number; stats: EndStats }

@@ -96,6 +96,30 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     id: u32,
     payload: fc.uint8Array({ maxLength: 300 }),
   }),
+  fc.record({
+    type: fc.constant(FrameType.LOAD),
+    id: u32,
+    object: fc.uint8Array({ minLength: 1, maxLength: 300 }),
+  }),
+  fc.record({ type: fc.constant(FrameType.UNLOAD), id: u32 }),
+  fc.record({
+    type: fc.constant(FrameType.LOADED),
+    id: u32,
+    loaded: fc.record({
+      anchor: u64,
+      programs: fc.array(
+        fc.record({
+          name: text,
+          section: text,
+          type: text,
+          tag: fc.stringMatching(/^[0-9a-f]{16}$/),
+          instructions: u32,
+        }),
+        { maxLength: 4 },
+      ),
+    }),
+  }),
+  fc.record({ type: fc.constant(FrameType.LOG), id: u32, text: fc.uint8Array({ maxLength: 300 }) }),
   fc.uint8Array({ maxLength: 300 }).chain((bytes) =>
     fc.record({
       type: fc.constant(FrameType.BTF),
@@ -224,8 +248,9 @@ Deno.test("parseFrame() rejects every truncation of a valid frame with a FrameEr
       if (payload.length === 0) return;
       const cut = seed % payload.length;
       const raw = { type: bytes[4], id: f.id, payload: payload.subarray(0, cut) };
-      // DATA payloads have no fixed shape; HELLO without the agent part is valid at 2 bytes.
-      if (f.type === FrameType.DATA || (f.type === FrameType.HELLO && cut === 2)) return;
+      // DATA and LOG payloads have no fixed shape; HELLO without the agent part is valid at 2.
+      if (f.type === FrameType.DATA || f.type === FrameType.LOG) return;
+      if (f.type === FrameType.HELLO && cut === 2) return;
       if (f.type === FrameType.PREFETCH && cut >= 9) return; // the plan is the rest
       if (f.type === FrameType.BTF && cut >= 8) return;
       assertThrows(() => parseFrame(raw), FrameError);
@@ -418,4 +443,57 @@ Deno.test("dataRecords() rejects a record that claims more bytes than the frame 
   new DataView(payload.buffer).setUint32(8, 9, true);
   assertThrows(() => [...dataRecords(payload)], FrameError);
   assertThrows(() => [...dataRecords(new Uint8Array(5))], FrameError);
+});
+
+Deno.test("FrameDecoder takes a larger limit for the frame types given one, and only for them", () => {
+  const big = encodeFrame({ type: FrameType.LOAD, id: 7, object: new Uint8Array(5000).fill(1) });
+  const limits = new Map([[FrameType.LOAD, 9 + 5000]]);
+  const decoder = new FrameDecoder({ maxFrame: 1024, maxFrameOf: limits });
+  // The length alone says nothing yet: the type decides.
+  decoder.push(big.subarray(0, 4));
+  assertEquals(decoder.next(), undefined);
+  decoder.push(big.subarray(4));
+  const frame = parseFrame(decoder.next()!);
+  assert(frame.type === FrameType.LOAD && frame.object.length === 5000, "the LOAD frame");
+  // Over its type's limit, or of another type over maxFrame: refused once the type is known.
+  const over = encodeFrame({ type: FrameType.LOAD, id: 8, object: new Uint8Array(5001) });
+  const other = encodeFrame({ type: FrameType.DATA, id: 9, payload: new Uint8Array(2000) });
+  for (const bytes of [over, other]) {
+    const d = new FrameDecoder({ maxFrame: 1024, maxFrameOf: limits });
+    d.push(bytes.subarray(0, 5));
+    const error = assertThrows(() => d.next(), FrameError);
+    assert(error.fatal && error.code === ErrorCode.TOO_LARGE, error.message);
+  }
+});
+
+Deno.test("parseFrame() holds LOAD, LOADED and LOG to their caps and names the field", () => {
+  const load = (size: number, object: Uint8Array) => {
+    const payload = new Uint8Array(4 + object.length);
+    new DataView(payload.buffer).setUint32(0, size, true);
+    payload.set(object, 4);
+    return parseFrame({ type: FrameType.LOAD, id: 3, payload });
+  };
+  for (const size of [0, LIMITS.maxObject + 1]) {
+    const error = assertThrows(() => load(size, new Uint8Array(1)), FrameError);
+    assertEquals([error.code, error.id], [ErrorCode.TOO_LARGE, 3]);
+    assert(error.message.includes(`object of ${size} bytes is outside 1..`), error.message);
+  }
+  assertThrows(() => load(10, new Uint8Array(4)), FrameError, "more needed");
+  assertThrows(() => load(2, new Uint8Array(4)), FrameError, "trailing bytes");
+  const loaded = (tag: string, count = 1) =>
+    encodeFrame({
+      type: FrameType.LOADED,
+      id: 4,
+      loaded: {
+        anchor: 1n,
+        programs: Array.from(
+          { length: count },
+          () => ({ name: "p", section: "uprobe", type: "kprobe", tag, instructions: 2 }),
+        ),
+      },
+    });
+  assertThrows(() => decodeAll(loaded("not-a-tag")), FrameError, "is not 16 hex digits");
+  assertThrows(() => loaded("0123456789abcdef", LIMITS.maxPrograms + 1), RangeError);
+  const log = { type: FrameType.LOG, id: 5, payload: new Uint8Array(LIMITS.maxLoadLog + 1) };
+  assertThrows(() => parseFrame(log), FrameError, "exceeds");
 });

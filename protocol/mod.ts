@@ -8,7 +8,7 @@
  *
  * const credentials = await ensureIdsCredentials(".ebpfmon");
  * using channel = await connectChannel({ hostname: "127.0.0.1", port: 7047, credentials });
- * await channel.write(encodeFrame({ type: FrameType.HELLO, id: 1, version: 2 }));
+ * await channel.write(encodeFrame({ type: FrameType.HELLO, id: 1, version: 3 }));
  * ```
  *
  * Everything read from a peer is hostile: frame and plan decoders check every length and throw
@@ -24,6 +24,7 @@ export {
   type EndStats,
   ErrorCode,
   type Frame,
+  FRAME_HEADER,
   FrameError,
   FrameType,
   frameTypeName,
@@ -31,12 +32,14 @@ export {
   HoldState,
   KERNEL_HALF,
   LIMITS,
+  type LoadAnswer,
+  type LoadedProgram,
   PrefetchTarget,
   PROTOCOL_VERSION,
   type RawFrame,
   StopReason,
 } from "./frames.ts";
-export { FrameDecoder, parseFrame } from "./frame_decoder.ts";
+export { FrameDecoder, type FrameDecoderOptions, parseFrame } from "./frame_decoder.ts";
 export { encodeFrame } from "./frame_encoder.ts";
 export {
   DataFrameBuilder,

@@ -8,7 +8,13 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { sameComm, stableAcross } from "./procfs.ts";
-import { PROGRAM_VARIANT, spawnReady, WALK_OBJECT, Walker } from "../agent/mod.ts";
+import {
+  describePrograms,
+  spawnReady,
+  WALK_OBJECT,
+  Walker,
+  WALKER_PROGRAMS,
+} from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import type { Process } from "../ids/linux/processes.ts";
@@ -47,8 +53,15 @@ privilegedTest(
       assertEquals(vm.objectSha256, await sha256(object), "the guest loads our very object");
       assert(vm.release !== Deno.osRelease(), `a second kernel: ${vm.release}`);
       assertEquals(session.client.info.kernelRelease, vm.release);
-      assertEquals(session.client.info.programs, PROGRAM_VARIANT);
-      assertEquals(vm.programs, PROGRAM_VARIANT);
+      // The agent's own default object, as it announced it, and the IDS's, which it loaded for
+      // this connection: the same bytes on the same kernel, so the same kernel tags.
+      assertEquals(session.client.info.programs, vm.programs);
+      assertEquals(
+        new Set(session.programs.map((p) => p.name)),
+        new Set(WALKER_PROGRAMS),
+        "the IDS's object was loaded",
+      );
+      assertEquals(describePrograms(session.programs), vm.programs);
       const walker = await Walker.open({ object, ringBytes: 1 << 20 });
       walker.close();
     });
@@ -113,7 +126,7 @@ privilegedTest(
       }
     });
 
-    await t.step("ps --json and GET /v1/vms/{vm} say which program variant runs", async () => {
+    await t.step("ps --json and GET /v1/vms/{vm} name the programs loaded", async () => {
       const ps = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
@@ -126,7 +139,7 @@ privilegedTest(
       const stderr = new TextDecoder().decode(ps.stderr);
       assert(ps.success, stderr);
       const { stats } = JSON.parse(new TextDecoder().decode(ps.stdout));
-      assertEquals(stats.programs, vm.programs);
+      assertEquals(describePrograms(stats.programs), vm.programs);
 
       const config = `${state}/ids.json`;
       await Deno.writeTextFile(
@@ -151,7 +164,10 @@ privilegedTest(
         });
         const body = await res.json();
         if (body.kernel) {
-          assertEquals([body.kernel.release, body.kernel.programs], [vm.release, vm.programs]);
+          assertEquals(
+            [body.kernel.release, describePrograms(body.kernel.programs)],
+            [vm.release, vm.programs],
+          );
           break;
         }
         assert(tries < 600, `the service never connected: ${JSON.stringify(body)}`);

@@ -67,6 +67,8 @@ export const LIES = {
   "byte-drip": "idleTimeout",
   /** PREFETCH is answered with a frame header announcing 16 MiB. */
   "huge-frame": "frame",
+  /** LOAD is answered with two LOADED frames. */
+  "loaded-twice": "answers",
   /** The task list loops back to an earlier task instead of init_task. */
   "task-cycle": "memory",
   /** A task's `tasks.next` holds a non-canonical address. */
@@ -259,6 +261,20 @@ class Liar {
         return this.#read(frame.id, frame.addr, frame.len);
       case FrameType.PREFETCH:
         return this.#prefetch(frame.id);
+      case FrameType.LOAD: {
+        // Whatever the object, it is "loaded": the walker is the lie's memory images.
+        const loaded = {
+          anchor: this.images.anchor,
+          programs: [
+            { name: "walk_plan", section: "uprobe", type: "kprobe", tag: "0badc0de0badc0de" },
+          ].map((p) => ({ ...p, instructions: 1 })),
+        };
+        await this.#send({ type: FrameType.LOADED, id: frame.id, loaded });
+        if (this.#tell("loaded-twice")) {
+          await this.#send({ type: FrameType.LOADED, id: frame.id, loaded });
+        }
+        return this.#end(frame.id);
+      }
       case FrameType.SYMBOLS:
         await this.#send(
           "names" in frame

@@ -1,7 +1,7 @@
 /**
- * `deno task compile`: builds `dist/ebpfmon-agent` (embedding the `.bpf.o` objects) and
- * `dist/ebpfmon-ids` with `deno compile`, each with the same permissions it has under
- * `deno run`.
+ * `deno task compile`: builds `dist/ebpfmon-agent` and `dist/ebpfmon-ids` with `deno compile`,
+ * each embedding `bpf/out/walk.bpf.o` (the agent's default walker; the object the IDS loads) and
+ * with the same permissions it has under `deno run`.
  *
  * `deno compile` needs Deno's `denort` runtime of the same version. It is taken from
  * `DENORT_BIN` when set; otherwise Deno downloads it, which needs access to Deno's download
@@ -23,7 +23,13 @@ const TARGETS = [
     permissions: AGENT_PERMISSIONS,
     include: ["bpf/out/walk.bpf.o"],
   },
-  { output: "dist/ebpfmon-ids", main: "ids/main.ts", permissions: IDS_PERMISSIONS, include: [] },
+  // The IDS sends its own walker object to every agent (LOAD).
+  {
+    output: "dist/ebpfmon-ids",
+    main: "ids/main.ts",
+    permissions: IDS_PERMISSIONS,
+    include: ["bpf/out/walk.bpf.o"],
+  },
 ] as const;
 
 function fail(message: string): never {

@@ -7,7 +7,7 @@ Deno.test("fuzzTarget() runs every decoder of peer input without a crash or a ha
   const targets = selectTargets();
   assertEquals(
     targets.map((t) => t.name),
-    ["agent-frames", "ids-frames", "plan", "btf", "processes", "api"],
+    ["agent-frames", "ids-frames", "plan", "bpf-object", "btf", "processes", "api"],
   );
   for (const target of targets) {
     const r = await fuzzTarget(target, { runs: 300, seed: 20261201, hangMs: 5000 });

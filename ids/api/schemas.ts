@@ -315,6 +315,19 @@ export const RefreshSchema = z.object({
   count: z.number().int().openapi({ description: "Number of processes in the new snapshot" }),
 }).openapi("Refresh");
 
+/** One in-guest program the agent loaded for the IDS. */
+const LoadedProgramSchema = z.object({
+  name: z.string(),
+  section: z.string(),
+  type: z.string().openapi({
+    description: 'The kernel program type, as libbpf names it ("kprobe")',
+  }),
+  tag: z.string().openapi({
+    description: "The kernel's tag of the loaded program (16 hex digits)",
+  }),
+  instructions: z.number().int(),
+});
+
 const VmEventSchema = z.object({
   at: z.number().int().openapi({ description: "Epoch milliseconds" }),
   message: z.string(),
@@ -344,7 +357,10 @@ const vmStatus = {
     release: z.string(),
     btfHash: z.string(),
     bootId: z.string(),
-    programs: z.string(),
+    programs: z.array(LoadedProgramSchema).openapi({
+      description: "The in-guest programs the agent loaded for the IDS (LOAD), as the kernel " +
+        "loaded them",
+    }),
   }).optional(),
   refreshMs: z.number().int(),
   lastSnapshotAt: z.number().int().optional(),

@@ -30,6 +30,7 @@ import {
 } from "../session.ts";
 import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
 import { type AgentIdentity, compareIdentity } from "./_identity.ts";
+import { loadWalker } from "../walker_object.ts";
 import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
 import type { AgentState, FetchRecord, KernelInfo, Snapshot, ViewName, VmEvent } from "./types.ts";
 
@@ -448,13 +449,15 @@ export class Guest {
     const { agent, address } = await this.#dial(credentials);
     try {
       const info = agent.info;
+      // The IDS's own programs, never the agent's default: a refusal fails the connection.
+      const loaded = await loadWalker(agent);
       const kernel: KernelInfo = {
         release: info.kernelRelease,
         btfHash: toHex(info.btfHash),
         bootId: info.bootId,
-        programs: info.programs,
+        programs: loaded.programs,
       };
-      const identity = { kernel, pid: info.agentPid, anchor: info.anchor };
+      const identity = { kernel, pid: info.agentPid, anchor: agent.anchor };
       const change = compareIdentity(this.#identity, identity, address);
       if (change.forget) this.#forget();
       if (change.kind === "migrated") {

@@ -8,6 +8,7 @@
  */
 
 import type { KernelInfo, VmEventKind } from "./types.ts";
+import { describeLoaded } from "../walker_object.ts";
 
 /** What identifies the agent behind a connection. */
 export interface AgentIdentity {
@@ -37,7 +38,7 @@ export function compareIdentity(
   if (!before) {
     return {
       kind: "connected",
-      message: `connected at ${address}: ${kernel.release}, ${kernel.programs}`,
+      message: `connected at ${address}: ${kernel.release}, ${describeLoaded(kernel.programs)}`,
       forget: false,
     };
   }

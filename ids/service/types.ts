@@ -6,6 +6,7 @@
  */
 
 import type { Alert, AlertChange, AlertQuery } from "../alerts/mod.ts";
+import type { LoadedProgram } from "../../protocol/mod.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, Mode, ModulesAnswer, SnapshotStats } from "../session.ts";
@@ -27,8 +28,8 @@ export interface KernelInfo {
   /** SHA-256 of its BTF, hex. */
   btfHash: string;
   bootId: string;
-  /** The in-guest program variant serving requests. */
-  programs: string;
+  /** The in-guest programs serving requests, as the agent loaded them for the IDS. */
+  programs: LoadedProgram[];
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
  * Fuzz targets of the frame decoders, each fed as its caller reads a channel: the agent's
- * (requests from the IDS, in the agent's 64 KiB frame limit, PREFETCH plans decoded) and the
+ * (requests from the IDS, in the agent's 64 KiB frame limit and LOAD's own, PREFETCH plans
+ * decoded) and the
  * IDS's (answers from the agent, DATA records read both ways the client reads them).
  *
  * @module
@@ -80,8 +81,9 @@ function decodeStream(
   input: Stream,
   maxFrame: number | undefined,
   onFrame: (frame: Frame) => void,
+  maxFrameOf?: ReadonlyMap<number, number>,
 ): void {
-  const decoder = new FrameDecoder({ maxFrame });
+  const decoder = new FrameDecoder({ maxFrame, maxFrameOf });
   for (const chunk of chunks(input)) {
     decoder.push(chunk);
     for (let raw = decoder.next(); raw; raw = decoder.next()) {
@@ -121,6 +123,10 @@ const request: fc.Arbitrary<Uint8Array> = fc.oneof(
     (f) => encodeFrame({ type: FrameType.HOLD, ...f }),
   ),
   u32.map((id) => encodeFrame({ type: FrameType.RELEASE, id })),
+  fc.record({ id: u32, object: fc.uint8Array({ minLength: 1, maxLength: 128 }) }).map((f) =>
+    encodeFrame({ type: FrameType.LOAD, ...f })
+  ),
+  u32.map((id) => encodeFrame({ type: FrameType.UNLOAD, id })),
 );
 
 function records(): fc.Arbitrary<Uint8Array> {
@@ -182,7 +188,27 @@ const answer: fc.Arbitrary<Uint8Array> = fc.oneof(
   }).map(({ id, state, ...rest }) =>
     encodeFrame({ type: FrameType.HELD, id, hold: { state: state as HoldState, ...rest } })
   ),
+  fc.record({
+    id: u32,
+    anchor: u64,
+    programs: fc.array(
+      fc.record({
+        name: text,
+        section: text,
+        type: text,
+        tag: fc.oneof(fc.constant("0123456789abcdef"), text),
+        instructions: u32,
+      }),
+      { maxLength: 4 },
+    ),
+  }).map(({ id, ...loaded }) => encodeFrame({ type: FrameType.LOADED, id, loaded })),
+  fc.record({ id: u32, text: fc.uint8Array({ maxLength: 64 }) }).map((f) =>
+    encodeFrame({ type: FrameType.LOG, ...f })
+  ),
 );
+
+/** The agent's larger limit for LOAD (agent/server.ts): type, id, object size, object. */
+const AGENT_MAX_FRAME_OF = new Map([[FrameType.LOAD, 9 + LIMITS.maxObject]]);
 
 /** The agent's side: requests from the IDS, in the agent's frame limit, plans decoded. */
 export const agentFrames: FuzzTarget<Stream> = {
@@ -194,7 +220,7 @@ export const agentFrames: FuzzTarget<Stream> = {
       if (frame.type === FrameType.PREFETCH && frame.target === PrefetchTarget.PLAN) {
         encodePlan(decodePlan(frame.plan));
       }
-    });
+    }, AGENT_MAX_FRAME_OF);
   },
   expected: (error) => error instanceof FrameError || error instanceof PlanError,
 };

@@ -9,6 +9,7 @@
 
 import { api } from "./api.ts";
 import { btf } from "./btf.ts";
+import { bpfObjects } from "./bpf_object.ts";
 import { agentFrames, idsFrames } from "./frames.ts";
 import { plans } from "./plan.ts";
 import { processes } from "./processes.ts";
@@ -22,6 +23,7 @@ export const TARGETS: readonly FuzzTarget<never>[] = [
   agentFrames,
   idsFrames,
   plans,
+  bpfObjects,
   btf,
   processes,
   api,
