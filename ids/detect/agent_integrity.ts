@@ -15,26 +15,18 @@ import { type Detector, type Finding, type Scan, sectionOf } from "./types.ts";
 
 type AgentProgram = BpfPrograms["agent"]["programs"][number];
 
-/**
- * The agent's programs of `scan` (its fd table's) by "name tag", with how many of each;
- * undefined when that table was not read whole.
- */
-function ownPrograms(scan: Scan | undefined): Map<string, AgentProgram[]> | undefined {
+/** The agent's programs of `scan` (its fd table's) by tag; undefined when not read whole. */
+function ownPrograms(scan: Scan | undefined): Map<string, AgentProgram> | undefined {
   const agent = sectionOf(scan, "bpf")?.agent;
-  if (!agent?.complete) return undefined;
-  const out = new Map<string, AgentProgram[]>();
-  for (const p of agent.programs) {
-    const key = `${p.name} ${p.tag}`;
-    out.set(key, [...out.get(key) ?? [], p]);
-  }
-  return out;
+  return agent?.complete ? new Map(agent.programs.map((p) => [p.tag, p])) : undefined;
 }
 
 export const agentIntegrity: Detector = {
   rule: "agent_integrity",
   severity: "high",
   description: "the agent's process is the one its HELLO named, alive and traced by nothing, " +
-    "and holds the BPF programs (names and tags) it held at the first scan",
+    "and holds the BPF programs it loaded for the IDS (by tag), and no other than those and " +
+    "the ones it held at the first scan",
   needs: ["agent", "bpf"],
   detect(now, _previous, settings, first) {
     const agent = sectionOf(now, "agent");
@@ -70,27 +62,29 @@ export const agentIntegrity: Detector = {
         });
       }
     }
-    const baseline = ownPrograms(first);
     const current = ownPrograms(now);
-    if (!baseline || !current || first === now) return findings;
-    for (const [key, was] of baseline) {
-      const left = current.get(key)?.length ?? 0;
-      if (left >= was.length) continue;
-      const p = was[0];
+    if (!current) return findings;
+    // What must be there: what the agent loaded for this session, else what the first scan saw.
+    const loaded = agent?.loaded ?? [];
+    const baseline = first === now ? undefined : ownPrograms(first);
+    const expected = loaded.length ? new Map(loaded.map((p) => [p.tag, p])) : baseline;
+    for (const [tag, p] of expected ?? []) {
+      if (current.has(tag)) continue;
       finding(
-        `agent program ${p.name} ${p.tag}`,
-        `the agent's program ${p.name} (tag ${p.tag}) is no longer loaded` +
-          (was.length > 1 ? ` (${left} of ${was.length} left)` : ""),
-        { name: p.name, tag: p.tag, was: was.length, now: left },
+        `agent program ${p.name} ${tag}`,
+        `the agent's program ${p.name} (tag ${tag}) is no longer loaded`,
+        { name: p.name, tag, loaded: loaded.length > 0 },
       );
     }
-    for (const [key, is] of current) {
-      if (baseline.has(key)) continue;
-      const p = is[0];
+    // Another IDS's session may load the same object (the same tags); another object is news.
+    if (!baseline && !loaded.length) return findings;
+    for (const [tag, p] of current) {
+      if (expected?.has(tag) || baseline?.has(tag)) continue;
       finding(
-        `agent program ${p.name} ${p.tag}`,
-        `the agent holds a program it did not hold at the first scan: ${p.name} (tag ${p.tag})`,
-        { name: p.name, tag: p.tag, prog: p.prog },
+        `agent program ${p.name} ${tag}`,
+        `the agent holds a program it neither loaded for this IDS nor held at the first scan: ` +
+          `${p.name} (tag ${tag})`,
+        { name: p.name, tag, prog: p.prog },
       );
     }
     return findings;

@@ -12,6 +12,7 @@ const AGENT: AgentTask = {
   claimedPid: 812,
   alive: true,
   ptrace: 0,
+  loaded: [],
 };
 const PROGRAMS = [
   { name: "walk_tasks", tag: "2c1b64fcbd1a5e20", prog: "0xffffc90000a01000" },
@@ -83,10 +84,28 @@ Deno.test("agent_integrity: a program gone, replaced or added since the first sc
     ],
     [
       "agent program walk_plan 0000000000000bad",
-      "the agent holds a program it did not hold at the first scan: walk_plan (tag 0000000000000bad)",
+      "the agent holds a program it neither loaded for this IDS nor held at the first scan: " +
+      "walk_plan (tag 0000000000000bad)",
     ],
   ]);
-  assertEquals(rules(scan({}, [PROGRAMS[0]]), first).length, 1);
+  // Another session's copy of the same object is the same tags: nothing.
+  assertEquals(rules(scan({}, [...PROGRAMS, ...PROGRAMS]), first), []);
+});
+
+Deno.test("agent_integrity: the programs the agent loaded for this IDS must stay loaded", () => {
+  const loaded = PROGRAMS.map(({ name, tag }) => ({ name, tag }));
+  // Checked from the first scan on: what LOADED named is the baseline.
+  assertEquals(rules(scan({ loaded })), []);
+  assertEquals(rules(scan({ loaded }, [PROGRAMS[0]])), [[
+    "agent program walk_plan 9e0a3b5e0f2d7c11",
+    "the agent's program walk_plan (tag 9e0a3b5e0f2d7c11) is no longer loaded",
+  ]]);
+  const other = { name: "spy", tag: "1111111111111111", prog: "0xffffc90000a03000" };
+  assertEquals(rules(scan({ loaded }, [...PROGRAMS, other])).map(([subject]) => subject), [
+    "agent program spy 1111111111111111",
+  ]);
+  // One the first scan saw already is not news.
+  assertEquals(rules(scan({ loaded }, [...PROGRAMS, other]), scan({}, [...PROGRAMS, other])), []);
 });
 
 Deno.test("agent_integrity: an fd table not read whole proves no program gone", () => {

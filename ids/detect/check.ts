@@ -87,6 +87,7 @@ function contextOf(
       initTask: session.initTask,
       anchor: session.anchor,
       agentPid: session.client.info.agentPid,
+      loaded: session.programs.map(({ name, tag }) => ({ name, tag })),
       symbols,
       features: session.client.info.features,
       anchors,

@@ -75,6 +75,8 @@ export interface ScanContext {
   anchor: KAddr;
   /** The agent's pid, as its HELLO gave it. */
   agentPid: number;
+  /** The programs the agent loaded for this session (LOADED); none when it serves its default. */
+  loaded: readonly { name: string; tag: string }[];
   /** Kernel symbols every source asked for, looked up once per session; undefined: unknown. */
   symbols: ReadonlyMap<string, KAddr | undefined>;
   /** What the agent said the kernel offers ("modules"...). */

@@ -53,6 +53,8 @@ export interface AgentTask extends TaskName {
   ptrace: number;
   /** The tracer, when traced: `task->parent` (which is not `real_parent` then). */
   tracer?: TaskName;
+  /** The programs the agent said it loaded for this session (none: it serves its default). */
+  loaded: { name: string; tag: string }[];
 }
 
 /** Adds the agent's task and its parent to `b`'s plan. */
@@ -73,6 +75,7 @@ export async function readAgentTask(
   layout: AgentTaskLayout,
   anchor: KAddr,
   claimedPid: number,
+  loaded: readonly { name: string; tag: string }[] = [],
 ): Promise<AgentTask> {
   const t = await readTask(mem, anchor, layout);
   const out: AgentTask = {
@@ -83,6 +86,7 @@ export async function readAgentTask(
     claimedPid,
     alive: t.exitState === 0 && (t.flags & PF_EXITING) === 0,
     ptrace: t.ptrace,
+    loaded: [...loaded],
   };
   if (t.ptrace !== 0 && typeof t.parent === "number") {
     const parent = await readTask(mem, t.parent, layout).catch(() => undefined);
@@ -122,7 +126,7 @@ export const agentSource: Source<"agent"> = {
       return { supported: false, reason: `not supported by this kernel: ${layout.message}` };
     }
     try {
-      const value = await readAgentTask(memory, layout, ctx.anchor, ctx.agentPid);
+      const value = await readAgentTask(memory, layout, ctx.anchor, ctx.agentPid, ctx.loaded);
       return { supported: true, value, truncated: false };
     } catch (error) {
       return { supported: false, reason: `the agent's task: ${(error as Error).message}` };

@@ -261,6 +261,7 @@ function context(btf: Btf, symbols: Record<string, number>): ScanContext {
     initTask: 0,
     anchor: 0,
     agentPid: 0,
+    loaded: [],
     symbols: new Map(Object.entries(symbols)),
     features: [],
     anchors: new Map(),

@@ -126,6 +126,7 @@ function context(btf = btf61!, symbols: Record<string, number> = SYMBOLS): ScanC
     initTask: 0,
     anchor: 0,
     agentPid: 0,
+    loaded: [],
     symbols: new Map(Object.entries(symbols)),
     features: ["modules"],
     anchors: new Map(),

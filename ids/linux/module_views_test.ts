@@ -363,6 +363,7 @@ function context(
     initTask: 0,
     anchor: 0,
     agentPid: 0,
+    loaded: [],
     symbols: new Map(Object.entries(symbols)),
     features,
     anchors: new Map(),
