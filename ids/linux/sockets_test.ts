@@ -186,7 +186,7 @@ Deno.test("listSockets() takes Linux 6.1's global udp_table when the namespace h
   kernel.mutate(net.net, { udpTable: null });
   const mem = new CachedMemory(kernel.build());
   const without = await listSockets(mem, core, types, kernel.initTask);
-  assert(without.reason!.includes("udp: Cannot follow ipv4.udp_table"), without.reason);
+  assert(without.reason!.includes("): Cannot follow ipv4.udp_table"), without.reason);
   assertEquals(rows(without), EXPECTED.slice(0, 4));
   const given = await listSockets(mem, core, types, kernel.initTask, { udpTable: net.udpTable });
   assertEquals([given.truncated, rows(given)], [false, EXPECTED]);
