@@ -8,7 +8,7 @@
  */
 
 import { fromKAddr, type KAddr } from "../memory/address.ts";
-import { PLANNED_LEVELS } from "./namespaces.ts";
+import { NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import type { SyntheticKernel } from "./synthetic.ts";
 
@@ -62,9 +62,10 @@ export class SyntheticNamespaces {
     return cg;
   }
 
+  /** A name, with what follows it in its slab page: as many bytes as a plan copies. */
   #name(text: string): KAddr {
-    const bytes = new Uint8Array(text.length + 1);
-    bytes.set(new TextEncoder().encode(text));
+    const bytes = new Uint8Array(NAME_BYTES);
+    bytes.set(new TextEncoder().encode(text).subarray(0, NAME_BYTES - 1));
     return this.kernel.placeBytes(bytes);
   }
 

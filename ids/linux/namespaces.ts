@@ -365,15 +365,15 @@ export class NamespaceReader {
         break;
       }
       if (onChain.has(at)) throw this.#fail(chain, `the kernfs parents of ${hex(kn)} loop`);
-      if (chain.length >= MAX_CGROUP_DEPTH) {
-        throw this.#fail(chain, `more than ${MAX_CGROUP_DEPTH} kernfs parents above ${hex(kn)}`);
-      }
       onChain.add(at);
       const node = need(this.mem, at, cg.kernfsNode);
       if (node.parent === null) {
         base = "";
         this.#paths.set(at, base);
         break;
+      }
+      if (chain.length >= MAX_CGROUP_DEPTH) {
+        throw this.#fail(chain, `more than ${MAX_CGROUP_DEPTH} kernfs parents above ${hex(kn)}`);
       }
       chain.push({ at, name: this.#name(follow(node.name, "name of kernfs_node", at), at) });
       at = follow(node.parent, "parent of kernfs_node", at);

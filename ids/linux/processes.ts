@@ -381,14 +381,13 @@ async function describe(
   ns: NamespaceReader,
 ): Promise<Process> {
   const p = processOf(task, at, initCred);
+  const problems: string[] = [];
+  // The fields in the order describeCached() sets them, so that both give the same objects.
   try {
     const parent = follow(task.realParent, "real_parent");
     p.ppid = tgids.get(parent) ?? (await readStruct(mem, parent, types.task)).tgid;
-    const cred = follow(task.realCred, "real_cred");
-    p.cred = hex(cred);
-    setCred(p, cred, await readStruct(mem, cred, types.cred));
   } catch (error) {
-    p.error = (error as Error).message;
+    problems.push((error as Error).message);
   }
   try {
     // init_task's own and a task being freed have none.
@@ -397,8 +396,16 @@ async function describe(
       p.threads = (await readStruct(mem, signal, types.signal)).nrThreads;
     }
   } catch (error) {
-    p.error = [p.error, (error as Error).message].filter(Boolean).join("; ");
+    problems.push((error as Error).message);
   }
   setNamespaces(p, await ns.read(task, at));
+  try {
+    const cred = follow(task.realCred, "real_cred");
+    p.cred = hex(cred);
+    setCred(p, cred, await readStruct(mem, cred, types.cred));
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  if (problems.length) p.error = [...problems, p.error].filter(Boolean).join("; ");
   return p;
 }
