@@ -12,6 +12,12 @@ import { type GuestSession, type Mode, MODES, type SnapshotStats } from "./sessi
 import { isLoopback, loadConfig, type ServiceConfig } from "./service/config.ts";
 import { scanSections } from "./detect/check.ts";
 import { printable, printableName, terminalJson } from "./terminal.ts";
+import {
+  type ContainerFilter,
+  inContainer,
+  parseCgroupPath,
+  parseNamespaceId,
+} from "./container_filter.ts";
 
 export { printable };
 import { startService } from "./service/serve.ts";
@@ -66,9 +72,17 @@ export function viewLetters(p: Process): string {
   ).join("");
 }
 
-/** The process table as `ps` would print it; kernel threads in brackets. */
+const known = (n: number | undefined) => n === undefined ? "-" : String(n);
+
+/**
+ * The process table as `ps` would print it; kernel threads in brackets. Its threads (THR), pid
+ * namespace and pid there (PIDNS, NSPID), network namespace (NETNS) and cgroup v2 path are
+ * shown when they were read; `-` for a process without one.
+ */
 export function formatProcesses(processes: Process[]): string {
   const views = processes.some((p) => p.seenIn);
+  const ns = processes.some((p) => p.pidNs !== undefined || p.threads !== undefined);
+  const cgroups = processes.some((p) => p.cgroup !== undefined);
   const rows = processes.map((p) => [
     String(p.pid),
     String(p.ppid),
@@ -77,14 +91,37 @@ export function formatProcesses(processes: Process[]): string {
     String(p.gid),
     p.state,
     ...(views ? [viewLetters(p)] : []),
+    ...(ns ? [known(p.threads), known(p.pidNs), known(p.nsPid), known(p.netNs)] : []),
+    ...(cgroups ? [p.cgroup === undefined ? "-" : printableName(p.cgroup)] : []),
     printableName(p.kthread ? `[${p.comm}]` : p.comm) +
     (p.error ? `  (error: ${printable(p.error)})` : ""),
   ]);
+  const header = ["PID", "PPID", "UID", "EUID", "GID", "S", ...(views ? ["SEEN"] : [])];
+  const numeric = [0, 1, 2, 3, 4];
+  if (ns) {
+    numeric.push(...[0, 1, 2, 3].map((i) => header.length + i));
+    header.push("THR", "PIDNS", "NSPID", "NETNS");
+  }
   return formatTable(
-    ["PID", "PPID", "UID", "EUID", "GID", "S", ...(views ? ["SEEN"] : []), "COMM"],
+    [...header, ...(cgroups ? ["CGROUP"] : []), "COMM"],
     rows,
-    new Set([0, 1, 2, 3, 4]),
+    new Set(numeric),
   );
+}
+
+/** One row per thread of `processes` (their `threadList`), as `ps -L` would print them. */
+export function formatThreads(processes: Process[]): string {
+  const rows = processes.flatMap((p) =>
+    (p.threadList ?? []).map((t) => [
+      String(t.tgid),
+      String(t.tid),
+      String(p.uid),
+      t.state,
+      printableName(p.kthread ? `[${t.comm}]` : t.comm) +
+      (t.error ? `  (error: ${printable(t.error)})` : ""),
+    ])
+  );
+  return formatTable(["PID", "TID", "UID", "S", "COMM"], rows, new Set([0, 1, 2]));
 }
 
 function targetOptions<T extends Command>(command: T) {
@@ -119,15 +156,25 @@ export interface ViewOutput {
 export function viewCommand(
   name: string,
   description: string,
-  run: (session: GuestSession, mode: Mode, args: string[]) => Promise<ViewOutput>,
+  run: (
+    session: GuestSession,
+    mode: Mode,
+    args: string[],
+    options: Record<string, unknown>,
+  ) => Promise<ViewOutput>,
   argument?: { name: string; description: string },
+  /** Adds the command's own options; `check` validates them before connecting. */
+  own?: { add: (command: Command) => void; check?: (options: Record<string, unknown>) => void },
 ) {
   const command = new Command(name);
   if (argument) command.argument(argument.name, argument.description);
+  own?.add(command);
   return targetOptions(command)
     .description(description)
     .action(async function (this: Command) {
       const options = this.opts() as AgentTarget & { mode: Mode; json?: boolean; hold?: string };
+      const all: Record<string, unknown> = this.opts();
+      own?.check?.(all);
       const holdMs = options.hold === undefined ? undefined : Number(options.hold);
       const valid = Number.isSafeInteger(holdMs) && holdMs! >= 1 && holdMs! <= LIMITS.maxHoldMs;
       if (holdMs !== undefined && !valid) {
@@ -135,7 +182,7 @@ export function viewCommand(
       }
       using session = await openSession(options);
       session.holdMs = holdMs;
-      const out = await run(session, options.mode, this.args);
+      const out = await run(session, options.mode, this.args, all);
       if (options.json) {
         // The in-guest programs that served the view, as the agent loaded them for the IDS.
         const stats = { ...out.stats, programs: session.programs };
@@ -150,22 +197,50 @@ export function viewCommand(
     });
 }
 
+/** The container filters of `ps`, validated. @throws {TypeError} naming a bad one. */
+function psFilter(options: Record<string, unknown>): ContainerFilter {
+  const filter: ContainerFilter = {};
+  if (typeof options.cgroup === "string") {
+    filter.cgroup = parseCgroupPath(options.cgroup, "--cgroup");
+  }
+  if (typeof options.pidns === "string") filter.pidNs = parseNamespaceId(options.pidns, "--pidns");
+  return filter;
+}
+
 /** Builds the `ps` command. */
 export function psCommand() {
   return viewCommand(
     "ps",
     "Print the guest's process table, rebuilt from its kernel memory: every process the " +
-      "task list, the pid IDR or the children lists hold (SEEN: t, i, c; - where missing)",
-    async (session, mode) => {
+      "task list, the pid IDR or the children lists hold (SEEN: t, i, c; - where missing), " +
+      "with its threads (THR), pid namespace and pid there, network namespace and cgroup",
+    async (session, mode, _args, options) => {
+      const filter = psFilter(options);
       const { scan, stats } = await scanSections(session, mode, ["processes"]);
       const section = scan.sections.processes!;
       if (!section.supported) throw new Error(`Cannot list processes: ${section.reason}`);
-      const { processes, hidden, views } = section.value;
+      const { hidden, views, cgroups } = section.value;
+      const threads = options.threads === true;
+      const processes = section.value.processes.filter((p) => inContainer(p, filter))
+        .map((p) => threads ? p : { ...p, threadList: undefined });
+      const notes = cgroups?.supported === false
+        ? [`cgroups: not shown: ${printable(cgroups.reason ?? "")}`]
+        : [];
       return {
-        json: { processes, hidden, views },
-        table: formatProcesses(processes),
+        json: { processes, hidden, views, ...(cgroups ? { cgroups } : {}) },
+        table: [threads ? formatThreads(processes) : formatProcesses(processes), ...notes]
+          .join("\n"),
         stats,
       };
+    },
+    undefined,
+    {
+      add: (command) =>
+        command
+          .option("--threads", "list every thread (TID, its own COMM) instead of processes")
+          .option("--cgroup <path>", "only processes in this cgroup v2 cgroup or below it")
+          .option("--pidns <id>", "only processes in this pid namespace (/proc/PID/ns/pid)"),
+      check: psFilter,
     },
   );
 }

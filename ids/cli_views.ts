@@ -12,6 +12,7 @@ import type { Socket } from "./linux/sockets.ts";
 import type { OpenFile } from "./linux/files.ts";
 import type { BpfPrograms } from "./linux/bpf_programs.ts";
 import { scanSections } from "./detect/check.ts";
+import { parseNamespaceId } from "./container_filter.ts";
 
 /**
  * The modules as /proc/modules would show them, with the kernel structures that hold each
@@ -38,9 +39,10 @@ function endpoint(address: string, port: number): string {
   return `${address.includes(":") ? `[${address}]` : address}:${port}`;
 }
 
-/** The socket list, as `ss -tuan` would show it, with owners as pid/fd. */
+/** The socket list, as `ss -tuan` would show it, with owners as pid/fd and each NETNS. */
 export function formatSockets(sockets: Socket[]): string {
   const rows = sockets.map((s) => [
+    s.netNs === undefined ? "-" : String(s.netNs),
     s.protocol + (s.family === "inet6" ? "6" : ""),
     s.state,
     endpoint(s.localAddress, s.localPort),
@@ -49,7 +51,11 @@ export function formatSockets(sockets: Socket[]): string {
     s.owners.map((o) => `${o.pid}/${o.fd}`).join(",") +
     (s.error ? `  (error: ${printable(s.error)})` : ""),
   ]);
-  return formatTable(["PROTO", "STATE", "LOCAL", "PEER", "INODE", "PID/FD"], rows, new Set([4]));
+  return formatTable(
+    ["NETNS", "PROTO", "STATE", "LOCAL", "PEER", "INODE", "PID/FD"],
+    rows,
+    new Set([0, 5]),
+  );
 }
 
 /**
@@ -94,14 +100,32 @@ export function lsmodCommand() {
   );
 }
 
+/** The namespace `ss --netns` asks for. @throws {TypeError} naming a bad one. */
+function netnsFilter(options: Record<string, unknown>): number | undefined {
+  return typeof options.netns === "string" ? parseNamespaceId(options.netns, "--netns") : undefined;
+}
+
 /** Builds the `ss` command. */
 export function ssCommand() {
   return viewCommand(
     "ss",
-    "Print the guest's TCP and UDP sockets (IPv4 and IPv6) and the processes holding them",
-    async (session, mode) => {
-      const { sockets, stats } = await session.sockets(mode);
-      return { json: { sockets }, table: formatSockets(sockets), stats };
+    "Print the guest's TCP and UDP sockets (IPv4 and IPv6) of every network namespace and " +
+      "the processes holding them",
+    async (session, mode, _args, options) => {
+      const netns = netnsFilter(options);
+      const all = await session.sockets(mode);
+      const sockets = all.sockets.filter((s) => netns === undefined || s.netNs === netns);
+      return {
+        json: { sockets, namespaces: all.namespaces },
+        table: formatSockets(sockets),
+        stats: all.stats,
+      };
+    },
+    undefined,
+    {
+      add: (command) =>
+        command.option("--netns <id>", "only sockets of this network namespace (/proc/PID/ns/net)"),
+      check: netnsFilter,
     },
   );
 }

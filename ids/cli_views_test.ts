@@ -1,6 +1,6 @@
 import { assertEquals } from "../tests/assert.ts";
 import { fakeModule, fakeProcess } from "./api/fake_monitor.ts";
-import { formatProcesses } from "./cli.ts";
+import { formatProcesses, formatThreads } from "./cli.ts";
 import { formatFiles, formatModules, formatSockets } from "./cli_views.ts";
 import { decodeName } from "./kernel/name.ts";
 
@@ -89,4 +89,50 @@ Deno.test("formatSockets() escapes a socket's error", () => {
   }]);
   assertEquals(table.split("\n").length, 2);
   assertEquals(table.endsWith("(error: family \\x1b[2J\\n7)"), true, table);
+});
+
+Deno.test("formatProcesses() and formatThreads() show namespaces, cgroups and threads, escaped", () => {
+  const p = {
+    ...fakeProcess(500, 1, 33, "nginx"),
+    threads: 2,
+    pidNs: 4026532300,
+    nsPid: 1,
+    netNs: 4026532301,
+    cgroup: `/docker-${NAMES.row}.scope`,
+    threadList: keys.map((k, i) => ({
+      tid: 500 + i,
+      tgid: 500,
+      comm: NAMES[k],
+      state: "S",
+      task: "0xffff888000000500",
+    })),
+  };
+  const lines = formatProcesses([p, fakeProcess(1, 0, 0, "init")]).split("\n");
+  assertEquals(lines.length, 3, "no forged row");
+  assertEquals(lines[0].split(/ {2,}/).slice(5), [
+    "S",
+    "THR",
+    "PIDNS",
+    "NSPID",
+    "NETNS",
+    "CGROUP",
+    "COMM",
+  ]);
+  assertEquals(
+    lines[1].trim().split(/ {2,}/).slice(6),
+    ["2", "4026532300", "1", "4026532301", `/docker-${SHOWN.row}.scope`, "nginx"],
+  );
+  assertEquals(lines[2].trim().split(/ {2,}/).slice(6), ["-", "-", "-", "-", "-", "init"]);
+  const threads = formatThreads([p]).split("\n");
+  assertEquals(threads.length, 1 + keys.length);
+  assertEquals(threads.filter((line) => CONTROL.test(line)), []);
+  keys.forEach((k, i) => {
+    assertEquals(threads[1 + i].trim().split(/ {2,}/), [
+      "500",
+      String(500 + i),
+      "33",
+      "S",
+      SHOWN[k],
+    ]);
+  });
 });

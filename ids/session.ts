@@ -39,6 +39,8 @@ import { findInitTask, listProcesses, planTasks, type Process } from "./linux/pr
 import { listModules, type Module, planModules, resolveModuleTypes } from "./linux/modules.ts";
 import { listSockets, planSockets, resolveSocketTypes, type Socket } from "./linux/sockets.ts";
 import { listFiles, type OpenFile, planFiles, resolveFileTypes } from "./linux/files.ts";
+import { listThreads } from "./linux/threads.ts";
+import type { CgroupSupport } from "./linux/namespaces.ts";
 
 /** How a snapshot gets its memory. */
 export type Mode = "prefetch" | "selective" | "on-demand";
@@ -217,19 +219,34 @@ export class GuestSession implements Disposable {
     this.#holdMs = ms;
   }
 
-  /** The guest's process list, with what it cost. */
+  /**
+   * The guest's process list, with what it cost; with `threads`, each process's `threadList`.
+   * `cgroups` says whether the processes have cgroup paths, or why not.
+   */
   async processes(
     mode: Mode,
     limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
-  ): Promise<{ processes: Process[]; stats: SnapshotStats }> {
+    options: { threads?: boolean } = {},
+  ): Promise<{ processes: Process[]; stats: SnapshotStats; cgroups?: CgroupSupport }> {
     const { value, stats } = await this.snapshot(mode, {
-      plan: (b) => planTasks(b, this.types, this.initTask),
+      plan: (b) => {
+        const tasks = planTasks(b, this.types, this.initTask);
+        if (options.threads) tasks.thread();
+      },
       read: async (memory) => {
         const list = await listProcesses(memory, this.types, this.initTask);
-        return { value: list.processes, truncated: list.truncated, reason: list.reason };
+        const problems = list.reason === undefined ? [] : [list.reason];
+        if (options.threads) {
+          problems.push(...await listThreads(memory, this.types, list.processes));
+        }
+        return {
+          value: list,
+          truncated: problems.length > 0,
+          ...(problems.length ? { reason: problems.join("; ") } : {}),
+        };
       },
     }, limits);
-    return { processes: value, stats };
+    return { processes: value.processes, stats, cgroups: value.cgroups };
   }
 
   /** Resolves (once) what only some views need; a failure is kept and thrown again. */
@@ -324,11 +341,14 @@ export class GuestSession implements Disposable {
     return { answer: { supported: true, modules: value }, stats };
   }
 
-  /** The guest's TCP and UDP sockets (init network namespace), with their owners. */
+  /**
+   * The guest's TCP and UDP sockets of every network namespace, with their owners; `namespaces`
+   * are the namespaces walked.
+   */
   async sockets(
     mode: Mode,
     limits: PrefetchLimits = DEFAULT_PREFETCH_LIMITS,
-  ): Promise<{ sockets: Socket[]; stats: SnapshotStats }> {
+  ): Promise<{ sockets: Socket[]; stats: SnapshotStats; namespaces: number[] }> {
     const types = this.#once("sockets", () => resolveSocketTypes(this.btf));
     const udpTable = types.net.fields.some((f) => f.name === "udpTable")
       ? undefined
@@ -337,10 +357,10 @@ export class GuestSession implements Disposable {
       plan: (b) => planSockets(b, types, planTasks(b, this.types, this.initTask), { udpTable }),
       read: async (memory) => {
         const list = await listSockets(memory, this.types, types, this.initTask, { udpTable });
-        return { value: list.sockets, truncated: list.truncated, reason: list.reason };
+        return { value: list, truncated: list.truncated, reason: list.reason };
       },
     }, limits);
-    return { sockets: value, stats };
+    return { sockets: value.sockets, stats, namespaces: value.namespaces ?? [] };
   }
 
   /**

@@ -455,10 +455,13 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
     [
       "path vm",
       "query allow_stale",
+      "query cgroup",
       "query comm",
       "query max_age_ms",
       "query pid",
+      "query pidns",
       "query ppid",
+      "query threads",
       "query uid",
     ],
   );
@@ -470,6 +473,7 @@ Deno.test("GET /openapi.json documents every route the app serves, without a tok
     "path vm",
     "query allow_stale",
     "query max_age_ms",
+    "query netns",
     "query pid",
     "query port",
     "query protocol",

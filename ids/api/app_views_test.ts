@@ -234,3 +234,85 @@ Deno.test("GET /v1/vms/{vm}/stats tells which view each fetch took", async () =>
 function portsOf(socket: Socket): string {
   return `${socket.localPort}-${socket.remotePort}`;
 }
+
+/** Processes of a host and of a container (a cgroup and pid namespace of its own). */
+function containers() {
+  const host = { ...fakeProcess(1, 0, 0, "systemd"), pidNs: 4026531836, cgroup: "/init.scope" };
+  const nginx = {
+    ...fakeProcess(500, 1, 33, "nginx"),
+    pidNs: 4026532300,
+    nsPid: 1,
+    cgroup: "/system.slice/docker-abc.scope",
+    threads: 2,
+    threadList: [
+      { tid: 500, tgid: 500, comm: "nginx", state: "S", task: "0xffff888000000500" },
+      { tid: 501, tgid: 500, comm: "nginx-w", state: "S", task: "0xffff888000000501" },
+    ],
+  };
+  const lookalike = { ...fakeProcess(600, 1, 0, "sh"), cgroup: "/system.slice/docker-abcd.scope" };
+  const monitor = new FakeMonitor().addVm("web-1", [host, nginx, lookalike]);
+  const sockets = [{ ...SOCKETS[0], netNs: 4026531840 }, { ...SOCKETS[1], netNs: 4026532301 }];
+  monitor.setSockets("web-1", sockets);
+  const app = createApi({ monitor, token: TOKEN, clock: monitor.clock });
+  return { get: (path: string) => app.request(path, { headers: AUTH }), nginx, sockets };
+}
+
+const pidsOf = async (response: Response) => {
+  assertEquals(response.status, 200);
+  return (await response.json()).processes.map((p: { pid: number }) => p.pid);
+};
+
+Deno.test("GET /v1/vms/{vm}/processes filters by cgroup (and below) and pid namespace", async () => {
+  const { get } = containers();
+  const base = "/v1/vms/web-1/processes";
+  assertEquals(await pidsOf(await get(`${base}?cgroup=/system.slice/docker-abc.scope`)), [500]);
+  assertEquals(await pidsOf(await get(`${base}?cgroup=/system.slice/docker-abc.scope/`)), [500]);
+  assertEquals(await pidsOf(await get(`${base}?cgroup=/system.slice`)), [500, 600]);
+  assertEquals(await pidsOf(await get(`${base}?cgroup=/`)), [1, 500, 600]);
+  assertEquals(await pidsOf(await get(`${base}?pidns=4026532300`)), [500]);
+  assertEquals(await pidsOf(await get(`${base}?pidns=pid:[4026532300]&comm=sh`)), []);
+});
+
+Deno.test("GET /v1/vms/{vm}/processes lists threads only with threads=true", async () => {
+  const { get, nginx } = containers();
+  for (const query of ["", "?pid=500"]) {
+    const plain = await (await get(`/v1/vms/web-1/processes${query}`)).json();
+    const p = plain.processes.find((p: { pid: number }) => p.pid === 500);
+    assertEquals([p.threads, "threadList" in p], [2, false], `threads absent (${query})`);
+    const sep = query ? "&" : "?";
+    const full = await (await get(`/v1/vms/web-1/processes${query}${sep}threads=true`)).json();
+    const q = full.processes.find((p: { pid: number }) => p.pid === 500);
+    assertEquals(q.threadList, nginx.threadList, `threads listed (${query})`);
+  }
+  const one = await (await get("/v1/vms/web-1/processes/500")).json();
+  assertEquals("threadList" in one.process, false);
+});
+
+Deno.test("GET /v1/vms/{vm}/sockets filters by network namespace", async () => {
+  const { get, sockets } = containers();
+  const body = await (await get("/v1/vms/web-1/sockets?netns=4026532301")).json();
+  assertEquals(body.sockets, [sockets[1]]);
+});
+
+Deno.test("bad container parameters are a 422 bad_parameter naming the parameter", async () => {
+  const { get } = containers();
+  const cases: [string, string, string][] = [
+    ["processes?cgroup=system.slice", "cgroup", "not an absolute path"],
+    ["processes?cgroup=/a/../b", "cgroup", "empty, . or .. component"],
+    ["processes?cgroup=/a//b", "cgroup", "empty, . or .. component"],
+    [`processes?cgroup=/${"a".repeat(4100)}`, "cgroup", "longer than 4095"],
+    ["processes?cgroup=/a%0Ab", "cgroup", "control character"],
+    ["processes?pidns=0", "pidns", "expected a namespace id"],
+    ["processes?pidns=4294967296", "pidns", "expected a namespace id"],
+    ["processes?pidns=net:[x]", "pidns", "expected a namespace id"],
+    ["processes?threads=yes", "threads", 'expected "true" or "false"'],
+    ["sockets?netns=-1", "netns", "expected a namespace id"],
+  ];
+  for (const [query, name, message] of cases) {
+    const error = await assertError(await get(`/v1/vms/web-1/${query}`), 422, {
+      code: "bad_parameter",
+      name,
+    });
+    assert(String(error.message).includes(message), `${query}: ${error.message}`);
+  }
+});

@@ -13,6 +13,7 @@ import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import { type FilesAnswer, MODES, type ModulesAnswer, type SnapshotStats } from "../session.ts";
 import { VIEWS, type VmStats, type VmStatus } from "../service/types.ts";
+import { parseCgroupPath, parseNamespaceId } from "../container_filter.ts";
 
 const NON_NEGATIVE_INTEGER = "expected a non-negative integer";
 
@@ -71,6 +72,26 @@ function bytesHex(field: string) {
   });
 }
 
+/** A namespace id parameter, as container_filter.ts reads it. */
+function namespaceParameter(name: string, description: string) {
+  return z.string({ error: "expected a namespace id" })
+    .transform((text, ctx) => {
+      try {
+        return parseNamespaceId(text, name);
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+        return z.NEVER;
+      }
+    })
+    .optional()
+    .openapi({
+      param: { name, in: "query", description },
+      type: "integer",
+      minimum: 1,
+      maximum: 0xffff_ffff,
+    });
+}
+
 /** Query of `/v1/vms/{vm}/processes`: filters, then how fresh the snapshot must be. */
 export const ProcessesQuery = z.object({
   pid: integerParameter("pid", "query", "Only the process with this id").optional(),
@@ -83,6 +104,39 @@ export const ProcessesQuery = z.object({
       description: "Only processes whose command name contains this (case-sensitive)",
     },
   }),
+  cgroup: z.string({ error: "expected a cgroup path" })
+    .transform((text, ctx) => {
+      try {
+        return parseCgroupPath(text, "cgroup");
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+        return z.NEVER;
+      }
+    })
+    .optional()
+    .openapi({
+      param: {
+        name: "cgroup",
+        in: "query",
+        description: "Only processes in this cgroup v2 cgroup or below it (a container's " +
+          "cgroup, as the 0:: line of /proc/PID/cgroup shows it)",
+      },
+      type: "string",
+    }),
+  pidns: namespaceParameter(
+    "pidns",
+    "Only processes in this pid namespace (its inode number, as /proc/PID/ns/pid shows it)",
+  ),
+  threads: z.enum(["true", "false"], { error: 'expected "true" or "false"' })
+    .transform((value) => value === "true")
+    .optional()
+    .openapi({
+      param: {
+        name: "threads",
+        in: "query",
+        description: "List each process's threads too (`threadList`)",
+      },
+    }),
   ...freshnessQuery,
 });
 
@@ -117,8 +171,25 @@ export const SocketsQuery = z.object({
       maximum: 65535,
     }),
   pid: integerParameter("pid", "query", "Only sockets this process holds open").optional(),
+  netns: namespaceParameter(
+    "netns",
+    "Only sockets of this network namespace (its inode number, as /proc/PID/ns/net shows it)",
+  ),
   ...freshnessQuery,
 });
+
+/** A thread of a process. */
+export const ThreadSchema = z.object({
+  tid: z.number().int().openapi({ description: "Its own pid, as /proc/PID/task/TID names it" }),
+  tgid: z.number().int().openapi({ description: "Its process" }),
+  comm: z.string().openapi({ description: "Its own name (prctl PR_SET_NAME)" }),
+  commHex: bytesHex("comm"),
+  state: z.string().openapi({ description: "One letter, as in ps" }),
+  task: z.string().openapi({ description: "Address of its task_struct" }),
+  error: z.string().optional().openapi({
+    description: "It does not belong to its process's thread group as it should",
+  }),
+}).openapi("Thread");
 
 /** A process as the guest kernel holds it. */
 export const ProcessSchema = z.object({
@@ -156,6 +227,26 @@ export const ProcessSchema = z.object({
     description: "The kernel views that hold it: the task list, the pid IDR, its parent's " +
       "children list. A process missing from one is hidden from it",
   }),
+  threads: z.number().int().optional().openapi({
+    description: "Threads in its thread group (signal->nr_threads, as /proc/PID/status Threads:)",
+  }),
+  threadList: z.array(ThreadSchema).optional().openapi({
+    description: "Its threads, as /proc/PID/task lists them: only with threads=true",
+  }),
+  pidNs: z.number().int().optional().openapi({
+    description: "Its pid namespace's inode number, as readlink /proc/PID/ns/pid shows pid:[N]",
+  }),
+  nsPid: z.number().int().optional().openapi({
+    description: "Its pid in that namespace: the last value of NSpid in /proc/PID/status",
+  }),
+  netNs: z.number().int().optional().openapi({
+    description: "Its network namespace's inode number (/proc/PID/ns/net); absent once exited",
+  }),
+  cgroup: z.string().optional().openapi({
+    description: "Its cgroup v2 path, as the 0:: line of /proc/PID/cgroup; absent when the " +
+      "guest has no cgroup v2 hierarchy mounted",
+  }),
+  cgroupHex: bytesHex("cgroup"),
   error: z.string().optional().openapi({
     description: "Some fields could not be read; they are then -1 or an empty string",
   }),
@@ -209,6 +300,10 @@ export const SocketSchema = z.object({
   sock: z.string().openapi({ description: "Address of the sock" }),
   owners: z.array(z.object({ pid: z.number().int(), fd: z.number().int() })).openapi({
     description: "Processes holding it in their fd table, with the fd",
+  }),
+  netNs: z.number().int().optional().openapi({
+    description: "Its network namespace's inode number (its own skc_net), as /proc/PID/ns/net " +
+      "shows it",
   }),
   error: z.string().optional(),
 }).openapi("Socket");

@@ -14,6 +14,7 @@ import {
   resolvePidTypes,
 } from "../linux/pids.ts";
 import { listHeldSockets, planHeldSockets, resolveSocketTypes } from "../linux/sockets.ts";
+import { listThreads } from "../linux/threads.ts";
 import type { KAddr } from "../memory/address.ts";
 import type { ScanContext, SharedNodes, Source } from "./types.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
@@ -77,12 +78,16 @@ export const processesSource: Source<"processes"> = {
       confirm,
       { list: await taskList(memory, ctx) },
     );
-    const cut = Object.entries(value.views).filter(([, w]) => w.truncated);
+    // Every process's threads, for `ps --threads` and the API's `threads=true`.
+    const threads = await listThreads(memory, ctx.types, value.processes);
+    const cut = Object.entries(value.views).filter(([, w]) => w.truncated)
+      .map(([v, w]) => `${v}: ${w.reason}`);
+    if (threads.length) cut.push(`threads: ${threads.slice(0, 5).join("; ")}`);
     return {
       supported: true,
       value,
       truncated: cut.length > 0,
-      ...(cut.length ? { reason: cut.map(([v, w]) => `${v}: ${w.reason}`).join("; ") } : {}),
+      ...(cut.length ? { reason: cut.join("; ") } : {}),
     };
   },
 };

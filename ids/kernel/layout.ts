@@ -181,6 +181,26 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
 }
 
 /**
+ * A layout of `size` bytes that BTF describes as no struct, for a plan node: the bytes a `char *`
+ * points to (a name without a length beside it), copied whole as the one raw field `bytes`.
+ */
+export function bytesLayout(name: string, size: number): StructLayout<{ bytes: Uint8Array }> {
+  if (!Number.isSafeInteger(size) || size <= 0) {
+    throw new LayoutError(`Cannot lay out ${size} bytes of "${name}"`);
+  }
+  const fields: ResolvedField[] = [{ name: "bytes", member: name, offset: 0, size, kind: "raw" }];
+  return {
+    struct: name,
+    size,
+    fields,
+    start: 0,
+    end: size,
+    ranges: [{ off: 0, len: size }],
+    decode: compileDecoder(fields, 0),
+  };
+}
+
+/**
  * The offset of member `path` in `struct`, for container_of arithmetic.
  * @throws {LayoutError} naming the struct and member when the kernel lacks it.
  */

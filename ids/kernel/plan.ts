@@ -193,6 +193,15 @@ export class PlanBuilder {
     return this.#edge(from, { kind: EdgeKind.PTR, target: to.index, off, delta, max: 1 }, options);
   }
 
+  /**
+   * Follows the pointer at byte `off` of `from` (one no field of its layout names: an element of
+   * a trailing array) to a `to` structure at pointer - `delta`.
+   */
+  ptrAt(from: NodeRef, off: number, to: NodeRef, delta = 0, options: EdgeOptions = {}): this {
+    if (!Number.isSafeInteger(off) || off < 0) throw new RangeError(`Bad pointer offset ${off}`);
+    return this.#edge(from, { kind: EdgeKind.PTR, target: to.index, off, delta, max: 1 }, options);
+  }
+
   /** Walks the list whose head is at `headOffset` in `from`; entries are `to` at entry - `delta`. */
   list(
     from: NodeRef,

@@ -7,6 +7,7 @@
 
 import type { Btf } from "../btf/mod.ts";
 import { hexInt, ptr, resolveLayout, sint, str, uint } from "./layout.ts";
+import { resolveNamespaceTypes } from "../linux/namespaces.ts";
 
 /** Resolves every layout the views use. @throws {LayoutError} naming what is missing. */
 export function resolveKernelTypes(btf: Btf) {
@@ -54,6 +55,22 @@ export function resolveKernelTypes(btf: Btf) {
       childrenNext: ptr("children.next"),
       siblingNext: ptr("sibling.next"),
     }),
+    /**
+     * What a thread is listed with (threads.ts), and what pids.ts reads of it (`taskLinks`): a
+     * thread of a process is copied for these fields only.
+     */
+    thread: resolveLayout(btf, "task_struct", {
+      pid: sint("pid"),
+      tgid: sint("tgid"),
+      state: uint("__state", "state"),
+      exitState: sint("exit_state"),
+      comm: str("comm"),
+      signal: ptr("signal"),
+      threadNext: ptr("thread_node.next"),
+      groupLeader: ptr("group_leader"),
+      childrenNext: ptr("children.next"),
+      siblingNext: ptr("sibling.next"),
+    }),
     /** What an fd-table walk reads of a task (files.ts). */
     taskFiles: resolveLayout(btf, "task_struct", { pid: sint("pid"), files: ptr("files") }),
     /** Offsets of list heads of task_struct: an entry minus its offset is its task. */
@@ -62,10 +79,16 @@ export function resolveKernelTypes(btf: Btf) {
     pidLinksOffset: btf.field("task_struct", "pid_links").offset,
     threadNodeOffset: btf.field("task_struct", "thread_node").offset,
     /** A process's threads: `signal->thread_head`, entries linked by `thread_node`. */
-    signal: resolveLayout(btf, "signal_struct", { threadHeadNext: ptr("thread_head.next") }),
+    signal: resolveLayout(btf, "signal_struct", {
+      threadHeadNext: ptr("thread_head.next"),
+      /** Threads in the group, as /proc/PID/status `Threads:` shows. */
+      nrThreads: sint("nr_threads"),
+    }),
     threadHeadOffset: btf.field("signal_struct", "thread_head").offset,
     /** Offset of `tasks` in task_struct: a list entry minus this is its task. */
     tasksOffset: btf.field("task_struct", "tasks").offset,
+    /** A process's namespaces and cgroup (namespaces.ts). */
+    ns: resolveNamespaceTypes(btf),
     cred: resolveLayout(btf, "cred", {
       uid: uint("uid.val"),
       gid: uint("gid.val"),

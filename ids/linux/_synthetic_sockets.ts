@@ -9,6 +9,7 @@
 import { fromKAddr, type KAddr } from "../memory/address.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import type { SyntheticKernel } from "./synthetic.ts";
+import { INIT_NET_NS } from "./_synthetic_namespaces.ts";
 
 /** A sock to lay out. */
 export interface SockSpec {
@@ -21,6 +22,8 @@ export interface SockSpec {
   remotePort?: number;
   /** The inode of its socket; none for TIME_WAIT and NEW_SYN_RECV, or an orphan. */
   inode?: number;
+  /** Its network namespace's address. @default the initial one */
+  net?: KAddr;
 }
 
 /** Bytes of an address in text form: dotted IPv4, or IPv6 with at most one "::". */
@@ -41,6 +44,9 @@ export class SyntheticNet {
   readonly hashinfo: KAddr;
   readonly udpTable: KAddr;
   readonly net: KAddr;
+  /** net_namespace_list: its head, then each namespace's `list`. */
+  readonly listHead: KAddr;
+  readonly #ring: KAddr[];
   readonly #arrays: Record<Table, { at: KAddr; bytes: Uint8Array; stride: number; head: number }>;
   readonly #last = new Map<string, KAddr>();
   /** The socket_alloc of each full sock. */
@@ -51,6 +57,8 @@ export class SyntheticNet {
     readonly types: SocketTypes,
     masks: Record<Table, number> = { lhash2: 7, ehash: 15, udp: 7 },
   ) {
+    this.listHead = kernel.place(types.listHead, {});
+    this.#ring = [this.listHead];
     const array = (table: Table, stride: number, head: number, nulls: boolean) => {
       const bytes = new Uint8Array((masks[table] + 1) * stride);
       const view = new DataView(bytes.buffer);
@@ -74,9 +82,34 @@ export class SyntheticNet {
       lhash2Mask: masks.lhash2,
     });
     this.udpTable = kernel.place(types.udpTable, { hash: this.#arrays.udp.at, mask: masks.udp });
-    this.net = kernel.place(types.net, { hashinfo: this.hashinfo, udpTable: this.udpTable });
-    const nsproxy = kernel.place(types.nsproxy, { netNs: this.net });
-    kernel.mutate(kernel.initTask, { nsproxy });
+    this.net = this.namespace(INIT_NET_NS);
+  }
+
+  /**
+   * The network namespace `inum` (the kernel's, of its tasks), with the tables of the initial
+   * one (or `tables`), appended to net_namespace_list. Returns its address.
+   */
+  namespace(inum: number, tables: { hashinfo?: KAddr; udpTable?: KAddr } = {}): KAddr {
+    const t = this.types;
+    const at = this.kernel.place(t.net, {
+      hashinfo: tables.hashinfo ?? this.hashinfo,
+      udpTable: tables.udpTable ?? this.udpTable,
+      inum,
+    }, { at: this.kernel.ns.net(inum) });
+    this.#ring.push(at + t.netListOffset);
+    const ring = this.#ring;
+    ring.forEach((entry, i) => {
+      const links = {
+        next: ring[(i + 1) % ring.length],
+        prev: ring[(i + ring.length - 1) % ring.length],
+      };
+      if (i === 0) this.kernel.mutate(this.listHead, links);
+      else {this.kernel.mutate(entry - t.netListOffset, {
+          listNext: links.next,
+          listPrev: links.prev,
+        });}
+    });
+    return at;
   }
 
   /** Adds a sock at the end of bucket `bucket` of `table`; returns its address. */
@@ -97,6 +130,7 @@ export class SyntheticNet {
       num: spec.localPort,
       dport: ((port & 0xff) << 8) | (port >> 8),
       next: nulls ? { raw: BigInt(bucket * 2 + 1) } : null,
+      net: spec.net ?? this.net,
       // Not a full sock: what lies at sk_socket's offset is not a pointer to follow.
       socket: spec.inode === undefined ? { raw: 0x4141_4141_4141_4141n } : null,
     });

@@ -158,7 +158,7 @@ export function planBpfPrograms(
   const jitedByte = [{ off: types.jited.offset, len: 1 }];
   const task = b.node(core.task);
   b.root(anchor, task);
-  const { file } = planFdTables(b, types.fd, { root: task, task }, {
+  const { file } = planFdTables(b, types.fd, { task }, {
     maxFds: options.maxFds ?? DEFAULTS.maxFds,
   });
   // Any file's private_data is a candidate, read for a type test: copy its fields only (a

@@ -470,7 +470,7 @@ export interface PlanFileOptions {
 export function planFdTables(
   b: PlanBuilder,
   types: FdTypes,
-  tasks: TaskNodes,
+  tasks: Pick<TaskNodes, "task">,
   options: PlanFileOptions = {},
 ): FileNodes {
   const fieldsOnly = options.linksOnly ?? false;

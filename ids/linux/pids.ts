@@ -109,6 +109,8 @@ export interface ProcessViews {
   confirmed: number;
   /** The init pid namespace. */
   pidNamespace: string;
+  /** Whether the processes have cgroup paths, or why not (processes.ts). */
+  cgroups?: ProcessList["cgroups"];
 }
 
 /** Bounds of the walks. */
@@ -159,21 +161,17 @@ export function planProcessViews(
   b.list(tasks.root, types.childrenOffset, tasks.task, types.siblingOffset);
   b.list(tasks.task, types.childrenOffset, tasks.task, types.siblingOffset);
   // A child is on the children list of the thread that forked it: walk every thread's. A
-  // thread (reached from its process or the pid IDR) is read for its links only.
-  // One already copied as a process (every leader, reached first from the task list) is not.
-  const thread = b.node(types.taskLinks, { fieldsOnly: true, coveredBy: tasks.task });
+  // thread (reached from its process or the pid IDR) is read for its links (and what a thread
+  // list shows) only. One already copied as a process (every leader, reached first from the
+  // task list) is not.
+  const thread = tasks.thread();
   b.ptr(thread, "groupLeader", tasks.task);
   b.list(thread, types.childrenOffset, tasks.task, types.siblingOffset);
-  const signal = b.node(types.signal, { fieldsOnly: true });
-  b.ptr(tasks.task, "signal", signal);
-  b.list(signal, types.threadHeadOffset, thread, types.threadNodeOffset, { max: 1 << 16 });
   const ns = b.node(pidTypes.pidns);
   b.root(pidNamespace, ns);
-  const pid = b.node(pidTypes.pid, {
-    extra: [{ off: pidTypes.numbersOffset, len: pidTypes.upid.size }],
-  });
-  planXarray(b, pidTypes.xarray, ns, "xaHead", pid);
-  b.chain(pid, "tasks", thread, types.pidLinksOffset);
+  // The IDR's pids are the tasks' own (their numbers[] and namespaces planned with them).
+  planXarray(b, pidTypes.xarray, ns, "xaHead", tasks.pid);
+  b.chain(tasks.pid, "tasks", thread, types.pidLinksOffset);
 }
 
 function asAddr(p: Pointer): KAddr | undefined {
@@ -261,6 +259,7 @@ export async function readProcessViews(
     views,
     ...out,
     pidNamespace: hex(pidNamespace),
+    ...(list.cgroups ? { cgroups: list.cgroups } : {}),
   };
 }
 

@@ -15,6 +15,14 @@ import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import { hexOf } from "../kernel/name.ts";
+import {
+  type CgroupSupport,
+  type NamespaceFields,
+  NamespaceReader,
+  namespaceTaskRanges,
+  planNamespaces,
+} from "./namespaces.ts";
+import { MAX_THREADS, type Thread } from "./threads.ts";
 
 /** One process as the guest kernel holds it. */
 export interface Process {
@@ -63,6 +71,26 @@ export interface Process {
    * the task list was read.
    */
   seenIn?: ProcessViewName[];
+  /** Threads in its thread group (`signal->nr_threads`, as /proc/PID/status `Threads:`). */
+  threads?: number;
+  /**
+   * Its threads, the leader first or among them, as /proc/PID/task lists them: only when asked
+   * for (`ps --threads`, `?threads=true`; threads.ts).
+   */
+  threadList?: Thread[];
+  /** Its pid namespace's inum, as `readlink /proc/PID/ns/pid` shows `pid:[N]`. */
+  pidNs?: number;
+  /** Its pid in that namespace: the last value of `NSpid:` in /proc/PID/status. */
+  nsPid?: number;
+  /** Its network namespace's inum (`/proc/PID/ns/net`); absent once it has exited. */
+  netNs?: number;
+  /**
+   * Its cgroup in the cgroup v2 hierarchy, as the `0::` line of /proc/PID/cgroup (names decoded
+   * as `comm` is); absent when the guest has no v2 hierarchy mounted (the list says so).
+   */
+  cgroup?: string;
+  /** The bytes of `cgroup` in hex, when its text does not show them plainly. */
+  cgroupHex?: string;
   /** Set when some of this process's fields could not be read; they are then -1 or "". */
   error?: string;
 }
@@ -79,6 +107,8 @@ export interface ProcessList {
   reason?: string;
   /** Address of init_task. */
   initTask?: string;
+  /** Whether the processes have cgroup paths, or why not. */
+  cgroups?: CgroupSupport;
 }
 
 /** Options of {@linkcode listProcesses}. */
@@ -131,21 +161,49 @@ export interface TaskNodes {
   root: NodeRef<KernelTypes["task"]>;
   /** Every task on the list, and every real_parent. */
   task: NodeRef<KernelTypes["task"]>;
+  /** Each task's signal_struct: its thread count and thread list. */
+  signal: NodeRef<KernelTypes["signal"]>;
+  /** Each task's `struct pid` (namespaces.ts), which the pid IDR's walk also reaches. */
+  pid: NodeRef<KernelTypes["ns"]["pid"]>;
+  /**
+   * The threads on each signal's thread list, copied for their `thread` fields (a leader
+   * copied as a process is not copied again); planned on first call.
+   */
+  thread(): NodeRef<KernelTypes["thread"]>;
 }
 
 /**
  * Adds to `b` what {@linkcode listProcesses} reads: init_task, its `tasks` list, each task's
- * real_parent and real_cred. Returns the task nodes, so other views' plans can go on from them.
+ * real_parent, real_cred, signal (its thread count), namespaces and cgroup. Returns the task
+ * nodes, so other views' plans can go on from them.
  */
 export function planTasks(b: PlanBuilder, types: KernelTypes, initTask: KAddr): TaskNodes {
   const root = b.node(types.task);
-  const task = b.node(types.task);
+  const task = b.node(types.task, { extra: namespaceTaskRanges(types.ns) });
   const cred = b.node(types.cred);
   b.root(initTask, root);
   b.list(root, types.tasksOffset, task, types.tasksOffset);
   b.ptr(task, "realParent", task);
   b.ptr(task, "realCred", cred);
-  return { root, task };
+  const signal = b.node(types.signal, { fieldsOnly: true });
+  b.ptr(task, "signal", signal);
+  const pid = planNamespaces(b, types.ns, task);
+  let thread: NodeRef<KernelTypes["thread"]> | undefined;
+  return {
+    root,
+    task,
+    signal,
+    pid,
+    thread() {
+      if (!thread) {
+        thread = b.node(types.thread, { fieldsOnly: true, coveredBy: task });
+        b.list(signal, types.threadHeadOffset, thread, types.threadNodeOffset, {
+          max: MAX_THREADS,
+        });
+      }
+      return thread;
+    },
+  };
 }
 
 /**
@@ -167,6 +225,7 @@ export async function listProcesses(
   const initCred = typeof current.realCred === "number" ? current.realCred : undefined;
   // Parents come before their children on the list: their tgids are at hand, not read again.
   const tgids = new Map<KAddr, number>([[head, current.tgid]]);
+  const ns = new NamespaceReader(mem, types.ns);
   let reason: string | undefined;
   for (let at = head;;) {
     let next: KAddr;
@@ -194,12 +253,18 @@ export async function listProcesses(
     seen.add(next);
     tgids.set(next, current.tgid);
     processes.push(
-      describeCached(mem, types, next, current, initCred, tgids) ??
-        await describe(mem, types, next, current, initCred, tgids),
+      describeCached(mem, types, next, current, initCred, tgids, ns) ??
+        await describe(mem, types, next, current, initCred, tgids, ns),
     );
     at = next;
   }
-  return { processes, truncated: reason !== undefined, reason, initTask: hex(head) };
+  return {
+    processes,
+    truncated: reason !== undefined,
+    reason,
+    initTask: hex(head),
+    cgroups: ns.cgroupSupport(),
+  };
 }
 
 type Task = Fields<KernelTypes["task"]>;
@@ -216,7 +281,7 @@ export async function describeTask(
   initCred?: KAddr,
 ): Promise<Process> {
   const task = await readStruct(mem, at, types.task);
-  return describe(mem, types, at, task, initCred, new Map());
+  return describe(mem, types, at, task, initCred, new Map(), new NamespaceReader(mem, types.ns));
 }
 
 /** The process of `task` with only its own fields filled in; its parent and cred follow. */
@@ -276,15 +341,34 @@ function describeCached(
   task: Task,
   initCred: KAddr | undefined,
   tgids: Map<KAddr, number>,
+  ns: NamespaceReader,
 ): Process | undefined {
   if (typeof task.realParent !== "number" || typeof task.realCred !== "number") return undefined;
+  if (typeof task.signal !== "number") return undefined;
   const ppid = tgids.get(task.realParent) ??
     peekStruct(mem, task.realParent, types.task)?.tgid;
   const cred = peekStruct(mem, task.realCred, types.cred);
-  if (ppid === undefined || cred === undefined) return undefined;
+  const signal = peekStruct(mem, task.signal, types.signal);
+  if (ppid === undefined || cred === undefined || signal === undefined) return undefined;
+  const fields = ns.peek(task, at);
+  if (fields === undefined) return undefined;
   const p = processOf(task, at, initCred);
   p.ppid = ppid;
+  p.threads = signal.nrThreads;
+  setNamespaces(p, fields);
   return setCred(p, task.realCred, cred);
+}
+
+function setNamespaces(p: Process, fields: NamespaceFields): void {
+  if (fields.pidNs !== undefined) p.pidNs = fields.pidNs;
+  if (fields.nsPid !== undefined) p.nsPid = fields.nsPid;
+  if (fields.netNs !== undefined) p.netNs = fields.netNs;
+  if (fields.cgroup !== undefined) {
+    p.cgroup = fields.cgroup;
+    const cgroupHex = hexOf("cgroupHex", fields.cgroup).cgroupHex;
+    if (cgroupHex !== undefined) p.cgroupHex = cgroupHex;
+  }
+  if (fields.errors) p.error = [p.error, ...fields.errors].filter(Boolean).join("; ");
 }
 
 async function describe(
@@ -294,16 +378,34 @@ async function describe(
   task: Task,
   initCred: KAddr | undefined,
   tgids: Map<KAddr, number>,
+  ns: NamespaceReader,
 ): Promise<Process> {
   const p = processOf(task, at, initCred);
+  const problems: string[] = [];
+  // The fields in the order describeCached() sets them, so that both give the same objects.
   try {
     const parent = follow(task.realParent, "real_parent");
     p.ppid = tgids.get(parent) ?? (await readStruct(mem, parent, types.task)).tgid;
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  try {
+    // init_task's own and a task being freed have none.
+    if (task.signal !== null) {
+      const signal = follow(task.signal, "signal");
+      p.threads = (await readStruct(mem, signal, types.signal)).nrThreads;
+    }
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  setNamespaces(p, await ns.read(task, at));
+  try {
     const cred = follow(task.realCred, "real_cred");
     p.cred = hex(cred);
     setCred(p, cred, await readStruct(mem, cred, types.cred));
   } catch (error) {
-    p.error = (error as Error).message;
+    problems.push((error as Error).message);
   }
+  if (problems.length) p.error = [...problems, p.error].filter(Boolean).join("; ");
   return p;
 }

@@ -30,13 +30,29 @@ function bucket(btf: Btf, struct: string, head: string) {
   return { stride, head: offsetOf(btf, struct, head) };
 }
 
-function resolveNet(btf: Btf): StructLayout<{ hashinfo: Pointer; udpTable?: Pointer }> {
-  const hashinfo = ptr("ipv4.tcp_death_row.hashinfo");
+/** What the socket view reads of a network namespace. */
+export interface NetFields {
+  hashinfo: Pointer;
+  udpTable?: Pointer;
+  /** Its inode number, as /proc/PID/ns/net shows it. */
+  inum: number;
+  /** Its links on `net_namespace_list`. */
+  listNext: Pointer;
+  listPrev: Pointer;
+}
+
+function resolveNet(btf: Btf): StructLayout<NetFields> {
+  const common = {
+    hashinfo: ptr("ipv4.tcp_death_row.hashinfo"),
+    inum: uint("ns.inum"),
+    listNext: ptr("list.next"),
+    listPrev: ptr("list.prev"),
+  };
   try {
-    return resolveLayout(btf, "net", { hashinfo, udpTable: ptr("ipv4.udp_table") });
+    return resolveLayout(btf, "net", { ...common, udpTable: ptr("ipv4.udp_table") });
   } catch (error) {
     if (!(error instanceof LayoutError)) throw error;
-    return resolveLayout(btf, "net", { hashinfo });
+    return resolveLayout(btf, "net", common);
   }
 }
 
@@ -49,6 +65,9 @@ export function resolveSocketTypes(btf: Btf) {
   return {
     nsproxy: resolveLayout(btf, "nsproxy", { netNs: ptr("net_ns") }),
     net: resolveNet(btf),
+    /** Offset of `list` in struct net: an entry of net_namespace_list minus this is its net. */
+    netListOffset: offsetOf(btf, "net", "list"),
+    listHead: resolveLayout(btf, "list_head", { next: ptr("next"), prev: ptr("prev") }),
     hashinfo: resolveLayout(btf, "inet_hashinfo", {
       ehash: ptr("ehash"),
       ehashMask: uint("ehash_mask"),
@@ -73,6 +92,8 @@ export function resolveSocketTypes(btf: Btf) {
       socket: ptr("sk_socket"),
       /** IPPROTO_TCP or IPPROTO_UDP for the inet sockets the views list. */
       protocol: uint("sk_protocol"),
+      /** Its network namespace (possible_net_t). */
+      net: ptr(common("skc_net.net")),
     }),
     /** Offsets of skc_nulls_node (TCP chains) and skc_node (UDP chains) in struct sock. */
     nullsNodeOffset: offsetOf(btf, "sock", common("skc_nulls_node")),

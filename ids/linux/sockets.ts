@@ -1,8 +1,10 @@
 /**
- * TCP and UDP sockets (IPv4 and IPv6) of the initial network namespace, rebuilt from the
- * kernel's own hash tables, as `ss -tuan` shows them, with the processes that own them.
+ * TCP and UDP sockets (IPv4 and IPv6) of every network namespace, rebuilt from the kernel's own
+ * hash tables, as `ss -tuan` shows them in each, with the processes that own them and each
+ * socket's namespace.
  *
- * The namespace is init_task's (`nsproxy->net_ns`). TCP: `net->ipv4.tcp_death_row.hashinfo`,
+ * The namespaces are those on net_namespace_list, from init_task's (`nsproxy->net_ns`), each
+ * table they use scanned once (_netns.ts). TCP: `net->ipv4.tcp_death_row.hashinfo`,
  * whose `lhash2` (listeners) and `ehash` (everything else, TIME_WAIT and NEW_SYN_RECV included)
  * are arrays of hlist_nulls chains through `skc_nulls_node`. UDP: `net->ipv4.udp_table` (Linux
  * 6.2+; on 6.1 the table is the global `udp_table`, whose address callers pass as `udpTable`),
@@ -44,6 +46,8 @@ import {
   TCP_STATES,
 } from "./_inet.ts";
 
+import { listNetNamespaces, NetLabels, planNetNamespaces, type Table, tablesOf } from "./_netns.ts";
+
 export { resolveSocketTypes, type SocketTypes } from "./socket_types.ts";
 
 /** A process holding a socket open. */
@@ -70,12 +74,16 @@ export interface Socket {
   sock: string;
   /** Processes with the socket in their fd table; [] when none. */
   owners: SocketOwner[];
+  /** Its network namespace's inode number (its own `skc_net`), as /proc/PID/ns/net shows it. */
+  netNs?: number;
   error?: string;
 }
 
 /** The result of the walks. */
 export interface SocketList {
   sockets: Socket[];
+  /** The network namespaces whose tables were scanned (inode numbers), the initial one first. */
+  namespaces?: number[];
   /** A table, a chain or the owners' walk could not be finished. */
   truncated: boolean;
   /** Why, for each walk that did not finish. */
@@ -111,18 +119,6 @@ type Entry = Fields<SocketTypes["sock"]>;
 /** Lists a chain entry; false when no more may be listed; throws when the chain is bad. */
 type Visit = (at: KAddr, entry: Entry, protocol: "tcp" | "udp") => Promise<boolean>;
 
-/** A table to scan. */
-interface Table {
-  name: string;
-  protocol: "tcp" | "udp";
-  array: Pointer;
-  mask: number;
-  stride: number;
-  head: number;
-  nulls: boolean;
-  delta: number;
-}
-
 function chainEnd(p: Pointer, nulls: boolean): boolean {
   if (p === null) return true;
   if (!nulls) return false;
@@ -147,6 +143,8 @@ export async function listSockets(
   const problems: string[] = [];
   const sockets: Socket[] = [];
   const bySock = new Map<KAddr, Socket>();
+  const namespaces = await listNetNamespaces(mem, core, types, initTask, problems);
+  const labels = new NetLabels(mem, types, namespaces);
 
   const visit: Visit = async (at, entry, protocol) => {
     // A sock is on one chain only: meeting one again means the chains were made to merge.
@@ -155,18 +153,19 @@ export async function listSockets(
       problems.push(`more than ${limits.maxSockets} sockets`);
       return false;
     }
-    const socket = await describe(mem, types, at, entry, protocol);
+    const socket = await describe(mem, types, at, entry, protocol, labels);
     sockets.push(socket);
     bySock.set(at, socket);
     return true;
   };
 
-  for (const table of await tables(mem, core, types, initTask, limits.udpTable, problems)) {
+  for (const table of await tablesOf(mem, types, namespaces, limits.udpTable, problems)) {
     if (!await scan(mem, types, table, limits, problems, visit)) break;
   }
   await findOwners(mem, core, types, initTask, limits, problems, bySock);
   return {
     sockets,
+    namespaces: namespaces.map((ns) => ns.inum),
     truncated: problems.length > 0,
     reason: problems.length ? summary(problems) : undefined,
   };
@@ -175,64 +174,6 @@ export async function listSockets(
 function summary(problems: string[]): string {
   const shown = problems.slice(0, 5).join("; ");
   return problems.length > 5 ? `${shown}; and ${problems.length - 5} more` : shown;
-}
-
-/** The tables of init_task's network namespace; what cannot be found goes to `problems`. */
-async function tables(
-  mem: GuestMemory,
-  core: KernelTypes,
-  types: SocketTypes,
-  initTask: KAddr,
-  udpTable: KAddr | undefined,
-  problems: string[],
-): Promise<Table[]> {
-  const found: Table[] = [];
-  let net: { hashinfo: Pointer; udpTable?: Pointer };
-  try {
-    const init = await readStruct(mem, initTask, core.task);
-    const nsproxy = follow(init.nsproxy, "nsproxy of init_task", initTask);
-    const ns = await readStruct(mem, nsproxy, types.nsproxy);
-    net = await readStruct(mem, follow(ns.netNs, "net_ns of nsproxy", nsproxy), types.net);
-  } catch (error) {
-    problems.push(`network namespace: ${(error as Error).message}`);
-    return found;
-  }
-  const chains = { nulls: true, delta: types.nullsNodeOffset, protocol: "tcp" as const };
-  try {
-    const at = follow(net.hashinfo, "ipv4.tcp_death_row.hashinfo");
-    const h = await readStruct(mem, at, types.hashinfo);
-    const name = `inet_hashinfo ${hex(at)}`;
-    found.push(
-      {
-        ...chains,
-        ...types.lhash2,
-        name: `lhash2 of ${name}`,
-        array: h.lhash2,
-        mask: h.lhash2Mask,
-      },
-      { ...chains, ...types.ehash, name: `ehash of ${name}`, array: h.ehash, mask: h.ehashMask },
-    );
-  } catch (error) {
-    problems.push(`tcp: ${(error as Error).message}`);
-  }
-  try {
-    const at = udpTable ??
-      (net.udpTable === undefined ? undefined : follow(net.udpTable, "ipv4.udp_table"));
-    if (at === undefined) throw new Error("this kernel keeps it in the global udp_table: pass it");
-    const t = await readStruct(mem, at, types.udpTable);
-    found.push({
-      ...types.udpSlot,
-      name: `udp_table ${hex(at)}`,
-      protocol: "udp",
-      array: t.hash,
-      mask: t.mask,
-      nulls: false,
-      delta: types.nodeOffset,
-    });
-  } catch (error) {
-    problems.push(`udp: ${(error as Error).message}`);
-  }
-  return found;
 }
 
 /** Scans a table's buckets and chains; false when the socket limit stopped it. */
@@ -296,6 +237,7 @@ async function describe(
   at: KAddr,
   e: Entry,
   protocol: "tcp" | "udp",
+  labels: NetLabels,
 ): Promise<Socket> {
   const inet6 = e.family === AF_INET6;
   const s: Socket = {
@@ -312,6 +254,12 @@ async function describe(
   };
   const errors: string[] = [];
   if (!s.family) errors.push(`family ${e.family} is neither AF_INET nor AF_INET6`);
+  try {
+    const netNs = await labels.of(e.net);
+    if (netNs !== undefined) s.netNs = netNs;
+  } catch (error) {
+    errors.push(`its network namespace: ${(error as Error).message}`);
+  }
   if (!TCP_STATES[e.state]) {
     errors.push(`state ${e.state} is no TCP state`);
   } else if (FULL_STATES.has(e.state) && e.socket !== null) {
@@ -415,15 +363,19 @@ export function planSockets(
 ): void {
   const limits = { ...DEFAULTS, ...options };
   const nsproxy = b.node(types.nsproxy);
+  const initNet = b.node(types.net);
   const net = b.node(types.net);
   const hashinfo = b.node(types.hashinfo);
   const udp = b.node(types.udpTable);
   const sock = b.node(types.sock);
   const socket = b.node(types.socketAlloc);
   b.ptr(tasks.root, "nsproxy", nsproxy);
-  b.ptr(nsproxy, "netNs", net);
-  b.ptr(net, "hashinfo", hashinfo);
-  if (types.net.fields.some((f) => f.name === "udpTable")) b.ptr(net, "udpTable", udp);
+  b.ptr(nsproxy, "netNs", initNet);
+  planNetNamespaces(b, types, initNet, net);
+  for (const ns of [initNet, net]) {
+    b.ptr(ns, "hashinfo", hashinfo);
+    if (types.net.fields.some((f) => f.name === "udpTable")) b.ptr(ns, "udpTable", udp);
+  }
   if (options.udpTable !== undefined) b.root(options.udpTable, udp);
   const chains = { countIsMask: true, max: Math.max(limits.maxBuckets, limits.maxChain) };
   const tcp = { ...chains, elem: "hnulls" as const, delta: types.nullsNodeOffset };
@@ -447,6 +399,7 @@ export function planSockets(
   b.ptr(sock, "socket", socket, types.socketOffset, {
     when: { field: "state", inSet: FULL_MASK },
   });
+  b.ptr(sock, "net", net);
   planFdSockets(b, types, tasks, socket, sock, limits.maxFds);
 }
 
@@ -480,6 +433,8 @@ export function planHeldSockets(
   // Every open file's inode is read for its type: copy only that, and the socket's sk.
   const socket = b.node(types.socketAlloc, { fieldsOnly: true });
   const sock = b.node(types.sock);
+  // A held socket's namespace is read for its inode number only.
+  b.ptr(sock, "net", b.node(types.net, { fieldsOnly: true }));
   planFdSockets(b, types, tasks, socket, sock, options.maxFds ?? DEFAULTS.maxFds, true);
 }
 
@@ -502,6 +457,7 @@ export async function listHeldSockets(
   const limits = { ...DEFAULTS, ...options };
   const problems: string[] = [];
   const bySock = new Map<KAddr, Socket>();
+  const labels = new NetLabels(mem, types, []);
   let list = options.list;
   try {
     list ??= await listProcesses(mem, core, initTask, { maxTasks: limits.maxTasks });
@@ -527,7 +483,7 @@ export async function listHeldSockets(
           return false;
         }
         const protocol = entry.protocol === IPPROTO_TCP ? "tcp" : "udp";
-        socket = await describe(mem, types, sk, entry, protocol);
+        socket = await describe(mem, types, sk, entry, protocol, labels);
         bySock.set(sk, socket);
       }
       socket.owners.push({ pid, fd });

@@ -11,6 +11,7 @@ import { ipv4Text, ipv6Text } from "./_inet.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFds } from "./_synthetic_files.ts";
 import { addressBytes, SyntheticNet } from "./_synthetic_sockets.ts";
+import { INIT_NET_NS } from "./_synthetic_namespaces.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -186,7 +187,7 @@ Deno.test("listSockets() takes Linux 6.1's global udp_table when the namespace h
   kernel.mutate(net.net, { udpTable: null });
   const mem = new CachedMemory(kernel.build());
   const without = await listSockets(mem, core, types, kernel.initTask);
-  assert(without.reason!.includes("udp: Cannot follow ipv4.udp_table"), without.reason);
+  assert(without.reason!.includes("): Cannot follow ipv4.udp_table"), without.reason);
   assertEquals(rows(without), EXPECTED.slice(0, 4));
   const given = await listSockets(mem, core, types, kernel.initTask, { udpTable: net.udpTable });
   assertEquals([given.truncated, rows(given)], [false, EXPECTED]);
@@ -252,4 +253,84 @@ Deno.test("planSockets() covers listSockets() in both modes; selective copies fa
     }
     assert(checks.selective.bytes * 3 < checks.whole.bytes);
   }
+});
+
+const CHILD_NET_NS = 4026532400;
+
+/** The image, and a second namespace sharing its tables (the default), with a listener. */
+function twoNamespaces() {
+  const { kernel, net, socks } = image();
+  const child = net.namespace(CHILD_NET_NS);
+  const inChild = net.sock("lhash2", 4, {
+    family: "inet",
+    state: LISTEN,
+    local: "127.0.0.1",
+    localPort: 8080,
+    inode: 2001,
+    net: child,
+  });
+  return { kernel, net, socks, child, inChild };
+}
+
+Deno.test("listSockets() walks every network namespace, each table once, each socket labelled", async () => {
+  const { kernel, inChild } = twoNamespaces();
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assertEquals([list.truncated, list.reason], [false, undefined]);
+  assertEquals(list.namespaces, [INIT_NET_NS, CHILD_NET_NS]);
+  assertEquals(list.sockets.length, EXPECTED.length + 1, "the shared tables are scanned once");
+  const child = list.sockets.find((s) => s.sock === hex(inChild))!;
+  assertEquals([child.localAddress, child.localPort, child.netNs], [
+    "127.0.0.1",
+    8080,
+    CHILD_NET_NS,
+  ]);
+  assertEquals(
+    list.sockets.filter((s) => s !== child).map((s) => s.netNs),
+    EXPECTED.map(() => INIT_NET_NS),
+  );
+});
+
+Deno.test("planSockets() covers every namespace's walk in both modes", async () => {
+  const { kernel } = twoNamespaces();
+  const img = kernel.build();
+  const expected = await listSockets(new CachedMemory(img), core, types, kernel.initTask);
+  const checks = await checkPlan(
+    img,
+    (b) => planSockets(b, types, planTasks(b, core, kernel.initTask)),
+    (mem) => listSockets(mem, core, types, kernel.initTask),
+  );
+  for (const [mode, check] of Object.entries(checks)) {
+    assertEquals(check.misses, [], mode);
+    assertEquals(check.result, expected, mode);
+  }
+});
+
+Deno.test("listSockets() stops a namespace list that loops, and keeps what it walked", async () => {
+  const { kernel, child } = twoNamespaces();
+  kernel.mutate(child, { listNext: child + types.netListOffset });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.reason?.includes("net_namespace_list: it loops back to net"), list.reason);
+  assertEquals(list.namespaces, [INIT_NET_NS, CHILD_NET_NS]);
+  assertEquals(list.sockets.length, EXPECTED.length + 1);
+});
+
+Deno.test("listSockets() refuses a list head the initial namespace is not first on", async () => {
+  const { kernel, net, child, inChild } = twoNamespaces();
+  // init_net's list.prev leads to the child, whose next is not init_net.
+  kernel.mutate(net.net, { listPrev: child + types.netListOffset });
+  kernel.mutate(child, { listNext: net.listHead });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  assert(list.reason?.includes("is not first on the list"), list.reason);
+  assertEquals(list.namespaces, [INIT_NET_NS]);
+  // Its socket is still in the shared tables, labelled by its own namespace (read anew).
+  assertEquals(list.sockets.find((s) => s.sock === hex(inChild))?.netNs, CHILD_NET_NS);
+});
+
+Deno.test("a socket whose namespace pointer is bad is listed with an error", async () => {
+  const { kernel, socks } = image();
+  kernel.mutate(socks.listen, { net: { raw: 0x1234n } });
+  const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
+  const listen = list.sockets[0];
+  assertEquals([listen.localPort, listen.netNs], [22, undefined]);
+  assert(listen.error?.includes("its network namespace"), listen.error);
 });

@@ -9,6 +9,7 @@ import { fromKAddr, type KAddr } from "../memory/address.ts";
 import { MemoryCache } from "../memory/cache.ts";
 import type { StructLayout } from "../kernel/layout.ts";
 import type { KernelTypes } from "../kernel/types.ts";
+import { type NamespaceSpec, SyntheticNamespaces } from "./_synthetic_namespaces.ts";
 
 /**
  * Field values to write: numbers, strings, KAddr pointers, null, a raw 64-bit value (pointers
@@ -60,8 +61,8 @@ export function encodeStruct(layout: StructLayout<unknown>, values: FieldValues)
   return bytes;
 }
 
-/** A task to lay out. */
-export interface TaskSpec {
+/** A task to lay out, with its namespaces, cgroup and threads. */
+export interface TaskSpec extends NamespaceSpec {
   pid: number;
   comm: string;
   uid?: number;
@@ -99,6 +100,8 @@ export class SyntheticKernel {
   readonly initCred: KAddr;
   readonly tasks: KAddr[];
   readonly creds: KAddr[];
+  /** Every task's pid, signal, nsproxy, css_set and threads. */
+  readonly ns: SyntheticNamespaces;
   #types: KernelTypes;
   #objects: Placed[] = [];
   #next = HEAP;
@@ -112,6 +115,7 @@ export class SyntheticKernel {
     this.creds = tasks.map((_, i) => base + 0x80_0000 + i * 256);
     this.initCred = base + 0x90_0000;
     const all = [this.initTask, ...this.tasks];
+    this.ns = new SyntheticNamespaces(this, types);
     all.forEach((at, i) => {
       const spec: TaskSpec = i === 0 ? { pid: 0, comm: "swapper/0", kthread: true } : tasks[i - 1];
       const parent = spec.parent === undefined ? this.initTask : this.tasks[spec.parent];
@@ -129,6 +133,7 @@ export class SyntheticKernel {
         files: null,
         nsproxy: null,
       }, { at });
+      this.ns.task(at, spec.pid, spec);
       if (i > 0 && spec.initCred) return;
       const ids = { uid: spec.uid ?? 0, gid: spec.gid ?? 0 };
       const caps = spec.caps ?? (i === 0 ? 0x1ff_ffff_ffffn : 0n);
