@@ -173,6 +173,21 @@ privilegedTest(
         }
         assertEquals(listed.get(container.pid)?.comm, "sh", `${mode}: the container's init`);
         assertEquals(listed.get(agentPid)?.comm, "deno", `${mode}: the agent`);
+        // The container fields, against the guest's own NSpid and /proc/PID/cgroup.
+        for (const [pid, where] of placed) {
+          const p = listed.get(pid);
+          if (!p || p.kthread) continue;
+          assertEquals(
+            [p.nsPid, p.cgroup],
+            [where.nspid.at(-1), unifiedCgroup(where)],
+            `${mode}: pid ${pid} (${p.comm})'s pid in its namespace and its cgroup`,
+          );
+        }
+        const pidNs = new Set(inContainer.map((pid) => listed.get(pid)?.pidNs));
+        const netNs = new Set(inContainer.map((pid) => listed.get(pid)?.netNs));
+        assertEquals([pidNs.size, netNs.size], [1, 1], `${mode}: one pid and one net namespace`);
+        const agent = listed.get(agentPid)!;
+        assert(!pidNs.has(agent.pidNs) && !netNs.has(agent.netNs), `${mode}: not the agent's`);
       }
     });
 
