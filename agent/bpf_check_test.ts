@@ -15,7 +15,7 @@ import {
   insn,
   join,
   MOV0,
-} from "./_elf_fixtures.ts";
+} from "../tests/elf_fixtures.ts";
 import { WALK_OBJECT } from "./walker.ts";
 
 /** The helpers that must be refused, by their number in the kernel's UAPI header. */

@@ -11,7 +11,7 @@ import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually } from "./waiting.ts";
 import { describePrograms, spawnAgent, WALK_OBJECT, WALKER_PROGRAMS } from "../agent/mod.ts";
-import { BPF_PRELUDE, compileBpf } from "../agent/_elf_fixtures.ts";
+import { BPF_PRELUDE, compileBpf } from "./elf_fixtures.ts";
 import { AgentClient, AgentError, AgentLoadError } from "../ids/client.ts";
 import { openSession } from "../ids/connect.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
