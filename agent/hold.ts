@@ -25,14 +25,13 @@
  */
 
 import {
-  type EndStats,
+  EMPTY_END_STATS,
   ErrorCode,
   type Frame,
   FrameType,
   type HoldAnswer,
   HoldState,
   LIMITS,
-  StopReason,
 } from "../protocol/mod.ts";
 
 /** Default of the agent's own cap on a hold, in milliseconds (the protocol's limit). */
@@ -399,17 +398,6 @@ function frozenElsewhere(cgroup: HoldCgroup): string | undefined {
     : `it is ${state} already, by someone else (or a frozen parent): left as it is`;
 }
 
-const NO_STATS: EndStats = {
-  objects: 0,
-  bytes: 0,
-  faults: 0,
-  pruned: 0,
-  guestNs: 0,
-  agentNs: 0,
-  stop: StopReason.COMPLETE,
-  root: 0n,
-};
-
 /**
  * The answer to a HOLD or RELEASE of `owner`: HELD then END, or one ERROR (from an agent without
  * cgroups to hold, or when the hold cannot be taken).
@@ -437,6 +425,6 @@ export async function answerHold(
   }
   return [
     { type: FrameType.HELD, id, hold },
-    { type: FrameType.END, id, stats: { ...NO_STATS, agentNs: nsSince(started) } },
+    { type: FrameType.END, id, stats: { ...EMPTY_END_STATS, agentNs: nsSince(started) } },
   ];
 }

@@ -31,6 +31,7 @@ import {
   type ChannelServer,
   DataFrameBuilder,
   decodePlan,
+  EMPTY_END_STATS,
   encodeFrame,
   encodePlan,
   type EndStats,
@@ -344,7 +345,7 @@ export class Agent implements AsyncDisposable {
       }
       case FrameType.UNLOAD: {
         const unloaded = await this.#serial(channel, () => this.#objects.unload(channel));
-        await this.#send(channel, endFrame(frame.id, { ...NOTHING, objects: unloaded }));
+        await this.#send(channel, endFrame(frame.id, { ...EMPTY_END_STATS, objects: unloaded }));
         break;
       }
       case FrameType.HOLD:
@@ -615,18 +616,6 @@ export class Agent implements AsyncDisposable {
     return this.close();
   }
 }
-
-/** END's stats of an answer that walked nothing. */
-const NOTHING: EndStats = {
-  objects: 0,
-  bytes: 0,
-  faults: 0,
-  pruned: 0,
-  guestNs: 0,
-  agentNs: 0,
-  stop: StopReason.COMPLETE,
-  root: 0n,
-};
 
 /** The peer went away while we were writing to it. */
 class ChannelGone extends Error {}

@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import {
   type Channel,
   DataFrameBuilder,
+  EMPTY_END_STATS,
   encodeFrame,
   ensureAgentCredentials,
   FrameDecoder,
@@ -32,7 +33,6 @@ import {
   parseFrame,
   type RawFrame,
   RECORD_HEADER,
-  StopReason,
 } from "../protocol/mod.ts";
 
 /** The unit of memory: a page, as on-demand reads it. */
@@ -182,7 +182,7 @@ async function answer(
     const end = encodeFrame({
       type: FrameType.END,
       id: read.id,
-      stats: { ...NO_STATS, objects: 1, bytes: PAGE },
+      stats: { ...EMPTY_END_STATS, objects: 1, bytes: PAGE },
     });
     frameBytes += data.length + end.length;
     if (joined) {
@@ -199,17 +199,6 @@ async function answer(
   }
   return { writes, frameBytes, pagesPerFrame: 1 };
 }
-
-const NO_STATS = {
-  objects: 0,
-  bytes: 0,
-  faults: 0,
-  pruned: 0,
-  guestNs: 0,
-  agentNs: 0,
-  stop: StopReason.COMPLETE,
-  root: 0n,
-};
 
 /** The checksum of the first `pages` pages of `image`. */
 function imageChecksum(image: Uint8Array, pages: number): number {

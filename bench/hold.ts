@@ -37,7 +37,7 @@ import {
   renderHoldTable,
   summariseSeries,
 } from "./hold_report.ts";
-import { machine, processCount } from "./machine.ts";
+import { loadavg, machine, processCount } from "./machine.ts";
 import { buildNative, Churn, IdleProcesses } from "./native.ts";
 
 const { values } = parseArgs({
@@ -99,9 +99,8 @@ const problem = await cannotMakeCgroup(hierarchies[0]);
 if (problem) fail(problem);
 const hierarchy = hierarchies[0];
 
-const loadAverage = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
 const startedAt = new Date();
-const loadAtStart = loadAverage();
+const loadAtStart = loadavg();
 log(`load average ${loadAtStart.join(" ")}; cgroup v${hierarchy.version} at ${hierarchy.mount}`);
 
 await using stack = new AsyncDisposableStack();
@@ -189,7 +188,7 @@ for (let rep = 0; rep < settings.reps; rep++) {
   );
 }
 const quietAfter = await quietForkRate(2000);
-const loadAtEnd = loadAverage();
+const loadAtEnd = loadavg();
 
 const summaries = series.map(summariseSeries);
 const results = {

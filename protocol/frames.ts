@@ -217,6 +217,18 @@ export interface EndStats {
   root: bigint;
 }
 
+/** END's stats of an answer that walked nothing (a hold, an unload, a read served whole). */
+export const EMPTY_END_STATS: Readonly<EndStats> = {
+  objects: 0,
+  bytes: 0,
+  faults: 0,
+  pruned: 0,
+  guestNs: 0,
+  agentNs: 0,
+  stop: StopReason.COMPLETE,
+  root: 0n,
+};
+
 export type Frame =
   | { type: typeof FrameType.HELLO; id: number; version: number; agent?: AgentInfo }
   | { type: typeof FrameType.GET_BTF; id: number }

@@ -21,6 +21,7 @@
 
 export {
   type AgentInfo,
+  EMPTY_END_STATS,
   type EndStats,
   ErrorCode,
   type Frame,

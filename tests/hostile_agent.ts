@@ -17,6 +17,7 @@ import {
   type AgentInfo,
   type Channel,
   DataFrameBuilder,
+  EMPTY_END_STATS,
   encodeFrame,
   ensureAgentCredentials,
   ErrorCode,
@@ -27,7 +28,6 @@ import {
   listenChannel,
   parseFrame,
   PROTOCOL_VERSION,
-  StopReason,
 } from "../protocol/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
 import { resolveKernelTypes } from "../ids/kernel/types.ts";
@@ -427,16 +427,7 @@ class Liar {
     return this.#send({
       type: FrameType.END,
       id,
-      stats: {
-        objects: 0,
-        bytes: 0,
-        faults: 0,
-        pruned: 0,
-        guestNs: 0,
-        agentNs: 0,
-        stop: StopReason.COMPLETE,
-        root: 0n,
-      },
+      stats: EMPTY_END_STATS,
     });
   }
 }
