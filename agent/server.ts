@@ -385,16 +385,7 @@ export class Agent implements AsyncDisposable {
         );
         await this.#send(
           channel,
-          endFrame(frame.id, {
-            objects: asked,
-            bytes: 0,
-            faults: 0,
-            pruned: 0,
-            guestNs: 0,
-            agentNs: 0,
-            stop: StopReason.COMPLETE,
-            root: 0n,
-          }),
+          endFrame(frame.id, { ...EMPTY_END_STATS, objects: asked }),
         );
         break;
       }
@@ -424,14 +415,10 @@ export class Agent implements AsyncDisposable {
     await this.#send(
       channel,
       endFrame(id, {
+        ...EMPTY_END_STATS,
         objects: 1,
         bytes: btf.length,
-        faults: 0,
-        pruned: 0,
-        guestNs: 0,
         agentNs: Math.round((performance.now() - started) * 1e6),
-        stop: StopReason.COMPLETE,
-        root: 0n,
       }),
     );
   }

@@ -9,8 +9,8 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { spawnAgent } from "../agent/mod.ts";
+import { serveConfig } from "./serve.ts";
 
 /** A TCP relay of 127.0.0.1 to `target` whose connections can be cut. */
 class Relay implements Disposable {
@@ -69,26 +69,12 @@ privilegedTest(
     await using children = await TestProcesses.start("ebpfmon-move-", [65534]);
     const child = children.children[0];
     const refused = `127.0.0.1:${freePort()}`;
-    const configPath = `${state}/ids.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        listen: "127.0.0.1:0",
-        stateDir: state,
-        guests: [{ name: "vm1", agent: [refused, relay.address], refreshMs: 200 }],
-      }),
-    );
-    await using serve = await spawnReady({
-      main: new URL("../ids/main.ts", import.meta.url),
-      permissions: IDS_PERMISSIONS,
-      args: ["serve", "--config", configPath],
-      ready: /API on (\S+) \(token in (\S+)\)/,
+    await using serve = await serveConfig(state, {
+      listen: "127.0.0.1:0",
+      stateDir: state,
+      guests: [{ name: "vm1", agent: [refused, relay.address], refreshMs: 200 }],
     });
-    const [, url, tokenFile] = serve.ready;
-    const token = (await Deno.readTextFile(tokenFile)).trim();
-    const get = async (path: string) =>
-      await (await fetch(`${url}${path}`, { headers: { Authorization: `Bearer ${token}` } }))
-        .json();
+    const get = async (path: string) => await (await serve.request(path)).json();
 
     const first = await eventually("the test process in the API", async () => {
       const body = await get(`/v1/vms/vm1/processes?comm=${child.name}`);

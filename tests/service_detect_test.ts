@@ -9,8 +9,8 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
-import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { spawnAgent } from "../agent/mod.ts";
+import { serveConfig } from "./serve.ts";
 import { openSession } from "../ids/connect.ts";
 import { runCheck } from "../ids/detect/mod.ts";
 
@@ -47,27 +47,16 @@ privilegedTest(
       const bpf = (await runCheck(session, "prefetch")).scan.sections.bpf;
       return bpf?.supported ? bpf.value.programs.filter((p) => !p.own).map((p) => p.tag) : [];
     })();
-    const configPath = `${state}/ids.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        listen: "127.0.0.1:0",
-        stateDir: state,
-        rules: { bpf_program: { allow: bootTags } },
-        alerts: { resolveAfter: 2 },
-        guests: [{ name: "vm1", agent: agentAddress, refreshMs: 100 }],
-      }),
-    );
-    await using serve = await spawnReady({
-      main: new URL("../ids/main.ts", import.meta.url),
-      permissions: IDS_PERMISSIONS,
-      args: ["serve", "--config", configPath],
-      ready: /API on (\S+) \(token in (\S+)\)/,
+    await using serve = await serveConfig(state, {
+      listen: "127.0.0.1:0",
+      stateDir: state,
+      rules: { bpf_program: { allow: bootTags } },
+      alerts: { resolveAfter: 2 },
+      guests: [{ name: "vm1", agent: agentAddress, refreshMs: 100 }],
     });
-    const [, url, tokenFile] = serve.ready;
-    const token = (await Deno.readTextFile(tokenFile)).trim();
+    const { url, token } = serve;
     const get = async (path: string) => {
-      const res = await fetch(`${url}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+      const res = await serve.request(path);
       return { status: res.status, body: await res.json() };
     };
     const fetches = async () => (await get("/v1/vms/vm1/stats")).body.fetches as number;

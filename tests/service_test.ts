@@ -7,8 +7,8 @@ import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { eventually, freePort } from "./waiting.ts";
 import { TestProcesses } from "./procfs.ts";
-import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { spawnAgent } from "../agent/mod.ts";
+import { serveConfig } from "./serve.ts";
 
 privilegedTest(
   "serve lists a spawned process, answers 503 while its agent is down, and recovers",
@@ -18,25 +18,13 @@ privilegedTest(
     let agent = await spawnAgent({ stateDir: state, listen: agentAddress });
     await using children = await TestProcesses.start("ebpfmon-svc-", [65534]);
     const child = children.children[0];
-    const configPath = `${state}/ids.json`;
-    await Deno.writeTextFile(
-      configPath,
-      JSON.stringify({
-        listen: "127.0.0.1:0",
-        stateDir: state,
-        guests: [{ name: "vm1", agent: agentAddress, refreshMs: 200 }],
-      }),
-    );
-    await using serve = await spawnReady({
-      main: new URL("../ids/main.ts", import.meta.url),
-      permissions: IDS_PERMISSIONS,
-      args: ["serve", "--config", configPath],
-      ready: /API on (\S+) \(token in (\S+)\)/,
+    await using serve = await serveConfig(state, {
+      listen: "127.0.0.1:0",
+      stateDir: state,
+      guests: [{ name: "vm1", agent: agentAddress, refreshMs: 200 }],
     });
-    const [, url, tokenFile] = serve.ready;
-    const token = (await Deno.readTextFile(tokenFile)).trim();
-    const get = (path: string) =>
-      fetch(`${url}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+    const { url } = serve;
+    const get = (path: string) => serve.request(path);
 
     try {
       const listed = await eventually("the test process in the API", async () => {
