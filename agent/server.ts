@@ -53,6 +53,7 @@ import {
   type RawFrame,
   StopReason,
 } from "../protocol/mod.ts";
+import { DeltaEncoder, type RememberedAnswer } from "./delta.ts";
 import { answerHold, Holder } from "./hold.ts";
 import { kernelFeatures, lookupNames, lookupSymbols } from "./_kernel_facts.ts";
 import { limitLog } from "./_log_limit.ts";
@@ -149,6 +150,8 @@ export class Agent implements AsyncDisposable {
   #channels = new Set<Channel>();
   /** Channels whose connection is gone: their queued walker runs are skipped. */
   #gone = new WeakSet<Channel>();
+  /** Per connection: the generation its next delta answer gets, and its last one remembered. */
+  #deltas = new Map<Channel, { next: number; answer?: RememberedAnswer }>();
   #maxConnections: number;
   #holder: Holder | undefined;
   #closed = false;
@@ -272,6 +275,7 @@ export class Agent implements AsyncDisposable {
     } finally {
       this.#holder?.forget(channel);
       this.#channels.delete(channel);
+      this.#deltas.delete(channel);
       channel.close();
       // What the connection loaded goes with it, once no walk of it runs.
       await this.#serial(channel, () => this.#objects.unload(channel), false).catch(() => {});
@@ -466,7 +470,13 @@ export class Agent implements AsyncDisposable {
     }
     const limits = { maxObjects, maxBytes };
     if (frame.target === PrefetchTarget.TASKS) {
-      await this.#exclusive(channel, id, (walker) => walker.walkTasks(limits), () => undefined);
+      await this.#exclusive(
+        channel,
+        id,
+        (walker) => walker.walkTasks(limits),
+        () => undefined,
+        this.#deltaFor(channel, frame.delta),
+      );
       return;
     }
     let plan: Uint8Array;
@@ -482,7 +492,29 @@ export class Agent implements AsyncDisposable {
       );
       return;
     }
-    await this.#exclusive(channel, id, (walker) => walker.walkPlan(plan, limits), () => undefined);
+    await this.#exclusive(
+      channel,
+      id,
+      (walker) => walker.walkPlan(plan, limits),
+      () => undefined,
+      this.#deltaFor(channel, frame.delta),
+    );
+  }
+
+  /**
+   * The encoder of a PREFETCH that asked for a delta: against what this connection's last delta
+   * answer remembered when `base` is its generation, else whole. Either way what was remembered
+   * is forgotten now: the answer being made replaces it (or nothing does, if it fails).
+   */
+  #deltaFor(channel: Channel, delta: { base: number } | undefined): DeltaEncoder | undefined {
+    if (!delta) return undefined;
+    let state = this.#deltas.get(channel);
+    if (!state) this.#deltas.set(channel, state = { next: 1 });
+    const base = delta.base !== 0 && state.answer?.generation === delta.base
+      ? state.answer
+      : undefined;
+    state.answer = undefined;
+    return new DeltaEncoder(base, state.next++);
   }
 
   /**
@@ -514,6 +546,7 @@ export class Agent implements AsyncDisposable {
     id: number,
     run: (walker: Walker) => RunResult,
     failure: (result: RunResult) => string | undefined,
+    delta?: DeltaEncoder,
   ): Promise<void> {
     return this.#serial(channel, async () => {
       const walker = this.#objects.walkerOf(channel) ?? this.#walker;
@@ -538,7 +571,7 @@ export class Agent implements AsyncDisposable {
       let more = true;
       try {
         while (more) {
-          more = walker.drainInto(builder);
+          more = walker.drainInto(builder, delta);
           if (!builder.records) continue;
           if (more) await this.#send(channel, builder.take(id));
           else last = builder.take(id);
@@ -555,9 +588,18 @@ export class Agent implements AsyncDisposable {
         agentNs: Math.round((performance.now() - started) * 1e6),
         stop: result.stop as StopReason,
         root: result.root,
+        ...(delta ? this.#remember(channel, delta) : {}),
       });
       await this.#send(channel, last ? joined(last, end) : end);
     });
+  }
+
+  /** Keeps the answer `delta` framed as the connection's base for the next delta; END's fields. */
+  #remember(channel: Channel, delta: DeltaEncoder): Pick<EndStats, "generation" | "carried"> {
+    const state = this.#deltas.get(channel);
+    if (!state || !delta.complete) return { generation: 0, carried: delta.carried };
+    state.answer = delta.answer();
+    return { generation: state.answer.generation, carried: delta.carried };
   }
 
   /**

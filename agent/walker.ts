@@ -10,6 +10,7 @@
 
 import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
 import { checkObject, ObjectRefused } from "./bpf_check.ts";
+import type { DeltaEncoder } from "./delta.ts";
 import {
   BpfObject,
   currentThreadId,
@@ -255,22 +256,28 @@ export class Walker implements Disposable {
 
   /**
    * As {@linkcode drain}, appending each record to `builder` straight from the ring (no view, no
-   * BigInt per record) until the ring is empty or the builder asks for a flush.
+   * BigInt per record) until the ring is empty or the builder asks for a flush; with `delta`,
+   * framed by it (records the base holds go as carried runs).
    * @returns true when records remain.
    */
-  drainInto(builder: DataFrameBuilder): boolean {
+  drainInto(builder: DataFrameBuilder, delta?: DeltaEncoder): boolean {
     let more = false;
     this.#ring.drainAt((data, view, at, size) => {
       const len = view.getUint32(at + 8, true);
       if (len > size - RECORD_HEADER) {
         throw new RangeError(`Ring record claims ${len} bytes but holds ${size - RECORD_HEADER}`);
       }
-      if (!builder.appendFrom(data, at, at + RECORD_HEADER, len)) {
+      const framed = delta
+        ? delta.append(builder, data, at, len)
+        : builder.appendFrom(data, at, at + RECORD_HEADER, len);
+      if (!framed) {
         more = true;
         return false;
       }
       return true;
     });
+    // A carried run still open at the end of the ring goes in this frame, or the next.
+    if (!more && delta && !delta.flush(builder)) more = true;
     return more;
   }
 

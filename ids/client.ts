@@ -17,6 +17,7 @@
 
 import {
   type AgentInfo,
+  CARRIED_RUN,
   type Channel,
   connectChannel,
   dataRecords,
@@ -131,6 +132,16 @@ export interface ConnectOptions {
 export interface PrefetchRequestLimits {
   maxObjects: number;
   maxBytes: number;
+}
+
+/**
+ * A PREFETCH that asks for a delta: the generation of the answer the IDS holds (0: none), and
+ * what to do with each carried run of the answer (records of that base, unchanged), which returns
+ * their bytes or throws when the run does not fit the base.
+ */
+export interface PrefetchDelta {
+  base: number;
+  onCarried(first: number, count: number): number;
 }
 
 /**
@@ -419,6 +430,7 @@ export class AgentClient implements Disposable {
     ) => unknown,
     plan: Uint8Array = new Uint8Array(),
     meter?: Meter,
+    delta?: PrefetchDelta,
   ): Promise<EndStats> {
     const { maxObjects, maxBytes } = limits;
     if (
@@ -432,6 +444,7 @@ export class AgentClient implements Disposable {
     let records = 0;
     let bytes = 0;
     const check = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
+      if (high === 0 && low === 0) return carried(payload, start, len);
       if (++records > maxObjects) {
         throw misbehaving(
           "maxObjects",
@@ -464,8 +477,61 @@ export class AgentClient implements Disposable {
         );
       }
     };
+    // A carried run: records of the base the IDS holds, unchanged (protocol/data_records.ts).
+    const carried = (payload: Uint8Array, start: number, len: number) => {
+      if (!delta) {
+        throw misbehaving(
+          "carried",
+          "Agent sent a carried run to a PREFETCH that asked for no delta",
+        );
+      }
+      if (len !== CARRIED_RUN) {
+        throw misbehaving(
+          "carried",
+          `Agent sent a carried run of ${len} bytes, not ${CARRIED_RUN}`,
+          len,
+          CARRIED_RUN,
+        );
+      }
+      const view = new DataView(payload.buffer, payload.byteOffset + start, CARRIED_RUN);
+      const first = view.getUint32(0, true);
+      const count = view.getUint32(4, true);
+      if (delta.base === 0) {
+        throw misbehaving("carried", "Agent sent a carried run to a PREFETCH that held no base");
+      }
+      records += count;
+      if (records > maxObjects) {
+        throw misbehaving(
+          "maxObjects",
+          `Agent sent more records than the ${maxObjects} asked for`,
+          records,
+          maxObjects,
+        );
+      }
+      try {
+        bytes += delta.onCarried(first, count);
+      } catch (error) {
+        throw misbehaving("carried", `Agent sent a bad carried run: ${(error as Error).message}`);
+      }
+      if (bytes > maxBytes) {
+        throw misbehaving(
+          "maxBytes",
+          `Agent sent more bytes than the ${maxBytes} asked for`,
+          bytes,
+          maxBytes,
+        );
+      }
+    };
     return this.#stream(
-      { type: FrameType.PREFETCH, id: 0, target, maxObjects, maxBytes, plan },
+      {
+        type: FrameType.PREFETCH,
+        id: 0,
+        target,
+        maxObjects,
+        maxBytes,
+        plan,
+        ...(delta ? { delta: { base: delta.base } } : {}),
+      },
       meter,
       (frame) => {
         if (frame.type !== FrameType.DATA) return false;

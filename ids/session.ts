@@ -32,6 +32,7 @@ import { loadWalker } from "./walker_object.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";
 import { fromKAddr, type KAddr, kaddrOf, parseKAddr, toKAddr } from "./memory/address.ts";
 import { MemoryCache } from "./memory/cache.ts";
+import { AnswerBuilder, type AnswerRecords } from "./memory/delta.ts";
 import { RemoteMemory } from "./memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./kernel/plan.ts";
 import { type KernelTypes, resolveKernelTypes } from "./kernel/types.ts";
@@ -76,6 +77,14 @@ export interface SnapshotStats {
     pruned: number;
     /** Records refused because their address is not a kernel address. */
     rejected: number;
+    /**
+     * Whether it was asked as a delta (against the session's previous answer, see
+     * {@linkcode GuestSession.fullEvery}); `carried` records (`carriedBytes` bytes) of it were
+     * unchanged since and came as references.
+     */
+    delta: boolean;
+    carried: number;
+    carriedBytes: number;
   };
   /** When the session holds the workload ({@linkcode GuestSession.holdMs}): how that went. */
   hold?: HoldStats;
@@ -158,6 +167,10 @@ export class NoSuchProcessError extends Error {
 export class GuestSession implements Disposable {
   #lazy = new Map<string, unknown>();
   #holdMs: number | undefined;
+  #fullEvery = DEFAULT_FULL_EVERY;
+  /** The last answer of a prefetch, and how many deltas were asked since the last whole one. */
+  #base: AnswerRecords | undefined;
+  #deltas = 0;
 
   private constructor(
     readonly client: AgentClient,
@@ -217,6 +230,25 @@ export class GuestSession implements Disposable {
       throw new RangeError(`Cannot hold for ${ms} ms: expected 1..${LIMITS.maxHoldMs}`);
     }
     this.#holdMs = ms;
+  }
+
+  /**
+   * Every how many prefetches one is asked whole: the others are deltas against the previous
+   * answer (only what changed since comes whole; protocol/data_records.ts). 1 asks every one
+   * whole. The first prefetch of a session is whole, and a session is one connection to one agent
+   * (one boot, one kernel): a delta never crosses a reconnection.
+   * @default {@linkcode DEFAULT_FULL_EVERY}
+   */
+  get fullEvery(): number {
+    return this.#fullEvery;
+  }
+
+  set fullEvery(n: number) {
+    if (!(Number.isSafeInteger(n) && n >= 1 && n <= MAX_FULL_EVERY)) {
+      throw new RangeError(`Cannot ask every ${n}th prefetch whole: expected 1..${MAX_FULL_EVERY}`);
+    }
+    this.#fullEvery = n;
+    if (n === 1) this.#base = undefined;
   }
 
   /**
@@ -423,21 +455,44 @@ export class GuestSession implements Disposable {
     if (plan?.roots.length) {
       let rejected = 0;
       const batch = cache.batch();
-      const end = await this.client.prefetch(
-        PrefetchTarget.PLAN,
-        limits,
-        (high, low, payload, start, len) => {
-          const at = kaddrOf(high, low);
-          if (at === undefined) {
-            rejected++;
-            return true;
-          }
-          // A refusal (the cache is full) cuts the answer off.
-          return cache.insertFrom(at, payload, start, len, batch);
-        },
-        encodePlan(plan),
-        meter,
-      );
+      const asks = this.#fullEvery > 1;
+      const base = asks && this.#deltas < this.#fullEvery - 1 ? this.#base : undefined;
+      const answer = asks ? new AnswerBuilder() : undefined;
+      let end;
+      try {
+        end = await this.client.prefetch(
+          PrefetchTarget.PLAN,
+          limits,
+          (high, low, payload, start, len) => {
+            const at = kaddrOf(high, low);
+            if (at === undefined) {
+              rejected++;
+              return true;
+            }
+            answer?.add(at, payload, start, len);
+            // A refusal (the cache is full) cuts the answer off.
+            return cache.insertFrom(at, payload, start, len, batch);
+          },
+          encodePlan(plan),
+          meter,
+          answer && {
+            base: base?.generation ?? 0,
+            onCarried: (first, count) => answer.carry(base!, first, count, cache, batch),
+          },
+        );
+      } catch (error) {
+        this.#base = undefined;
+        throw error;
+      }
+      // The next delta goes against this answer, if the agent remembers it and it came whole.
+      if (answer && end.generation && !rejected) {
+        if (!this.#base || end.generation > this.#base.generation) {
+          this.#base = answer.finish(end.generation);
+          this.#deltas = base ? this.#deltas + 1 : 0;
+        }
+      } else if (answer) {
+        this.#base = undefined;
+      }
       prefetch = {
         objects: end.objects,
         bytes: end.bytes,
@@ -446,6 +501,9 @@ export class GuestSession implements Disposable {
         stop: STOP_NAMES.get(end.stop) ?? String(end.stop),
         pruned: end.pruned,
         rejected,
+        delta: base !== undefined,
+        carried: answer?.carried ?? 0,
+        carriedBytes: answer?.carriedBytes ?? 0,
       };
     }
     const result = await view.read(memory, this.liveMemory(meter));
@@ -473,6 +531,10 @@ export class GuestSession implements Disposable {
     this.close();
   }
 }
+
+/** Every how many prefetches of a session one is asked whole, unless set otherwise. */
+export const DEFAULT_FULL_EVERY = 10;
+const MAX_FULL_EVERY = 1000;
 
 /** How many guest kernels' parsed BTF the IDS keeps, the most recently used. */
 const MAX_KERNELS = 8;

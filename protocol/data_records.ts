@@ -3,12 +3,21 @@
  * builds them with {@linkcode DataFrameBuilder}; the IDS reads them with
  * {@linkcode dataRecords} or {@linkcode forEachRecord}, which check every length.
  *
+ * In the answer to a PREFETCH that asked for a delta, a record at address 0 (never a kernel
+ * address) is a **carried run**: its 8 bytes are `u32 first | u32 count`, and it stands for the
+ * records `first .. first + count - 1` of the base answer (in the order they came), unchanged.
+ * The records of an answer, carried ones counted where their run stands, are numbered in order
+ * from 0: that is how the next delta refers to them.
+ *
  * @module
  */
 import { ErrorCode, FRAME_HEADER, FrameError, FrameType, LIMITS } from "./frames.ts";
 
 /** The size of one DATA record's header: u64 address, u32 length. */
 export const RECORD_HEADER = 12;
+
+/** The length of a carried run's record (at address 0): u32 first, u32 count. */
+export const CARRIED_RUN = 8;
 
 /**
  * Builds DATA frames by appending (address, bytes) records into one buffer, so the agent copies
@@ -63,6 +72,22 @@ export class DataFrameBuilder {
       buf.set(source.subarray(bytesAt, bytesAt + len), at + RECORD_HEADER);
     }
     this.#at = at + RECORD_HEADER + len;
+    this.#records++;
+    return true;
+  }
+
+  /**
+   * Appends a carried run: records `first .. first + count - 1` of the base answer, unchanged.
+   * False when the frame is due (flush, then append again).
+   */
+  appendCarried(first: number, count: number): boolean {
+    if (!this.#fits(CARRIED_RUN)) return false;
+    const at = this.#at;
+    this.#view.setBigUint64(at, 0n, true);
+    this.#view.setUint32(at + 8, CARRIED_RUN, true);
+    this.#view.setUint32(at + RECORD_HEADER, first, true);
+    this.#view.setUint32(at + RECORD_HEADER + 4, count, true);
+    this.#at = at + RECORD_HEADER + CARRIED_RUN;
     this.#records++;
     return true;
   }

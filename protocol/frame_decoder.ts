@@ -291,13 +291,20 @@ export function parseFrame(raw: RawFrame): Frame {
           id,
         );
       }
+      const maxObjects = r.u32();
+      const maxBytes = r.u32();
+      const delta = r.u8();
+      const base = r.u32();
+      if (delta > 1) throw r.error(`delta flag ${delta} is neither 0 nor 1`);
+      if (!delta && base) throw r.error(`a base generation ${base} without a delta`);
       frame = {
         type: FrameType.PREFETCH,
         id,
         target: target as PrefetchTarget,
-        maxObjects: r.u32(),
-        maxBytes: r.u32(),
+        maxObjects,
+        maxBytes,
         plan: r.bytes(r.left),
+        ...(delta ? { delta: { base } } : {}),
       };
       break;
     }
@@ -405,6 +412,11 @@ export function parseFrame(raw: RawFrame): Frame {
         stop: r.u8() as StopReason,
         root: r.u64(),
       };
+      // Absent when 0, as most ENDs (every answer but a delta PREFETCH's) have them.
+      const generation = r.u32();
+      const carried = r.u32();
+      if (generation) stats.generation = generation;
+      if (carried) stats.carried = carried;
       if (!Object.values(StopReason).includes(stats.stop)) {
         throw r.error(`unknown stop reason ${stats.stop}`);
       }

@@ -87,7 +87,8 @@ export function encodeFrame(frame: Frame): Uint8Array {
       w.u64(frame.addr).u32(frame.len);
       break;
     case FrameType.PREFETCH:
-      w.u8(frame.target).u32(frame.maxObjects).u32(frame.maxBytes).bytes(frame.plan);
+      w.u8(frame.target).u32(frame.maxObjects).u32(frame.maxBytes);
+      w.u8(frame.delta ? 1 : 0).u32(frame.delta?.base ?? 0).bytes(frame.plan);
       break;
     case FrameType.SYMBOLS:
       if ("names" in frame) {
@@ -145,7 +146,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
       const s = frame.stats;
       w.u32(s.objects).u64(s.bytes).u32(s.faults).u32(s.pruned).u64(s.guestNs).u64(s.agentNs);
       w.u8(s.stop);
-      w.u64(s.root);
+      w.u64(s.root).u32(s.generation ?? 0).u32(s.carried ?? 0);
       break;
     }
     case FrameType.ERROR:

@@ -17,6 +17,11 @@
  * by LOG frames (the end of libbpf's and the verifier's log) and ERROR. UNLOAD drops every object
  * the connection loaded (END's `objects` says how many); closing the connection does the same.
  *
+ * A PREFETCH may ask for a delta (`delta`): the agent then remembers, for this connection, a
+ * digest of every record it sent, and when the IDS says it holds that answer (`delta.base`, the
+ * generation END gave it), sends a record that has not changed since as a reference into it (a
+ * carried run, `data_records.ts`) instead of its bytes.
+ *
  * Frames are built by `frame_encoder.ts`, read by `frame_decoder.ts`, and DATA payloads are
  * records (`data_records.ts`).
  *
@@ -24,7 +29,7 @@
  */
 
 /** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Hard limits every peer enforces. */
 export const LIMITS = {
@@ -215,6 +220,13 @@ export interface EndStats {
   stop: StopReason;
   /** Address where the walk began (init_task for the task walk), 0 when none. */
   root: bigint;
+  /**
+   * A PREFETCH that asked for a delta: the generation under which the agent remembers this
+   * answer (the next request's `delta.base`); 0 (or absent) when it remembers none.
+   */
+  generation?: number;
+  /** Records sent as carried runs, by reference to the base (0 or absent: none). */
+  carried?: number;
 }
 
 /** END's stats of an answer that walked nothing (a hold, an unload, a read served whole). */
@@ -241,6 +253,11 @@ export type Frame =
     maxBytes: number;
     /** PLAN: the encoded plan (protocol/plan.ts); empty for TASKS. */
     plan: Uint8Array;
+    /**
+     * Asks for a delta against the answer of generation `base` (0: none held; the answer is
+     * then whole, and remembered for the next one).
+     */
+    delta?: { base: number };
   }
   | { type: typeof FrameType.SYMBOLS; id: number; names: string[] }
   | { type: typeof FrameType.SYMBOLS; id: number; symbols: [string, bigint][] }

@@ -54,7 +54,8 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
     maxObjects: u32,
     maxBytes: u32,
     plan: fc.uint8Array({ maxLength: 300 }),
-  }),
+    delta: fc.record({ base: u32 }),
+  }, { requiredKeys: ["type", "id", "target", "maxObjects", "maxBytes", "plan"] }),
   fc.record({
     type: fc.constant(FrameType.SYMBOLS),
     id: u32,
@@ -140,6 +141,10 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
       agentNs: safe,
       stop: fc.constantFrom(...Object.values(StopReason)),
       root: u64,
+      generation: fc.integer({ min: 1, max: 0xffff_ffff }),
+      carried: fc.integer({ min: 1, max: 0xffff_ffff }),
+    }, {
+      requiredKeys: ["objects", "bytes", "faults", "pruned", "guestNs", "agentNs", "stop", "root"],
     }),
   }),
   fc.record({
@@ -251,7 +256,7 @@ Deno.test("parseFrame() rejects every truncation of a valid frame with a FrameEr
       // DATA and LOG payloads have no fixed shape; HELLO without the agent part is valid at 2.
       if (f.type === FrameType.DATA || f.type === FrameType.LOG) return;
       if (f.type === FrameType.HELLO && cut === 2) return;
-      if (f.type === FrameType.PREFETCH && cut >= 9) return; // the plan is the rest
+      if (f.type === FrameType.PREFETCH && cut >= 14) return; // the plan is the rest
       if (f.type === FrameType.BTF && cut >= 8) return;
       assertThrows(() => parseFrame(raw), FrameError);
     }),

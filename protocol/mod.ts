@@ -43,6 +43,7 @@ export {
 export { FrameDecoder, type FrameDecoderOptions, parseFrame } from "./frame_decoder.ts";
 export { encodeFrame } from "./frame_encoder.ts";
 export {
+  CARRIED_RUN,
   DataFrameBuilder,
   type DataRecord,
   dataRecords,

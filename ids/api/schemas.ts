@@ -348,6 +348,11 @@ const SnapshotStatsSchema = z.object({
     stop: z.string(),
     pruned: z.number().int(),
     rejected: z.number().int(),
+    delta: z.boolean().openapi({ description: "Asked as a delta against the previous answer" }),
+    carried: z.number().int().openapi({
+      description: "Records unchanged since, sent by reference",
+    }),
+    carriedBytes: z.number().int(),
   }).optional(),
   hold: z.object({
     state: z.enum(["held", "expired", "refused"]),
