@@ -131,8 +131,8 @@ Deno.test("bench:encryption at 1 MiB sends every page over the channel and the r
       const where = `${r.writesPerAnswer} writes per READ`;
       assertEquals(r.pages, 50, where);
       assertEquals(r.bytesReceived, r.bytesSent, where);
-      // per READ: a DATA frame of one record, and an END frame (54 bytes)
-      assertEquals(r.bytesSent, 50 * (9 + 12 + 4096 + 54), where);
+      // per READ: a DATA frame of one record, and an END frame (62 bytes)
+      assertEquals(r.bytesSent, 50 * (9 + 12 + 4096 + 62), where);
       assertEquals(r.writes, 50 * r.writesPerAnswer, where);
       assertEquals(r.checksum, r.sentChecksum, `${where}: the decrypted pages differ`);
     }

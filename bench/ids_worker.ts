@@ -19,7 +19,12 @@ import { runCheck, scanSections } from "../ids/detect/mod.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { openSession } from "../ids/connect.ts";
-import type { GuestSession, Mode, SnapshotStats } from "../ids/session.ts";
+import {
+  DEFAULT_FULL_EVERY,
+  type GuestSession,
+  type Mode,
+  type SnapshotStats,
+} from "../ids/session.ts";
 
 /** A view as the benchmark takes it: its size and what it cost. */
 type ViewRunner = (
@@ -45,6 +50,20 @@ export const VIEWS: Record<string, ViewRunner> = {
     return { items: findings.length, stats };
   },
 };
+
+/**
+ * A view name with this suffix (`processes:delta`) is measured as a delta refresh: each sample is
+ * the snapshot right after a whole one of the same view (taken first, not measured), as a
+ * monitor refreshing a quiet guest takes them. Without it, every snapshot is taken whole.
+ */
+export const DELTA = ":delta";
+
+/** The view `name` takes, and whether it is measured as a delta; undefined for no such view. */
+export function viewOf(name: string): { run: ViewRunner; delta: boolean } | undefined {
+  const delta = name.endsWith(DELTA);
+  const base = delta ? name.slice(0, -DELTA.length) : name;
+  return Object.hasOwn(VIEWS, base) ? { run: VIEWS[base], delta } : undefined;
+}
 
 /** One measured snapshot. */
 export interface Sample {
@@ -82,6 +101,8 @@ export interface ModeReport {
 
 export interface WorkerReport {
   results: ModeReport[];
+  /** Resident KiB of this process once the session is open (BTF parsed), before any snapshot. */
+  openKb: number;
 }
 
 function statusKb(pid: number | "self", field: "VmHWM" | "VmRSS"): number {
@@ -95,10 +116,17 @@ function resetPeak(pid: number | "self"): void {
 
 async function measure(
   session: GuestSession,
-  run: ViewRunner,
+  view: string,
   mode: Mode,
   agentPid: number,
 ): Promise<Sample> {
+  const { run, delta } = viewOf(view)!;
+  // Asking every prefetch whole forgets the previous answer: a delta is then against the next.
+  session.fullEvery = 1;
+  if (delta) {
+    session.fullEvery = DEFAULT_FULL_EVERY;
+    await run(session, mode);
+  }
   resetPeak("self");
   resetPeak(agentPid);
   const idsBaseKb = statusKb("self", "VmRSS");
@@ -154,7 +182,7 @@ export async function runPoint(session: GuestSession, options: {
   budgetMs: number;
   warmupMs: number;
   sampleMs: number;
-}): Promise<WorkerReport> {
+}): Promise<ModeReport[]> {
   // Every view in every mode is one series; measuring them in turn puts the same moment of the
   // machine (whose speed drifts) behind each, so their ratios compare like with like.
   const reports = options.views.flatMap((view) =>
@@ -162,10 +190,9 @@ export async function runPoint(session: GuestSession, options: {
   );
   const wanted = new Map<ModeReport, number>();
   for (const report of reports) {
-    const run = VIEWS[report.view];
     try {
       const warmup = await warmUp(
-        () => measure(session, run, report.mode, options.agentPid),
+        () => measure(session, report.view, report.mode, options.agentPid),
         options.warmupMs,
       );
       report.warmupMs = warmup.ms;
@@ -189,14 +216,14 @@ export async function runPoint(session: GuestSession, options: {
       if (report.error || i >= (wanted.get(report) ?? 0)) continue;
       try {
         report.samples.push(
-          await measure(session, VIEWS[report.view], report.mode, options.agentPid),
+          await measure(session, report.view, report.mode, options.agentPid),
         );
       } catch (error) {
         report.error = (error as Error).message;
       }
     }
   }
-  return { results: reports };
+  return reports;
 }
 
 if (import.meta.main) {
@@ -222,10 +249,11 @@ if (import.meta.main) {
   }
   const views = values.views.split(",");
   for (const view of views) {
-    if (!(view in VIEWS)) throw new TypeError(`Cannot run view "${view}": no such view`);
+    if (!viewOf(view)) throw new TypeError(`Cannot run view "${view}": no such view`);
   }
   using session = await openSession({ agent: values.agent, state: values.state });
-  const report = await runPoint(session, {
+  const openKb = statusKb("self", "VmRSS");
+  const results = await runPoint(session, {
     views,
     modes: values.modes.split(",") as Mode[],
     agentPid: Number(values["agent-pid"]),
@@ -235,5 +263,5 @@ if (import.meta.main) {
     warmupMs: Number(values["warmup-ms"]),
     sampleMs: Number(values["sample-ms"]),
   });
-  console.log(JSON.stringify(report));
+  console.log(JSON.stringify({ results, openKb } satisfies WorkerReport));
 }

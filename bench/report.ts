@@ -46,6 +46,7 @@ function row(p: PointResult): string[] {
     count(p.bytes),
     fixed(p.guestMs, 2),
     ms(p.idsCpuMs),
+    fixed(p.idsOpenMB ?? null, 0),
     fixed(p.idsBaseMB, 0),
     fixed(p.idsPeakMB, 0),
     fixed(p.agentPeakMB, 0),
@@ -94,6 +95,7 @@ export function renderMarkdown(results: BenchResults, chart?: string): string {
         "bytes",
         "guest ms",
         "IDS CPU ms",
+        "IDS open MB",
         "IDS base MB",
         "IDS peak MB",
         "agent peak MB",
@@ -102,8 +104,27 @@ export function renderMarkdown(results: BenchResults, chart?: string): string {
         "median / limit",
       ],
       results.points.map(row),
-      new Set([1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]),
+      new Set([1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]),
     ),
+    "",
+    "A view ending in `:delta` is a delta refresh: each sample is the snapshot right after a " +
+      "whole one of the same view (the others are all taken whole). IDS open MB: its resident " +
+      "memory once the session is open (BTF parsed), before any snapshot." +
+      (results.agentIdleMB === undefined || results.agentIdleMB === null
+        ? ""
+        : ` The agent held ${results.agentIdleMB.toFixed(0)} MB resident right after it started.`),
+    ...(results.baselines?.length
+      ? [
+        "",
+        "The same list by `ps -eo pid,ppid,uid,gid,comm,state` (reading /proc), in the same run:",
+        "",
+        table(
+          ["processes", "ps median ms", "runs"],
+          results.baselines.map((b) => [count(b.processes), ms(b.psMs), String(b.reps)]),
+          new Set([0, 1, 2]),
+        ),
+      ]
+      : []),
     "",
     "Targets:",
     "",
@@ -111,7 +132,7 @@ export function renderMarkdown(results: BenchResults, chart?: string): string {
       const mark = t.met === null ? "not measured" : t.met ? "met" : "**missed**";
       const value = t.value === null
         ? ""
-        : `: ${t.value.toFixed(t.unit === "x" ? 1 : 0)} ${t.unit}`;
+        : `: ${t.value.toFixed(t.unit === "x" || t.unit === "%" ? 1 : 0)} ${t.unit}`;
       return `- ${t.name}${value} (${mark}; ${t.detail})`;
     }),
   );

@@ -77,7 +77,49 @@ Deno.test("compare() sets the speedup over on-demand and the limit of prefetch m
 
 Deno.test("evaluateTargets() judges what was measured and leaves the rest unjudged", () => {
   const targets = evaluateTargets(points(), [LINK]);
-  assertEquals(targets.map((t) => t.met), [null, null, true, false, null, null]);
+  // Only the 0.2 ms point at 100 processes was measured: its speedup and limit ratio.
+  assertEquals(targets.map((t) => t.met), [
+    null,
+    null,
+    true,
+    null,
+    null,
+    null,
+    false,
+    null,
+    null,
+    null,
+    null,
+    null,
+  ]);
+});
+
+Deno.test("evaluateTargets() sets a delta beside the whole snapshot and ps beside the list", () => {
+  const at = { processes: 10_000, link: { ...LINK, name: "loopback", targetRttMs: 0 } };
+  const whole = summarise({
+    view: "processes",
+    mode: "prefetch",
+    warmupMs: 40,
+    samples: [40, 50, 45].map((ms) => sample(ms, true)),
+  }, at);
+  const delta = summarise({
+    view: "processes:delta",
+    mode: "prefetch",
+    warmupMs: 10,
+    samples: [10].map((ms) => ({ ...sample(ms, true), bytes: 4_000 })),
+  }, at);
+  const targets = evaluateTargets([whole, delta], [at.link], {
+    baselines: [{ processes: 10_000, psMs: 450 }],
+    agentIdleMB: 50,
+  });
+  const byName = (text: string) => targets.find((t) => t.name.includes(text))!;
+  // 4,000 of 100,000 bytes
+  assertEquals([byName("second snapshot").value, byName("second snapshot").met], [4, true]);
+  // ps 450 ms against the list's 45 ms
+  assertEquals([byName("than ps").value, byName("than ps").met], [10, true]);
+  assertEquals([byName("at most 50 ms").value, byName("at most 50 ms").met], [45, true]);
+  assertEquals(byName("agent RSS idle").met, true);
+  assertEquals(byName("agent peak").value, 200_000 * 1024 / 1e6);
 });
 
 Deno.test("evaluateTargets() sets a full check beside the process list at the same point", () => {

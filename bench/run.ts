@@ -25,7 +25,7 @@ import { spawnAgent } from "../agent/mod.ts";
 import { type Mode, MODES } from "../ids/session.ts";
 import { renderChart } from "./chart.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import { VIEWS, type WorkerReport } from "./ids_worker.ts";
+import { DELTA, viewOf, VIEWS, type WorkerReport } from "./ids_worker.ts";
 import { type Link, setUpLink } from "./link_setup.ts";
 import { cpuSeconds, machine, processCount, processLimits } from "./machine.ts";
 import { buildNative, IdleProcesses, startProbeEndpoint } from "./native.ts";
@@ -35,6 +35,7 @@ import {
   compare,
   evaluateTargets,
   type PointResult,
+  quantile,
   summarise,
 } from "./results.ts";
 
@@ -52,7 +53,7 @@ const { values } = parseArgs({
     "budget-s": { type: "string", default: "400" },
     "warmup-s": { type: "string", default: "1" },
     "sample-s": { type: "string", default: "1" },
-    views: { type: "string", default: Object.keys(VIEWS).join(",") },
+    views: { type: "string", default: [...Object.keys(VIEWS), `processes${DELTA}`].join(",") },
     modes: { type: "string", default: MODES.join(",") },
     out: { type: "string", default: new URL("results/", import.meta.url).pathname },
   },
@@ -75,7 +76,7 @@ const warmupS = numbers(values["warmup-s"], "warmup-s")[0];
 const sampleS = numbers(values["sample-s"], "sample-s")[0];
 const views = values.views.split(",");
 const modes = values.modes.split(",") as Mode[];
-for (const view of views) if (!(view in VIEWS)) throw new TypeError(`Unknown view "${view}"`);
+for (const view of views) if (!viewOf(view)) throw new TypeError(`Unknown view "${view}"`);
 for (const mode of modes) if (!MODES.includes(mode)) throw new TypeError(`Unknown mode "${mode}"`);
 if (!Number.isInteger(reps) || reps < 1) throw new TypeError(`Invalid --reps "${values.reps}"`);
 
@@ -109,6 +110,7 @@ const state = await Deno.makeTempDir({ prefix: "ebpfmon-bench-" });
 stack.defer(() => Deno.remove(state, { recursive: true }));
 const agent = stack.use(await spawnAgent({ stateDir: state }));
 log(`agent ${agent.pid} on ${agent.address}`);
+const agentIdleMB = residentKb(agent.pid) * 1024 / 1e6;
 
 const links: Link[] = [];
 {
@@ -161,6 +163,32 @@ async function runWorker(port: number): Promise<WorkerReport> {
   return JSON.parse(new TextDecoder().decode(stdout));
 }
 
+/** Resident KiB of process `pid`. */
+function residentKb(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? NaN);
+}
+
+/**
+ * Milliseconds `ps` takes to list every process with what the process view shows (pid, ppid,
+ * uid, gid, comm, state), each run to the end of its output: what an agent reading /proc in the
+ * guest would pay for the same list.
+ */
+async function psMs(): Promise<number> {
+  const started = performance.now();
+  const { success } = await new Deno.Command("ps", {
+    args: ["-eo", "pid,ppid,uid,gid,comm,state"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  if (!success) throw new Error("ps failed");
+  return performance.now() - started;
+}
+
+/** Runs of `ps` per process count, before and after the count's points each. */
+const PS_REPS = 3;
+const baselines: { processes: number; psMs: number; reps: number }[] = [];
+
 /** The benchmark's long-lived processes, whose CPU time is its own. */
 const ours = [agent.pid, idle.pid, ...links.flatMap((l) => l.pid ?? [])];
 
@@ -172,6 +200,8 @@ for (const count of counts) {
   }
   await idle.resize(extra);
   log(`${count} processes (${extra} idle ones added)`);
+  const ps: number[] = [];
+  for (let i = 0; i < PS_REPS; i++) ps.push(await psMs());
   for (const link of links) {
     const started = performance.now();
     const cpuBefore = cpuSeconds(ours);
@@ -184,6 +214,7 @@ for (const count of counts) {
         results: views.flatMap((view) =>
           modes.map((mode) => ({ view, mode, warmupMs: null, samples: [], error: message }))
         ),
+        openKb: NaN,
       };
     }
     const cpuAfter = cpuSeconds(ours);
@@ -195,7 +226,10 @@ for (const count of counts) {
     );
     for (const view of views) {
       const mine = report.results.filter((r) => r.view === view)
-        .map((r) => ({ ...summarise(r, { processes: count, link: link.result }), otherCpuPct }));
+        .map((r) => ({
+          ...summarise(r, { processes: count, link: link.result, openKb: report.openKb }),
+          otherCpuPct,
+        }));
       compare(mine, link.result);
       points.push(...mine);
       log(
@@ -206,6 +240,9 @@ for (const count of counts) {
       );
     }
   }
+  for (let i = 0; i < PS_REPS; i++) ps.push(await psMs());
+  baselines.push({ processes: count, psMs: quantile(ps, 0.5), reps: ps.length });
+  log(`  ps: ${quantile(ps, 0.5).toFixed(1)} ms (median of ${ps.length})`);
 }
 
 const results: BenchResults = {
@@ -217,7 +254,9 @@ const results: BenchResults = {
   settings: { counts, rttsMs: rtts, views, modes, reps, minReps, budgetS, warmupS, sampleS },
   links: links.map((l) => l.result),
   points,
-  targets: evaluateTargets(points, links.map((l) => l.result)),
+  baselines,
+  agentIdleMB,
+  targets: evaluateTargets(points, links.map((l) => l.result), { baselines, agentIdleMB }),
   notes,
 };
 

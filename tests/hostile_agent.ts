@@ -67,6 +67,8 @@ export const LIES = {
   "byte-drip": "idleTimeout",
   /** PREFETCH is answered with a frame header announcing 16 MiB. */
   "huge-frame": "frame",
+  /** PREFETCH is answered with a carried run of records the IDS never received. */
+  "carried-run": "carried",
   /** LOAD is answered with two LOADED frames. */
   "loaded-twice": "answers",
   /** The task list loops back to an earlier task instead of init_task. */
@@ -404,6 +406,12 @@ class Liar {
           await this.#send(frame.slice(i, i + 1));
         }
         return;
+      }
+      case "carried-run": {
+        const builder = new DataFrameBuilder();
+        builder.appendCarried(0, 1000);
+        await this.#send(builder.take(id));
+        return this.#end(id);
       }
       case "huge-frame": {
         const header = new Uint8Array(9);

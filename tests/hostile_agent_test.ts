@@ -31,6 +31,7 @@ const PROTOCOL_LIES: [Lie, string, string][] = [
   ["slow-drip", "requestTimeout", "did not finish request"],
   ["byte-drip", "idleTimeout", "sent no frame of request"],
   ["huge-frame", "frame", "length 16777216 is outside"],
+  ["carried-run", "carried", "Agent sent a carried run to a PREFETCH that held no base"],
   ["loaded-twice", "answers", "Agent answered LOAD more than once"],
 ];
 /** Lies told with memory: the view must report the problem, not hang or crash. */
