@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { TestProcesses } from "./procfs.ts";
+import { procNet, TestProcesses } from "./procfs.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { MODES } from "../ids/session.ts";
@@ -49,61 +49,6 @@ function ownFds(): Map<number, string> {
     }
   }
   return fds;
-}
-
-/** A socket as /proc/net/{tcp,tcp6,udp,udp6} shows it. */
-interface ProcNetSocket {
-  protocol: "tcp" | "udp";
-  family: "inet" | "inet6";
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: number;
-  inode: number;
-}
-
-function hexAddress(hex: string): string {
-  const bytes = hex.match(/../g)!.map((b) => parseInt(b, 16));
-  if (bytes.length === 4) return bytes.reverse().join(".");
-  // /proc/net/tcp6 prints each 32-bit word in host (little-endian) order.
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 4) words.push(...bytes.slice(i, i + 4).reverse());
-  const groups = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((words[i] << 8) | words[i + 1]).toString(16));
-  return groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::").replace(/:{3,}/, "::");
-}
-
-function procNet(): Map<number, ProcNetSocket> {
-  const out = new Map<number, ProcNetSocket>();
-  for (
-    const [file, protocol, family] of [
-      ["tcp", "tcp", "inet"],
-      ["tcp6", "tcp", "inet6"],
-      ["udp", "udp", "inet"],
-      ["udp6", "udp", "inet6"],
-    ] as const
-  ) {
-    for (const line of Deno.readTextFileSync(`/proc/net/${file}`).split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const [local, localPort] = f[1].split(":");
-      const [remote, remotePort] = f[2].split(":");
-      const inode = Number(f[9]);
-      if (!inode) continue;
-      out.set(inode, {
-        protocol,
-        family,
-        localAddress: hexAddress(local),
-        localPort: parseInt(localPort, 16),
-        remoteAddress: hexAddress(remote),
-        remotePort: parseInt(remotePort, 16),
-        state: parseInt(f[3], 16),
-        inode,
-      });
-    }
-  }
-  return out;
 }
 
 privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", async () => {
