@@ -233,11 +233,12 @@ export async function readProcessViews(
       continue;
     }
     out.confirmed++;
-    let still = await recheck(confirm, types, pidTypes, headAt, at, process, missing);
+    const look = { at, was: process, seenIn };
+    let still = await recheck(confirm, types, pidTypes, headAt, look, missing);
     if (still.length) {
       await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? SETTLE_MS));
       const later = confirm.again?.() ?? confirm;
-      still = await recheck(later, types, pidTypes, headAt, at, process, still);
+      still = await recheck(later, types, pidTypes, headAt, look, still);
     }
     if (!still.length) {
       out.cleared++;
@@ -456,26 +457,25 @@ async function recheck(
   types: KernelTypes,
   pidTypes: PidTypes,
   headAt: KAddr,
-  at: KAddr,
-  was: Process,
+  look: { at: KAddr; was: Process; seenIn: readonly ProcessViewName[] },
   missing: ProcessViewName[],
 ): Promise<ProcessViewName[]> {
+  const { at, was } = look;
   try {
     const task = await readStruct(live, at, types.task);
     if (task.exitState !== 0 || (task.flags & PF_EXITING) !== 0) return [];
     if (task.pid !== was.pid || task.startTime !== was.startTime) return [];
+    const holds = (view: ProcessViewName): Promise<boolean> =>
+      view === "tasks"
+        ? isLinked(live, pidTypes.listHead, at + types.tasksOffset)
+        : view === "children"
+        ? isLinked(live, pidTypes.listHead, at + types.siblingOffset)
+        : inIdr(live, types, pidTypes, headAt, at, task.pid);
+    // Gone from a view that held it too: it left (its memory freed, perhaps not yet reused),
+    // which is no proof of hiding.
+    for (const view of look.seenIn) if (!await holds(view)) return [];
     const still: ProcessViewName[] = [];
-    for (const view of missing) {
-      if (view === "tasks" && !await isLinked(live, pidTypes.listHead, at + types.tasksOffset)) {
-        still.push(view);
-      } else if (
-        view === "children" && !await isLinked(live, pidTypes.listHead, at + types.siblingOffset)
-      ) {
-        still.push(view);
-      } else if (view === "pid_idr" && !await inIdr(live, types, pidTypes, headAt, at, task.pid)) {
-        still.push(view);
-      }
-    }
+    for (const view of missing) if (!await holds(view)) still.push(view);
     return still;
   } catch {
     // It cannot be read any more: it is gone (freed), which is no proof of hiding.

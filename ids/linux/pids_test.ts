@@ -217,6 +217,19 @@ Deno.test("readProcessViews() clears a task whose memory a fork reused during th
   assertEquals(result.cleared, 1);
 });
 
+Deno.test("readProcessViews() clears a task that left every view by the re-check (freed)", async () => {
+  // In the snapshot only the task list still held it; live, it is off that list too, its memory
+  // not yet reused: its fields still read as they were.
+  const gone = { unhash: [3], unlinkChild: [3] };
+  const result = await views(image(TASKS, gone), image(TASKS, { ...gone, unlink: [3] }));
+  assertEquals(result.hidden, []);
+  // It, and its child, which the children lists reach only through it.
+  assertEquals(result.cleared, 2);
+  // Still on the task list live: hidden from the other two.
+  const hidden = await views(image(TASKS, gone));
+  assertEquals(hidden.hidden.map((h) => [h.pid, h.missingFrom]), [[200, ["pid_idr", "children"]]]);
+});
+
 Deno.test("readProcessViews() reports a task unlinked with list_del_init (linked to itself)", async () => {
   const result = await views(image(TASKS, { unlink: [3], selfLinked: true }));
   assertEquals(result.hidden.map((h) => [h.pid, h.missingFrom]), [[200, ["tasks"]]]);
