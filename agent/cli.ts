@@ -19,7 +19,12 @@ export function agentCommand() {
       DEFAULT_AGENT_ADDRESS,
     )
     .option("--state <dir>", "directory of the credentials (created on first use)", DEFAULT_STATE)
-    .option("--ring-mb <n>", "ring buffer size in MiB (a power of two)", "64")
+    .option(
+      "--ring-mb <n>",
+      "ring buffer size in MiB of each walker (a power of two, at least 2: a READ fits whole); " +
+        "walks larger than it are resumed as the ring drains",
+      "2",
+    )
     .option(
       "--handshake-timeout-ms <ms>",
       "time a peer has to complete the TLS handshake",
@@ -94,8 +99,10 @@ export function agentCommand() {
     .action(async (options) => {
       const { hostname, port } = parseHostPort(options.listen, "--listen");
       const ringMb = Number(options.ringMb);
-      if (!Number.isInteger(ringMb) || ringMb < 1 || (ringMb & (ringMb - 1)) !== 0) {
-        throw new TypeError(`Invalid --ring-mb "${options.ringMb}": expected a power of two`);
+      if (!Number.isInteger(ringMb) || ringMb < 2 || (ringMb & (ringMb - 1)) !== 0) {
+        throw new TypeError(
+          `Invalid --ring-mb "${options.ringMb}": expected a power of two, at least 2`,
+        );
       }
       const agent = await Agent.start({
         hostname,

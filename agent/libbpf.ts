@@ -577,6 +577,12 @@ export class RingReader implements Disposable {
     return this.#size;
   }
 
+  /** Bytes of records (with their headers) produced and not yet drained. */
+  get pending(): number {
+    if (!this.#consumer) throw new TypeError("Ring buffer is closed");
+    return readU64(this.#producerPos) - readU64(this.#consumerPos);
+  }
+
   /**
    * Hands committed records to `onRecord`, in order, and releases the space of each one it
    * accepts. Returning false leaves that record (and those after it) in the ring for the next

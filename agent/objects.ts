@@ -3,7 +3,7 @@
  * loaded it: a connection's walker is the last object it loaded, UNLOAD drops them all, and so
  * does the connection's end. A connection may hold at most `maxPerConnection` objects and the
  * agent at most `maxTotal` in all, since each walker holds its ring buffer and dedupe table in
- * kernel memory (about 70 MiB at the default sizes).
+ * kernel memory (about 8 MiB at the default sizes).
  *
  * Every object is checked before libbpf sees it (`agent/bpf_check.ts`, in {@linkcode Walker.open});
  * what is refused, and why, is an ERROR frame (with the end of libbpf's and the verifier's log in
@@ -28,7 +28,7 @@ export interface LoadedObjectsOptions {
   maxPerConnection?: number;
   /** Objects all connections may hold at once. @default 8 */
   maxTotal?: number;
-  /** The ring buffer of each loaded walker, in bytes. @default 64 MiB */
+  /** The ring buffer of each loaded walker, in bytes. @default 2 MiB (`DEFAULT_RING_BYTES`) */
   ringBytes?: number;
   /** Where a line per load, refusal and unload goes (rate-limited by the caller). */
   log?: (line: string) => void;

@@ -74,7 +74,7 @@ export interface AgentOptions {
   port?: number;
   /** Directory holding the credentials (created on first use). */
   stateDir: string;
-  /** Ring buffer size in bytes. @default 64 MiB */
+  /** Ring buffer size in bytes of each walker (walks larger than it are resumed). @default 2 MiB */
   ringBytes?: number;
   /** Where log lines go. @default stderr */
   log?: (line: string) => void;
@@ -557,7 +557,7 @@ export class Agent implements AsyncDisposable {
         return;
       }
       const started = performance.now();
-      const result = run(walker);
+      let result = run(walker);
       const problem = failure(result);
       if (problem) {
         walker.discard();
@@ -572,6 +572,9 @@ export class Agent implements AsyncDisposable {
       try {
         while (more) {
           more = walker.drainInto(builder, delta);
+          // A walk the full ring stopped goes on once its records are out of the ring.
+          const resumed = more ? undefined : walker.resume();
+          if (resumed) [result, more] = [resumed, true];
           if (!builder.records) continue;
           if (more) await this.#send(channel, builder.take(id));
           else last = builder.take(id);

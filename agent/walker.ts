@@ -23,6 +23,9 @@ const OP_READ = 1;
 const OP_WALK_TASKS = 2;
 const OP_ANCHOR = 3;
 const OP_PLAN = 4;
+const OP_RESUME = 5;
+/** StopReason.RING_FULL: the one stop a walk resumes from. */
+const STOP_RING_FULL = 3;
 
 /**
  * Mirrors `struct ebpfmon_shared` in bpf/walk.h: request at 0 (48 bytes), result at 48
@@ -58,6 +61,15 @@ export function describePrograms(programs: readonly { name: string; tag: string 
   return programs.length ? programs.map((p) => `${p.name}:${p.tag}`).join(" ") : "none";
 }
 
+/**
+ * The default of {@linkcode WalkerOptions.ringBytes}: a READ as long as the protocol allows
+ * (`LIMITS.maxRead`, 256 records of a page and their headers) fits whole, and a walk that needs
+ * more is resumed ({@linkcode Walker.resume}). The ring's pages are guest kernel memory, which
+ * the agent maps twice (a record that wraps around the end reads as one): its RSS counts them
+ * twice.
+ */
+export const DEFAULT_RING_BYTES = 2 << 20;
+
 /** Where the compiled object is, for `deno run` and inside a `deno compile` binary alike. */
 export const WALK_OBJECT = new URL("../bpf/out/walk.bpf.o", import.meta.url);
 
@@ -86,7 +98,12 @@ export interface WalkLimits {
 
 /** Options of {@linkcode Walker.open}. */
 export interface WalkerOptions {
-  /** Size of the ring buffer in bytes; a power of two, multiple of the page size. @default 64 MiB */
+  /**
+   * Size of the ring buffer in bytes; a power of two, multiple of the page size. A walk that
+   * copies more than it holds is resumed once it is drained ({@linkcode Walker.resume}), so the
+   * ring bounds how much of an answer is held at once, not how large it may be.
+   * @default {@linkcode DEFAULT_RING_BYTES} (2 MiB)
+   */
   ringBytes?: number;
   /**
    * Items the plan walker's work stack holds (24 bytes each). A plan needs at most 3 per level of
@@ -109,13 +126,17 @@ export interface WalkerOptions {
 
 /**
  * The loaded walker programs. One request at a time: each run's records must be drained
- * (or discarded) before the next run. Close it to detach and unload everything.
+ * (or discarded) before the next run. A request larger than the ring stops with
+ * `StopReason.RING_FULL`; drain it and {@linkcode Walker.resume} continues it, until a run ends
+ * for another reason. Close it to detach and unload everything.
  */
 export class Walker implements Disposable {
   #obj: BpfObject;
   #shared: DataView;
   #ring: ReturnType<BpfObject["ring"]>;
   #seq = 0;
+  /** The last run stopped with a full ring after copying something: it may be resumed. */
+  #resumable = false;
   #closed = false;
   /** Every program of the object, as the kernel loaded it. */
   readonly programs: readonly LoadedProgramEntry[];
@@ -172,7 +193,7 @@ export class Walker implements Disposable {
     new DataView(config.buffer).setUint32(0, Deno.pid, true);
     new DataView(config.buffer).setUint32(4, seenSlots - 1, true);
     obj.setGlobals(".rodata", config);
-    obj.setMaxEntries("records", options.ringBytes ?? 64 << 20);
+    obj.setMaxEntries("records", options.ringBytes ?? DEFAULT_RING_BYTES);
     obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));
     obj.setMaxEntries("plan_seen", seenSlots);
     obj.load();
@@ -281,9 +302,32 @@ export class Walker implements Disposable {
     return more;
   }
 
-  /** Drops every record left in the ring. */
+  /**
+   * Continues the last READ or walk where the full ring stopped it, once its records are
+   * drained: the same request, with its budgets and, for a plan, the objects it has visited. The
+   * records are those one run with a larger ring would have copied after the ones drained.
+   * @returns the request's result so far (its counts since its first run), or undefined when
+   * there is nothing to continue: the last run ended for another reason, or a full ring stopped
+   * it before it copied anything (a record larger than the ring), or its records were discarded.
+   * @throws {TypeError} when records of the last run are still in the ring.
+   */
+  resume(): RunResult | undefined {
+    if (this.#closed) throw new TypeError("Cannot use the walker: it is closed");
+    if (!this.#resumable) return undefined;
+    if (this.#ring.pending) {
+      throw new TypeError("Cannot resume the walk: records of its last run are still in the ring");
+    }
+    const s = this.#shared;
+    const before = Number(s.getBigUint64(RES.objects, true));
+    // The program writes the request's seq back: cleared, it tells whether the program ran.
+    s.setBigUint64(RES.seq, 0n, true);
+    return this.#fire(OP_RESUME, before);
+  }
+
+  /** Drops every record left in the ring: the last request can no longer be resumed. */
   discard(): void {
     if (this.#closed) return;
+    this.#resumable = false;
     this.#ring.drain(() => true);
   }
 
@@ -300,23 +344,33 @@ export class Walker implements Disposable {
     if (this.#closed) throw new TypeError("Cannot use the walker: it is closed");
     const s = this.#shared;
     this.discard();
-    const seq = ++this.#seq;
-    s.setBigUint64(REQ.seq, BigInt(seq), true);
-    s.setUint32(REQ.op, op, true);
-    s.setUint32(REQ.tid, currentThreadId(), true);
+    s.setBigUint64(REQ.seq, BigInt(++this.#seq), true);
     s.setBigUint64(REQ.addr, args.addr ?? 0n, true);
     s.setBigUint64(REQ.len, args.len ?? 0n, true);
     s.setBigUint64(REQ.maxObjects, args.maxObjects ?? 0n, true);
     s.setBigUint64(REQ.maxBytes, args.maxBytes ?? 0n, true);
     if (args.plan) new Uint8Array(s.buffer, s.byteOffset + PLAN_AT, PLAN_SIZE).set(args.plan);
+    return this.#fire(op, 0);
+  }
+
+  /**
+   * Fires the trigger for `op` (the request already written) and reads the result; `before` is
+   * how many records the request had copied before this run.
+   */
+  #fire(op: number, before: number): RunResult {
+    const s = this.#shared;
+    this.#resumable = false;
+    s.setUint32(REQ.op, op, true);
+    s.setUint32(REQ.tid, currentThreadId(), true);
     fireTrigger();
     s.setUint32(REQ.op, 0, true);
-    if (s.getBigUint64(RES.seq, true) !== BigInt(seq)) {
+    const seq = s.getBigUint64(REQ.seq, true);
+    if (s.getBigUint64(RES.seq, true) !== seq) {
       throw new Error(
         `The walker program did not run for request ${seq} (is the uprobe attached?)`,
       );
     }
-    return {
+    const result = {
       objects: Number(s.getBigUint64(RES.objects, true)),
       bytes: Number(s.getBigUint64(RES.bytes, true)),
       faults: Number(s.getBigUint64(RES.faults, true)),
@@ -326,6 +380,8 @@ export class Walker implements Disposable {
       pruned: Number(s.getBigUint64(RES.pruned, true)),
       root: s.getBigUint64(RES.root, true),
     };
+    this.#resumable = result.stop === STOP_RING_FULL && result.objects > before;
+    return result;
   }
 
   /** Detaches and unloads the programs. Idempotent. */

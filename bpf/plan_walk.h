@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The plan interpreter (EBPFMON_OP_PLAN) of walk.bpf.c, which includes it after defining
- * `request`, `result`, `shared` and the ring buffer `records`. It walks the plan (plan.h) the
- * agent wrote into shared.plan.
+ * `request`, `result`, `shared`, the ring buffer `records` and a run's beginning and end
+ * (`progress`, `run_of`, `begin`, `end`). It walks the plan (plan.h) the agent wrote into
+ * shared.plan, in as many runs as the ring needs (EBPFMON_OP_RESUME).
  *
  * A plan nests loops (entries of lists, in arrays, in objects...), and nested bpf_loops are hard
  * on the verifier. So the whole walk is ONE bpf_loop over small steps, with an explicit work
@@ -47,7 +48,10 @@ struct plan_item {
 	__u32 pad;
 };
 
-/* The work stack. Only the agent's trigger thread runs a walk, so one copy is enough. */
+/*
+ * The work stack. Only the agent's trigger thread runs a walk, so one copy is enough; it keeps a
+ * walk the full ring stopped for EBPFMON_OP_RESUME (walk.h).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 256); /* resized by the agent before load */
@@ -95,7 +99,8 @@ static __always_inline int seen_in(__u64 addr, __u32 node, __u64 seq)
 }
 
 /*
- * The record being copied, and the walk's small state beside it. bpf_ringbuf_reserve takes only
+ * The record being copied, and the walk's small state beside it (saved in walk_progress at the
+ * end of each run: the next may run on another CPU). bpf_ringbuf_reserve takes only
  * a constant size, so a chunk is read here first and output with its exact length; 16 KiB is far
  * beyond the 512-byte BPF stack, hence a per-CPU map (a walk runs on one CPU: programs run with
  * migration disabled).
@@ -535,30 +540,53 @@ static long plan_step(__u64 index, void *unused)
 SEC("uprobe")
 int walk_plan(struct pt_regs *ctx)
 {
+	struct ebpfmon_progress *p = progress();
 	__u32 zero = 0;
 	struct plan_scratch *s;
+	__u64 started;
+	long done;
+	int run;
 
-	if (!for_us(EBPFMON_OP_PLAN))
+	if (!p)
 		return 0;
-	begin();
+	run = run_of(EBPFMON_OP_PLAN, p);
+	if (!run)
+		return 0;
+	started = begin(run);
 	s = bpf_map_lookup_elem(&plan_scratch, &zero);
 	if (!s)
 		goto out;
-	if (!plan.nroots) {
-		result.stop = EBPFMON_STOP_NO_ROOT;
-		goto out;
+	if (run == RUN_RESUME) {
+		/* plan_stack holds the walk; its size and depth were this request's last run's. */
+		s->sp = p->sp;
+		s->max_depth = p->max_depth;
+	} else {
+		if (!plan.nroots) {
+			result.stop = EBPFMON_STOP_NO_ROOT;
+			goto out;
+		}
+		result.root = plan.roots[0].addr;
+		s->sp = 0;
+		s->max_depth = min_u32(plan.max_depth, PLAN_MAX_DEPTH);
+		p->steps = 0;
+		push(s, ITEM_ROOTS, 0, 0, 0, 0, 0);
+		if (result.stop != EBPFMON_STOP_COMPLETE)
+			goto save;
 	}
-	result.root = plan.roots[0].addr;
-	s->sp = 0;
-	s->max_depth = min_u32(plan.max_depth, PLAN_MAX_DEPTH);
-	push(s, ITEM_ROOTS, 0, 0, 0, 0, 0);
-	if (result.stop != EBPFMON_STOP_COMPLETE)
-		goto out;
-	bpf_loop(PLAN_MAX_STEPS, plan_step, NULL, 0);
+	done = bpf_loop(p->steps < PLAN_MAX_STEPS ? PLAN_MAX_STEPS - p->steps : 0, plan_step, NULL,
+			0);
+	/* The step that found the ring full left its item as it was: the next run does it again. */
+	if (done > 0 && result.stop == EBPFMON_STOP_RING_FULL)
+		done--;
+	if (done > 0)
+		p->steps += done;
 	if (s->sp && result.stop == EBPFMON_STOP_COMPLETE)
 		result.stop = EBPFMON_STOP_STEPS;
+save:
+	p->sp = s->sp;
+	p->max_depth = s->max_depth;
 out:
-	end();
+	end(started, EBPFMON_OP_PLAN, p);
 	return 0;
 }
 

@@ -16,6 +16,12 @@
 #define EBPFMON_OP_WALK_TASKS 2
 #define EBPFMON_OP_ANCHOR 3
 #define EBPFMON_OP_PLAN 4
+/*
+ * Continue the READ, WALK_TASKS or PLAN request whose last run stopped with
+ * EBPFMON_STOP_RING_FULL, once the agent has emptied the ring: same seq, same budgets, the
+ * result's counts those of the whole request so far.
+ */
+#define EBPFMON_OP_RESUME 5
 
 /* Largest span one READ record carries; longer reads are split into several records. */
 #define EBPFMON_READ_CHUNK 4096
@@ -70,6 +76,22 @@ struct ebpfmon_shared {
 	struct ebpfmon_request request;
 	struct ebpfmon_result result;
 	struct ebpfmon_plan plan;
+};
+
+/*
+ * Where a request the full ring stopped stands (the map walk_progress): the programs' own
+ * state, which the agent neither reads nor writes. A run that found the ring full left the step
+ * it could not finish as it was before that step, so EBPFMON_OP_RESUME runs it again and the
+ * request's records are those one run with a ring large enough would have copied.
+ */
+struct ebpfmon_progress {
+	__u32 op;        /* the op EBPFMON_OP_RESUME continues, 0 when none */
+	__u32 stage;     /* WALK_TASKS: the next record of the current task */
+	__u64 steps;     /* WALK_TASKS, PLAN: bpf_loop steps done, the unfinished one not counted */
+	__u64 head;      /* WALK_TASKS: init_task */
+	__u64 cur;       /* WALK_TASKS: the current task */
+	__u32 sp;        /* PLAN: items on the work stack */
+	__u32 max_depth; /* PLAN: the plan's, at most PLAN_MAX_DEPTH */
 };
 
 /* One ring buffer record: this header, then len bytes of kernel memory copied from addr. */

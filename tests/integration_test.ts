@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { readProc, sameComm, stableAcross, TestProcesses } from "./procfs.ts";
-import { spawnAgent } from "../agent/mod.ts";
+import { Agent, spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import type { Process } from "../ids/linux/processes.ts";
 
@@ -103,5 +103,30 @@ privilegedTest(
     const pids = (list: Process[]) => new Set(list.map((p) => p.pid));
     const common = [...pids(full.processes)].filter((pid) => pids(cut.processes).has(pid));
     assert(common.length >= full.processes.length - 5, "both walks see the same processes");
+  },
+);
+
+privilegedTest(
+  "a process list many times the agent's ring arrives whole in one round trip",
+  async () => {
+    const state = await Deno.makeTempDir({ prefix: "ebpfmon-state-" });
+    const ringBytes = 64 << 10;
+    await using agent = await Agent.start({ port: 0, stateDir: state, ringBytes, log: () => {} });
+    using session = await openSession({ agent: `127.0.0.1:${agent.port}`, state });
+    const before = readProc();
+    const prefetch = await session.processes("prefetch");
+    const onDemand = await session.processes("on-demand");
+    const after = readProc();
+    assertEquals(prefetch.stats.prefetch?.stop, "complete");
+    assertEquals([prefetch.stats.roundTrips, prefetch.stats.misses], [1, 0]);
+    assert(
+      prefetch.stats.prefetch!.bytes > 4 * ringBytes,
+      `${prefetch.stats.prefetch!.bytes} bytes walked`,
+    );
+    const stable = new Set(stableAcross(before, after).map((p) => p.pid));
+    const pick = (list: Process[]) =>
+      list.filter((p) => stable.has(p.pid)).map((p) => JSON.stringify({ ...p, state: "" })).sort();
+    assertEquals(pick(prefetch.processes), pick(onDemand.processes), "prefetch = on-demand");
+    assert(stable.has(Deno.pid) && pick(prefetch.processes).length === stable.size);
   },
 );
