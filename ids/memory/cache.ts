@@ -67,7 +67,11 @@ export class MemoryCache {
   #pages = new PageIndex();
   #maxBytes: number;
   #seq = 0;
-  /** Whether any page is overlapped: until one is, no lookup looks for newer extents. */
+  /**
+   * Whether a page holds extents of different ages: until one does, no lookup looks for newer
+   * extents. Set on insert, not when a page is sorted, so that a lookup also sees newer extents
+   * on pages no lookup has sorted yet.
+   */
   #overlaps = false;
   #view?: DataView;
   #bytes?: Uint8Array;
@@ -137,6 +141,8 @@ export class MemoryCache {
       if (!page) {
         this.#pages.set(n, { extents: [extent], dirty: false, overlapped: false });
       } else {
+        // Extents of two ages on a page may overlap: lookups must then look (#page tells).
+        if (page.extents[0].seq !== extent.seq) this.#overlaps = true;
         page.extents.push(extent);
         page.dirty = true;
       }

@@ -140,3 +140,88 @@ Deno.test("MemoryCache.gather() fills exactly the asked ranges, or misses, like 
     ),
   );
 });
+
+Deno.test("MemoryCache.insertFrom() refuses and counts records beyond its byte limit", () => {
+  const cache = new MemoryCache({ maxBytes: 10 });
+  const frame = new Uint8Array(32).fill(5);
+  assert(cache.insertFrom(BASE, frame, 0, 10));
+  assert(!cache.insertFrom(BASE + 10, frame, 10, 1));
+  assertEquals(cache.stats.refusedBytes, 1);
+  assertEquals(cache.firstMissing(BASE, 11), BASE + 10);
+});
+
+Deno.test("MemoryCache answers like a byte model for batched records of many frames", () => {
+  // Records as a prefetch sends them: small and large, overlapping copies of one memory in one
+  // batch, hundreds of them from frames, and newer on-demand inserts over them.
+  const memory = Uint8Array.from({ length: 40 * PAGE_SIZE }, (_, i) => (i * 13 + 5) & 0xff);
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.tuple(
+          fc.nat(36 * PAGE_SIZE),
+          fc.oneof(fc.integer({ min: 1, max: 300 }), fc.integer({ min: 1, max: 4 * PAGE_SIZE })),
+        ),
+        { minLength: 100, maxLength: 200 },
+      ),
+      fc.array(fc.tuple(fc.nat(38 * PAGE_SIZE), fc.integer({ min: 1, max: 200 })), {
+        maxLength: 5,
+      }),
+      fc.array(fc.tuple(fc.nat(40 * PAGE_SIZE), fc.integer({ min: 1, max: 2000 })), {
+        minLength: 20,
+        maxLength: 50,
+      }),
+      (records, later, reads) => {
+        const cache = new MemoryCache();
+        const model = new Map<number, number>();
+        const batch = cache.batch();
+        for (const [at, len] of records) {
+          const n = Math.min(len, memory.length - at);
+          const frame = new Uint8Array(n + 9);
+          frame.set(memory.subarray(at, at + n), 7);
+          cache.insertFrom(BASE + at, frame, 7, n, batch);
+          for (let i = at; i < at + n; i++) model.set(i, memory[i]);
+        }
+        // A record of many pages.
+        const big = new Uint8Array(300_000).fill(0x5a);
+        cache.insertFrom(BASE + 64 * PAGE_SIZE, big, 0, big.length, batch);
+        for (let i = 0; i < 300_000; i++) model.set(64 * PAGE_SIZE + i, 0x5a);
+        for (const [at, len] of later) {
+          cache.insert(BASE + at, new Uint8Array(len).fill(0xee));
+          for (let i = at; i < at + len; i++) model.set(i, 0xee);
+        }
+        const asked = [...reads, [64 * PAGE_SIZE + 299_000, 1000] as [number, number]];
+        for (const [at, len] of asked) {
+          const expected = Array.from({ length: len }, (_, i) => model.get(at + i));
+          const got = cache.get(BASE + at, len);
+          const complete = !expected.includes(undefined);
+          if (!complete) assertEquals(got, undefined);
+          else assertEquals([...got!], expected);
+          let missing: number | undefined;
+          for (let i = 0; i < len && missing === undefined; i++) {
+            if (!model.has(at + i)) missing = BASE + at + i;
+          }
+          assertEquals(cache.firstMissing(BASE + at, len), missing);
+          const span = cache.span(BASE + at, len);
+          if (span) {
+            for (let i = 0; i < len; i++) {
+              assertEquals(span.view.getUint8(span.base + BASE + at + i - span.start), expected[i]);
+            }
+          }
+        }
+      },
+    ),
+    { numRuns: 30 },
+  );
+});
+
+Deno.test("MemoryCache serves a newer insert on a page no lookup has sorted yet", () => {
+  // A batch extent spans pages 0-3; a newer byte lands on page 3; the read starts on page 2.
+  const cache = new MemoryCache();
+  const batch = cache.batch();
+  cache.insert(BASE, new Uint8Array(3 * PAGE_SIZE + 100).fill(1), batch);
+  cache.insert(BASE, new Uint8Array(1).fill(1), batch);
+  cache.insert(BASE + 3 * PAGE_SIZE, new Uint8Array(1).fill(2));
+  const got = cache.get(BASE + 2 * PAGE_SIZE + 10, PAGE_SIZE)!;
+  assertEquals(got[PAGE_SIZE - 10], 2);
+  assertEquals(got[PAGE_SIZE - 11], 1);
+});
