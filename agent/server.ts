@@ -139,7 +139,11 @@ export class Agent implements AsyncDisposable {
   #walker: Walker | undefined;
   #objects: LoadedObjects;
   #server: ChannelServer | undefined;
-  #btf: Uint8Array;
+  /**
+   * Where the BTF is: read again for each GET_BTF (an IDS asks once per kernel it has not seen)
+   * rather than held, 5-7 MB of the agent's RSS.
+   */
+  #btfPath: string;
   #info: AgentInfo;
   #log: (line: string) => void;
   #busy: Promise<unknown> = Promise.resolve();
@@ -159,7 +163,7 @@ export class Agent implements AsyncDisposable {
   private constructor(
     walker: Walker | undefined,
     objects: LoadedObjects,
-    btf: Uint8Array,
+    btfPath: string,
     info: AgentInfo,
     log: (line: string) => void,
     maxConnections: number,
@@ -168,7 +172,7 @@ export class Agent implements AsyncDisposable {
     this.#holder = holder;
     this.#walker = walker;
     this.#objects = objects;
-    this.#btf = btf;
+    this.#btfPath = btfPath;
     this.#info = info;
     this.#log = log;
     this.#maxConnections = maxConnections;
@@ -213,7 +217,7 @@ export class Agent implements AsyncDisposable {
         features: await kernelFeatures(),
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      const agent = new Agent(walker, objects, btf, info, peerLog, maxConnections, holder);
+      const agent = new Agent(walker, objects, btfPath, info, peerLog, maxConnections, holder);
       const server = await listenChannel({
         hostname,
         port: options.port ?? 7047,
@@ -408,7 +412,13 @@ export class Agent implements AsyncDisposable {
 
   async #sendBtf(channel: Channel, id: number): Promise<void> {
     const started = performance.now();
-    const btf = this.#btf;
+    const btf = await Deno.readFile(this.#btfPath);
+    if (btf.length !== this.#info.btfSize) {
+      const message = `Cannot send the BTF: ${this.#btfPath} is ${btf.length} bytes now, ` +
+        `${this.#info.btfSize} at start`;
+      await this.#send(channel, errorFrame(id, ErrorCode.INTERNAL, message));
+      return;
+    }
     for (let offset = 0; offset < btf.length; offset += LIMITS.dataFrame) {
       const bytes = btf.subarray(offset, offset + LIMITS.dataFrame);
       await this.#send(
