@@ -18,6 +18,15 @@ export interface RunOptions {
  * quoting its standard error when it fails.
  */
 export async function run(cmd: string, args: string[], options: RunOptions = {}): Promise<string> {
+  return new TextDecoder().decode(await runBytes(cmd, args, options));
+}
+
+/** Runs `cmd args` as {@linkcode run} does, and returns its standard output's bytes. */
+export async function runBytes(
+  cmd: string,
+  args: string[],
+  options: RunOptions = {},
+): Promise<Uint8Array<ArrayBuffer>> {
   let child;
   try {
     child = new Deno.Command(cmd, {
@@ -46,7 +55,7 @@ export async function run(cmd: string, args: string[], options: RunOptions = {})
       `"${cmd} ${args.join(" ")}" failed with code ${code}${detail ? `:\n${detail}` : ""}`,
     );
   }
-  return new TextDecoder().decode(stdout);
+  return stdout;
 }
 
 /** Whether `path` exists. */

@@ -1,6 +1,9 @@
 /**
- * Builds the test guest's initramfs from Debian packages and the project, into a git-ignored work
- * dir (`.guest/` by default):
+ * Builds the test guest's initramfs for one of the guest kernels ({@linkcode GUEST_KERNELS}: `6.1`,
+ * the default, or `6.12`) from Debian packages and the project, into a git-ignored work dir
+ * (`.guest/` by default): the downloads in `WORK/cache`, shared, and each kernel's build in
+ * `WORK/KERNEL` (`.guest/6.1`, `.guest/6.12`), side by side, so switching kernels rebuilds
+ * neither:
  *
  * - busybox (busybox-static) as the shell and tools (`unshare` and `nsenter` among them),
  *   `guest/init.sh` as `/init`, `guest/container.sh` as the init of the container the known
@@ -10,30 +13,33 @@
  *   the very same `bpf/out/walk.bpf.o` this machine runs (copied, not rebuilt);
  * - the shared libraries `ldd` names for Deno, libbpf.so.1 (libbpf1) and the test processes'
  *   coreutils `sleep` and util-linux `setpriv`, all as installed from Debian's packages;
- * - the stock modules of {@linkcode GUEST_MODULES} with their dependencies, from the kernel
- *   package of {@linkcode GUEST_KERNEL}, and a modules.dep for modprobe;
+ * - the stock modules of {@linkcode GUEST_MODULES} with their dependencies, from the kernel's
+ *   package (those it builds in left out, xz-compressed ones unpacked), and a modules.dep for
+ *   modprobe;
  * - the test rootkit `guest/rootkit/ebpfmon_rk.ko` ({@linkcode GUEST_ROOTKIT}, not loaded at
- *   boot: a test loads it), built here with Debian's gcc-12 against the kernel's own header
- *   packages (downloaded and unpacked into the work dir, never installed), rebuilt only when its
- *   sources change;
+ *   boot: a test loads it), built here with the compiler the kernel was built with (gcc-12 for
+ *   6.1) against the kernel's own header packages (downloaded and unpacked into the cache, never
+ *   installed), rebuilt only when its sources change; left out for a kernel whose compiler this
+ *   machine does not have (6.12: gcc-14), with the reason in {@linkcode GuestImage.rootkitMissing};
  * - the memory-dirtying workload of migration runs, `guest/dirty.c` as {@linkcode GUEST_DIRTY}
  *   (not started at boot), built here with gcc-12 as a static binary.
  *
  * Nothing secret is in it: the pairing credentials are added at boot, as a second archive
  * (guest/boot.ts). The build is skipped when none of its inputs changed.
  *
- * Usage: `deno run -A guest/build.ts [--work-dir DIR] [--force]`
+ * Usage: `deno run -A guest/build.ts [--kernel 6.1|6.12] [--work-dir DIR] [--force]`
  *
  * @module
  */
 
-import { exists, run } from "./_command.ts";
+import { exists, run, runBytes } from "./_command.ts";
 import {
+  DEFAULT_KERNEL,
   fetchHeaders,
   fetchKernel,
-  GUEST_HEADERS,
-  GUEST_KERNEL,
   GUEST_MODULES,
+  type GuestKernel,
+  guestKernel,
   moduleClosure,
 } from "./kernel.ts";
 
@@ -70,6 +76,10 @@ export interface GuestImage {
   /** The initramfs (uncompressed newc cpio), without credentials. */
   initrd: string;
   release: string;
+  /** The pinned kernel it boots. */
+  guestKernel: GuestKernel;
+  /** Why the test rootkit is not in the image ({@linkcode GUEST_ROOTKIT}), when it is not. */
+  rootkitMissing?: string;
   /** Seconds the build took (0 when it was already up to date). */
   seconds: number;
   /** Seconds building the test rootkit took (0 when it was already up to date). */
@@ -78,6 +88,8 @@ export interface GuestImage {
 
 /** Options of {@linkcode buildGuest}. */
 export interface BuildOptions {
+  /** A key of {@linkcode GUEST_KERNELS}. @default {DEFAULT_KERNEL} */
+  kernel?: string;
   /** @default {DEFAULT_WORK_DIR} */
   workDir?: string;
   /** Rebuild even when nothing changed. @default false */
@@ -88,24 +100,29 @@ export interface BuildOptions {
 
 /**
  * Builds (or finds up to date) the guest's kernel and initramfs.
+ * @throws {TypeError} when `options.kernel` is not a known kernel.
  * @throws {Error} when a tool or package is missing (./dev setup installs them) or a step fails.
  */
 export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage> {
   const started = performance.now();
-  const work = options.workDir ?? DEFAULT_WORK_DIR;
+  const pinned = guestKernel(options.kernel ?? DEFAULT_KERNEL);
+  const root = options.workDir ?? DEFAULT_WORK_DIR;
+  const work = `${root}/${pinned.key}`;
   const log = options.log ?? (() => {});
-  const kernel = await fetchKernel(`${work}/cache`);
-  const rootkit = await buildRootkit(work, log);
-  const inputs = await collectInputs(kernel.modulesDir);
-  inputs.files.set(GUEST_ROOTKIT.path, rootkit.ko);
-  inputs.files.set(GUEST_DIRTY, await buildDirty(work, log));
+  const kernel = await fetchKernel(`${root}/cache`, pinned);
+  const rootkit = await buildRootkit(pinned, root, log);
+  const inputs = await collectInputs(pinned, kernel.modulesDir);
+  if (rootkit.ko) inputs.files.set(GUEST_ROOTKIT.path, rootkit.ko);
+  inputs.files.set(GUEST_DIRTY, await buildDirty(root, log));
   const initrd = `${work}/initrd.cpio`;
   const stampFile = `${work}/initrd.stamp`;
-  const stamp = JSON.stringify(await fingerprint(inputs), null, 1);
+  const stamp = JSON.stringify(await fingerprint(pinned, inputs), null, 1);
   const image = {
     kernel: kernel.vmlinuz,
     initrd,
     release: kernel.release,
+    guestKernel: pinned,
+    rootkitMissing: rootkit.missing,
     rootkitSeconds: rootkit.seconds,
   };
   if (
@@ -115,15 +132,15 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
     return { ...image, seconds: 0 };
   }
   log(`building the guest initramfs (kernel ${kernel.release}) in ${work}`);
-  const root = `${work}/root`;
-  await Deno.remove(root, { recursive: true }).catch(() => {});
-  await stage(root, inputs, `${work}/cache/deno-dir`);
-  await run("busybox", ["depmod", "-b", root, kernel.release]);
-  const list = await run("find", [".", "-mindepth", "1"], { cwd: root });
+  const tree = `${work}/root`;
+  await Deno.remove(tree, { recursive: true }).catch(() => {});
+  await stage(tree, inputs, `${root}/cache/deno-dir`);
+  await run("busybox", ["depmod", "-b", tree, kernel.release]);
+  const list = await run("find", [".", "-mindepth", "1"], { cwd: tree });
   const sorted = list.split("\n").filter((s) => s).sort().join("\n") + "\n";
   const partial = `${initrd}.tmp`;
   await run("cpio", ["--quiet", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "-O", partial], {
-    cwd: root,
+    cwd: tree,
     stdin: new TextEncoder().encode(sorted),
   });
   await Deno.rename(partial, initrd);
@@ -134,26 +151,31 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
 }
 
 const ROOTKIT_SOURCES = ["ebpfmon_rk.c", "Kbuild", "Makefile"];
-const ROOTKIT_CC = "gcc-12";
+/** The compiler of the dirtying workload, a static user-space binary for any kernel. */
+const DIRTY_CC = "gcc-12";
 
 /**
- * Builds `ebpfmon_rk.ko` in `WORK/rootkit` from a copy of `guest/rootkit/`, unless the sources,
- * the header packages and the compiler are those of the last build (its stamp).
+ * Builds `ebpfmon_rk.ko` for `kernel` in `ROOT/KERNEL/rootkit` from a copy of `guest/rootkit/`,
+ * unless the sources, the header packages and the compiler are those of the last build (its
+ * stamp); or says why it cannot (no compiler for that kernel here).
  */
 async function buildRootkit(
-  work: string,
+  kernel: GuestKernel,
+  root: string,
   log: (line: string) => void,
-): Promise<{ ko: string; seconds: number }> {
+): Promise<{ ko?: string; missing?: string; seconds: number }> {
   const started = performance.now();
-  const headers = await fetchHeaders(`${work}/cache`);
-  const dir = `${work}/rootkit`;
+  const { command: cc, unavailable } = kernel.rootkit;
+  if (unavailable) return { missing: unavailable, seconds: 0 };
+  const headers = await fetchHeaders(`${root}/cache`, kernel);
+  const dir = `${root}/${kernel.key}/rootkit`;
   const ko = `${dir}/ebpfmon_rk.ko`;
   const sources: Record<string, string> = {};
   for (const name of ROOTKIT_SOURCES) {
     sources[name] = await sha256(await Deno.readFile(`${ROOT}/guest/rootkit/${name}`));
   }
-  const compiler = (await run(ROOTKIT_CC, ["--version"])).split("\n")[0];
-  const stamp = JSON.stringify({ headers: GUEST_HEADERS, kernel: GUEST_KERNEL, compiler, sources });
+  const compiler = (await run(cc, ["--version"])).split("\n")[0];
+  const stamp = JSON.stringify({ kernel, compiler, sources });
   if (await exists(ko) && await Deno.readTextFile(`${dir}.stamp`).catch(() => "") === stamp) {
     return { ko, seconds: 0 };
   }
@@ -163,7 +185,7 @@ async function buildRootkit(
   for (const name of ROOTKIT_SOURCES) {
     await Deno.copyFile(`${ROOT}/guest/rootkit/${name}`, `${dir}/${name}`);
   }
-  await run("make", ["-C", dir, `KDIR=${headers}`, `CC=${ROOTKIT_CC}`], {
+  await run("make", ["-C", dir, `KDIR=${headers}`, `CC=${cc}`], {
     env: { LC_ALL: "C" },
   });
   if (!await exists(ko)) throw new Error(`Cannot find "${ko}" after building the test rootkit`);
@@ -175,14 +197,14 @@ async function buildRootkit(
 async function buildDirty(work: string, log: (line: string) => void): Promise<string> {
   const source = `${ROOT}/guest/dirty.c`;
   const out = `${work}/dirty/ebpfmon-dirty`;
-  const compiler = (await run(ROOTKIT_CC, ["--version"])).split("\n")[0];
+  const compiler = (await run(DIRTY_CC, ["--version"])).split("\n")[0];
   const stamp = JSON.stringify({ compiler, source: await sha256(await Deno.readFile(source)) });
   if (await exists(out) && await Deno.readTextFile(`${out}.stamp`).catch(() => "") === stamp) {
     return out;
   }
   log(`building the dirtying workload with ${compiler}`);
   await Deno.mkdir(`${work}/dirty`, { recursive: true });
-  await run(ROOTKIT_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, source]);
+  await run(DIRTY_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, source]);
   await Deno.writeTextFile(`${out}.stamp`, stamp);
   return out;
 }
@@ -201,7 +223,7 @@ interface Inputs {
 
 const LIB_DIR = "/usr/lib/x86_64-linux-gnu";
 
-async function collectInputs(modulesDir: string): Promise<Inputs> {
+async function collectInputs(kernel: GuestKernel, modulesDir: string): Promise<Inputs> {
   const files = new Map<string, string>();
   const deno = await Deno.realPath(Deno.execPath());
   files.set("/init", `${ROOT}/guest/init.sh`);
@@ -225,14 +247,17 @@ async function collectInputs(modulesDir: string): Promise<Inputs> {
   for (const path of [...await agentModules(), "deno.json", "deno.lock", "bpf/out/walk.bpf.o"]) {
     files.set(`/opt/ebpfmon/${path}`, `${ROOT}/${path}`);
   }
-  for (const path of await moduleClosure(modulesDir, GUEST_MODULES)) {
-    files.set(`/lib/modules/${GUEST_KERNEL.release}/${path}`, `${modulesDir}/${path}`);
+  const modules = await moduleClosure(modulesDir, GUEST_MODULES);
+  for (const path of modules.paths) {
+    // Unpacked here (Debian 13 compresses its modules): busybox's modprobe needs no xz then.
+    const at = path.replace(/\.ko\.xz$/, ".ko");
+    files.set(`/lib/modules/${kernel.release}/${at}`, `${modulesDir}/${path}`);
   }
   for (const extra of ["modules.order", "modules.builtin", "modules.builtin.modinfo"]) {
-    files.set(`/lib/modules/${GUEST_KERNEL.release}/${extra}`, `${modulesDir}/${extra}`);
+    files.set(`/lib/modules/${kernel.release}/${extra}`, `${modulesDir}/${extra}`);
   }
   const config = [
-    `GUEST_MODULES="${GUEST_MODULES.join(" ")}"`,
+    `GUEST_MODULES="${modules.loadable.join(" ")}"`,
     `GUEST_AGENT_PORT=${GUEST_AGENT_PORT}`,
     `GUEST_RING_MB=64`,
     `GUEST_PROCESS_PREFIX=${GUEST_PROCESSES.prefix}`,
@@ -274,13 +299,13 @@ async function agentModules(): Promise<string[]> {
     .map((s) => decodeURIComponent(s.slice(prefix.length))).sort();
 }
 
-async function fingerprint(inputs: Inputs): Promise<unknown> {
+async function fingerprint(kernel: GuestKernel, inputs: Inputs): Promise<unknown> {
   const files: Record<string, string> = {};
   for (const [at, path] of [...inputs.files].sort(([a], [b]) => a < b ? -1 : 1)) {
     const info = await Deno.stat(path);
     files[at] = `${path} ${info.size} ${info.mtime?.getTime()}`;
   }
-  return { kernel: GUEST_KERNEL, config: inputs.config, files };
+  return { kernel, config: inputs.config, files };
 }
 
 async function stage(root: string, inputs: Inputs, denoDir: string): Promise<void> {
@@ -296,7 +321,11 @@ async function stage(root: string, inputs: Inputs, denoDir: string): Promise<voi
   for (const [at, path] of inputs.files) {
     const target = `${root}${at.replace(/^\/lib\//, "/usr/lib/")}`;
     await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
-    await Deno.copyFile(path, target);
+    if (path.endsWith(".xz") && !at.endsWith(".xz")) {
+      await Deno.writeFile(target, await runBytes("busybox", ["xz", "-dc", path]));
+    } else {
+      await Deno.copyFile(path, target);
+    }
   }
   await Deno.chmod(`${root}/init`, 0o755);
   await Deno.chmod(`${root}/opt/container/init.sh`, 0o755);
@@ -313,9 +342,10 @@ async function stage(root: string, inputs: Inputs, denoDir: string): Promise<voi
 
 if (import.meta.main) {
   const args = Deno.args;
-  const at = args.indexOf("--work-dir");
+  const value = (flag: string) => args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined;
   const image = await buildGuest({
-    workDir: at >= 0 ? args[at + 1] : undefined,
+    kernel: value("--kernel"),
+    workDir: value("--work-dir"),
     force: args.includes("--force"),
     log: (line) => console.error(line),
   });

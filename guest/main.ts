@@ -1,7 +1,9 @@
 /**
- * `deno task guest`: builds the test guest, boots it, shows how to reach its agent, prints its
- * process table and module list as the IDS rebuilds them from outside, through the forwarded
- * port, measures the link, and stops the guest (or keeps it up with `--keep`).
+ * `deno task guest [--kernel 6.1|6.12]`: builds the test guest for one of the guest kernels
+ * (guest/kernel.ts: Debian 12's 6.1, the default, or Debian 13's 6.12), boots it, shows how to
+ * reach its agent, prints its process table and module list as the IDS rebuilds them from
+ * outside, through the forwarded port, measures the link, and stops the guest (or keeps it up
+ * with `--keep`).
  *
  * @module
  */
@@ -12,6 +14,7 @@ import { formatProcesses, formatStats } from "../ids/cli.ts";
 import { openSession } from "../ids/connect.ts";
 import { formatModules } from "../ids/cli_views.ts";
 import { buildGuest, DEFAULT_WORK_DIR } from "./build.ts";
+import { DEFAULT_KERNEL, GUEST_KERNELS } from "./kernel.ts";
 import { GuestVm } from "./boot.ts";
 import { measureModules, measureRtt } from "./measure.ts";
 
@@ -30,6 +33,14 @@ const command = new Command("guest")
   .description(
     "Boot Debian's stock kernel in QEMU with the agent inside, and monitor it from outside",
   )
+  .option(
+    "--kernel <key>",
+    `the guest kernel: ${
+      Object.values(GUEST_KERNELS).map((k) => `${k.key} (${k.distribution}'s ${k.release})`)
+        .join(", ")
+    }`,
+    DEFAULT_KERNEL,
+  )
   .option("--work-dir <dir>", "where the guest is built", DEFAULT_WORK_DIR)
   .option("--state <dir>", "the IDS's state dir (credentials, BTF store)")
   .option("--memory <mib>", "guest memory in MiB", "2048")
@@ -39,8 +50,18 @@ const command = new Command("guest")
   .action(async (options) => {
     const say = (line: string) => console.log(line);
     const state = options.state ?? `${options.workDir}/state`;
-    const image = await buildGuest({ workDir: options.workDir, log: (l) => say(`guest: ${l}`) });
-    say(`guest: booting Debian's ${image.release} in QEMU (software emulation)...`);
+    const image = await buildGuest({
+      kernel: options.kernel,
+      workDir: options.workDir,
+      log: (l) => say(`guest: ${l}`),
+    });
+    say(
+      `guest: booting ${image.guestKernel.distribution}'s ${image.release} in QEMU ` +
+        `(software emulation)...`,
+    );
+    if (image.rootkitMissing) {
+      say(`guest: no test rootkit for this kernel: ${image.rootkitMissing}`);
+    }
     await using vm = await GuestVm.boot(image, {
       stateDir: state,
       memoryMiB: positiveInt(options.memory, "--memory"),

@@ -10,9 +10,11 @@
  * and whether the service kept the guest's identity (no reboot, restart or new-kernel event).
  * Results go to `bench/results/migrate-TIME.{json,md,svg}`.
  *
- *     deno task migrate [--throttle off,auto] [--dirty-mb 64] [--dirty-rate 0] [--bandwidth 128]
- *       [--runs 3] [--timeout-s 45] [--throttle-initial 20] [--throttle-increment 10]
- *       [--json FILE]
+ *     deno task migrate [--kernel 6.1] [--throttle off,auto] [--dirty-mb 64] [--dirty-rate 0]
+ *       [--bandwidth 128] [--runs 3] [--timeout-s 45] [--throttle-initial 20]
+ *       [--throttle-increment 10] [--json FILE]
+ *
+ * `--kernel` picks the guest kernel (guest/kernel.ts: 6.1, the default, or 6.12).
  *
  * @module
  */
@@ -22,6 +24,7 @@ import { spawnReady } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
 import { machine } from "../bench/machine.ts";
 import { buildGuest } from "./build.ts";
+import { DEFAULT_KERNEL } from "./kernel.ts";
 import { GuestVm } from "./boot.ts";
 import { DirtyWorkload } from "./dirty.ts";
 import type { MigrateOptions, Migration } from "./migrate.ts";
@@ -127,6 +130,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
+      kernel: { type: "string", default: DEFAULT_KERNEL },
       throttle: { type: "string", default: "off,auto" },
       "dirty-mb": { type: "string", default: "64" },
       "dirty-rate": { type: "string", default: "0" },
@@ -155,7 +159,7 @@ async function main(): Promise<void> {
   };
   const startedAt = new Date();
   const log = (line: string) => console.error(`migrate: ${line}`);
-  const image = await buildGuest({ log });
+  const image = await buildGuest({ kernel: values.kernel, log });
   const state = await Deno.makeTempDir({ prefix: "ebpfmon-migrate-" });
   log("booting the guest");
   await using vm = await GuestVm.boot(image, { stateDir: state });
@@ -200,6 +204,7 @@ async function main(): Promise<void> {
   const version = await new Deno.Command("qemu-system-x86_64", { args: ["--version"] }).output();
   const results = {
     startedAt: startedAt.toISOString(),
+    kernel: image.release,
     machine: machine(),
     qemu: new TextDecoder().decode(version.stdout).split("\n")[0],
     settings: { throttles, sizes, rate, runs, ...options },

@@ -2,7 +2,10 @@
  * The test guest: Debian's stock kernel in QEMU (software emulation) with the agent inside,
  * built from Debian packages and the project, monitored from outside through a forwarded port.
  *
- * - {@linkcode buildGuest} builds the initramfs into a git-ignored work dir (`.guest/`);
+ * - {@linkcode GUEST_KERNELS} pins the kernels it boots: Debian 12's 6.1 (the default) and
+ *   Debian 13's 6.12;
+ * - {@linkcode buildGuest} builds the initramfs of one into a git-ignored work dir
+ *   (`.guest/KERNEL/`);
  * - {@linkcode GuestVm.boot} provisions the pairing credentials, boots QEMU and waits for the
  *   agent; the guest's own /proc and /proc/modules come from its console, and
  *   {@linkcode GuestVm.run} runs a shell command there (e.g. loads the test rootkit,
@@ -37,5 +40,14 @@ export type {
   GuestRun,
 } from "./console.ts";
 export { unifiedCgroup } from "./console.ts";
-export { fetchKernel, GUEST_KERNEL, GUEST_MODULES } from "./kernel.ts";
+export {
+  DEFAULT_KERNEL,
+  fetchKernel,
+  GUEST_KERNEL,
+  GUEST_KERNELS,
+  GUEST_MODULES,
+  type GuestKernel,
+  guestKernel,
+  type KernelKey,
+} from "./kernel.ts";
 export { measureModules, measureRtt, median } from "./measure.ts";
