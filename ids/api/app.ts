@@ -11,6 +11,7 @@ import type { Process } from "../linux/processes.ts";
 import { inContainer } from "../container_filter.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { Monitor, ReadOptions, Snapshot, VmStatus } from "../service/types.ts";
+import { consolePages } from "../console/mod.ts";
 import { alertRoutes, type AlertStreamOptions } from "./alerts.ts";
 import { bearerAuth } from "./auth.ts";
 import { ApiError, badParameter, errorResponse } from "./errors.ts";
@@ -151,7 +152,8 @@ class BodyCache {
  * Creates the REST API over `monitor`: `/healthz`, `/metrics`, `/openapi.json` and the `/v1/*`
  * routes, which need `Authorization: Bearer <token>` (and so does `/metrics` unless
  * `metricsAuth` is `false`). Serve it with `Deno.serve(app.fetch)`, or call `app.request()` in
- * tests. `GET /openapi.json` lists every route the app serves.
+ * tests. `GET /openapi.json` lists every route of the API; the web console's pages (`GET /`,
+ * `/console/*`: the login form, then the page's modules, with the token) are served beside it.
  *
  * Errors are JSON `{ "error": { "code", "message" } }` with the codes `unauthorized` (401),
  * `not_found`, `unknown_vm` and `unknown_pid` (404), `bad_parameter` (422, with the parameter's
@@ -190,6 +192,9 @@ export function createApi(options: ApiOptions): OpenAPIHono {
     scheme: "bearer",
   });
   app.use("/v1/*", auth);
+  const pages = consolePages({ auth });
+  app.use("/", pages);
+  app.use("/console/*", pages);
 
   app.openapi(routes.health, (c) => c.json({ status: "ok" as const }, 200));
 
