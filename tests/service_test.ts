@@ -38,6 +38,14 @@ privilegedTest(
         [child.process.pid, 65534, child.name],
       );
       assertEquals(listed.snapshot.mode, "prefetch");
+      // The loop's refreshes after its first say how late they started.
+      const late = await eventually("a refresh of the loop with its lateness", async () => {
+        const stats = await (await get("/v1/vms/vm1/stats")).json();
+        return stats.recent.find((r: { view: string; lateMs?: number }) =>
+          r.view === "processes" && r.lateMs !== undefined
+        );
+      });
+      assert(Number.isInteger(late.lateMs) && late.lateMs >= 0, JSON.stringify(late));
       assertEquals((await get("/v1/vms/vm1/processes")).status, 200);
       assertEquals((await fetch(`${url}/v1/vms`)).status, 401);
 

@@ -487,6 +487,10 @@ const FetchRecordSchema = z.object({
   roundTrips: z.number().int(),
   bytes: z.number().int(),
   ok: z.boolean(),
+  lateMs: z.number().int().optional().openapi({
+    description: "For a refresh of the guest's own loop: milliseconds it started after it was " +
+      "due (one refresh interval, or retry backoff, after the previous one ended)",
+  }),
 }).openapi("FetchRecord");
 
 const vmStats = {

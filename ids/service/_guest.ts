@@ -353,14 +353,19 @@ export class Guest {
     return event;
   }
 
-  /** Takes a new snapshot of `feed`'s view now; concurrent callers share one fetch. */
-  fetch<T>(feed: Feed<T>): Promise<Snapshot<T>> {
-    feed.pending ??= this.#fetch(feed).finally(() => feed.pending = undefined);
+  /**
+   * Takes a new snapshot of `feed`'s view now; concurrent callers share one fetch. `dueAt` is
+   * when the guest's loop meant this refresh to start (epoch ms): its record then says how late
+   * it started (`lateMs`).
+   */
+  fetch<T>(feed: Feed<T>, dueAt?: number): Promise<Snapshot<T>> {
+    feed.pending ??= this.#fetch(feed, dueAt).finally(() => feed.pending = undefined);
     return feed.pending;
   }
 
-  async #fetch<T>(feed: Feed<T>): Promise<Snapshot<T>> {
+  async #fetch<T>(feed: Feed<T>, dueAt?: number): Promise<Snapshot<T>> {
     const started = Date.now();
+    const late = dueAt === undefined ? {} : { lateMs: Math.max(0, started - dueAt) };
     const { view, label } = feed;
     let session: GuestSession | undefined;
     let before: ClientCounters | undefined;
@@ -391,6 +396,7 @@ export class Guest {
         roundTrips: stats.roundTrips,
         bytes: stats.bytes,
         ok: true,
+        ...late,
       });
       this.totals.misses += stats.misses;
       this.totals.lookups += stats.lookups;
@@ -407,6 +413,7 @@ export class Guest {
         mode: MODE,
         ...spent(session, before),
         ok: answered,
+        ...late,
       });
       const message = `cannot take ${label}: ${(error as Error).message}`;
       if (!isViewError(error)) {
@@ -476,6 +483,7 @@ export class Guest {
       const session = await GuestSession.open(agent, this.service.stateDir, {
         symbols: this.#symbols,
       });
+      if (this.config.fullEvery !== undefined) session.fullEvery = this.config.fullEvery;
       this.#session = session;
       agent.closed.then((reason) => {
         if (this.#session !== session || this.#closed) return;
@@ -604,10 +612,12 @@ export class Guest {
 
   async #run(): Promise<void> {
     let backoff = BACKOFF_MIN_MS;
+    // When the next refresh is due: its wait after the previous one ended.
+    let dueAt: number | undefined;
     while (!this.#closed) {
       let wait = this.config.refreshMs;
       try {
-        await this.fetch(this.processes);
+        await this.fetch(this.processes, dueAt);
         backoff = BACKOFF_MIN_MS;
       } catch {
         wait = Math.min(backoff, this.config.refreshMs);
@@ -615,6 +625,7 @@ export class Guest {
       }
       // Closed while fetching: its wake-up came before this wait existed.
       if (this.#closed) break;
+      dueAt = Date.now() + wait;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.#wake = () => {

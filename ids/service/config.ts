@@ -109,6 +109,12 @@ const GuestSchema = z.strictObject({
   /** Refresh interval in milliseconds. */
   refreshMs: z.number().int().min(100).max(86_400_000).default(5_000),
   /**
+   * Every how many prefetches of a connection to this guest's agent one is asked whole; the
+   * others are deltas, in which only the records that changed since the previous answer travel.
+   * 1 asks every one whole. Default: the session's, 10.
+   */
+  fullEvery: z.number().int().min(1).max(1000).optional(),
+  /**
    * Most records and bytes one scan of this guest may bring in its one round trip; beyond, the
    * rest is read page by page. Default: enough for a guest of about 3,500 processes, and what a
    * lying agent can make the IDS hold. Raise it for bigger guests (about 17 records and 4 KB

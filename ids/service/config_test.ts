@@ -61,6 +61,23 @@ Deno.test("parseConfig() names every bad key", () => {
   }
 });
 
+Deno.test("parseConfig() takes a guest's fullEvery, 1..1000, and leaves it unset by default", () => {
+  const config = parseConfig({
+    guests: [
+      { name: "a", agent: "127.0.0.1:1", pin: PIN },
+      { name: "b", agent: "127.0.0.1:2", fullEvery: 1 },
+    ],
+  }, "/");
+  assertEquals(config.guests.map((g) => g.fullEvery), [undefined, 1]);
+  for (const fullEvery of [0, 1001, 2.5, "10"]) {
+    const error = assertThrows(
+      () => parseConfig({ guests: [{ name: "a", agent: "127.0.0.1:1", fullEvery }] }, "/"),
+      ConfigError,
+    );
+    assert(error.message.includes("guests[0].fullEvery:"), error.message);
+  }
+});
+
 Deno.test("parseConfig() reads rules, alerts and webhooks, with defaults", () => {
   const guests = [{ name: "web-1", agent: "10.0.0.5:7047" }];
   const bare = parseConfig({ guests }, "/");

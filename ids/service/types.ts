@@ -97,6 +97,12 @@ export interface FetchRecord {
   roundTrips: number;
   bytes: number;
   ok: boolean;
+  /**
+   * For a refresh of the guest's own loop: milliseconds it started after it was due, one
+   * refresh interval (or retry backoff) after the loop's previous refresh ended. A busy service
+   * starts its refreshes late.
+   */
+  lateMs?: number;
 }
 
 /** Cumulative costs of monitoring one guest. */
