@@ -28,6 +28,11 @@ export interface AlertStreamOptions {
    * @default {60000}
    */
   stallMs?: number;
+  /**
+   * Ends every open stream when aborted: the service stopping must not wait for its clients to
+   * leave (an open stream is an endless request).
+   */
+  signal?: AbortSignal;
 }
 
 /** Changes read from the store per page while replaying. */
@@ -42,7 +47,7 @@ async function follow(
   stream: SSEStreamingApi,
   monitor: Monitor,
   after: number | undefined,
-  options: Required<AlertStreamOptions>,
+  options: Required<Omit<AlertStreamOptions, "signal">> & { signal?: AbortSignal },
 ): Promise<void> {
   const pending: AlertChange[] = [];
   let done = false;
@@ -60,6 +65,8 @@ async function follow(
     done = true;
     wake?.();
   });
+  if (options.signal?.aborted) drop();
+  options.signal?.addEventListener("abort", drop, { once: true });
   unsubscribe = monitor.subscribeAlerts((change) => {
     if (pending.length >= options.maxPending) drop();
     else pending.push(change);
@@ -113,15 +120,17 @@ async function follow(
   } finally {
     clearInterval(heartbeat);
     unsubscribe();
+    options.signal?.removeEventListener("abort", drop);
   }
 }
 
 /** Adds the alert routes to `app`. */
 export function alertRoutes(app: OpenAPIHono, monitor: Monitor, options: AlertStreamOptions = {}) {
-  const settings: Required<AlertStreamOptions> = {
+  const settings = {
     heartbeatMs: options.heartbeatMs ?? 15_000,
     maxPending: options.maxPending ?? 1000,
     stallMs: options.stallMs ?? 60_000,
+    signal: options.signal,
   };
 
   // The stream's events are documented though no JSON route answers them.

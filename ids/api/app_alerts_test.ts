@@ -321,3 +321,17 @@ Deno.test("a served alert stream resumed from Last-Event-ID gets exactly the lat
     await server.shutdown();
   }
 });
+
+Deno.test("GET /v1/alerts/stream ends when the service stops (its signal aborts)", async () => {
+  const stopping = new AbortController();
+  const { monitor, get } = setup({ alertStream: { signal: stopping.signal } });
+  using _ = monitor;
+  const sse = sseReader((await get("/v1/alerts/stream")).body!);
+  while (monitor.subscribers === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  stopping.abort();
+  // The stream ends: nothing more comes, and the connection is unsubscribed.
+  assertEquals(await sse.next(), undefined);
+  while (monitor.subscribers > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  // A stream opened after the stop ends at once.
+  assertEquals(await sseReader((await get("/v1/alerts/stream")).body!).next(), undefined);
+});

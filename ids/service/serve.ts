@@ -73,9 +73,17 @@ export async function startService(
   const token = await ensureToken(config.tokenFile);
   const monitor = MonitorService.start(config, { log: options.log });
   try {
-    const app = createApi({ monitor, token, metricsAuth: config.metricsAuth });
+    // Open alert streams end when the service stops: a shutdown waits for every request.
+    const stopping = new AbortController();
+    const app = createApi({
+      monitor,
+      token,
+      metricsAuth: config.metricsAuth,
+      alertStream: { signal: stopping.signal },
+    });
     const { server, url } = await serve(config.listen, tls, app.fetch);
     const close = async () => {
+      stopping.abort();
       await server.shutdown();
       await monitor.close();
     };
