@@ -612,20 +612,23 @@ export class Guest {
 
   async #run(): Promise<void> {
     let backoff = BACKOFF_MIN_MS;
-    // When the next refresh is due: its wait after the previous one ended.
+    // When the next refresh is due: an interval after the previous one started (refreshes start
+    // at the guest's rate, whatever each takes; one that runs past the next one's start makes it
+    // start at once, late), or a retry's backoff after a failure ended.
     let dueAt: number | undefined;
     while (!this.#closed) {
-      let wait = this.config.refreshMs;
+      let next = Date.now() + this.config.refreshMs;
       try {
         await this.fetch(this.processes, dueAt);
         backoff = BACKOFF_MIN_MS;
       } catch {
-        wait = Math.min(backoff, this.config.refreshMs);
+        next = Date.now() + Math.min(backoff, this.config.refreshMs);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
       // Closed while fetching: its wake-up came before this wait existed.
       if (this.#closed) break;
-      dueAt = Date.now() + wait;
+      dueAt = next;
+      const wait = Math.max(0, next - Date.now());
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         this.#wake = () => {
