@@ -746,6 +746,11 @@ export class AgentClient implements Disposable {
         for (let raw = decoder.next(); raw; raw = decoder.next()) {
           const frame = parseFrame(raw);
           const pending = this.#pending.get(frame.id);
+          // Request ids start at 1: an ERROR for 0 is the agent's word on the connection (its
+          // connection cap, a frame it could not accept), said before it closes.
+          if (!pending && frame.type === FrameType.ERROR && frame.id === 0) {
+            throw new AgentError(`The agent ended the connection: ${frame.message}`, frame.code);
+          }
           if (!pending) {
             throw new AgentMisbehaviorError(
               "requestId",
@@ -761,7 +766,7 @@ export class AgentClient implements Disposable {
       }
       this.close(new AgentClosedError());
     } catch (error) {
-      const reason = error instanceof AgentMisbehaviorError
+      const reason = error instanceof AgentMisbehaviorError || error instanceof AgentError
         ? error
         : error instanceof FrameError
         ? fromFrameError(error)

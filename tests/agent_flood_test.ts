@@ -5,9 +5,10 @@
  * fast.
  */
 
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { type AgentProcess, spawnAgent } from "../agent/mod.ts";
+import { AgentClient, AgentError, AgentMisbehaviorError } from "../ids/client.ts";
 import { openSession } from "../ids/connect.ts";
 import {
   connectChannel,
@@ -222,6 +223,13 @@ privilegedTest("a connection over the cap gets an ERROR that names the cap", asy
         log.find((l) => l.includes("(the connection cap)"))?.match(/127\.0\.0\.1:(\d+)/)?.[1]
       }": 1 connections are already open (the connection cap)`,
     );
+    // The IDS's client says so too: the agent's word, not a protocol violation.
+    const refused = await assertRejects(
+      () => AgentClient.connect({ hostname: "127.0.0.1", port: agent.port, credentials }),
+      AgentError,
+    );
+    assert(!(refused instanceof AgentMisbehaviorError), refused.message);
+    assert(refused.message.includes("(the connection cap)"), refused.message);
     first.channel.close();
   });
 });
