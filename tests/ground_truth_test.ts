@@ -255,6 +255,14 @@ privilegedTest(
     await using agent = await spawnAgent({ stateDir: state });
     using session = await openSession({ agent: agent.address, state });
     const ownMnt = Deno.readLinkSync("/proc/self/ns/mnt");
+    // An open file whose name was unlinked: readlink says "(deleted)", and so must lsof.
+    const unlinked = `${state}/unlinked.txt`;
+    using _file = await Deno.open(unlinked, { create: true, write: true });
+    await Deno.remove(unlinked);
+    assert(
+      [...readFds(Deno.pid)!.values()].includes(`${unlinked} (deleted)`),
+      "/proc shows the unlinked file as deleted",
+    );
     for (const mode of MODES) {
       let processes = 0;
       for (const e of Deno.readDirSync("/proc")) {

@@ -46,6 +46,8 @@ function scan(processes: Process[], extra: Partial<ProcessViews> = {}, sockets?:
     cleared: 0,
     unconfirmed: 0,
     confirmed: 0,
+    sharedCreds: [],
+    credsCleared: 0,
     pidNamespace: "0xffffffff82a00000",
     ...extra,
   };
@@ -87,11 +89,18 @@ Deno.test("hidden_process raises each confirmed hidden process, with its views, 
 Deno.test("shared_cred raises processes of different thread groups on one cred, not distinct creds", () => {
   const init = proc(1, { uid: 0, euid: 0, cred: "0xffff888100000100" });
   const thief = proc(300, { comm: "sleep", uid: 0, euid: 0, cred: init.cred });
-  const findings = sharedCred.detect(scan([init, proc(2), thief]), undefined, settings());
+  const confirmed = { sharedCreds: [init.cred] };
+  const findings = sharedCred.detect(
+    scan([init, proc(2), thief], confirmed),
+    undefined,
+    settings(),
+  );
   assertEquals(findings.map((f) => [f.subject, f.evidence.pids]), [
     [`cred ${init.cred}`, [1, 300]],
   ]);
   assertEquals(sharedCred.detect(scan([init, proc(2), proc(300)]), undefined, settings()), []);
+  // Not confirmed live (one of them exited and its cred was reused): nothing.
+  assertEquals(sharedCred.detect(scan([init, proc(2), thief]), undefined, settings()), []);
 });
 
 Deno.test("privilege_escalation raises a uid that became 0 without an exec, and nothing else", () => {

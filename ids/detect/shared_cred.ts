@@ -5,8 +5,11 @@
  * same objective `real_cred` means one was handed another's: the classic way a rootkit makes a
  * process root without a trace in its uid history.
  *
- * Races: none. A cred is freed only when no task holds it, and the scan reads each task's
- * pointer as it is; threads are not in the list (only thread-group leaders are).
+ * Races: a walk is not atomic. A process that exits after the walk read it frees its cred, and a
+ * process forked later may get the same memory before the walk reaches it: both then seem to hold
+ * one cred. So a shared cred is raised only once the live guest confirms it (pids.ts's
+ * `confirmSharedCreds`: both processes still alive and still holding it). Threads are not in the
+ * list (only thread-group leaders are).
  *
  * @module
  */
@@ -21,6 +24,7 @@ export const sharedCred: Detector = {
   detect(now, _previous, settings) {
     const views = sectionOf(now, "processes");
     if (!views) return [];
+    const confirmed = new Set(views.sharedCreds);
     const byCred = new Map<string, typeof views.processes>();
     for (const p of views.processes) {
       if (!p.cred || p.error) continue;
@@ -28,7 +32,9 @@ export const sharedCred: Detector = {
       group.push(p);
       byCred.set(p.cred, group);
     }
-    return [...byCred].filter(([, group]) => new Set(group.map((p) => p.tgid)).size > 1)
+    return [...byCred].filter(([cred, group]) =>
+      confirmed.has(cred) && new Set(group.map((p) => p.tgid)).size > 1
+    )
       .filter(([, group]) => !group.every((p) => settings.allow.has(p.comm)))
       .map(([cred, group]) => {
         const names = group.map((p) => `${p.pid} (${p.comm})`).join(", ");

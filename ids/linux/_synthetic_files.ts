@@ -83,15 +83,16 @@ export class SyntheticFs extends SyntheticFds {
 
   /**
    * A dentry named `name` under `parent`, or its own parent (a root, or a pseudo file's dentry)
-   * when `parent` is null. Short names are kept in the dentry, as the kernel does.
+   * when `parent` is null. Short names are kept in the dentry, as the kernel does. It is hashed
+   * (its `d_hash.pprev` points at itself, standing in for a bucket) unless `unlinked`.
    */
-  dentry(name: string, parent: KAddr | null): KAddr {
+  dentry(name: string, parent: KAddr | null, unlinked = false): KAddr {
     const bytes = new TextEncoder().encode(name);
     const at = this.kernel.place(this.types.dentry, { nameLen: bytes.length });
     const inline = bytes.length < 32;
     const where = inline ? at + this.#inline : this.kernel.placeBytes(bytes);
     if (inline) this.kernel.placeBytes(bytes, where);
-    this.kernel.mutate(at, { parent: parent ?? at, name: where });
+    this.kernel.mutate(at, { parent: parent ?? at, name: where, hashed: unlinked ? null : at });
     return at;
   }
 

@@ -72,6 +72,8 @@ export function resolveFileTypes(btf: Btf) {
       parent: ptr("d_parent"),
       nameLen: uint("d_name.len"),
       name: ptr("d_name.name"),
+      /** NULL once the dentry is unhashed (its name unlinked): d_path then says " (deleted)". */
+      hashed: ptr("d_hash.pprev"),
     }),
     mount: resolveLayout(btf, "mount", {
       parent: ptr("mnt_parent"),
@@ -399,7 +401,9 @@ async function pathOf(
   budget: { steps: number },
 ): Promise<PathResult> {
   const parts: string[] = [];
-  const path = () => "/" + parts.toReversed().join("/");
+  // As d_path(): a file whose own dentry was unlinked (unhashed, not a root) is "(deleted)".
+  let deleted = false;
+  const path = () => "/" + parts.toReversed().join("/") + (deleted ? " (deleted)" : "");
   try {
     let dentry = follow(file.dentry, "f_path.dentry");
     let mount = follow(file.mnt, "f_path.mnt") - types.mntOffset;
@@ -430,6 +434,7 @@ async function pathOf(
       const d = await readStruct(mem, dentry, types.dentry);
       parts.push(await nameOf(mem, types, dentry, limits.maxName, d));
       const parent = follow(d.parent, "d_parent of dentry", dentry);
+      if (hops === 0 && d.hashed === null && parent !== dentry) deleted = true;
       if (parent === dentry) {
         // A pseudo file's dentry (a socket, a pipe, a memfd) is its own parent; any other
         // dentry that is, and is not its mount's root, is cut off from the tree.

@@ -215,3 +215,17 @@ Deno.test("planFiles() covers listFiles() in both modes, for every task or one p
     assert(one.selective.bytes < all.selective.bytes);
   }
 });
+
+Deno.test("listFiles() says an open file whose name was unlinked is (deleted), as readlink does", async () => {
+  const { kernel, dentries } = image();
+  // Unhashed: d_hash.pprev NULL, as d_delete() leaves a dentry still open.
+  kernel.mutate(dentries.report, { hashed: null });
+  const list = await listFiles(new CachedMemory(kernel.build()), core, types, kernel.tasks[0]);
+  assertEquals(list.files[0].path, `${EXPECTED[0][3]} (deleted)`);
+  assertEquals(list.files[0].pathComplete, true);
+  // Its directory unlinked instead: only the file's own dentry counts, as in d_path().
+  const { kernel: k2, dentries: d2 } = image();
+  k2.mutate(d2.data, { hashed: null });
+  const other = await listFiles(new CachedMemory(k2.build()), core, types, k2.tasks[0]);
+  assertEquals(other.files[0].path, EXPECTED[0][3]);
+});

@@ -107,6 +107,13 @@ export interface ProcessViews {
   unconfirmed: number;
   /** Suspicions re-checked against the live guest. */
   confirmed: number;
+  /**
+   * The creds (addresses) that processes of more than one thread group hold, as the live guest
+   * still shows them ({@linkcode confirmSharedCreds}).
+   */
+  sharedCreds: string[];
+  /** Creds that seemed shared in the snapshot and were not live (an exit, a reuse). */
+  credsCleared: number;
   /** The init pid namespace. */
   pidNamespace: string;
   /** Whether the processes have cgroup paths, or why not (processes.ts). */
@@ -254,11 +261,14 @@ export async function readProcessViews(
       missingFrom: still,
     });
   }
+  const creds = await confirmSharedCreds(confirm, types, processes);
   return {
     processes,
     hidden,
     views,
     ...out,
+    sharedCreds: creds.shared,
+    credsCleared: creds.cleared,
     pidNamespace: hex(pidNamespace),
     ...(list.cgroups ? { cgroups: list.cgroups } : {}),
   };
@@ -481,6 +491,52 @@ async function recheck(
     // It cannot be read any more: it is gone (freed), which is no proof of hiding.
     return [];
   }
+}
+
+/**
+ * The creds that processes of more than one thread group hold, each confirmed against the live
+ * guest. A walk is not atomic: a process that exits after the walk read it frees its cred, whose
+ * memory a process forked later may get before the walk reaches that one, and both then seem to
+ * hold it. A cred is kept when processes of at least two thread groups are still alive live (the
+ * same pid and start time, not exiting) and still hold it as their real_cred; past
+ * {@linkcode MAX_CONFIRMS} creds, the rest are not confirmed and not kept.
+ */
+export async function confirmSharedCreds(
+  live: GuestMemory,
+  types: KernelTypes,
+  processes: readonly Process[],
+): Promise<{ shared: string[]; cleared: number }> {
+  const groups = new Map<string, Process[]>();
+  for (const p of processes) {
+    if (!p.cred || p.error) continue;
+    const group = groups.get(p.cred);
+    if (group) group.push(p);
+    else groups.set(p.cred, [p]);
+  }
+  const shared: string[] = [];
+  let cleared = 0;
+  let looked = 0;
+  for (const [cred, group] of groups) {
+    if (new Set(group.map((p) => p.tgid)).size < 2 || looked++ >= MAX_CONFIRMS) continue;
+    const holders = new Set<number>();
+    for (const p of group) {
+      const at = parseKAddr(p.task);
+      if (at === undefined) continue;
+      try {
+        const t = await readStruct(live, at, types.task);
+        const alive = t.exitState === 0 && (t.flags & PF_EXITING) === 0 &&
+          t.pid === p.pid && t.startTime === p.startTime;
+        if (alive && typeof t.realCred === "number" && hex(t.realCred) === cred) {
+          holders.add(p.tgid);
+        }
+      } catch {
+        // It cannot be read any more: gone.
+      }
+    }
+    if (holders.size >= 2) shared.push(cred);
+    else cleared++;
+  }
+  return { shared, cleared };
 }
 
 /** Whether looking up `nr` in the live pid IDR leads to the task at `at`. */

@@ -261,3 +261,18 @@ Deno.test("readProcessViews() looks twice: a task a fork links between the two l
   );
   assertEquals(hidden.hidden.map((h) => [h.pid, h.missingFrom]), [[200, ["tasks"]]]);
 });
+
+Deno.test("readProcessViews() keeps a shared cred the live guest confirms, and clears one it does not", async () => {
+  // Two processes of their own thread groups on one cred (init_task's, handed over).
+  const sharing = TASKS.map((t, i) => i === 2 || i === 4 ? { ...t, initCred: true } : t);
+  const snapshot = image(sharing);
+  const kept = await views(snapshot);
+  const cred = kept.processes.find((p) => p.pid === 100)!.cred;
+  assertEquals(kept.processes.find((p) => p.pid === 4000)!.cred, cred);
+  assertEquals([kept.sharedCreds, kept.credsCleared], [[cred], 0]);
+  // Live, one of them is exiting: the cred was its until then, not a theft.
+  const gone = await views(snapshot, image(sharing, { exiting: [4] }));
+  assertEquals([gone.sharedCreds, gone.credsCleared], [[], 1]);
+  // Distinct creds: nothing to confirm.
+  assertEquals((await views(image(TASKS))).sharedCreds, []);
+});
