@@ -23,6 +23,8 @@ function views(processes: Process[], truncated = false): ProcessViews {
     cleared: 0,
     unconfirmed: 0,
     confirmed: 0,
+    sharedCreds: [],
+    credsCleared: 0,
     pidNamespace: "0xffff888000000000",
   };
 }

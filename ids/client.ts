@@ -443,9 +443,9 @@ export class AgentClient implements Disposable {
     }
     let records = 0;
     let bytes = 0;
-    const check = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
-      if (high === 0 && low === 0) return carried(payload, start, len);
-      if (++records > maxObjects) {
+    const countRecords = (n: number) => {
+      records += n;
+      if (records > maxObjects) {
         throw misbehaving(
           "maxObjects",
           `Agent sent more records than the ${maxObjects} asked for`,
@@ -453,7 +453,9 @@ export class AgentClient implements Disposable {
           maxObjects,
         );
       }
-      bytes += len;
+    };
+    const countBytes = (n: number) => {
+      bytes += n;
       if (bytes > maxBytes) {
         throw misbehaving(
           "maxBytes",
@@ -462,6 +464,11 @@ export class AgentClient implements Disposable {
           maxBytes,
         );
       }
+    };
+    const check = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
+      if (high === 0 && low === 0) return carried(payload, start, len);
+      countRecords(1);
+      countBytes(len);
       if (high < KERNEL_BASE_HIGH) {
         throw new AgentMisbehaviorError(
           "kernelHalf",
@@ -499,28 +506,14 @@ export class AgentClient implements Disposable {
       if (delta.base === 0) {
         throw misbehaving("carried", "Agent sent a carried run to a PREFETCH that held no base");
       }
-      records += count;
-      if (records > maxObjects) {
-        throw misbehaving(
-          "maxObjects",
-          `Agent sent more records than the ${maxObjects} asked for`,
-          records,
-          maxObjects,
-        );
-      }
+      countRecords(count);
+      let carriedBytes: number;
       try {
-        bytes += delta.onCarried(first, count);
+        carriedBytes = delta.onCarried(first, count);
       } catch (error) {
         throw misbehaving("carried", `Agent sent a bad carried run: ${(error as Error).message}`);
       }
-      if (bytes > maxBytes) {
-        throw misbehaving(
-          "maxBytes",
-          `Agent sent more bytes than the ${maxBytes} asked for`,
-          bytes,
-          maxBytes,
-        );
-      }
+      countBytes(carriedBytes);
     };
     return this.#stream(
       {

@@ -19,28 +19,10 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { procNet, type ProcNetSocket } from "./procfs.ts";
+import { expectedSocket, procNet, type ProcNetSocket, socketFields } from "./procfs.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import { MODES } from "../ids/session.ts";
-
-/** TCP states by number, as the kernel names them (include/net/tcp_states.h). */
-const TCP_STATE_NAMES = [
-  "",
-  "ESTABLISHED",
-  "SYN_SENT",
-  "SYN_RECV",
-  "FIN_WAIT1",
-  "FIN_WAIT2",
-  "TIME_WAIT",
-  "CLOSE",
-  "CLOSE_WAIT",
-  "LAST_ACK",
-  "LISTEN",
-  "CLOSING",
-  "NEW_SYN_RECV",
-  "BOUND_INACTIVE",
-];
 
 const PF_KTHREAD = 0x0020_0000;
 
@@ -210,25 +192,7 @@ privilegedTest("ss lists what /proc/net lists, no more, in every mode", async ()
         const s = byInode.get(inode);
         const where = `${mode}: ${truth.protocol} inode ${inode} port ${truth.localPort}`;
         assert(s, `${where} is in /proc/net before and after, not in ss`);
-        assertEquals(
-          [s.protocol, s.family, s.localAddress, s.localPort, s.remoteAddress, s.remotePort],
-          [
-            truth.protocol,
-            truth.family,
-            truth.localAddress,
-            truth.localPort,
-            truth.remoteAddress,
-            truth.remotePort,
-          ],
-          where,
-        );
-        // UDP: 1 (TCP_ESTABLISHED) is a connected socket, ss's ESTAB; 7 (TCP_CLOSE) is UNCONN.
-        const expected = truth.protocol === "tcp"
-          ? TCP_STATE_NAMES[truth.state]
-          : truth.state === 1
-          ? "ESTAB"
-          : "UNCONN";
-        assertEquals(s.state, expected, `${where}: state`);
+        assertEquals(socketFields(s), expectedSocket(truth), where);
         compared++;
       }
       assert(compared >= 4, `${mode}: only ${compared} sockets compared`);

@@ -180,3 +180,64 @@ export function procNet(): Map<number, ProcNetSocket> {
   }
   return out;
 }
+
+/** TCP states by number, as the kernel names them (include/net/tcp_states.h). */
+export const TCP_STATE_NAMES = [
+  "",
+  "ESTABLISHED",
+  "SYN_SENT",
+  "SYN_RECV",
+  "FIN_WAIT1",
+  "FIN_WAIT2",
+  "TIME_WAIT",
+  "CLOSE",
+  "CLOSE_WAIT",
+  "LAST_ACK",
+  "LISTEN",
+  "CLOSING",
+  "NEW_SYN_RECV",
+  "BOUND_INACTIVE",
+];
+
+/**
+ * The fields of a socket `ss` should show for `truth`, as /proc/net says them: protocol, family,
+ * addresses, ports, and the state as ss names it (UDP: 1, TCP_ESTABLISHED, is a connected socket,
+ * ESTAB; 7, TCP_CLOSE, is UNCONN).
+ */
+export function expectedSocket(truth: ProcNetSocket): unknown[] {
+  const state = truth.protocol === "tcp"
+    ? TCP_STATE_NAMES[truth.state]
+    : truth.state === 1
+    ? "ESTAB"
+    : "UNCONN";
+  return [
+    truth.protocol,
+    truth.family,
+    truth.localAddress,
+    truth.localPort,
+    truth.remoteAddress,
+    truth.remotePort,
+    state,
+  ];
+}
+
+/** The same fields of a socket `ss` lists, in the order of {@linkcode expectedSocket}. */
+export function socketFields(s: {
+  protocol: string;
+  family: string;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  state: string;
+}): unknown[] {
+  return [
+    s.protocol,
+    s.family,
+    s.localAddress,
+    s.localPort,
+    s.remoteAddress,
+    s.remotePort,
+    s.state,
+  ];
+}
