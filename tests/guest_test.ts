@@ -9,13 +9,8 @@
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
 import { sameComm, stableAcross } from "./procfs.ts";
-import {
-  describePrograms,
-  spawnReady,
-  WALK_OBJECT,
-  Walker,
-  WALKER_PROGRAMS,
-} from "../agent/mod.ts";
+import { serveConfig } from "./serve.ts";
+import { describePrograms, WALK_OBJECT, Walker, WALKER_PROGRAMS } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
 import type { GuestSession } from "../ids/session.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
@@ -161,27 +156,13 @@ async function checkGuest(
     const { stats } = JSON.parse(new TextDecoder().decode(ps.stdout));
     assertEquals(describePrograms(stats.programs), vm.programs);
 
-    const config = `${state}/ids.json`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({
-        listen: "127.0.0.1:0",
-        stateDir: state,
-        guests: [{ name: "debian", agent: vm.address, refreshMs: 60_000 }],
-      }),
-    );
-    await using serve = await spawnReady({
-      main: new URL("../ids/main.ts", import.meta.url),
-      permissions: IDS_PERMISSIONS,
-      args: ["serve", "--config", config],
-      ready: /API on (\S+) \(token in (\S+)\)/,
+    await using serve = await serveConfig(state, {
+      listen: "127.0.0.1:0",
+      stateDir: state,
+      guests: [{ name: "debian", agent: vm.address, refreshMs: 60_000 }],
     });
-    const [, url, tokenFile] = serve.ready;
-    const token = (await Deno.readTextFile(tokenFile)).trim();
     for (let tries = 0;; tries++) {
-      const res = await fetch(`${url}/v1/vms/debian`, {
-        headers: { Authorization: `Bearer ${token}` },
-      });
+      const res = await serve.request("/v1/vms/debian");
       const body = await res.json();
       if (body.kernel) {
         assertEquals(

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import type { Process } from "../linux/processes.ts";
 import type { VmStats } from "../service/types.ts";
 import { FakeMonitor, fakeProcess } from "./fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "./_test_utils.ts";
+import { assertError, AUTH, TOKEN } from "./test_utils.ts";
 import { type ApiOptions, createApi } from "./mod.ts";
 
 const WEB: Process[] = [

@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import type { Socket } from "../linux/sockets.ts";
 import { fakeFile, fakeModule, FakeMonitor, fakeProcess, fakeSocket } from "./fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "./_test_utils.ts";
+import { assertError, AUTH, TOKEN } from "./test_utils.ts";
 import { createApi } from "./mod.ts";
 
 const SOCKETS: Socket[] = [

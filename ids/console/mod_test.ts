@@ -1,7 +1,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { createApi } from "../api/mod.ts";
 import { FakeMonitor, fakeProcess } from "../api/fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "../api/_test_utils.ts";
+import { assertError, AUTH, TOKEN } from "../api/test_utils.ts";
 import { APP_PATH, MODULES, PUBLIC_PATHS } from "./mod.ts";
 
 function setup() {

@@ -1,5 +1,6 @@
 /**
- * What the API's test files share: the token their apps accept and the check of error bodies.
+ * What the tests of the API and of what it serves (the console) share: the token their apps accept
+ * and the check of error bodies.
  *
  * @module
  */
