@@ -288,7 +288,10 @@ export class Holder {
       for (const cgroup of this.#cgroups) freeze(cgroup, true);
       const deadline = started + Math.min(FREEZE_TIMEOUT_MS, capMs);
       for (const cgroup of this.#cgroups) {
-        while (!isFrozen(cgroup)) {
+        for (let polls = 1; !isFrozen(cgroup); polls++) {
+          // A v1 freezer that found a task busy stays FREEZING until FROZEN is written again
+          // (cgroup-v1/freezer-subsystem.rst): retry every 50 polls.
+          if (cgroup.version === 1 && polls % 50 === 0) freeze(cgroup, true);
           if (this.#current !== hold) {
             throw new Error(`"${cgroup.dir}" did not freeze before the hold's cap of ${capMs} ms`);
           }
