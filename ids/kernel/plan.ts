@@ -32,6 +32,12 @@ export type CopyMode = "whole" | "selective";
  * copy, frame, decode and index.
  */
 const MERGE_GAP = 64;
+/**
+ * In whole mode, ranges this close are copied as one when the gap lies inside the structure
+ * (a copy of fields only, for a structure whose whole copy may run into unmapped memory): a
+ * record costs more to frame, send and index than 256 bytes do.
+ */
+const WIDE_GAP = 256;
 
 /** A node of a plan under construction: its index and the layout of its structure. */
 export interface NodeRef<L extends StructLayout<unknown> = StructLayout<unknown>> {
@@ -74,17 +80,23 @@ function sizeOf(field: ResolvedField): FieldSize {
   return field.size as FieldSize;
 }
 
-/** Merges sorted ranges whose gap is small, then the closest until at most `max` remain. */
+/**
+ * Merges ranges at most {@linkcode MERGE_GAP} apart, and those at most {@linkcode WIDE_GAP}
+ * apart whose gap lies inside [0, `inside`); then the closest until at most `max` remain.
+ */
 export function mergeRanges(
   ranges: { off: number; len: number }[],
   max: number = PLAN_LIMITS.ranges,
+  inside = 0,
 ): { off: number; len: number }[] {
   const sorted = [...ranges].sort((a, b) => a.off - b.off);
   const out: { off: number; end: number }[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];
-    if (last && r.off <= last.end + MERGE_GAP) last.end = Math.max(last.end, r.off + r.len);
-    else out.push({ off: r.off, end: r.off + r.len });
+    const gap = last ? r.off - last.end : Infinity;
+    if (last && (gap <= MERGE_GAP || (gap <= WIDE_GAP && r.off <= inside))) {
+      last.end = Math.max(last.end, r.off + r.len);
+    } else out.push({ off: r.off, end: r.off + r.len });
   }
   while (out.length > max) {
     let best = 0;
@@ -102,6 +114,11 @@ export class PlanBuilder {
   #nodes: PlanNode[] = [];
   #roots: { addr: bigint; node: number }[] = [];
   constructor(readonly mode: CopyMode) {}
+
+  /** How far into a structure of `layout` gaps may be copied (see {@linkcode mergeRanges}). */
+  #inside(layout: StructLayout<unknown>): number {
+    return this.mode === "whole" ? layout.size : 0;
+  }
 
   /**
    * Adds a node for structures of `layout`. `extra` ranges (relative to the structure) are copied
@@ -142,7 +159,11 @@ export class PlanBuilder {
       : fields;
     const node: PlanNode = {
       dedupe: options.dedupe ?? true,
-      ranges: mergeRanges([...ranges, ...(options.extra ?? [])]),
+      ranges: mergeRanges(
+        [...ranges, ...(options.extra ?? [])],
+        PLAN_LIMITS.ranges,
+        this.#inside(layout),
+      ),
       edges: [],
     };
     if (options.when) node.guard = this.#condition({ index: -1, layout }, options.when);
@@ -153,7 +174,11 @@ export class PlanBuilder {
           `Node "${options.coveredBy!.layout.struct}" cannot cover: it is not deduped`,
         );
       }
-      by.ranges = mergeRanges([...by.ranges, ...node.ranges]);
+      by.ranges = mergeRanges(
+        [...by.ranges, ...node.ranges],
+        PLAN_LIMITS.ranges,
+        this.#inside(options.coveredBy!.layout),
+      );
       node.coveredBy = options.coveredBy!.index;
     }
     this.#nodes.push(node);
