@@ -78,6 +78,8 @@ export class MemoryCache {
   /** The page the last lookup found, and its number. */
   #last?: Page;
   #lastPage = -1;
+  /** The extent {@linkcode span} last served. */
+  #near?: Extent;
   #stats: CacheStats = { hits: 0, misses: 0, bytes: 0, extents: 0, refusedBytes: 0 };
 
   constructor(options: CacheOptions = {}) {
@@ -170,10 +172,18 @@ export class MemoryCache {
    * parts: {@linkcode get} assembles those).
    */
   span(addr: KAddr, len: number): Span | undefined {
+    // A struct's layouts are read one after another from the one extent that holds it; without
+    // overlaps, no other extent can serve any of its bytes.
+    const near = this.#near;
+    if (near && !this.#overlaps && addr >= near.start && addr + len <= near.end) {
+      this.#stats.hits++;
+      return near;
+    }
     const extent = this.#covering(addr);
     if (!extent || extent.end < addr + len) return undefined;
     if (this.#servedUntil(extent, addr, addr + len) !== addr + len) return undefined;
     this.#stats.hits++;
+    this.#near = extent;
     return extent;
   }
 
