@@ -6,19 +6,16 @@
  */
 
 import type { AgentClient } from "./client.ts";
+import { hexBytes } from "./memory/address.ts";
 import { progress } from "./progress.ts";
 
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  return toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+  return hexBytes(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
 }
 
 /** The agent's kernel BTF: from `stateDir/btf/<sha256>.btf` when present, else fetched and stored. */
 export async function loadBtf(client: AgentClient, stateDir: string): Promise<Uint8Array> {
-  const hash = toHex(client.info.btfHash);
+  const hash = hexBytes(client.info.btfHash);
   const dir = `${stateDir}/btf`;
   const path = `${dir}/${hash}.btf`;
   try {

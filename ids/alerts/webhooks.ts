@@ -17,6 +17,7 @@
 
 import client from "prom-client";
 import { type Severity, severityRank } from "../detect/types.ts";
+import { hexBytes } from "../memory/address.ts";
 import type { AlertChange } from "./types.ts";
 
 /** One webhook of the configuration. */
@@ -55,10 +56,6 @@ interface Pending {
 }
 
 type Outcome = "delivered" | "retry" | "failed";
-
-function toHex(bytes: ArrayBuffer): string {
-  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** Where a webhook is, for logs: its origin, without credentials, path or query. */
 function originOf(url: string): string {
@@ -191,7 +188,7 @@ class Webhook {
           "Content-Type": "application/json",
           "User-Agent": "ebpfmon-ids",
           "X-Ebpfmon-Event": String(item.id),
-          "X-Ebpfmon-Signature": `sha256=${toHex(signature)}`,
+          "X-Ebpfmon-Signature": `sha256=${hexBytes(new Uint8Array(signature))}`,
         },
         body: item.body,
         redirect: "manual",

@@ -5,20 +5,12 @@
  * @module
  */
 
-import client from "prom-client";
-import { ChannelError, type IdsCredentials, parseHostPort } from "../../protocol/mod.ts";
-import { explainPinMismatch, guestCredentials } from "../connect.ts";
-import {
-  AgentClient,
-  AgentClosedError,
-  AgentMisbehaviorError,
-  type ClientCounters,
-} from "../client.ts";
-import { MISBEHAVING_RULE, UNREACHABLE_RULE } from "../alerts/store.ts";
-import { LayoutError } from "../kernel/layout.ts";
+import { type IdsCredentials, parseHostPort } from "../../protocol/mod.ts";
+import { guestCredentials } from "../connect.ts";
+import type { ClientCounters } from "../client.ts";
 import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
-import type { KAddr } from "../memory/address.ts";
+import { hexBytes, type KAddr } from "../memory/address.ts";
 import {
   type FilesAnswer,
   GuestSession,
@@ -30,9 +22,13 @@ import {
 } from "../session.ts";
 import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
 import { type AgentIdentity, compareIdentity } from "./_identity.ts";
+import { type AgentTimeouts, dial } from "./_dial.ts";
+import { type Feed, isViewError, spent } from "./_feed.ts";
+import { HealthAlarm, type HealthAlerts } from "./_health.ts";
+import type { Metrics } from "./_metrics.ts";
 import { loadWalker } from "../walker_object.ts";
 import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
-import type { AgentState, FetchRecord, KernelInfo, Snapshot, ViewName, VmEvent } from "./types.ts";
+import type { AgentState, FetchRecord, KernelInfo, Snapshot, VmEvent } from "./types.ts";
 
 /** How the service takes every view: one PREFETCH round trip of whole structures. */
 const MODE: Mode = "prefetch";
@@ -43,9 +39,6 @@ const MAX_EVENTS = 50;
 const MAX_RECENT = 100;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
-const CONNECT_TIMEOUT_MS = 5_000;
-/** A request of a guest's agent without a frame of its answer for this long fails. */
-const IDLE_TIMEOUT_MS = 10_000;
 /**
  * What one scan may bring from a guest by default (its `scanLimits` in ids.json): a guest of
  * about 3,500 processes (a check costs about 17 records and 4 KB per process), and little
@@ -55,138 +48,6 @@ const IDLE_TIMEOUT_MS = 10_000;
  * stops and the rest is read page by page (counted round trips, never a wrong answer).
  */
 export const SCAN_LIMITS: PrefetchLimits = { maxObjects: 1 << 16, maxBytes: 32 << 20 };
-
-/** Deadlines of a guest's agent connection. */
-export interface AgentTimeouts {
-  /** Connect, TLS handshake and acceptance. @default 5000 */
-  connectMs?: number;
-  /** No frame of a request's answer for this long fails it. @default 10000 */
-  idleMs?: number;
-  /** A request unfinished after this long fails. @default max(10000, refreshMs) */
-  requestMs?: number;
-}
-
-/** Where a guest raises and resolves its health alerts (agent misbehaving, unreachable). */
-export interface HealthAlerts {
-  raise(finding: Finding, at: number): void;
-  resolve(rule: string, at: number): void;
-  /** The health rules with an open alert for this guest when the service started. */
-  open?: readonly string[];
-}
-
-/**
- * What failed with the agent behind `error`: the first error of its cause chain (a read of
- * guest memory wraps the agent's error) that says why the channel or the agent failed, else
- * `error` itself.
- */
-function agentFailure(error: unknown): unknown {
-  for (let at = error, depth = 0; at instanceof Error && depth < 8; at = at.cause, depth++) {
-    if (
-      at instanceof ChannelError || at instanceof AgentMisbehaviorError ||
-      at instanceof AgentClosedError
-    ) return at;
-  }
-  return error;
-}
-
-/**
- * Why an agent cannot be used, as far as the IDS can tell: "refused" (no TCP connection),
- * "timeout" (no channel in time: the TCP connect or the TLS handshake), "pin-mismatch",
- * "untrusted" (not an agent of the pairing CA), "certificate-refused" (the agent refused the
- * IDS), "closed", "misbehaving" (it broke the protocol or a limit), or "error".
- */
-export function unreachableCause(error: unknown): string {
-  error = agentFailure(error);
-  if (error instanceof ChannelError) {
-    return {
-      unreachable: "refused",
-      timeout: "timeout",
-      "pin-mismatch": "pin-mismatch",
-      untrusted: "untrusted",
-      refused: "certificate-refused",
-      closed: "closed",
-    }[error.code];
-  }
-  if (error instanceof AgentMisbehaviorError) return "misbehaving";
-  if (error instanceof AgentClosedError) return "closed";
-  return "error";
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The metrics every guest reports, in one registry. */
-export class Metrics {
-  readonly registry = new client.Registry();
-  readonly fetchSeconds = new client.Histogram({
-    name: "ebpfmon_fetch_seconds",
-    help: "Time to take one snapshot of a view of a guest",
-    labelNames: ["vm", "view", "mode"] as const,
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [this.registry],
-  });
-  readonly bytes = new client.Counter({
-    name: "ebpfmon_received_bytes_total",
-    help: "Frame bytes received from a guest's agent",
-    labelNames: ["vm"] as const,
-    registers: [this.registry],
-  });
-  readonly roundTrips = new client.Counter({
-    name: "ebpfmon_round_trips_total",
-    help: "Requests sent to a guest's agent",
-    labelNames: ["vm"] as const,
-    registers: [this.registry],
-  });
-  readonly failures = new client.Counter({
-    name: "ebpfmon_fetch_failures_total",
-    help: "Snapshots of a view of a guest that failed",
-    labelNames: ["vm", "view"] as const,
-    registers: [this.registry],
-  });
-  readonly up = new client.Gauge({
-    name: "ebpfmon_agent_up",
-    help: "1 when the guest's agent is connected",
-    labelNames: ["vm"] as const,
-    registers: [this.registry],
-  });
-}
-
-/** What one view's session call returns. */
-interface Taken<T> {
-  value: T;
-  stats: SnapshotStats;
-}
-
-/** One view of a guest: how it is taken, its last snapshot, and the fetch under way. */
-export interface Feed<T> {
-  view: ViewName;
-  /** The view as events name it: "sockets", "files of pid 42". */
-  label: string;
-  /**
-   * A read that gives no max age is served a snapshot at most this old; when undefined, the
-   * snapshot while the agent is up (the guest's loop keeps it fresh).
-   */
-  maxAgeMs?: number;
-  take(session: GuestSession): Promise<Taken<T>>;
-  snapshot?: Snapshot<T>;
-  pending?: Promise<Snapshot<T>>;
-}
-
-/**
- * The view's own answer about the guest, not a failure of its agent: the process asked for does
- * not exist, or the guest kernel lacks what the view reads. The session stays up.
- */
-export function isViewError(error: unknown): boolean {
-  return error instanceof NoSuchProcessError || error instanceof LayoutError;
-}
-
-/** Round trips and bytes `session` spent since `before` (nothing without a session). */
-function spent(session?: GuestSession, before?: ClientCounters): ClientCounters {
-  if (!session || !before) return { roundTrips: 0, bytes: 0 };
-  const after = session.client.counters;
-  return { roundTrips: after.roundTrips - before.roundTrips, bytes: after.bytes - before.bytes };
-}
 
 /** One guest: its connection, the snapshots of its views, its history. */
 export class Guest {
@@ -200,6 +61,7 @@ export class Guest {
   readonly addresses: { hostname: string; port: number; text: string }[];
   /** The address whose agent answered last (the first before any did). */
   address: string;
+  readonly #health: HealthAlarm;
   /** The agent behind the last connection. */
   #identity?: AgentIdentity;
   /**
@@ -240,7 +102,9 @@ export class Guest {
     readonly health: HealthAlerts = { raise() {}, resolve() {} },
     readonly timeouts: AgentTimeouts = {},
   ) {
-    for (const rule of health.open ?? []) this.#raised.add(rule);
+    this.#health = new HealthAlarm(config.name, health, (message, error) => {
+      this.event(message, error);
+    });
     this.addresses = agentAddresses(config).map((text) => ({ ...parseHostPort(text), text }));
     this.address = this.addresses[0].text;
     metrics.up.set({ vm: config.name }, 0);
@@ -400,7 +264,7 @@ export class Guest {
       });
       this.totals.misses += stats.misses;
       this.totals.lookups += stats.lookups;
-      this.#healthy();
+      this.#health.healthy();
       if (stats.truncated) this.event(`${label} snapshot truncated: ${stats.reason}`, true);
       return snapshot;
     } catch (error) {
@@ -418,7 +282,7 @@ export class Guest {
       const message = `cannot take ${label}: ${(error as Error).message}`;
       if (!isViewError(error)) {
         this.#drop(message);
-        this.#unhealthy(error);
+        this.#health.unhealthy(error, this.address);
       } else if (!answered) this.event(message, true);
       throw error;
     }
@@ -453,14 +317,18 @@ export class Guest {
 
   async #open(): Promise<GuestSession> {
     const credentials = await this.#credentials();
-    const { agent, address } = await this.#dial(credentials);
+    const { agent, address } = await dial(this.config.name, this.addresses, credentials, {
+      connectMs: this.timeouts.connectMs,
+      idleMs: this.timeouts.idleMs,
+      requestMs: this.timeouts.requestMs ?? Math.max(10_000, this.config.refreshMs),
+    });
     try {
       const info = agent.info;
       // The IDS's own programs, never the agent's default: a refusal fails the connection.
       const loaded = await loadWalker(agent);
       const kernel: KernelInfo = {
         release: info.kernelRelease,
-        btfHash: toHex(info.btfHash),
+        btfHash: hexBytes(info.btfHash),
         bootId: info.bootId,
         programs: loaded.programs,
       };
@@ -488,7 +356,7 @@ export class Guest {
       agent.closed.then((reason) => {
         if (this.#session !== session || this.#closed) return;
         this.#drop(`connection lost: ${reason.message}`);
-        this.#unhealthy(reason);
+        this.#health.unhealthy(reason, this.address);
         this.#wake?.();
       });
       this.state = "up";
@@ -500,104 +368,9 @@ export class Guest {
     }
   }
 
-  /**
-   * Connects to the first of the agent's addresses that answers, in order.
-   * @throws the error of the last address (the others' causes named in its message).
-   */
-  async #dial(credentials: IdsCredentials): Promise<{ agent: AgentClient; address: string }> {
-    const failed: string[] = [];
-    for (const [i, { hostname, port, text }] of this.addresses.entries()) {
-      try {
-        const agent = await AgentClient.connect({
-          hostname,
-          port,
-          credentials,
-          timeoutMs: this.timeouts.connectMs ?? CONNECT_TIMEOUT_MS,
-          requestTimeoutMs: this.timeouts.requestMs ?? Math.max(10_000, this.config.refreshMs),
-          idleTimeoutMs: this.timeouts.idleMs ?? IDLE_TIMEOUT_MS,
-        });
-        return { agent, address: text };
-      } catch (error) {
-        const explained = explainPinMismatch(error);
-        if (i === this.addresses.length - 1) {
-          if (failed.length === 0) throw explained;
-          const others = `${failed.join("; ")}; ${text}: ${(explained as Error).message}`;
-          throw new ChannelError(
-            explained instanceof ChannelError ? explained.code : "unreachable",
-            `No address of the agent answered (${others})`,
-            { cause: explained },
-          );
-        }
-        failed.push(`${text}: ${(explained as Error).message}`);
-      }
-    }
-    throw new Error(`Guest "${this.config.name}" has no agent address`);
-  }
-
   /** The IDS's identity and this guest's own pin (see `guestCredentials`). */
   #credentials(): Promise<IdsCredentials> {
     return guestCredentials(this.config, this.service.stateDir);
-  }
-
-  /** Health rules with an alert open for this guest. */
-  readonly #raised = new Set<string>();
-  /** The limit the agent broke last, since its last whole snapshot. */
-  #lastLimit?: string;
-
-  /**
-   * Raises `agent_unreachable` with the cause of `error`, and `agent_misbehaving` with what the
-   * agent broke when it broke something. An agent failing on every retry updates the same two
-   * alerts.
-   */
-  #unhealthy(error: unknown): void {
-    const at = Date.now();
-    const vm = this.config.name;
-    const message = (error as Error).message;
-    const cause = unreachableCause(error);
-    const findings: Finding[] = [{
-      rule: UNREACHABLE_RULE,
-      severity: "high",
-      subject: vm,
-      message: `The agent of "${vm}" at ${this.address} cannot be used (${cause}): ${message}`,
-      evidence: { cause, agent: this.address, error: message },
-    }];
-    const failure = agentFailure(error);
-    if (failure instanceof AgentMisbehaviorError) {
-      // Each new way of misbehaving is an event, even while the agent is down; the same one
-      // again on every retry is not.
-      if (failure.limit !== this.#lastLimit) {
-        this.#lastLimit = failure.limit;
-        this.event(`agent misbehaving (${failure.limit}): ${failure.message}`, true);
-      }
-      findings.push({
-        rule: MISBEHAVING_RULE,
-        severity: "high",
-        subject: vm,
-        message: `The agent of "${vm}" broke "${failure.limit}": ${failure.message}`,
-        evidence: { agent: this.address, ...failure.evidence },
-      });
-    }
-    for (const finding of findings) {
-      try {
-        this.health.raise(finding, at);
-        this.#raised.add(finding.rule);
-      } catch (failure) {
-        this.event(`cannot store alert ${finding.rule}: ${(failure as Error).message}`, true);
-      }
-    }
-  }
-
-  /** Resolves the health alerts once the agent answered a whole snapshot. */
-  #healthy(): void {
-    this.#lastLimit = undefined;
-    for (const rule of [...this.#raised]) {
-      try {
-        this.health.resolve(rule, Date.now());
-        this.#raised.delete(rule);
-      } catch (failure) {
-        this.event(`cannot resolve alert ${rule}: ${(failure as Error).message}`, true);
-      }
-    }
   }
 
   /** Forgets the session after a failure; the next refresh reconnects. */

@@ -17,7 +17,10 @@ import type { Process } from "../linux/processes.ts";
 import type { Socket } from "../linux/sockets.ts";
 import type { FilesAnswer, ModulesAnswer } from "../session.ts";
 import type { ServiceConfig } from "./config.ts";
-import { type AgentTimeouts, type Feed, Guest, isViewError, Metrics } from "./_guest.ts";
+import { Guest } from "./_guest.ts";
+import { type Feed, isViewError } from "./_feed.ts";
+import type { AgentTimeouts } from "./_dial.ts";
+import { Metrics } from "./_metrics.ts";
 import { HEALTH_RULES } from "../alerts/store.ts";
 import {
   AgentUnavailableError,
