@@ -22,8 +22,8 @@ export {
   MISBEHAVING_RULE,
   OVERFLOW_RULE,
   OVERFLOW_SUBJECT,
-  SCHEMA_VERSION,
   UNREACHABLE_RULE,
 } from "./store.ts";
+export { SCHEMA_VERSION } from "./_schema.ts";
 export * from "./types.ts";
 export { type WebhookConfig, type WebhookOptions, Webhooks } from "./webhooks.ts";
