@@ -119,74 +119,91 @@ export const getVm = createRoute({
   responses: { 200: json("The guest's status", VmStatusSchema), ...errors(401, 404, 500) },
 });
 
-export const listProcesses = createRoute({
-  method: "get",
+/**
+ * A route that serves a snapshot of a guest's view: the snapshot's age in a header, and every
+ * error a fetch of it can end in.
+ */
+function snapshotRoute<
+  P extends string,
+  V extends typeof VmParams | typeof ProcessParams,
+  Q extends z.ZodObject,
+  S extends z.ZodType,
+>(
+  route: {
+    path: P;
+    summary: string;
+    description?: string;
+    params: V;
+    query: Q;
+    answer: string;
+    schema: S;
+  },
+) {
+  return createRoute({
+    method: "get",
+    path: route.path,
+    summary: route.summary,
+    description: route.description,
+    security: secured,
+    request: { params: route.params, query: route.query },
+    responses: {
+      200: { ...json(route.answer, route.schema), headers: snapshotAge },
+      ...errors(401, 404, 422, 500, 503),
+    },
+  });
+}
+
+/** "Served again within `max_age_ms`", said of each view taken on request. */
+const KEPT = "A request within `max_age_ms` (default: the guest's refresh interval) is served " +
+  "the same snapshot.";
+
+export const listProcesses = snapshotRoute({
   path: "/v1/vms/{vm}/processes",
   summary: "The guest's process list, filtered, from the cache when fresh enough",
-  security: secured,
-  request: { params: VmParams, query: ProcessesQuery },
-  responses: {
-    200: {
-      ...json("The processes that pass every filter", ProcessesSchema),
-      headers: snapshotAge,
-    },
-    ...errors(401, 404, 422, 500, 503),
-  },
+  params: VmParams,
+  query: ProcessesQuery,
+  answer: "The processes that pass every filter",
+  schema: ProcessesSchema,
 });
 
-export const getProcess = createRoute({
-  method: "get",
+export const getProcess = snapshotRoute({
   path: "/v1/vms/{vm}/processes/{pid}",
   summary: "One process of the guest",
-  security: secured,
-  request: { params: ProcessParams, query: FreshnessQuery },
-  responses: {
-    200: { ...json("The process", ProcessAnswerSchema), headers: snapshotAge },
-    ...errors(401, 404, 422, 500, 503),
-  },
+  params: ProcessParams,
+  query: FreshnessQuery,
+  answer: "The process",
+  schema: ProcessAnswerSchema,
 });
 
-export const listFiles = createRoute({
-  method: "get",
+export const listFiles = snapshotRoute({
   path: "/v1/vms/{vm}/processes/{pid}/files",
   summary: "The open files of one process of the guest, taken on request",
-  description: "Kept per process: a request within `max_age_ms` (default: the guest's refresh " +
-    "interval) is served the same snapshot.",
-  security: secured,
-  request: { params: ProcessParams, query: FreshnessQuery },
-  responses: {
-    200: { ...json("The process's open files", FilesSchema), headers: snapshotAge },
-    ...errors(401, 404, 422, 500, 503),
-  },
+  description: `Kept per process. ${KEPT}`,
+  params: ProcessParams,
+  query: FreshnessQuery,
+  answer: "The process's open files",
+  schema: FilesSchema,
 });
 
-export const listModules = createRoute({
-  method: "get",
+export const listModules = snapshotRoute({
   path: "/v1/vms/{vm}/modules",
   summary: "The guest's loaded kernel modules, taken on request",
-  description: "A request within `max_age_ms` (default: the guest's refresh interval) is served " +
-    "the same snapshot. A kernel without loadable modules answers `supported: false` with the " +
-    "reason.",
-  security: secured,
-  request: { params: VmParams, query: FreshnessQuery },
-  responses: {
-    200: { ...json("The modules, or why there can be none", ModulesSchema), headers: snapshotAge },
-    ...errors(401, 404, 422, 500, 503),
-  },
+  description: `${KEPT} A kernel without loadable modules answers \`supported: false\` with ` +
+    "the reason.",
+  params: VmParams,
+  query: FreshnessQuery,
+  answer: "The modules, or why there can be none",
+  schema: ModulesSchema,
 });
 
-export const listSockets = createRoute({
-  method: "get",
+export const listSockets = snapshotRoute({
   path: "/v1/vms/{vm}/sockets",
   summary: "The guest's TCP and UDP sockets with their owners, filtered, taken on request",
-  description: "A request within `max_age_ms` (default: the guest's refresh interval) is served " +
-    "the same snapshot.",
-  security: secured,
-  request: { params: VmParams, query: SocketsQuery },
-  responses: {
-    200: { ...json("The sockets that pass every filter", SocketsSchema), headers: snapshotAge },
-    ...errors(401, 404, 422, 500, 503),
-  },
+  description: KEPT,
+  params: VmParams,
+  query: SocketsQuery,
+  answer: "The sockets that pass every filter",
+  schema: SocketsSchema,
 });
 
 export const refresh = createRoute({
