@@ -121,38 +121,6 @@ export interface DataRecord {
 }
 
 /**
- * Iterates the records of a DATA payload.
- * @throws {FrameError} when a record's length runs past the payload.
- */
-export function* dataRecords(payload: Uint8Array, id = 0): Generator<DataRecord> {
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  let at = 0;
-  while (at < payload.length) {
-    if (at + RECORD_HEADER > payload.length) {
-      throw new FrameError(
-        `Cannot decode DATA frame: record header at ${at} is cut short`,
-        ErrorCode.BAD_FRAME,
-        id,
-      );
-    }
-    const addr = view.getBigUint64(at, true);
-    const len = view.getUint32(at + 8, true);
-    const start = at + RECORD_HEADER;
-    if (start + len > payload.length) {
-      throw new FrameError(
-        `Cannot decode DATA frame: record at ${at} claims ${len} bytes, ${
-          payload.length - start
-        } remain`,
-        ErrorCode.BAD_FRAME,
-        id,
-      );
-    }
-    yield { addr, bytes: payload.subarray(start, start + len) };
-    at = start + len;
-  }
-}
-
-/**
  * Calls `onRecord` for each record of a DATA payload, with the address in two 32-bit halves and
  * where its bytes are in `payload` (`len` bytes from `start`): no BigInt and no view per record,
  * for the hot path of a large prefetch.
@@ -177,4 +145,20 @@ export function forEachRecord(
     onRecord(view.getUint32(at + 4, true), view.getUint32(at, true), payload, start, len);
     at = start + len;
   }
+}
+
+/**
+ * The records of a DATA payload, each with its address as a BigInt and a view of its bytes:
+ * {@linkcode forEachRecord} for callers off the hot path.
+ * @throws {FrameError} when a record's length runs past the payload.
+ */
+export function dataRecords(payload: Uint8Array, id = 0): DataRecord[] {
+  const records: DataRecord[] = [];
+  forEachRecord(payload, (high, low, bytes, start, len) => {
+    records.push({
+      addr: (BigInt(high) << 32n) | BigInt(low),
+      bytes: bytes.subarray(start, start + len),
+    });
+  }, id);
+  return records;
 }
