@@ -45,10 +45,16 @@ const RES = {
 } as const;
 const PLAN_AT = 120;
 const SHARED_SIZE = PLAN_AT + PLAN_SIZE;
-/** Mirrors `struct ebpfmon_record`: u64 address, u32 length, u32 padding, then the bytes. */
-const RECORD_HEADER = 16;
-/** Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest READ. */
-export const READ_MAX = 1024 * 4096;
+/**
+ * Mirrors `struct ebpfmon_record`, a record in the ring: u64 address, u32 length, u32 padding,
+ * then the bytes (the wire's DATA records have no padding: protocol/data_records.ts).
+ */
+const RING_RECORD_HEADER = 16;
+/**
+ * Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest read one run of the BPF
+ * program can do. The agent serves READs of at most `LIMITS.maxRead` (protocol/frames.ts), less.
+ */
+export const WALKER_READ_MAX = 1024 * 4096;
 
 /** The programs a walker object must have (it may have more: every one is attached). */
 export const WALKER_PROGRAMS = ["read_memory", "walk_tasks", "report_anchor", "walk_plan"] as const;
@@ -221,7 +227,9 @@ export class Walker implements Disposable {
    * Drain them with {@linkcode drain}.
    */
   read(addr: bigint, len: number): RunResult {
-    if (len > READ_MAX) throw new RangeError(`Cannot read ${len} bytes: the limit is ${READ_MAX}`);
+    if (len > WALKER_READ_MAX) {
+      throw new RangeError(`Cannot read ${len} bytes: the limit is ${WALKER_READ_MAX}`);
+    }
     return this.#run(OP_READ, { addr, len: BigInt(len) });
   }
 
@@ -258,14 +266,14 @@ export class Walker implements Disposable {
   drain(onRecord: (addr: bigint, bytes: Uint8Array) => boolean): boolean {
     let more = false;
     this.#ring.drain((record) => {
-      const view = new DataView(record.buffer, record.byteOffset, RECORD_HEADER);
+      const view = new DataView(record.buffer, record.byteOffset, RING_RECORD_HEADER);
       const len = view.getUint32(8, true);
-      if (len > record.length - RECORD_HEADER) {
+      if (len > record.length - RING_RECORD_HEADER) {
         throw new RangeError(
-          `Ring record claims ${len} bytes but holds ${record.length - RECORD_HEADER}`,
+          `Ring record claims ${len} bytes but holds ${record.length - RING_RECORD_HEADER}`,
         );
       }
-      const bytes = record.subarray(RECORD_HEADER, RECORD_HEADER + len);
+      const bytes = record.subarray(RING_RECORD_HEADER, RING_RECORD_HEADER + len);
       if (!onRecord(view.getBigUint64(0, true), bytes)) {
         more = true;
         return false;
@@ -285,12 +293,14 @@ export class Walker implements Disposable {
     let more = false;
     this.#ring.drainAt((data, view, at, size) => {
       const len = view.getUint32(at + 8, true);
-      if (len > size - RECORD_HEADER) {
-        throw new RangeError(`Ring record claims ${len} bytes but holds ${size - RECORD_HEADER}`);
+      if (len > size - RING_RECORD_HEADER) {
+        throw new RangeError(
+          `Ring record claims ${len} bytes but holds ${size - RING_RECORD_HEADER}`,
+        );
       }
       const framed = delta
         ? delta.append(builder, data, at, len)
-        : builder.appendFrom(data, at, at + RECORD_HEADER, len);
+        : builder.appendFrom(data, at, at + RING_RECORD_HEADER, len);
       if (!framed) {
         more = true;
         return false;
