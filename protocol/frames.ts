@@ -22,8 +22,8 @@
  * generation END gave it), sends a record that has not changed since as a reference into it (a
  * carried run, `data_records.ts`) instead of its bytes.
  *
- * Frames are built by `frame_encoder.ts`, read by `frame_decoder.ts`, and DATA payloads are
- * records (`data_records.ts`).
+ * Frames are built by `frame_encoder.ts`, read by `frame_decoder.ts` and `frame_parser.ts`, and
+ * DATA payloads are records (`data_records.ts`).
  *
  * @module
  */

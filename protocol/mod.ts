@@ -40,7 +40,8 @@ export {
   type RawFrame,
   StopReason,
 } from "./frames.ts";
-export { FrameDecoder, type FrameDecoderOptions, parseFrame } from "./frame_decoder.ts";
+export { FrameDecoder, type FrameDecoderOptions } from "./frame_decoder.ts";
+export { parseFrame } from "./frame_parser.ts";
 export { encodeFrame } from "./frame_encoder.ts";
 export {
   CARRIED_RUN,
