@@ -81,10 +81,13 @@ struct {
 	__type(value, struct plan_seen_slot);
 } plan_seen SEC(".maps");
 
-/* The slot of (addr, node) in plan_seen, or NULL. */
+/*
+ * The slot of (addr, node) in plan_seen, or NULL. The node goes into the low bits: the slot is
+ * taken from bits 32.. of the product, which no input bit above them changes.
+ */
 static __always_inline struct plan_seen_slot *seen_slot(__u64 addr, __u32 node)
 {
-	__u64 h = ((addr >> 3) ^ ((__u64)node << 56)) * 0x9e3779b97f4a7c15ULL;
+	__u64 h = ((addr >> 3) ^ node) * 0x9e3779b97f4a7c15ULL;
 	__u32 i = (__u32)(h >> 32) & config.seen_mask;
 
 	return bpf_map_lookup_elem(&plan_seen, &i);

@@ -178,7 +178,7 @@ export function interpretPlan(
     return false;
   };
   const slotOf = (addr: bigint, node: number) =>
-    Number((u64(((addr >> 3n) ^ (BigInt(node) << 56n)) * GOLDEN) >> 32n) & seenMask);
+    Number((u64(((addr >> 3n) ^ BigInt(node)) * GOLDEN) >> 32n) & seenMask);
   const seenAt = (addr: bigint, node: number) => {
     const slot = seen.get(slotOf(addr, node));
     return slot !== undefined && slot.addr === addr && slot.node === node;
