@@ -16,15 +16,21 @@ import { type MigrateOptions, migrateQemu, type Migration } from "./migrate.ts";
 import { type Qemu, spawnQemu } from "./_qemu.ts";
 import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
 import {
+  type GuestFds,
   type GuestModule,
+  type GuestNetNamespace,
   type GuestPlacement,
   type GuestProcess,
   type GuestRun,
+  parseFdsAnswer,
   parseModuleLine,
   parseNamespaceAnswer,
+  parseNetAnswer,
   parseProcessLine,
   parseRunAnswer,
+  parseStatusAnswer,
 } from "./console.ts";
+import type { ProcStatus } from "./proc_text.ts";
 
 /** Options of {@linkcode GuestVm.boot}. */
 export interface BootOptions {
@@ -82,6 +88,11 @@ export class GuestVm implements AsyncDisposable {
   readonly container: GuestContainer;
   /** The agent's pid; it runs outside the container (root namespaces, root cgroup). */
   readonly agentPid: number;
+  /**
+   * The pid of the sockets' holder (guest/sockets.c, `GUEST_SOCKETS`), outside the container,
+   * and its first port.
+   */
+  readonly socketHolder: { pid: number; port: number };
   /** The guest's kernel release. */
   readonly release: string;
 
@@ -110,6 +121,7 @@ export class GuestVm implements AsyncDisposable {
       knownProcesses: KnownProcess[];
       container: GuestContainer;
       agentPid: number;
+      socketHolder: { pid: number; port: number };
       release: string;
     },
   ) {
@@ -126,6 +138,7 @@ export class GuestVm implements AsyncDisposable {
     this.knownProcesses = facts.knownProcesses;
     this.container = facts.container;
     this.agentPid = facts.agentPid;
+    this.socketHolder = facts.socketHolder;
     this.release = facts.release;
   }
 
@@ -175,10 +188,14 @@ export class GuestVm implements AsyncDisposable {
               Number(event("container-start")[0]?.uptime),
           },
           agentPid: Number(event("agent")[0]?.pid),
+          socketHolder: {
+            pid: Number(event("sockets")[0]?.pid),
+            port: Number(event("sockets")[0]?.port),
+          },
           release: event("init")[0]?.kernel ?? "",
         });
         const errors = console.events("error");
-        const placed = vm.container.pid > 0 &&
+        const placed = vm.container.pid > 0 && vm.socketHolder.pid > 0 &&
           vm.knownProcesses.every((p) => p.pid > 0 && p.nspid > 0);
         if (errors.length || !placed) {
           await vm.stop();
@@ -199,6 +216,27 @@ export class GuestVm implements AsyncDisposable {
   async processes(): Promise<Map<number, GuestProcess>> {
     const lines = await this.#ask("proc");
     return new Map(lines.map(parseProcessLine).map((p) => [p.pid, p]));
+  }
+
+  /**
+   * Every process as the guest's /proc/PID/status, stat and comm show it now (all of its fields,
+   * parsed as this machine's are: guest/proc_text.ts).
+   */
+  async statuses(): Promise<Map<number, ProcStatus>> {
+    return parseStatusAnswer(await this.#ask("status"));
+  }
+
+  /**
+   * The TCP and UDP sockets of /proc/net/{tcp,tcp6,udp,udp6} now, in the guest's network
+   * namespace (the first) and the container's.
+   */
+  async sockets(): Promise<GuestNetNamespace[]> {
+    return parseNetAnswer(await this.#ask("net"));
+  }
+
+  /** Every process's fds (readlink of each) and mount namespace, as its /proc shows them now. */
+  async fds(): Promise<Map<number, GuestFds>> {
+    return parseFdsAnswer(await this.#ask("fds"));
   }
 
   /**

@@ -22,7 +22,8 @@
  *   installed), rebuilt only when its sources change; left out for a kernel whose compiler this
  *   machine does not have (6.12: gcc-14), with the reason in {@linkcode GuestImage.rootkitMissing};
  * - the memory-dirtying workload of migration runs, `guest/dirty.c` as {@linkcode GUEST_DIRTY}
- *   (not started at boot), built here with gcc-12 as a static binary.
+ *   (not started at boot), and the sockets' holder `guest/sockets.c` as
+ *   {@linkcode GUEST_SOCKETS} (started at boot), built here with gcc-12 as static binaries.
  *
  * Nothing secret is in it: the pairing credentials are added at boot, as a second archive
  * (guest/boot.ts). The build is skipped when none of its inputs changed.
@@ -69,6 +70,14 @@ export const GUEST_ROOTKIT = { path: "/opt/rootkit/ebpfmon_rk.ko", name: "ebpfmo
 /** Where the memory-dirtying workload (guest/dirty.c) is in the guest. */
 export const GUEST_DIRTY = "/opt/dirty/ebpfmon-dirty";
 
+/**
+ * The holder of TCP and UDP sockets of both families, listening, bound and connected, and of an
+ * unlinked file and a pipe (guest/sockets.c): where it is in the guest, and its first port
+ * (it uses `port` to `port + 4` of the loopback addresses). /init starts it, outside the
+ * container.
+ */
+export const GUEST_SOCKETS = { path: "/opt/sockets/ebpfmon-sockets", port: 7100 } as const;
+
 /** What {@linkcode buildGuest} produced. */
 export interface GuestImage {
   /** The kernel image to boot. */
@@ -113,7 +122,8 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
   const rootkit = await buildRootkit(pinned, root, log);
   const inputs = await collectInputs(pinned, kernel.modulesDir);
   if (rootkit.ko) inputs.files.set(GUEST_ROOTKIT.path, rootkit.ko);
-  inputs.files.set(GUEST_DIRTY, await buildDirty(root, log));
+  inputs.files.set(GUEST_DIRTY, await buildStatic(root, "dirty", "ebpfmon-dirty", log));
+  inputs.files.set(GUEST_SOCKETS.path, await buildStatic(root, "sockets", "ebpfmon-sockets", log));
   const initrd = `${work}/initrd.cpio`;
   const stampFile = `${work}/initrd.stamp`;
   const stamp = JSON.stringify(await fingerprint(pinned, inputs), null, 1);
@@ -151,8 +161,8 @@ export async function buildGuest(options: BuildOptions = {}): Promise<GuestImage
 }
 
 const ROOTKIT_SOURCES = ["ebpfmon_rk.c", "Kbuild", "Makefile"];
-/** The compiler of the dirtying workload, a static user-space binary for any kernel. */
-const DIRTY_CC = "gcc-12";
+/** The compiler of the static user-space binaries (guest/*.c), for any kernel. */
+const STATIC_CC = "gcc-12";
 
 /**
  * Builds `ebpfmon_rk.ko` for `kernel` in `ROOT/KERNEL/rootkit` from a copy of `guest/rootkit/`,
@@ -193,18 +203,26 @@ async function buildRootkit(
   return { ko, seconds: (performance.now() - started) / 1000 };
 }
 
-/** Builds the dirtying workload as a static binary in `WORK/dirty`, unless it is up to date. */
-async function buildDirty(work: string, log: (line: string) => void): Promise<string> {
-  const source = `${ROOT}/guest/dirty.c`;
-  const out = `${work}/dirty/ebpfmon-dirty`;
-  const compiler = (await run(DIRTY_CC, ["--version"])).split("\n")[0];
-  const stamp = JSON.stringify({ compiler, source: await sha256(await Deno.readFile(source)) });
+/**
+ * Builds `guest/SOURCE.c` with {@linkcode STATIC_CC} as the static binary `WORK/SOURCE/NAME`,
+ * unless it is up to date: the dirtying workload, the sockets' holder.
+ */
+async function buildStatic(
+  work: string,
+  source: string,
+  name: string,
+  log: (line: string) => void,
+): Promise<string> {
+  const input = `${ROOT}/guest/${source}.c`;
+  const out = `${work}/${source}/${name}`;
+  const compiler = (await run(STATIC_CC, ["--version"])).split("\n")[0];
+  const stamp = JSON.stringify({ compiler, source: await sha256(await Deno.readFile(input)) });
   if (await exists(out) && await Deno.readTextFile(`${out}.stamp`).catch(() => "") === stamp) {
     return out;
   }
-  log(`building the dirtying workload with ${compiler}`);
-  await Deno.mkdir(`${work}/dirty`, { recursive: true });
-  await run(DIRTY_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, source]);
+  log(`building ${name} with ${compiler}`);
+  await Deno.mkdir(`${work}/${source}`, { recursive: true });
+  await run(STATIC_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, input]);
   await Deno.writeTextFile(`${out}.stamp`, stamp);
   return out;
 }
@@ -265,6 +283,8 @@ async function collectInputs(kernel: GuestKernel, modulesDir: string): Promise<I
     `GUEST_HOSTNAME=${GUEST_HOSTNAME}`,
     `GUEST_CONTAINER_HOSTNAME=${GUEST_CONTAINER.hostname}`,
     `GUEST_CONTAINER_CGROUP=${GUEST_CONTAINER.cgroup}`,
+    `GUEST_SOCKETS=${GUEST_SOCKETS.path}`,
+    `GUEST_SOCKETS_PORT=${GUEST_SOCKETS.port}`,
     "",
   ].join("\n");
   return { files, config };

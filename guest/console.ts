@@ -1,10 +1,19 @@
 /**
  * What the guest prints on its serial console (guest/init.sh), parsed: the answers to `proc`,
- * `ns`, `modules`, `run` and `runin` between their markers, and the lines it prints once
- * (`@@ebpfmon KEY ...`).
+ * `ns`, `modules`, `status`, `net`, `fds`, `run` and `runin` between their markers, and the
+ * lines it prints once (`@@ebpfmon KEY ...`). The text of /proc files is parsed as this
+ * machine's is (guest/proc_text.ts).
  *
  * @module
  */
+
+import {
+  parseProcNet,
+  parseProcStatus,
+  type ProcNetFile,
+  type ProcNetSocket,
+  type ProcStatus,
+} from "./proc_text.ts";
 
 /** A process as the guest's /proc shows it. */
 export interface GuestProcess {
@@ -134,6 +143,118 @@ export function parseModuleLine(line: string): GuestModule {
     base: match[6],
     taints: match[7] ?? "",
   };
+}
+
+/**
+ * The lines of a `status` answer, `@@s /proc/PID/FILE:LINE` (as grep -H prints each line of
+ * status, stat and comm), as the guest's processes: a process missing one of its files (it
+ * exited while they were read) is left out.
+ * @throws {SyntaxError} on a line of no such file, or a process whose files do not parse.
+ */
+export function parseStatusAnswer(lines: readonly string[]): Map<number, ProcStatus> {
+  const files = new Map<number, { status: string[]; stat: string[]; comm: string[] }>();
+  for (const line of lines) {
+    const match = /^@@s \/proc\/(\d+)\/(status|stat|comm):(.*)$/.exec(line);
+    if (!match) throw new SyntaxError(`Cannot parse the guest's status line "${line}"`);
+    const pid = Number(match[1]);
+    let texts = files.get(pid);
+    if (!texts) files.set(pid, texts = { status: [], stat: [], comm: [] });
+    texts[match[2] as "status" | "stat" | "comm"].push(match[3]);
+  }
+  const out = new Map<number, ProcStatus>();
+  for (const [pid, { status, stat, comm }] of [...files].sort(([a], [b]) => a - b)) {
+    if (!status.length || stat.length !== 1 || comm.length !== 1) continue;
+    out.set(pid, parseProcStatus(pid, status.join("\n"), stat[0], comm[0]));
+  }
+  return out;
+}
+
+/** The TCP and UDP sockets of one of the guest's network namespaces, by inode. */
+export interface GuestNetNamespace {
+  /** Its inode number, as `readlink /proc/PID/ns/net` shows `net:[N]`. */
+  inode: number;
+  /** A process of it, whose /proc/PID/net was read. */
+  pid: number;
+  sockets: Map<number, ProcNetSocket>;
+}
+
+/**
+ * The lines of a `net` answer: for each namespace `@@k PID net:[INODE]`, then its
+ * /proc/PID/net/{tcp,tcp6,udp,udp6} lines as grep -H prints them, `@@N /proc/PID/net/FILE:LINE`.
+ * @throws {SyntaxError} on a line that is neither, of another process, or no socket's.
+ */
+export function parseNetAnswer(lines: readonly string[]): GuestNetNamespace[] {
+  const out: GuestNetNamespace[] = [];
+  const texts = new Map<GuestNetNamespace, Map<ProcNetFile, string[]>>();
+  for (const line of lines) {
+    const ns = /^@@k (\d+) net:\[(\d+)\]$/.exec(line);
+    if (ns) {
+      const namespace = { inode: Number(ns[2]), pid: Number(ns[1]), sockets: new Map() };
+      out.push(namespace);
+      texts.set(namespace, new Map());
+      continue;
+    }
+    const match = /^@@N \/proc\/(\d+)\/net\/(tcp|tcp6|udp|udp6):(.*)$/.exec(line);
+    const namespace = out.at(-1);
+    if (!match || Number(match[1]) !== namespace?.pid) {
+      throw new SyntaxError(`Cannot parse the guest's socket line "${line}"`);
+    }
+    const file = match[2] as ProcNetFile;
+    const of = texts.get(namespace)!;
+    of.set(file, [...of.get(file) ?? [], match[3]]);
+  }
+  for (const namespace of out) {
+    for (const [file, text] of texts.get(namespace)!) {
+      for (const socket of parseProcNet(file, text.join("\n"))) {
+        namespace.sockets.set(socket.inode, socket);
+      }
+    }
+  }
+  return out;
+}
+
+/** A process's fds, as the guest's /proc/PID/fd shows them. */
+export interface GuestFds {
+  /** Its mount namespace's inode number; undefined when it could not be read. */
+  mntNs?: number;
+  /** fd -> readlink of /proc/PID/fd/FD; null where ls could not read the link. */
+  fds: Map<number, string | null>;
+}
+
+/** `ls -ln`'s mode, links, uid, gid, size and date (busybox: `Dec  1 21:04` or a year). */
+const LS_LONG = String.raw`l[-rwxsStT]{9}\s+\d+\s+\d+\s+\d+\s+\d+\s+\S+\s+\d+\s+\S+`;
+
+/**
+ * The lines of an `fds` answer: what `ls -ln /proc/[0-9]*\/ns/mnt /proc/[0-9]*\/fd` prints, each
+ * line after `@@f `: the mount namespace links, then for each process `/proc/PID/fd:`, `total
+ * N`, a line for each fd (`... FD -> TARGET`), and an empty line. A process whose fd directory
+ * ls did not list (it exited) is left out.
+ * @throws {SyntaxError} on any other line.
+ */
+export function parseFdsAnswer(lines: readonly string[]): Map<number, GuestFds> {
+  const mnt = new RegExp(String.raw`^@@f ${LS_LONG} /proc/(\d+)/ns/mnt(?: -> mnt:\[(\d+)\])?$`);
+  const fd = new RegExp(String.raw`^@@f ${LS_LONG} (\d+)(?: -> (.*))?$`);
+  const namespaces = new Map<number, number>();
+  const out = new Map<number, GuestFds>();
+  let current: GuestFds | undefined;
+  for (const line of lines) {
+    let match;
+    if ((match = mnt.exec(line))) {
+      if (match[2]) namespaces.set(Number(match[1]), Number(match[2]));
+    } else if ((match = /^@@f \/proc\/(\d+)\/fd:$/.exec(line))) {
+      current = { fds: new Map() };
+      out.set(Number(match[1]), current);
+    } else if ((match = fd.exec(line)) && current) {
+      current.fds.set(Number(match[1]), match[2] ?? null);
+    } else if (!/^@@f (total \d+)?$/.test(line)) {
+      throw new SyntaxError(`Cannot parse the guest's fd line "${line}"`);
+    }
+  }
+  for (const [pid, fds] of out) {
+    const ns = namespaces.get(pid);
+    if (ns !== undefined) fds.mntNs = ns;
+  }
+  return out;
 }
 
 /** What a shell command run in the guest printed (stdout and stderr, in order) and its status. */

@@ -2,14 +2,21 @@
 # /init of the ebpfmon test guest (Debian's stock kernel, an initramfs built by guest/build.ts).
 #
 # It mounts the kernel's file systems, loads stock modules with modprobe, brings up the network
-# (QEMU user-mode networking), starts a few known processes in a container and the agent outside
-# it, then serves commands read from the console, one per line, answering between markers the
-# host parses (guest/console.ts):
+# (QEMU user-mode networking), starts a few known processes in a container, and outside it a
+# holder of sockets (guest/sockets.c) and the agent, then serves commands read from the console,
+# one per line, answering between markers the host parses (guest/console.ts):
 #
 #   proc ID       the process list of /proc:  @@p PID PPID UID EUID GID KTHREAD COMM
 #   ns ID [PID..] for each process (or each PID given), the NSpid line of /proc/PID/status and
 #                 each line of /proc/PID/cgroup:  @@n PID NSPID...  then  @@g PID LINE
 #   modules ID    /proc/modules:               @@m LINE
+#   status ID     /proc/PID/status, stat and comm of every process, as grep -H prints them:
+#                 @@s /proc/PID/FILE:LINE
+#   net ID        for the guest's network namespace and the container's (PID 1 and the
+#                 container's init): @@k PID net:[INODE], then /proc/PID/net/{tcp,tcp6,udp,udp6}
+#                 as grep -H prints them: @@N /proc/PID/net/FILE:LINE
+#   fds ID        every process's mount namespace and fds (readlink of each), as ls -ln prints
+#                 /proc/PID/ns/mnt and /proc/PID/fd:  @@f LINE
 #   run ID CMD    runs the shell command CMD (stdin /dev/null, stderr into stdout): each line of
 #                 its output as @@o LINE, then its exit status as @@x STATUS
 #   runin ID CMD  the same, run inside the container: its namespaces (nsenter) and its cgroup
@@ -43,6 +50,10 @@ done
 ip link set lo up
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
+
+# TCP and UDP sockets of both families, an unlinked file and a pipe (guest/sockets.c).
+sockets_pid=$("$GUEST_SOCKETS" "$GUEST_SOCKETS_PORT") || say "error the sockets' holder failed"
+say "sockets pid=$sockets_pid port=$GUEST_SOCKETS_PORT"
 
 say "object sha256=$(sha256sum /opt/ebpfmon/bpf/out/walk.bpf.o | cut -d' ' -f1)"
 
@@ -145,6 +156,26 @@ dump_namespaces() {
   say "ns $answer end"
 }
 
+# Answers KIND ID with what the script $3 prints, run by a child shell with the arguments that
+# follow: nothing of this shell (pid 1, whose fds the fds answer lists) is redirected meanwhile,
+# as a redirection or a pipe here would be (ash redirects before it forks).
+child_answer() {
+  kind=$1 answer=$2 script=$3
+  shift 3
+  say "$kind $answer begin"
+  sh -c "$script" - "$@"
+  say "$kind $answer end"
+}
+
+DUMP_STATUS='grep -H "" /proc/[0-9]*/status /proc/[0-9]*/stat /proc/[0-9]*/comm 2>/dev/null |
+  sed "s/^/@@s /"'
+DUMP_NET='for pid; do
+  ns=$(readlink "/proc/$pid/ns/net") && echo "@@k $pid $ns" || continue
+  grep -H "" "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" "/proc/$pid/net/udp" \
+    "/proc/$pid/net/udp6" | sed "s/^/@@N /"
+done'
+DUMP_FDS='ls -ln /proc/[0-9]*/ns/mnt /proc/[0-9]*/fd 2>/dev/null | sed "s/^/@@f /"'
+
 # In the container: the shell joins its cgroup, then nsenter runs CMD in its namespaces.
 in_container() {
   sh -c 'echo $$ >"$1/cgroup.procs" && exec nsenter -t "$2" -m -u -i -n -p -- sh -c "$3"' - \
@@ -174,6 +205,9 @@ while read -r command id rest; do
   case $command in
     proc) dump_processes "$id" ;;
     modules) dump_modules "$id" ;;
+    status) child_answer status "$id" "$DUMP_STATUS" ;;
+    net) child_answer net "$id" "$DUMP_NET" 1 "$container_pid" ;;
+    fds) child_answer fds "$id" "$DUMP_FDS" ;;
     ns) dump_namespaces "$id" $rest ;;
     run | runin) run_command "$command" "$id" "$rest" ;;
     poweroff)

@@ -12,6 +12,10 @@
  *   {@linkcode GUEST_ROOTKIT}); the known processes run in a container
  *   ({@linkcode GUEST_CONTAINER}), the agent outside it, and {@linkcode GuestVm.runInContainer}
  *   runs a command inside; {@linkcode GuestVm.namespaces} gives each process's NSpid and cgroups;
+ *   {@linkcode GuestVm.statuses}, {@linkcode GuestVm.sockets} and {@linkcode GuestVm.fds} give
+ *   every process's /proc/PID/status, the sockets of /proc/net and every process's fds, for
+ *   ground truth; the sockets' holder ({@linkcode GUEST_SOCKETS}) keeps TCP and UDP sockets of
+ *   both families;
  * - {@linkcode measureRtt} and {@linkcode measureModules} measure through the forwarded link.
  *
  * `deno task guest` runs all of it (guest/main.ts).
@@ -29,12 +33,15 @@ export {
   GUEST_HOSTNAME,
   GUEST_PROCESSES,
   GUEST_ROOTKIT,
+  GUEST_SOCKETS,
   type GuestImage,
 } from "./build.ts";
 export { type BootOptions, type GuestContainer, GuestVm, type KnownProcess } from "./boot.ts";
 export type {
   GuestCgroup,
+  GuestFds,
   GuestModule,
+  GuestNetNamespace,
   GuestPlacement,
   GuestProcess,
   GuestRun,

@@ -14,6 +14,12 @@ import type { BpfPrograms } from "./linux/bpf_programs.ts";
 import { scanSections } from "./detect/check.ts";
 import { parseNamespaceId } from "./container_filter.ts";
 
+/** A module's "used by" column as /proc/modules shows it, names escaped; "-" for none. */
+function usedBy(m: Module): string {
+  const names = [...(m.usedBy ?? []).map(printableName), ...(m.permanent ? ["[permanent]"] : [])];
+  return names.length ? names.join(",") : "-";
+}
+
 /**
  * The modules as /proc/modules would show them, with the kernel structures that hold each
  * (SEEN-IN: list, kset, mod_tree) when they were read.
@@ -23,13 +29,14 @@ export function formatModules(modules: (Module & { seenIn?: readonly string[] })
     printableName(m.name),
     String(m.size),
     m.refcount === null ? "-" : String(m.refcount),
+    usedBy(m),
     m.state,
     m.base,
     m.taintFlags || "-",
     m.seenIn?.join(",") ?? "-",
   ]);
   return formatTable(
-    ["MODULE", "SIZE", "REFS", "STATE", "BASE", "TAINTS", "SEEN-IN"],
+    ["MODULE", "SIZE", "REFS", "USED-BY", "STATE", "BASE", "TAINTS", "SEEN-IN"],
     rows,
     new Set([1, 2]),
   );

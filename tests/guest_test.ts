@@ -1,46 +1,88 @@
 /**
  * The agent inside a real distribution guest: Debian's stock kernels (Debian 12's 6.1 and Debian
  * 13's 6.12, with loadable modules) in QEMU under software emulation, monitored from this machine
- * through a forwarded port. The guest prints its own /proc and /proc/modules on its console; the
- * IDS's views must match them. One boot per kernel, about a minute or more each (Deno starts
- * slowly under emulation).
+ * through a forwarded port. The guest prints its own /proc on its console (guest/init.sh): every
+ * process's status, its sockets, every process's fds, its modules. The IDS's views must match
+ * them both ways, in every mode (tests/truth.ts: what is listed existed, what existed before and
+ * after the snapshot is listed, with every field). One boot per kernel, about a minute or more
+ * each (Deno starts slowly under emulation); each prints one line of counts and timings.
  */
 
 import { assert, assertEquals } from "./assert.ts";
 import { privilegedTest } from "./privileged.ts";
-import { sameComm, stableAcross } from "./procfs.ts";
 import { serveConfig } from "./serve.ts";
+import { compareFds, compareModules, compareProcesses, compareSockets } from "./truth.ts";
 import { describePrograms, WALK_OBJECT, Walker, WALKER_PROGRAMS } from "../agent/mod.ts";
 import { openSession } from "../ids/connect.ts";
-import type { GuestSession } from "../ids/session.ts";
+import { type GuestSession, MODES, NoSuchProcessError } from "../ids/session.ts";
 import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import type { Process } from "../ids/linux/processes.ts";
-import type { Module } from "../ids/linux/modules.ts";
 import { PrefetchTarget, StopReason } from "../protocol/mod.ts";
-import { buildGuest, GUEST_KERNELS, GUEST_PROCESSES, GuestVm } from "../guest/mod.ts";
-import type { GuestModule } from "../guest/console.ts";
+import {
+  buildGuest,
+  GUEST_KERNELS,
+  GUEST_PROCESSES,
+  GUEST_SOCKETS,
+  type GuestNetNamespace,
+  GuestVm,
+  measureModules,
+} from "../guest/mod.ts";
+import type { ProcNetSocket } from "./procfs.ts";
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** A module as the IDS and /proc/modules both describe it. */
-function comparable(m: Module | GuestModule) {
-  return {
-    name: m.name,
-    size: m.size,
-    state: m.state.toLowerCase(),
-    refcount: m.refcount,
-    base: m.base,
-    taints: "taintFlags" in m ? m.taintFlags : m.taints,
-  };
+/**
+ * The sockets the holder (guest/sockets.c) keeps, as ss shows them, from its first port `p`:
+ * protocol, family, local address and port, remote address and port, state (0: any port).
+ */
+function holderSockets(p: number): unknown[][] {
+  return [
+    ["tcp", "inet", "127.0.0.1", p, "0.0.0.0", 0, "LISTEN"],
+    ["tcp", "inet", "127.0.0.1", 0, "127.0.0.1", p, "ESTABLISHED"],
+    ["tcp", "inet", "127.0.0.1", p, "127.0.0.1", 0, "ESTABLISHED"],
+    ["tcp", "inet6", "::1", p + 1, "::", 0, "LISTEN"],
+    ["tcp", "inet6", "::1", 0, "::1", p + 1, "ESTABLISHED"],
+    ["tcp", "inet6", "::1", p + 1, "::1", 0, "ESTABLISHED"],
+    ["tcp", "inet6", "::", p + 2, "::", 0, "LISTEN"],
+    ["tcp", "inet", "127.0.0.1", 0, "127.0.0.1", p + 2, "ESTABLISHED"],
+    ["tcp", "inet6", "::ffff:127.0.0.1", p + 2, "::ffff:127.0.0.1", 0, "ESTABLISHED"],
+    ["udp", "inet", "127.0.0.1", p + 3, "0.0.0.0", 0, "UNCONN"],
+    ["udp", "inet", "127.0.0.1", 0, "127.0.0.1", p + 3, "ESTAB"],
+    ["udp", "inet6", "::1", p + 4, "::", 0, "UNCONN"],
+    ["udp", "inet6", "::1", 0, "::1", p + 4, "ESTAB"],
+  ];
+}
+
+/** A socket's fields as {@linkcode holderSockets} gives them, ephemeral ports as 0. */
+function holderFields(s: ProcNetSocket, p: number): unknown[] {
+  const port = (n: number) => n >= p && n <= p + 4 ? n : 0;
+  const state = s.protocol === "udp"
+    ? (s.state === 1 ? "ESTAB" : "UNCONN")
+    : ({ 1: "ESTABLISHED", 10: "LISTEN" } as Record<number, string>)[s.state];
+  return [
+    s.protocol,
+    s.family,
+    s.localAddress,
+    port(s.localPort),
+    s.remoteAddress,
+    port(s.remotePort),
+    state,
+  ];
+}
+
+/** How many objects were compared each way (IDS → /proc, /proc → IDS), by view and mode. */
+type Counts = Record<string, Record<string, string>>;
+
+function count(counts: Counts, view: string, mode: string, c: { listed: number; stable: number }) {
+  (counts[view] ??= {})[mode] = `${c.listed}/${c.stable}`;
 }
 
 for (const kernel of Object.values(GUEST_KERNELS)) {
   privilegedTest(
-    `${kernel.distribution}'s stock kernel ${kernel.key} in QEMU: the same objects load, ps and ` +
-      "lsmod match the guest's /proc",
+    `${kernel.distribution}'s stock kernel ${kernel.key} in QEMU: the same objects load; ps, ss, ` +
+      "lsof and lsmod match the guest's /proc both ways, in every mode",
     async (t) => {
       const image = await buildGuest({ kernel: kernel.key });
       const state = await Deno.makeTempDir({ prefix: "ebpfmon-guest-" });
@@ -48,7 +90,18 @@ for (const kernel of Object.values(GUEST_KERNELS)) {
       await using vm = await GuestVm.boot(image, { stateDir: state });
       using session = await openSession({ agent: vm.address, state });
       assertEquals(vm.release, kernel.release, "the kernel asked for");
-      await checkGuest(t, vm, session, state);
+      const counts: Counts = {};
+      await checkGuest(t, vm, session, state, counts);
+      const ratio = await measureModules(session, { runs: 5, warmup: 1 });
+      const views = Object.entries(counts).map(([view, modes]) =>
+        `${view} ${MODES.map((m) => modes[m]).join(" ")}`
+      );
+      console.log(
+        `guest ${kernel.key}: boot ${(vm.bootMs / 1000).toFixed(1)} s; compared IDS->/proc / ` +
+          `/proc->IDS in ${MODES.join(" ")}: ${views.join("; ")}; lsmod on-demand/prefetch ` +
+          `${ratio.ratio.toFixed(1)}x (${ratio.onDemand.medianMs.toFixed(0)} / ` +
+          `${ratio.prefetch.medianMs.toFixed(0)} ms, median of ${ratio.runs})`,
+      );
     },
   );
 }
@@ -59,6 +112,7 @@ async function checkGuest(
   vm: GuestVm,
   session: GuestSession,
   state: string,
+  counts: Counts,
 ): Promise<void> {
   await t.step(
     "the same walk.bpf.o loads, unchanged, in this machine's kernel and the guest's",
@@ -94,52 +148,119 @@ async function checkGuest(
     assert(records > 10 && records === end.objects, `walk_tasks copied ${records} objects`);
   });
 
-  await t.step("ps in both modes matches the guest's /proc", async () => {
-    const before = await vm.processes();
-    const prefetch = await session.processes("prefetch");
-    const onDemand = await session.processes("on-demand");
-    const after = await vm.processes();
-    const stable = stableAcross(before, after);
-    assert(stable.length > 30, `${stable.length} processes stable in the guest`);
-    for (const { processes, stats } of [prefetch, onDemand]) {
-      assert(!stats.truncated, `${stats.mode} was truncated: ${stats.reason}`);
-      const listed = new Map<number, Process>(processes.map((p) => [p.pid, p]));
-      for (const truth of stable) {
-        const p = listed.get(truth.pid);
-        assert(p, `${stats.mode}: pid ${truth.pid} (${truth.comm}) is in the guest's /proc only`);
-        const { comm: _comm, ...rest } = truth;
-        assertEquals(
-          { pid: p.pid, ppid: p.ppid, uid: p.uid, euid: p.euid, gid: p.gid, kthread: p.kthread },
-          rest,
-          `${stats.mode}: pid ${truth.pid}`,
-        );
-        assert(sameComm(p.comm, truth), `${stats.mode}: pid ${truth.pid} is "${p.comm}"`);
-      }
+  await t.step("ps in every mode: the guest's processes, every field, both ways", async () => {
+    for (const mode of MODES) {
+      const before = await vm.statuses();
+      const { processes, stats } = await session.processes(mode);
+      const after = await vm.statuses();
+      assert(!stats.truncated, `${mode} was truncated: ${stats.reason}`);
+      const compared = compareProcesses(mode, processes, before, after);
+      assert(compared.stable > 30, `${mode}: ${compared.stable} processes stable in the guest`);
+      count(counts, "processes", mode, compared);
+      const listed = new Map(processes.map((p) => [p.pid, p]));
       for (const known of vm.knownProcesses) {
         const p = listed.get(known.pid);
-        assertEquals([p?.comm, p?.uid], [known.name, known.uid], `${stats.mode}: ${known.name}`);
+        assertEquals([p?.comm, p?.uid], [known.name, known.uid], `${mode}: ${known.name}`);
       }
-      assertEquals(listed.get(vm.agentPid)?.comm, "deno", `${stats.mode}: the agent`);
+      assertEquals(listed.get(vm.agentPid)?.comm, "deno", `${mode}: the agent`);
+      assertEquals(listed.get(vm.socketHolder.pid)?.comm, "ebpfmon-sockets", `${mode}: holder`);
       for (const p of processes) assertEquals(p.error, undefined, `pid ${p.pid}: ${p.error}`);
+      if (mode === "prefetch") assertEquals([stats.roundTrips, stats.misses], [1, 0]);
     }
     assertEquals(vm.knownProcesses.length, GUEST_PROCESSES.uids.length);
-    assertEquals(prefetch.stats.roundTrips, 1);
-    assertEquals(prefetch.stats.misses, 0);
   });
 
-  await t.step("lsmod in both modes matches the guest's /proc/modules", async () => {
-    const truth = await vm.modules();
-    assert(truth.some((m) => m.name === "virtio_net"), "the guest loaded its modules");
-    for (const mode of ["prefetch", "on-demand"] as const) {
-      const { answer, stats } = await session.modules(mode);
-      assert(answer.supported, `${mode}: ${answer.reason}`);
+  await t.step("ss in every mode: the guest's sockets, both ways", async () => {
+    const union = (namespaces: GuestNetNamespace[]) =>
+      new Map<number, ProcNetSocket>(namespaces.flatMap((ns) => [...ns.sockets]));
+    for (const mode of MODES) {
+      const before = await vm.sockets();
+      const { sockets, stats, namespaces } = await session.sockets(mode);
+      const after = await vm.sockets();
       assert(!stats.truncated, `${mode} was truncated: ${stats.reason}`);
-      assertEquals(answer.modules.map(comparable), truth.map(comparable), mode);
-      for (const m of answer.modules) assertEquals(m.error, undefined, `${m.name}: ${m.error}`);
-      if (mode === "prefetch") assertEquals([stats.roundTrips, stats.misses], [1, 0]);
-      else assert(stats.roundTrips > truth.length, `${stats.roundTrips} round trips`);
+      const netNs = new Set(before.map((ns) => ns.inode));
+      assertEquals(netNs.size, 2, "the guest's network namespace and the container's");
+      for (const ns of netNs) assert(namespaces.includes(ns), `${mode}: netns ${ns} walked`);
+      const compared = compareSockets(mode, sockets, union(before), union(after), netNs);
+      count(counts, "sockets", mode, compared);
+      // The holder's sockets, each kind, are among those compared (the agent's are too).
+      const { port } = vm.socketHolder;
+      assertEquals(port, GUEST_SOCKETS.port);
+      const truth = [...before[0].sockets.values()].map((s) => holderFields(s, port));
+      for (const expected of holderSockets(port)) {
+        assert(
+          truth.some((s) => JSON.stringify(s) === JSON.stringify(expected)),
+          `${mode}: the guest's /proc/net has ${expected.join(" ")}`,
+        );
+      }
+      assert(compared.stable >= holderSockets(port).length + 2, `${mode}: ${compared.stable}`);
     }
   });
+
+  await t.step("lsof in every mode: every process's fds, both ways", async () => {
+    for (const mode of MODES) {
+      const before = await vm.fds();
+      const answers = new Map<number, Awaited<ReturnType<typeof session.files>>>();
+      const gone = new Set<number>();
+      for (const pid of before.keys()) {
+        try {
+          answers.set(pid, await session.files(pid, mode));
+        } catch (error) {
+          if (!(error instanceof NoSuchProcessError)) throw error;
+          gone.add(pid);
+        }
+      }
+      const after = await vm.fds();
+      const ownMnt = before.get(1)?.mntNs;
+      assert(ownMnt !== undefined, "the guest's init has a mount namespace");
+      let listed = 0;
+      let stable = 0;
+      let processes = 0;
+      for (const [pid, b] of before) {
+        const a = after.get(pid);
+        if (!a) continue; // it exited
+        assert(!gone.has(pid), `${mode}: pid ${pid} is in the guest's /proc, lsof says no process`);
+        const { answer, stats } = answers.get(pid)!;
+        assert(!stats.truncated, `${mode}: pid ${pid}: truncated: ${stats.reason}`);
+        // Paths are the process's own: compared where its root is init's (one mount namespace).
+        const sameRoot = b.mntNs === ownMnt && a.mntNs === ownMnt;
+        const c = compareFds(`${mode}: pid ${pid}`, answer.files, b.fds, a.fds, sameRoot);
+        listed += c.listed;
+        stable += c.stable;
+        processes++;
+        for (const f of answer.files) assertEquals(f.error, undefined, `pid ${pid}: ${f.error}`);
+      }
+      assert(processes > 30, `${mode}: only ${processes} processes compared`);
+      count(counts, "fds", mode, { listed, stable });
+      // The holder's unlinked file and pipe, as readlink shows them.
+      const holder = before.get(vm.socketHolder.pid)!;
+      const targets = [...holder.fds.values()];
+      assert(targets.some((p) => /^\/tmp\/ebpfmon-sockets\.\w+ \(deleted\)$/.test(p!)), mode);
+      assertEquals(targets.filter((p) => /^pipe:\[\d+\]$/.test(p!)).length, 2, mode);
+      assertEquals(targets.filter((p) => /^socket:\[\d+\]$/.test(p!)).length, 13, mode);
+    }
+  });
+
+  await t.step(
+    "lsmod in every mode: the guest's /proc/modules, every column, both ways",
+    async () => {
+      for (const mode of MODES) {
+        const before = await vm.modules();
+        const { answer, stats } = await session.modules(mode);
+        const after = await vm.modules();
+        assert(answer.supported, `${mode}: ${answer.reason}`);
+        assert(!stats.truncated, `${mode} was truncated: ${stats.reason}`);
+        assert(before.some((m) => m.name === "virtio_net"), "the guest loaded its modules");
+        assert(before.some((m) => m.usedBy.length), "some of its modules are used by others");
+        const compared = compareModules(mode, answer.modules, before, after);
+        assertEquals(compared.stable, before.length, `${mode}: modules stable in the guest`);
+        count(counts, "modules", mode, compared);
+        for (const m of answer.modules) assertEquals(m.error, undefined, `${m.name}: ${m.error}`);
+        if (mode === "prefetch") assertEquals([stats.roundTrips, stats.misses], [1, 0]);
+        if (mode === "on-demand") assert(stats.roundTrips > before.length, `${stats.roundTrips}`);
+      }
+    },
+  );
 
   await t.step("ps --json and GET /v1/vms/{vm} name the programs loaded", async () => {
     const ps = await new Deno.Command(Deno.execPath(), {

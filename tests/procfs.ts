@@ -1,11 +1,21 @@
 /**
- * Ground truth for the tests: what this machine's /proc says about its processes, and test
- * processes with distinctive names and a chosen uid.
+ * Ground truth for the tests: what this machine's /proc says about its processes, sockets and
+ * open files (the text parsed as the guest's is: guest/proc_text.ts), and test processes with
+ * distinctive names and a chosen uid.
  *
  * @module
  */
 
 import type { GuestProcess } from "../guest/console.ts";
+import {
+  parseProcNet,
+  parseProcStatus,
+  PROC_NET_FILES,
+  type ProcNetSocket,
+  type ProcStatus,
+} from "../guest/proc_text.ts";
+
+export type { ProcNetSocket, ProcStatus };
 
 /**
  * A process as /proc shows it, here or in a guest. Kernel threads' names in /proc may be longer
@@ -13,34 +23,58 @@ import type { GuestProcess } from "../guest/console.ts";
  */
 export type ProcEntry = GuestProcess;
 
-const PF_KTHREAD = 0x0020_0000;
+/** The process `pid` as /proc/PID/status, stat and comm show it; undefined once it has exited. */
+export function readProcStatus(pid: number): ProcStatus | undefined {
+  try {
+    return parseProcStatus(
+      pid,
+      Deno.readTextFileSync(`/proc/${pid}/status`),
+      Deno.readTextFileSync(`/proc/${pid}/stat`),
+      Deno.readTextFileSync(`/proc/${pid}/comm`),
+    );
+  } catch {
+    return undefined; // it exited meanwhile
+  }
+}
+
+/** Every process in /proc now, as {@linkcode readProcStatus} reads it, by pid. */
+export function readProcStatuses(): Map<number, ProcStatus> {
+  const out = new Map<number, ProcStatus>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const status = readProcStatus(Number(entry.name));
+    if (status) out.set(status.pid, status);
+  }
+  return out;
+}
 
 /** Every process in /proc now (processes that vanish while being read are left out). */
 export function readProc(): Map<number, ProcEntry> {
   const out = new Map<number, ProcEntry>();
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const status = Deno.readTextFileSync(`/proc/${entry.name}/status`);
-      const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)![1];
-      const [uid, euid] = field("Uid").split(/\s+/).map(Number);
-      const [gid] = field("Gid").split(/\s+/).map(Number);
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const flags = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[6]);
-      out.set(Number(entry.name), {
-        pid: Number(entry.name),
-        ppid: Number(field("PPid")),
-        comm: Deno.readTextFileSync(`/proc/${entry.name}/comm`).replace(/\n$/, ""),
-        uid,
-        euid,
-        gid,
-        kthread: (flags & PF_KTHREAD) !== 0,
-      });
-    } catch {
-      // the process exited between readdir and read
-    }
+  for (const { pid, ppid, comm, uids, gids, kthread } of readProcStatuses().values()) {
+    out.set(pid, { pid, ppid, comm, uid: uids[0], euid: uids[1], gid: gids[0], kthread });
   }
   return out;
+}
+
+/**
+ * A process's fds as /proc/PID/fd shows them (fd → readlink; null where the link cannot be read,
+ * as a process of another user namespace's is not), or undefined when the directory cannot be.
+ */
+export function readFds(pid: number): Map<number, string | null> | undefined {
+  try {
+    const fds = new Map<number, string | null>();
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        fds.set(Number(e.name), Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) fds.set(Number(e.name), null);
+      }
+    }
+    return fds;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -125,57 +159,12 @@ export class TestProcesses implements AsyncDisposable {
   }
 }
 
-/** A socket as /proc/net/{tcp,tcp6,udp,udp6} shows it. */
-export interface ProcNetSocket {
-  protocol: "tcp" | "udp";
-  family: "inet" | "inet6";
-  localAddress: string;
-  localPort: number;
-  remoteAddress: string;
-  remotePort: number;
-  state: number;
-  inode: number;
-}
-
-function hexAddress(hex: string): string {
-  const bytes = hex.match(/../g)!.map((b) => parseInt(b, 16));
-  if (bytes.length === 4) return bytes.reverse().join(".");
-  // /proc/net/tcp6 prints each 32-bit word in host (little-endian) order.
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 4) words.push(...bytes.slice(i, i + 4).reverse());
-  const groups = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((words[i] << 8) | words[i + 1]).toString(16));
-  return groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::").replace(/:{3,}/, "::");
-}
-
 /** Every TCP and UDP socket of this network namespace with an inode, by inode. */
 export function procNet(): Map<number, ProcNetSocket> {
   const out = new Map<number, ProcNetSocket>();
-  for (
-    const [file, protocol, family] of [
-      ["tcp", "tcp", "inet"],
-      ["tcp6", "tcp", "inet6"],
-      ["udp", "udp", "inet"],
-      ["udp6", "udp", "inet6"],
-    ] as const
-  ) {
-    for (const line of Deno.readTextFileSync(`/proc/net/${file}`).split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const [local, localPort] = f[1].split(":");
-      const [remote, remotePort] = f[2].split(":");
-      const inode = Number(f[9]);
-      if (!inode) continue;
-      out.set(inode, {
-        protocol,
-        family,
-        localAddress: hexAddress(local),
-        localPort: parseInt(localPort, 16),
-        remoteAddress: hexAddress(remote),
-        remotePort: parseInt(remotePort, 16),
-        state: parseInt(f[3], 16),
-        inode,
-      });
+  for (const [file] of PROC_NET_FILES) {
+    for (const socket of parseProcNet(file, Deno.readTextFileSync(`/proc/net/${file}`))) {
+      out.set(socket.inode, socket);
     }
   }
   return out;

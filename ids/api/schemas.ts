@@ -271,6 +271,14 @@ export const ModuleSchema = z.object({
   taintFlags: z.string().openapi({
     description: 'The taint letters /proc/modules shows, e.g. "OE"',
   }),
+  usedBy: z.array(z.string()).optional().openapi({
+    description: 'The modules using it, as /proc/modules\' "used by" column lists them; absent ' +
+      "when the kernel does not record them (no module unloading) or they could not be read",
+  }),
+  permanent: z.literal(true).optional().openapi({
+    description: "It cannot be unloaded (an init function and no exit function): " +
+      "/proc/modules' [permanent]",
+  }),
   error: z.string().optional().openapi({ description: "Some of its fields make no sense" }),
 }).openapi("Module");
 

@@ -54,6 +54,7 @@ import {
   listModules,
   type Module,
   type ModuleTypes,
+  planModuleUsers,
   resolveModuleTypes,
 } from "./modules.ts";
 import {
@@ -250,10 +251,11 @@ export function planModuleViews(
   }
   const image = planKernelImage(b, regions)!;
   const text = types.text.kind === "layout" ? types.text.layout : types.text.memory.layout;
-  const extra = [text, t.refcnt, types.links].flatMap((layout) =>
+  const extra = [text, t.refcnt, t.users?.module, types.links].flatMap((layout) =>
     layout ? layout.fields.map((f) => ({ off: f.offset, len: f.size })) : []
   );
   const module = b.node(t.module, { extra });
+  planModuleUsers(b, t, module, max);
   const listAt = image.offsets.get("modules");
   if (listAt !== undefined) b.list(image.node, listAt, module, t.listOffset, { max });
   if (kset && image.offsets.has("module_kset")) {

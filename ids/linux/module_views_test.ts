@@ -73,6 +73,9 @@ function image(types: ModuleViewTypes, specs: Spec[], builtins = 2) {
       initText: 0,
     }, { at });
     if (t.refcnt) kernel.place(t.refcnt, { refcnt: 1 }, { at });
+    // No users: source_list is empty (points to itself), and the module has an exit function.
+    const users = t.users!;
+    kernel.place(users.module, { first: at + users.listOffset, init: null, exit: null }, { at });
     kernel.place(types.links, {}, { at });
     kernel.place(kset.kobject, { mod: at }, { at: at + mkobj });
     return at;
@@ -339,7 +342,7 @@ Deno.test({
       (b) => {
         planModuleViews(b, types, anchors);
         const plan = b.build();
-        assertEquals([plan.roots.length, plan.nodes.length], [1, 5]);
+        assertEquals([plan.roots.length, plan.nodes.length], [1, 6]);
       },
       (mem) => readModuleViews(mem, types, anchors, live),
     );

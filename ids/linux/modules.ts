@@ -24,14 +24,16 @@ import {
   str,
   uint,
 } from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
+import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
 import { hexOf } from "../kernel/name.ts";
 
 /**
  * Resolves the structures of the module list. Where the kernels differ:
  * - memory: `mem[]` of `struct module_memory` {base, size} (Linux 6.4+), else `core_layout` and
  *   `init_layout` (Linux 6.1);
- * - `refcnt` exists only with CONFIG_MODULE_UNLOAD; without it the refcount is null.
+ * - `refcnt` exists only with CONFIG_MODULE_UNLOAD; without it the refcount is null;
+ * - so do `source_list` (the `module_use`s of the modules using one) and `exit`: without them no
+ *   module has `usedBy`.
  * @throws {LayoutError} naming the struct and field the kernel lacks.
  */
 export function resolveModuleTypes(btf: Btf) {
@@ -47,7 +49,30 @@ export function resolveModuleTypes(btf: Btf) {
     listOffset: offsetOf(btf, "module", "list"),
     memory: resolveMemory(btf),
     refcnt: optional(() => resolveLayout(btf, "module", { refcnt: sint("refcnt.counter") })),
+    users: optional(() => resolveUsers(btf)),
     states: stateNames(btf),
+  };
+}
+
+/**
+ * The modules using a module, as /proc/modules' "used by" column lists them: its `source_list`
+ * of `struct module_use`s (linked by their own `source_list`), each naming the user in `source`;
+ * and whether it has an `init` but no `exit` function, which /proc/modules shows as
+ * `[permanent]`.
+ */
+function resolveUsers(btf: Btf) {
+  return {
+    module: resolveLayout(btf, "module", {
+      first: ptr("source_list.next"),
+      init: ptr("init"),
+      exit: ptr("exit"),
+    }),
+    /** Offset of `source_list` in struct module: the list's head. */
+    listOffset: offsetOf(btf, "module", "source_list"),
+    use: resolveLayout(btf, "module_use", { next: ptr("source_list.next"), source: ptr("source") }),
+    /** Offset of `source_list` in struct module_use: a list entry minus this is its use. */
+    useOffset: offsetOf(btf, "module_use", "source_list"),
+    name: resolveLayout(btf, "module", { name: str("name") }),
   };
 }
 
@@ -142,6 +167,14 @@ export interface Module {
   taints: string;
   /** The taint letters /proc/modules shows, e.g. "OE". */
   taintFlags: string;
+  /**
+   * The names of the modules using it, in the order /proc/modules' "used by" lists them (the
+   * latest first); absent when the kernel does not record them (no CONFIG_MODULE_UNLOAD) or they
+   * could not be read.
+   */
+  usedBy?: string[];
+  /** It has an init function and no exit function: it cannot be unloaded (`[permanent]`). */
+  permanent?: true;
   /** Set when some of its fields make no sense. */
   error?: string;
 }
@@ -156,9 +189,11 @@ export interface ModuleList {
 
 /** Options of {@linkcode listModules} and {@linkcode planModules}. */
 export interface ModuleOptions {
-  /** Most modules visited. @default 65536 */
+  /** Most modules visited, and most users of one module. @default 65536 */
   maxModules?: number;
 }
+
+const MAX_MODULES = 65536;
 
 /**
  * The module taint flags of the kernel's taint_flags[] table (kernel/panic.c): bit and letter
@@ -200,7 +235,7 @@ export async function listModules(
   head: KAddr,
   options: ModuleOptions = {},
 ): Promise<ModuleList> {
-  const maxModules = options.maxModules ?? 65536;
+  const maxModules = options.maxModules ?? MAX_MODULES;
   const modules: Module[] = [];
   const seen = new Set<KAddr>();
   let next = (await readStruct(mem, head, types.head)).next;
@@ -232,7 +267,7 @@ export async function listModules(
       break;
     }
     seen.add(at);
-    modules.push(await describeModule(mem, types, at, module));
+    modules.push(await describeModule(mem, types, at, module, maxModules));
     next = module.next;
     from = `module ${hex(at)}`;
   }
@@ -241,13 +276,15 @@ export async function listModules(
 
 /**
  * Describes the module at `at` whose fields `module` were read, as {@linkcode listModules} lists
- * it; fields that cannot be read or make no sense go to its `error`.
+ * it, with at most `maxUsers` users; fields that cannot be read or make no sense go to its
+ * `error`.
  */
 export async function describeModule(
   mem: GuestMemory,
   types: ModuleTypes,
   at: KAddr,
   module: Fields<ModuleTypes["module"]>,
+  maxUsers = MAX_MODULES,
 ): Promise<Module> {
   const taints = u64(module.taints);
   const state = types.states.get(module.state);
@@ -270,8 +307,49 @@ export async function describeModule(
   } catch (error) {
     errors.push((error as Error).message);
   }
+  if (types.users) {
+    try {
+      Object.assign(m, await usersOf(mem, types.users, at, maxUsers));
+    } catch (error) {
+      errors.push((error as Error).message);
+    }
+  }
   if (errors.length) m.error = errors.join("; ");
   return m;
+}
+
+/**
+ * The users of the module at `at`, walking its `source_list` (bounded, cycles detected), and
+ * whether it is permanent.
+ * @throws {Error} when a link or a user cannot be followed or read, or the list is too long.
+ */
+async function usersOf(
+  mem: GuestMemory,
+  users: NonNullable<ModuleTypes["users"]>,
+  at: KAddr,
+  max: number,
+): Promise<{ usedBy: string[]; permanent?: true }> {
+  const { first, init, exit } = await readStruct(mem, at, users.module);
+  const head = at + users.listOffset;
+  const usedBy: string[] = [];
+  const seen = new Set<KAddr>();
+  let next = first;
+  let from = `the source_list of module ${hex(at)}`;
+  for (;;) {
+    const entry = follow(next, `source_list.next of ${from}`);
+    if (entry === head) break;
+    const use = entry - users.useOffset;
+    if (seen.has(use)) throw new Error(`Its source_list loops back to ${hex(use)}`);
+    if (seen.size >= max) throw new Error(`It has more than ${max} users`);
+    seen.add(use);
+    const fields = await readStruct(mem, use, users.use);
+    const source = follow(fields.source, "source of module_use", use);
+    usedBy.push((await readStruct(mem, source, users.name)).name);
+    next = fields.next;
+    from = `module_use ${hex(use)}`;
+  }
+  // print_unload_info(): a module with an init function and none to exit is "[permanent]".
+  return init !== null && exit === null ? { usedBy, permanent: true } : { usedBy };
 }
 
 async function memoryOf(
@@ -292,6 +370,33 @@ async function memoryOf(
   return { base: hex64(u64(bytes, memory.base)), size };
 }
 
+/**
+ * The byte ranges of a `struct module` that {@linkcode describeModule} reads beyond
+ * `types.module`'s fields (its memory, refcount and users' list), for a plan's module node.
+ */
+function moduleExtra(types: ModuleTypes): { off: number; len: number }[] {
+  return [types.memory.layout, types.refcnt, types.users?.module].flatMap((layout) =>
+    layout ? layout.fields.map((f) => ({ off: f.offset, len: f.size })) : []
+  );
+}
+
+/**
+ * Adds to `b` what {@linkcode describeModule} reads from the modules `module` visits beyond their
+ * own fields (which its node must copy: `types.users.module`): the `module_use`s of their users
+ * and each user's name (the user is a module too, visited as `module`).
+ */
+export function planModuleUsers(
+  b: PlanBuilder,
+  types: ModuleTypes,
+  module: NodeRef,
+  max = MAX_MODULES,
+): void {
+  if (!types.users) return;
+  const use = b.node(types.users.use);
+  b.list(module, types.users.listOffset, use, types.users.useOffset, { max });
+  b.ptr(use, "source", module);
+}
+
 /** Adds to `b` what {@linkcode listModules} reads: the list head and every module on it. */
 export function planModules(
   b: PlanBuilder,
@@ -299,11 +404,10 @@ export function planModules(
   head: KAddr,
   options: ModuleOptions = {},
 ): void {
-  const extra = [types.memory.layout, types.refcnt].flatMap((layout) =>
-    layout ? layout.fields.map((f) => ({ off: f.offset, len: f.size })) : []
-  );
+  const max = options.maxModules ?? MAX_MODULES;
   const list = b.node(types.head);
-  const module = b.node(types.module, { extra });
+  const module = b.node(types.module, { extra: moduleExtra(types) });
   b.root(head, list);
-  b.list(list, 0, module, types.listOffset, { max: options.maxModules ?? 65536 });
+  b.list(list, 0, module, types.listOffset, { max });
+  planModuleUsers(b, types, module, max);
 }

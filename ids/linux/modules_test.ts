@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { type Btf, BtfBuilder, parseBtf } from "../btf/mod.ts";
-import { LayoutError } from "../kernel/layout.ts";
+import { LayoutError, readStruct } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { hex } from "../memory/address.ts";
@@ -13,6 +13,7 @@ import {
   taintLetters,
 } from "./modules.ts";
 import { SyntheticKernel } from "./synthetic.ts";
+import { guestBtf } from "./_guest_btf.ts";
 
 // Offsets come from this machine's real kernel BTF (Linux 6.18, `mem[]`, no CONFIG_MODULE_UNLOAD
 // hence no refcnt); the memory image is synthetic.
@@ -258,4 +259,102 @@ Deno.test("planModules() covers listModules() in both modes; selective copies le
     assertEquals(check.result, expected);
   }
   assert(checks.selective.bytes * 2 < checks.whole.bytes);
+});
+
+// The Debian 6.1 guest kernel's BTF has what this machine's lacks: CONFIG_MODULE_UNLOAD's
+// source_list, module_use and exit.
+const guest = await guestBtf();
+const btf61 = "btf" in guest ? guest.btf : undefined;
+
+/**
+ * `names` on the module list of a 6.1 image, each used by the modules `users` names (in that
+ * order on its source_list), permanent when `permanent` names it.
+ */
+function usersImage(
+  names: string[],
+  users: Record<string, string[]>,
+  permanent: string[] = [],
+) {
+  const t = resolveModuleTypes(btf61!);
+  const u = t.users!;
+  const kernel = new SyntheticKernel(resolveKernelTypes(btf61!), []);
+  const head = kernel.place(t.head, {}, { at: 0x7f00_2000_0000 });
+  const at = new Map(names.map((name) => [name, kernel.place(t.module, { state: 0, name })]));
+  for (const [name, m] of at) {
+    if (t.memory.kind !== "layout") throw new TypeError("a 6.1 kernel has core_layout");
+    kernel.place(t.memory.layout, { coreBase: { raw: 0n }, coreSize: 0x1000, initSize: 0 }, {
+      at: m,
+    });
+    kernel.place(t.refcnt!, { refcnt: 1 + (users[name]?.length ?? 0) }, { at: m });
+    const uses = (users[name] ?? []).map((user) => kernel.place(u.use, { source: at.get(user)! }));
+    const links = [m + u.listOffset, ...uses.map((use) => use + u.useOffset)];
+    uses.forEach((use, i) => kernel.mutate(use, { next: links[(i + 2) % links.length] }));
+    const exit = permanent.includes(name) ? null : 0x7fff_c000_0100;
+    kernel.place(u.module, { first: links[1 % links.length], init: 0x7fff_c000_0000, exit }, {
+      at: m,
+    });
+  }
+  const entries = [head, ...[...at.values()].map((m) => m + t.listOffset)];
+  kernel.mutate(head, { next: entries[1] ?? head });
+  [...at.values()].forEach((m, i) => kernel.mutate(m, { next: entries[(i + 2) % entries.length] }));
+  return { kernel, head, types: t, at };
+}
+
+Deno.test({
+  name: "listModules() lists each module's users as /proc/modules does, and [permanent]",
+  ignore: !btf61,
+  async fn() {
+    const { kernel, head, types } = usersImage(
+      ["virtio_net", "virtio_pci", "virtio_ring", "virtio", "crc32_generic"],
+      { virtio_ring: ["virtio_net", "virtio_pci"], virtio: ["virtio_net", "virtio_pci"] },
+      ["crc32_generic"],
+    );
+    const image = kernel.build();
+    const list = await listModules(new CachedMemory(image), types, head);
+    assertEquals(
+      list.modules.map((m) => [m.name, m.refcount, m.usedBy, m.permanent, m.error]),
+      [
+        ["virtio_net", 0, [], undefined, undefined],
+        ["virtio_pci", 0, [], undefined, undefined],
+        ["virtio_ring", 2, ["virtio_net", "virtio_pci"], undefined, undefined],
+        ["virtio", 2, ["virtio_net", "virtio_pci"], undefined, undefined],
+        ["crc32_generic", 0, [], true, undefined],
+      ],
+    );
+    const checks = await checkPlan(
+      image,
+      (b) => planModules(b, types, head),
+      (mem) => listModules(mem, types, head),
+    );
+    for (const check of Object.values(checks)) {
+      assertEquals([check.misses, check.result], [[], list]);
+    }
+  },
+});
+
+Deno.test({
+  name: "listModules() reports a users' list that loops or leaves the kernel, and goes on",
+  ignore: !btf61,
+  async fn() {
+    const { kernel, head, types, at } = usersImage(["a", "b", "c"], { a: ["b"], b: ["c"] });
+    const u = types.users!;
+    // a's only use links back to itself, not to a's head; b's use names no kernel address.
+    const useOfA = (await readStruct(new CachedMemory(kernel.build()), at.get("a")!, u.module))
+      .first as number - u.useOffset;
+    kernel.mutate(useOfA, { next: useOfA + u.useOffset });
+    const useOfB = (await readStruct(new CachedMemory(kernel.build()), at.get("b")!, u.module))
+      .first as number - u.useOffset;
+    kernel.mutate(useOfB, { source: { raw: 0x4141_4141n } });
+    const list = await listModules(new CachedMemory(kernel.build()), types, head, {
+      maxModules: 10,
+    });
+    assertEquals(list.modules.map((m) => [m.name, m.usedBy]), [
+      ["a", undefined],
+      ["b", undefined],
+      ["c", []],
+    ]);
+    assert(list.modules[0].error?.includes("loops back"), list.modules[0].error);
+    assert(list.modules[1].error?.includes("not a kernel address"), list.modules[1].error);
+    assertEquals(list.truncated, false);
+  },
 });
