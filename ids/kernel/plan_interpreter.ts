@@ -19,7 +19,7 @@ import {
   type PlanCondition,
   type PlanEdge,
 } from "../../protocol/mod.ts";
-import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { MemoryCache, type Span } from "../memory/cache.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./plan.ts";
@@ -42,8 +42,15 @@ const CHUNK = 16384;
 /** Guard against a runaway test: the walker's own step limit (PLAN_MAX_STEPS). */
 const MAX_STEPS = 1 << 23;
 
-/** Walks `plan` over `image` and returns what the walker would have copied. */
-export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
+/**
+ * Walks `plan` over `image` and returns what the walker would have copied; `space` numbers the
+ * image's addresses, and its kernel half is the walker's bound for slots (its `kernel_min`).
+ */
+export function interpretPlan(
+  plan: Plan,
+  image: MemoryCache,
+  space: AddressSpace = AddressSpace.FOUR_LEVEL,
+): InterpretResult {
   const out: InterpretResult = {
     cache: new MemoryCache(),
     bytes: 0,
@@ -55,7 +62,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
   let steps = 0;
 
   const num = (addr: bigint, size: number): bigint | undefined => {
-    const at = toKAddr(addr);
+    const at = space.toKAddr(addr);
     const bytes = at === undefined ? undefined : image.get(at, size);
     if (!bytes) {
       out.faults++;
@@ -69,7 +76,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
   const copy = (addr: bigint, len: bigint) => {
     for (let at = addr, left = len; left > 0n;) {
       const n = left > BigInt(CHUNK) ? CHUNK : Number(left);
-      const k = toKAddr(at);
+      const k = space.toKAddr(at);
       const bytes = k === undefined ? undefined : image.get(k, n);
       if (bytes) {
         out.cache.insert(k!, bytes.slice());
@@ -160,7 +167,8 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
           if (v === undefined) continue;
           const target = BigInt.asUintN(64, v - BigInt(edge.delta));
           if (
-            v && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) && target >= KERNEL_BASE
+            v && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) &&
+            target >= space.kernelHalf
           ) {
             visit(target, edge.target, depth + 1);
           }
@@ -185,7 +193,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
     let copied = 0n;
     for (let i = 0n; i < count;) {
       const n = count - i < 8n ? count - i : 8n;
-      const at = toKAddr(p + i * 8n);
+      const at = space.toKAddr(p + i * 8n);
       const bytes = at === undefined ? undefined : image.get(at, Number(n) * 8);
       if (!bytes) {
         const v = num(p + i * 8n, 8);
@@ -216,7 +224,7 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
   const visit = (addr: bigint, n: number, depth: number) => {
     if (++steps > MAX_STEPS) throw new RangeError("Cannot finish the plan: too many steps");
     addr = BigInt.asUintN(64, addr);
-    if (toKAddr(addr) === undefined) {
+    if (space.toKAddr(addr) === undefined) {
       out.faults++;
       return;
     }
@@ -240,8 +248,9 @@ export function interpretPlan(plan: Plan, image: MemoryCache): InterpretResult {
 export class MissRecorder implements GuestMemory {
   readonly misses: { addr: KAddr; len: number }[] = [];
   #mem: CachedMemory;
-  constructor(cache: MemoryCache) {
-    this.#mem = new CachedMemory(cache);
+  /** @param space the image's addresses @default 4-level */
+  constructor(cache: MemoryCache, readonly space: AddressSpace = AddressSpace.FOUR_LEVEL) {
+    this.#mem = new CachedMemory(cache, space);
   }
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.#mem.peek(addr, len);
@@ -275,20 +284,21 @@ export interface PlanCheck<T> {
 }
 
 /**
- * Builds a plan in each mode with `plan`, sends it through the wire codec, walks it over `image`,
- * and runs `view` over what it copied.
+ * Builds a plan in each mode with `plan`, sends it through the wire codec, walks it over `image`
+ * (numbered by `space`), and runs `view` over what it copied.
  */
 export async function checkPlan<T>(
   image: MemoryCache,
   plan: (b: PlanBuilder) => void,
   view: (mem: GuestMemory) => Promise<T>,
+  space: AddressSpace = AddressSpace.FOUR_LEVEL,
 ): Promise<Record<CopyMode, PlanCheck<T>>> {
   const out: Partial<Record<CopyMode, PlanCheck<T>>> = {};
   for (const mode of ["whole", "selective"] as const) {
-    const b = new PlanBuilder(mode);
+    const b = new PlanBuilder(mode, space);
     plan(b);
-    const walked = interpretPlan(decodePlan(encodePlan(b.build())), image);
-    const mem = new MissRecorder(walked.cache);
+    const walked = interpretPlan(decodePlan(encodePlan(b.build())), image, space);
+    const mem = new MissRecorder(walked.cache, space);
     const result = await view(mem);
     out[mode] = { result, bytes: walked.bytes, misses: mem.misses, pruned: walked.pruned };
   }

@@ -10,7 +10,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr } from "../memory/address.ts";
+import { follow, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
@@ -204,7 +204,7 @@ export async function listModules(
   const modules: Module[] = [];
   const seen = new Set<KAddr>();
   let next = (await readStruct(mem, head, types.head)).next;
-  let from = `the list head ${hex(head)}`;
+  let from = `the list head ${mem.space.hex(head)}`;
   let reason: string | undefined;
   for (;;) {
     let entry: KAddr;
@@ -217,7 +217,7 @@ export async function listModules(
     if (entry === head) break;
     const at = entry - types.listOffset;
     if (seen.has(at)) {
-      reason = `the module list loops back to ${hex(at)} without reaching its head`;
+      reason = `the module list loops back to ${mem.space.hex(at)} without reaching its head`;
       break;
     }
     if (modules.length >= maxModules) {
@@ -228,13 +228,13 @@ export async function listModules(
     try {
       module = await readStruct(mem, at, types.module);
     } catch (error) {
-      reason = `module ${hex(at)}, linked from ${from}: ${(error as Error).message}`;
+      reason = `module ${mem.space.hex(at)}, linked from ${from}: ${(error as Error).message}`;
       break;
     }
     seen.add(at);
     modules.push(await describeModule(mem, types, at, module));
     next = module.next;
-    from = `module ${hex(at)}`;
+    from = `module ${mem.space.hex(at)}`;
   }
   return { modules, truncated: reason !== undefined, reason };
 }
@@ -254,7 +254,7 @@ export async function describeModule(
   const m: Module = {
     name: module.name,
     ...hexOf("nameHex", module.name),
-    module: hex(at),
+    module: mem.space.hex(at),
     base: "",
     size: -1,
     state: state ?? "unknown",
