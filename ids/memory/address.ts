@@ -234,6 +234,7 @@ export class AddressSpace {
 
   /** Whether all of [addr, addr + len) are addresses of one window of this space. */
   contains(addr: KAddr, len: number): boolean {
+    if (addr >= 0 && addr + len <= WINDOW_BYTES) return true; // window 0, in every space
     const w = this.#window(addr);
     return w >= 0 && addr - w * WINDOW_SPAN + len <= this.#bytes(w);
   }
