@@ -5,10 +5,32 @@
  * @module
  */
 
-/** What the guest kernel offers, as far as the IDS needs to know without reading memory. */
+import { FEATURE_LA57, KERNEL_HALF, KERNEL_HALF_LA57 } from "../protocol/mod.ts";
+
+/**
+ * What the guest kernel offers, as far as the IDS needs to know without reading memory:
+ * "modules" (loadable modules) and {@linkcode FEATURE_LA57} (5-level paging).
+ */
 export async function kernelFeatures(): Promise<string[]> {
   const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
-  return (await exists("/proc/modules")) ? ["modules"] : [];
+  return [
+    ...(await exists("/proc/modules")) ? ["modules"] : [],
+    ...(await usesLa57()) ? [FEATURE_LA57] : [],
+  ];
+}
+
+/**
+ * Whether the kernel runs with 5-level paging: the `la57` flag of /proc/cpuinfo, which the kernel
+ * clears at boot when it uses 4 levels (no support built in, `no5lvl`, or a CPU without it).
+ */
+export async function usesLa57(): Promise<boolean> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  return /^flags\s*:.*\bla57\b/m.test(cpuinfo);
+}
+
+/** The first address of this kernel's half of the address space, in its paging mode. */
+export async function kernelHalf(): Promise<bigint> {
+  return (await usesLa57()) ? KERNEL_HALF_LA57 : KERNEL_HALF;
 }
 
 /**

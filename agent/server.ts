@@ -43,7 +43,7 @@ import {
   FrameError,
   FrameType,
   frameTypeName,
-  KERNEL_HALF,
+  kernelHalfOf,
   LIMITS,
   listenChannel,
   parseFrame,
@@ -442,7 +442,7 @@ export class Agent implements AsyncDisposable {
       ? "length is 0"
       : len > LIMITS.maxRead
       ? `length ${len} exceeds ${LIMITS.maxRead}`
-      : addr < KERNEL_HALF || addr + BigInt(len) > U64_END
+      : addr < kernelHalfOf(this.#info.features) || addr + BigInt(len) > U64_END
       ? `[0x${addr.toString(16)}, +${len}) is not in the kernel half`
       : undefined;
     if (problem) {

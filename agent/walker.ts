@@ -10,6 +10,7 @@
 
 import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
 import { checkObject, ObjectRefused } from "./bpf_check.ts";
+import { kernelHalf } from "./_kernel_facts.ts";
 import type { DeltaEncoder } from "./delta.ts";
 import {
   BpfObject,
@@ -44,6 +45,9 @@ const RES = {
   pruned: 112,
 } as const;
 const PLAN_AT = 120;
+/** Mirrors `struct ebpfmon_config` in bpf/walk.h, the object's `.rodata`. */
+const CONFIG = { agentTgid: 0, seenMask: 4, kernelMin: 8 } as const;
+const CONFIG_SIZE = 16;
 const SHARED_SIZE = PLAN_AT + PLAN_SIZE;
 /**
  * Mirrors `struct ebpfmon_record`, a record in the ring: u64 address, u32 length, u32 padding,
@@ -128,6 +132,12 @@ export interface WalkerOptions {
    * (`agent/bpf_check.ts`): program types and helpers.
    */
   object?: Uint8Array;
+  /**
+   * The first address of the kernel half: the plan walker reads and follows nothing below it.
+   * @default this kernel's, for its paging mode (`KERNEL_HALF`, or `KERNEL_HALF_LA57` with
+   * 5-level paging)
+   */
+  kernelHalf?: bigint;
 }
 
 /**
@@ -191,13 +201,15 @@ export class Walker implements Disposable {
         );
       }
     }
-    const config = new Uint8Array(8);
+    const config = new Uint8Array(CONFIG_SIZE);
     const seenSlots = positive(options.dedupeEntries ?? 1 << 18, "dedupeEntries");
     if ((seenSlots & (seenSlots - 1)) !== 0) {
       throw new RangeError(`dedupeEntries must be a power of two, not ${seenSlots}`);
     }
-    new DataView(config.buffer).setUint32(0, Deno.pid, true);
-    new DataView(config.buffer).setUint32(4, seenSlots - 1, true);
+    const settings = new DataView(config.buffer);
+    settings.setUint32(CONFIG.agentTgid, Deno.pid, true);
+    settings.setUint32(CONFIG.seenMask, seenSlots - 1, true);
+    settings.setBigUint64(CONFIG.kernelMin, options.kernelHalf ?? await kernelHalf(), true);
     obj.setGlobals(".rodata", config);
     obj.setMaxEntries("records", options.ringBytes ?? DEFAULT_RING_BYTES);
     obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));

@@ -25,8 +25,11 @@
 
 /* bpf_loop's own limit (BPF_MAX_LOOPS). */
 #define PLAN_MAX_STEPS (1 << 23)
-/* Lowest address of the kernel half on x86-64. */
-#define KERNEL_MIN 0xffff800000000000ULL
+/*
+ * Lowest address of the kernel half on x86-64, as the agent set it for the guest's paging mode:
+ * 0xffff800000000000 with 4 levels, 0xff00000000000000 with 5 (LA57).
+ */
+#define KERNEL_MIN config.kernel_min
 
 #define ITEM_ROOTS 0  /* index: next root */
 #define ITEM_OBJECT 1 /* addr: object; index: next slot, its ranges then its edges */

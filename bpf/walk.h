@@ -44,6 +44,7 @@
 struct ebpfmon_config {
 	__u32 agent_tgid; /* the only process whose trigger calls are served */
 	__u32 seen_mask;  /* slots of plan_seen minus one (a power of two minus one) */
+	__u64 kernel_min; /* first address of the kernel half in the kernel's paging mode */
 };
 
 struct ebpfmon_request {

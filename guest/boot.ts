@@ -46,6 +46,11 @@ export interface BootOptions {
   timeoutMs?: number;
   /** Every console line, as it arrives. @default dropped */
   log?: (line: string) => void;
+  /**
+   * Give the guest 5-level paging (LA57: QEMU's `-cpu max` as it is): its kernel then maps the
+   * direct map, vmalloc and vmemmap below the 4-level kernel half. @default false (4-level)
+   */
+  la57?: boolean;
 }
 
 /** A known process the guest started, in its container. */
@@ -365,9 +370,9 @@ function qemuArgs(kernel: string, initrd: string, options: BootOptions): string[
   return [
     "-accel",
     "tcg",
-    // 5-level paging off: ebpfmon takes kernel addresses to be in the 4-level kernel half.
+    // `-cpu max` offers 5-level paging, which Debian's kernels then use.
     "-cpu",
-    "max,la57=off",
+    options.la57 ? "max" : "max,la57=off",
     "-m",
     String(options.memoryMiB ?? 2048),
     "-smp",

@@ -1,9 +1,9 @@
 /**
- * `deno task guest [--kernel 6.1|6.12]`: builds the test guest for one of the guest kernels
- * (guest/kernel.ts: Debian 12's 6.1, the default, or Debian 13's 6.12), boots it, shows how to
- * reach its agent, prints its process table and module list as the IDS rebuilds them from
- * outside, through the forwarded port, measures the link, and stops the guest (or keeps it up
- * with `--keep`).
+ * `deno task guest [--kernel 6.1|6.12] [--la57]`: builds the test guest for one of the guest
+ * kernels (guest/kernel.ts: Debian 12's 6.1, the default, or Debian 13's 6.12), boots it (with
+ * 5-level paging with `--la57`), shows how to reach its agent, prints its process table and
+ * module list as the IDS rebuilds them from outside, through the forwarded port, measures the
+ * link, and stops the guest (or keeps it up with `--keep`).
  *
  * @module
  */
@@ -45,6 +45,7 @@ const command = new Command("guest")
   .option("--state <dir>", "the IDS's state dir (credentials, BTF store)")
   .option("--memory <mib>", "guest memory in MiB", "2048")
   .option("--runs <n>", "measured runs of the module list per mode", "10")
+  .option("--la57", "give the guest 5-level paging (QEMU's -cpu max as it is)")
   .option("--keep", "keep the guest running until interrupted")
   .option("--console", "print the guest's console")
   .action(async (options) => {
@@ -66,6 +67,7 @@ const command = new Command("guest")
       stateDir: state,
       memoryMiB: positiveInt(options.memory, "--memory"),
       log: options.console ? (line) => console.error(`console: ${line}`) : undefined,
+      la57: options.la57 ?? false,
     });
     const local = await sha256(new URL("../bpf/out/walk.bpf.o", import.meta.url).pathname);
     say(
@@ -88,6 +90,10 @@ const command = new Command("guest")
     say(`  ${ids} lsmod --agent ${vm.address} --state ${state} --mode on-demand\n`);
 
     using session = await openSession({ agent: vm.address, state });
+    say(
+      `guest: ${session.space.paging} paging; windows ` +
+        session.space.windows.map((w) => `${w.name} ${w.start}..${w.end}`).join(", "),
+    );
     const ps = await session.processes("prefetch");
     say(formatProcesses(ps.processes));
     say(formatStats(ps.stats) + "\n");

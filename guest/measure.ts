@@ -5,7 +5,6 @@
  * @module
  */
 
-import { fromKAddr } from "../ids/memory/address.ts";
 import type { GuestSession, Mode } from "../ids/session.ts";
 
 /** Options of the measurements. */
@@ -27,7 +26,7 @@ export function median(values: number[]): number {
 /** Median milliseconds of a 64-byte READ (the agent's own task): one round trip each. */
 export async function measureRtt(session: GuestSession, options: MeasureOptions = {}) {
   const runs = (options.runs ?? 10) * 5;
-  const addr = fromKAddr(session.anchor);
+  const addr = session.space.fromKAddr(session.anchor);
   const times: number[] = [];
   for (let i = 0; i < (options.warmup ?? 2) + runs; i++) {
     const started = performance.now();

@@ -32,13 +32,13 @@ import {
   type HoldAnswer,
   HoldState,
   type IdsCredentials,
+  kernelHalfOf,
   LIMITS,
   type LoadAnswer,
   parseFrame,
   type PrefetchTarget,
   PROTOCOL_VERSION,
 } from "../protocol/mod.ts";
-import { KERNEL_BASE_HIGH } from "./memory/address.ts";
 
 /** The agent answered a request with ERROR, or broke the protocol. */
 export class AgentError extends Error {
@@ -173,6 +173,8 @@ export class AgentClient implements Disposable {
   #requestTimeoutMs: number;
   #idleTimeoutMs: number;
   #info: AgentInfo | undefined;
+  /** The high 32 bits of the first address of the guest's kernel half, as its paging mode puts it. */
+  #halfHigh = 0;
   #loaded: LoadAnswer | undefined;
   #ended = Promise.withResolvers<Error>();
 
@@ -222,6 +224,7 @@ export class AgentClient implements Disposable {
         );
       }
       client.#info = hello.agent;
+      client.#halfHigh = Number(kernelHalfOf(hello.agent.features) >> 32n);
       return client;
     } catch (error) {
       client.close();
@@ -415,7 +418,8 @@ export class AgentClient implements Disposable {
    * the record (a full cache), which cuts the answer off (any other value keeps it).
    *
    * Records are counted against `limits` (and {@linkcode LIMITS}) as they arrive; a record past
-   * them, or outside the kernel half, fails the request with {@linkcode AgentMisbehaviorError}.
+   * them, or outside the kernel half (of the paging mode HELLO reports), fails the request with
+   * {@linkcode AgentMisbehaviorError}.
    * @throws {RangeError} for limits above the protocol's
    */
   prefetch(
@@ -465,15 +469,16 @@ export class AgentClient implements Disposable {
         );
       }
     };
+    const halfHigh = this.#halfHigh;
     const check = (high: number, low: number, payload: Uint8Array, start: number, len: number) => {
       if (high === 0 && low === 0) return carried(payload, start, len);
       countRecords(1);
       countBytes(len);
-      if (high < KERNEL_BASE_HIGH) {
+      if (high < halfHigh) {
         throw new AgentMisbehaviorError(
           "kernelHalf",
           `Agent sent a record at 0x${hex32(high)}${hex32(low)}, outside the kernel half`,
-          { value: `0x${hex32(high)}${hex32(low)}`, allowed: "0xffff800000000000.." },
+          { value: `0x${hex32(high)}${hex32(low)}`, allowed: `0x${hex32(halfHigh)}00000000..` },
         );
       }
       if (onRecord(high, low, payload, start, len) === false) {

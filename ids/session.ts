@@ -24,13 +24,13 @@ import {
   PrefetchTarget,
   StopReason,
 } from "../protocol/mod.ts";
-import type { AgentClient, Meter } from "./client.ts";
+import { type AgentClient, AgentError, AgentMisbehaviorError, type Meter } from "./client.ts";
 import { holding, type HoldStats } from "./hold.ts";
 export type { HoldStats };
 import { loadBtf } from "./btf_store.ts";
 import { loadWalker } from "./walker_object.ts";
 import { type Btf, parseBtf } from "./btf/mod.ts";
-import { fromKAddr, type KAddr, kaddrOf, parseKAddr, toKAddr } from "./memory/address.ts";
+import { AddressSpace, type KAddr } from "./memory/address.ts";
 import { MemoryCache } from "./memory/cache.ts";
 import { AnswerBuilder, type AnswerRecords } from "./memory/delta.ts";
 import { RemoteMemory } from "./memory/guest_memory.ts";
@@ -42,6 +42,7 @@ import { listSockets, planSockets, resolveSocketTypes, type Socket } from "./lin
 import { listFiles, type OpenFile, planFiles, resolveFileTypes } from "./linux/files.ts";
 import { listThreads } from "./linux/threads.ts";
 import type { CgroupSupport } from "./linux/namespaces.ts";
+import { AddressSpaceError, learnAddressSpace } from "./linux/address_space.ts";
 
 /** How a snapshot gets its memory. */
 export type Mode = "prefetch" | "selective" | "on-demand";
@@ -176,6 +177,8 @@ export class GuestSession implements Disposable {
     readonly client: AgentClient,
     readonly btf: Btf,
     readonly types: KernelTypes,
+    /** How the guest's addresses are numbered, learned at open (`linux/address_space.ts`). */
+    readonly space: AddressSpace,
     /** The agent's own task. */
     readonly anchor: KAddr,
     /** init_task, found once from the anchor. */
@@ -186,8 +189,11 @@ export class GuestSession implements Disposable {
 
   /**
    * Loads the guest's BTF (from `stateDir`'s store when known, else from the agent), resolves
-   * the kernel types, and finds init_task from the agent's task (a few round trips, once).
+   * the kernel types, learns the guest's address space, and finds init_task from the agent's
+   * task (a few round trips, once).
    * @throws {LayoutError} when the guest kernel lacks a field the views need.
+   * @throws {AgentMisbehaviorError} (limit "addressSpace") when the guest's word on its paging
+   * mode or region bases cannot be used, or its anchor is not an address of that space.
    */
   static async open(
     client: AgentClient,
@@ -195,21 +201,31 @@ export class GuestSession implements Disposable {
     options: SessionOptions = {},
   ): Promise<GuestSession> {
     if (options.object !== null) await loadWalker(client, options.object);
-    const anchor = toKAddr(client.anchor);
-    if (anchor === undefined) {
+    if (client.anchor === 0n && !client.loaded) {
       throw new Error(
-        `Cannot use the agent: its anchor 0x${client.anchor.toString(16)} is not a kernel address${
-          client.anchor === 0n && !client.loaded ? " (it has no default object: load one)" : ""
-        }`,
+        "Cannot use the agent: it reports no anchor (it has no default object: load one)",
+      );
+    }
+    const symbols = options.symbols ?? new Map();
+    const space = await addressSpaceOf(client, symbols);
+    const anchor = space.toKAddr(client.anchor);
+    if (anchor === undefined) {
+      throw new AgentMisbehaviorError(
+        "addressSpace",
+        `Cannot use the agent: its anchor 0x${
+          client.anchor.toString(16)
+        } is not a kernel address of the guest's ${space.paging} address space`,
+        { value: `0x${client.anchor.toString(16)}`, allowed: space.paging },
       );
     }
     const { btf, types } = await kernelOf(client, stateDir);
     const memory = new RemoteMemory(
       new MemoryCache(),
-      (addr, len) => client.read(fromKAddr(addr), len),
+      (addr, len) => client.read(space.fromKAddr(addr), len),
+      space,
     );
     const initTask = await findInitTask(memory, types, anchor);
-    return new GuestSession(client, btf, types, anchor, initTask, options.symbols ?? new Map());
+    return new GuestSession(client, btf, types, space, anchor, initTask, symbols);
   }
 
   /** The programs serving this session, as the agent loaded them for it (none: its default). */
@@ -304,15 +320,8 @@ export class GuestSession implements Disposable {
    * Kernel symbols, each looked up once per session (one round trip for all the new ones);
    * undefined for one the guest's kallsyms does not give.
    */
-  async symbols(names: readonly string[]): Promise<Map<string, KAddr | undefined>> {
-    const cache = this.symbolCache;
-    const missing = [...new Set(names)].filter((name) => !cache.has(name));
-    if (missing.length) {
-      if (cache.size + missing.length > MAX_SYMBOLS) cache.clear();
-      const found = await this.client.symbols(missing);
-      for (const name of missing) cache.set(name, toKAddr(found.get(name) ?? 0n));
-    }
-    return new Map(names.map((name) => [name, cache.get(name)]));
+  symbols(names: readonly string[]): Promise<Map<string, KAddr | undefined>> {
+    return lookUp(this.client, this.symbolCache, names);
   }
 
   /**
@@ -322,7 +331,8 @@ export class GuestSession implements Disposable {
   liveMemory(meter?: Meter): RemoteMemory {
     return new RemoteMemory(
       new MemoryCache(),
-      (addr, len) => this.client.read(fromKAddr(addr), len, meter),
+      (addr, len) => this.client.read(this.space.fromKAddr(addr), len, meter),
+      this.space,
     );
   }
 
@@ -411,7 +421,8 @@ export class GuestSession implements Disposable {
         const list = await listProcesses(memory, this.types, this.initTask);
         const process = list.processes.find((p) => p.pid === pid);
         if (!process) throw new NoSuchProcessError(pid);
-        const files = await listFiles(memory, this.types, types, parseKAddr(process.task)!);
+        const task = this.space.parseKAddr(process.task)!;
+        const files = await listFiles(memory, this.types, types, task);
         return {
           value: { pid, task: process.task, files: files.files },
           truncated: files.truncated || list.truncated,
@@ -443,12 +454,14 @@ export class GuestSession implements Disposable {
     meter: Meter,
   ): Promise<{ value: T; stats: SnapshotStats }> {
     const cache = new MemoryCache();
+    const space = this.space;
     const memory = new RemoteMemory(
       cache,
-      (addr, len) => this.client.read(fromKAddr(addr), len, meter),
+      (addr, len) => this.client.read(space.fromKAddr(addr), len, meter),
+      space,
     );
     let prefetch: SnapshotStats["prefetch"];
-    const builder = mode === "on-demand" ? undefined : new PlanBuilder(COPY_MODES[mode]);
+    const builder = mode === "on-demand" ? undefined : new PlanBuilder(COPY_MODES[mode], space);
     builder && view.plan(builder);
     const plan = builder?.build();
     // A view that found nothing to walk (no roots) reads on demand only.
@@ -464,8 +477,9 @@ export class GuestSession implements Disposable {
           PrefetchTarget.PLAN,
           limits,
           (high, low, payload, start, len) => {
-            const at = kaddrOf(high, low);
-            if (at === undefined) {
+            // In the guest's kernel half (the client checked), but maybe in none of its windows.
+            const at = space.kaddrOf(high, low);
+            if (at === undefined || !space.contains(at, len)) {
               rejected++;
               return true;
             }
@@ -562,6 +576,50 @@ async function kernelOf(
     kernels.delete(old);
   }
   return kernel;
+}
+
+/**
+ * Kernel symbols, each looked up once in `cache` (one round trip for all the new ones); undefined
+ * for one the guest's kallsyms does not give. Symbols are in window 0 (the kernel image and
+ * modules), which every address space numbers alike, so the cache outlives a space.
+ */
+async function lookUp(
+  client: AgentClient,
+  cache: Map<string, KAddr | undefined>,
+  names: readonly string[],
+): Promise<Map<string, KAddr | undefined>> {
+  const missing = [...new Set(names)].filter((name) => !cache.has(name));
+  if (missing.length) {
+    if (cache.size + missing.length > MAX_SYMBOLS) cache.clear();
+    const found = await client.symbols(missing);
+    for (const name of missing) {
+      cache.set(name, AddressSpace.FOUR_LEVEL.toKAddr(found.get(name) ?? 0n));
+    }
+  }
+  return new Map(names.map((name) => [name, cache.get(name)]));
+}
+
+/**
+ * The guest's address space (`linux/address_space.ts`); what it says that cannot be used is the
+ * agent misbehaving (limit "addressSpace").
+ */
+async function addressSpaceOf(
+  client: AgentClient,
+  symbols: Map<string, KAddr | undefined>,
+): Promise<AddressSpace> {
+  try {
+    return await learnAddressSpace({
+      features: client.info.features,
+      symbols: (names) => lookUp(client, symbols, names),
+      read: (addr, len) => client.read(addr, len),
+    });
+  } catch (error) {
+    if (!(error instanceof AddressSpaceError)) throw error;
+    // The agent's failures (a closed connection, a broken protocol) are its own errors.
+    const cause = error.cause;
+    if (cause instanceof AgentError && cause.code === 0) throw cause;
+    throw new AgentMisbehaviorError("addressSpace", error.message, {}, { cause: error });
+  }
 }
 
 function emptyStats(mode: Mode): SnapshotStats {

@@ -73,6 +73,23 @@ export const LIMITS = {
  */
 export const KERNEL_HALF = 0xffff_8000_0000_0000n;
 
+/**
+ * The first address of the kernel half with 5-level paging (LA57): the bound of
+ * {@linkcode KERNEL_HALF} for an agent whose HELLO lists {@linkcode FEATURE_LA57}.
+ */
+export const KERNEL_HALF_LA57 = 0xff00_0000_0000_0000n;
+
+/**
+ * The feature an agent lists in HELLO when its guest kernel uses 5-level paging (the `la57`
+ * flag of /proc/cpuinfo, which the kernel clears when it runs with 4 levels).
+ */
+export const FEATURE_LA57 = "la57";
+
+/** The first address of the kernel half of a guest with these HELLO `features`. */
+export function kernelHalfOf(features: readonly string[]): bigint {
+  return features.includes(FEATURE_LA57) ? KERNEL_HALF_LA57 : KERNEL_HALF;
+}
+
 export const FrameType = {
   HELLO: 0x01,
   GET_BTF: 0x02,
@@ -180,7 +197,10 @@ export interface AgentInfo {
    * `name:tag` words, or "none" when it started without one (the IDS then loads its own).
    */
   programs: string;
-  /** What the guest kernel offers: "modules" when it has loadable modules (/proc/modules). */
+  /**
+   * What the guest kernel offers: "modules" when it has loadable modules (/proc/modules),
+   * {@linkcode FEATURE_LA57} when it uses 5-level paging.
+   */
   features: string[];
 }
 

@@ -19,10 +19,12 @@ import { DeltaEncoder, type RememberedAnswer } from "../agent/delta.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { CARRIED_RUN, DataFrameBuilder, forEachRecord, FRAME_HEADER } from "../protocol/mod.ts";
 import { openSession } from "../ids/connect.ts";
-import { kaddrOf } from "../ids/memory/address.ts";
+import { AddressSpace } from "../ids/memory/address.ts";
 import { MemoryCache } from "../ids/memory/cache.ts";
 import { AnswerBuilder, type AnswerRecords, CarriedRunError } from "../ids/memory/delta.ts";
 import type { Mode } from "../ids/session.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 interface Rec {
   /** Offset from the start of the kernel half. */
@@ -77,7 +79,7 @@ function decode(frames: Uint8Array[], base: AnswerRecords | undefined, generatio
         answer.carry(base!, view.getUint32(0, true), view.getUint32(4, true), cache, batch);
         return;
       }
-      const at = kaddrOf(high, low)!;
+      const at = space.kaddrOf(high, low)!;
       answer.add(at, payload, start, len);
       cache.insertFrom(at, payload, start, len, batch);
     });

@@ -21,6 +21,7 @@ import {
   encodeFrame,
   ensureAgentCredentials,
   ErrorCode,
+  FEATURE_LA57,
   type Frame,
   FrameDecoder,
   FrameType,
@@ -31,9 +32,11 @@ import {
 } from "../protocol/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
 import { resolveKernelTypes } from "../ids/kernel/types.ts";
-import { fromKAddr, toKAddr } from "../ids/memory/address.ts";
+import { AddressSpace } from "../ids/memory/address.ts";
 import type { MemoryCache } from "../ids/memory/cache.ts";
 import { SyntheticKernel } from "../ids/linux/synthetic.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 /**
  * Every way this agent lies, and the limit of the IDS each one must trip (the `limit` of the
@@ -75,6 +78,11 @@ export const LIES = {
   "task-cycle": "memory",
   /** A task's `tasks.next` holds a non-canonical address. */
   "non-canonical": "memory",
+  /**
+   * HELLO reports 5-level paging on a guest whose kernel uses 4 levels: its `page_offset_base`
+   * holds the 4-level direct map's base.
+   */
+  "wrong-paging": "addressSpace",
 } as const;
 export type Lie = keyof typeof LIES;
 
@@ -105,7 +113,16 @@ interface Images {
   cycle: MemoryCache;
   noncanonical: MemoryCache;
   anchor: bigint;
+  /** The region bases of a 4-level kernel, by the addresses of their variables in the images. */
+  bases: Map<string, bigint>;
 }
+
+/** What a 4-level kernel keeps in its region bases (without KASLR). */
+const FOUR_LEVEL_BASES = {
+  page_offset_base: 0xffff888000000000n,
+  vmalloc_base: 0xffffc90000000000n,
+  vmemmap_base: 0xffffea0000000000n,
+};
 
 /** This machine's BTF, and images laid out with it. */
 async function makeImages(): Promise<{ btf: Uint8Array<ArrayBuffer>; images: Images }> {
@@ -123,13 +140,23 @@ async function makeImages(): Promise<{ btf: Uint8Array<ArrayBuffer>; images: Ima
   cycle.mutate(cycle.tasks[3], { tasksNext: cycle.entry(cycle.tasks[1]) });
   const noncanonical = new SyntheticKernel(types, specs);
   noncanonical.mutate(noncanonical.tasks[2], { tasksNext: { raw: 0x0000_1234_5678_9000n } });
+  // The bases' variables sit side by side in the kernel image, after init_task.
+  const bases = new Map<string, bigint>();
+  Object.entries(FOUR_LEVEL_BASES).forEach(([name, value], i) => {
+    const at = honest.initTask + 0x10_0000 + i * 8;
+    const bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setBigUint64(0, value, true);
+    honest.placeBytes(bytes, at);
+    bases.set(name, space.fromKAddr(at));
+  });
   return {
     btf,
     images: {
       honest: honest.build(),
       cycle: cycle.build(),
       noncanonical: noncanonical.build(),
-      anchor: fromKAddr(honest.tasks[2]),
+      anchor: space.fromKAddr(honest.tasks[2]),
+      bases,
     },
   };
 }
@@ -277,13 +304,16 @@ class Liar {
         }
         return this.#end(frame.id);
       }
-      case FrameType.SYMBOLS:
+      case FrameType.SYMBOLS: {
+        // The region bases are where they are only to the guest that lies about its paging.
+        const at = (n: string) => this.lie === "wrong-paging" ? this.images.bases.get(n) ?? 0n : 0n;
         await this.#send(
           "names" in frame
-            ? { type: FrameType.SYMBOLS, id: frame.id, symbols: frame.names.map((n) => [n, 0n]) }
+            ? { type: FrameType.SYMBOLS, id: frame.id, symbols: frame.names.map((n) => [n, at(n)]) }
             : { type: FrameType.SYMBOLS, id: frame.id, at: [] },
         );
         return this.#end(frame.id);
+      }
       default:
         return this.#send({
           type: FrameType.ERROR,
@@ -303,7 +333,7 @@ class Liar {
       anchor: this.images.anchor,
       agentPid: 100,
       programs: "hostile",
-      features: [],
+      features: this.lie === "wrong-paging" ? [FEATURE_LA57] : [],
     };
     if (this.#tell("huge-btf")) {
       agent.btfSize = LIMITS.maxBtf + 1;
@@ -335,7 +365,7 @@ class Liar {
   }
 
   async #read(id: number, addr: bigint, len: number): Promise<void> {
-    const at = toKAddr(addr);
+    const at = space.toKAddr(addr);
     if (at === undefined || len > LIMITS.maxRead) {
       await this.#send({ type: FrameType.ERROR, id, code: ErrorCode.FAULT, message: "bad read" });
       return;
@@ -353,7 +383,7 @@ class Liar {
   }
 
   async #prefetch(id: number): Promise<void> {
-    const base = fromKAddr(0x0888_0000_0000);
+    const base = space.fromKAddr(0x0888_0000_0000);
     switch (this.lie) {
       case "endless-data": {
         const builder = new DataFrameBuilder();

@@ -33,6 +33,11 @@ const PROTOCOL_LIES: [Lie, string, string][] = [
   ["huge-frame", "frame", "length 16777216 is outside"],
   ["carried-run", "carried", "Agent sent a carried run to a PREFETCH that held no base"],
   ["loaded-twice", "answers", "Agent answered LOAD more than once"],
+  [
+    "wrong-paging",
+    "addressSpace",
+    "page_offset_base 0xffff888000000000 is in the 4-level kernel half, where no 5-level kernel",
+  ],
 ];
 /** Lies told with memory: the view must report the problem, not hang or crash. */
 const MEMORY_LIES: [Lie, string][] = [

@@ -22,7 +22,7 @@ import { sharedNodes } from "../ids/detect/sources.ts";
 import type { ScanContext, Source } from "../ids/detect/types.ts";
 import { type CopyMode, PlanBuilder } from "../ids/kernel/plan.ts";
 import { resolveKernelTypes } from "../ids/kernel/types.ts";
-import { fromKAddr, type KAddr, parseKAddr, toKAddr } from "../ids/memory/address.ts";
+import { AddressSpace, type KAddr } from "../ids/memory/address.ts";
 import { MemoryCache } from "../ids/memory/cache.ts";
 import { RemoteMemory } from "../ids/memory/guest_memory.ts";
 import { planFiles, resolveFileTypes } from "../ids/linux/files.ts";
@@ -38,6 +38,9 @@ import {
   StopReason,
 } from "../protocol/mod.ts";
 
+/** This machine's kernel: 4-level paging. */
+const SPACE = AddressSpace.FOUR_LEVEL;
+
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
 const types = resolveKernelTypes(btf);
 const off = (struct: string, path: string) => btf.field(struct, path).offset;
@@ -48,7 +51,7 @@ const THREAD_SIZE = 16384;
 /** Guest memory read through the walker's READ, page by page, as a session reads it. */
 function kernelMemory(walker: Walker): RemoteMemory {
   return new RemoteMemory(new MemoryCache(), (addr, len) => {
-    const bytes = readKernel(walker, fromKAddr(addr), len);
+    const bytes = readKernel(walker, SPACE.fromKAddr(addr), len);
     return bytes ? Promise.resolve(bytes) : Promise.reject(new Error("unreadable"));
   });
 }
@@ -93,7 +96,7 @@ function kallsyms(names: readonly string[]): Map<string, KAddr> {
   const found = new Map<string, KAddr>();
   for (const line of Deno.readTextFileSync("/proc/kallsyms").split("\n")) {
     const [addr, , name] = line.split(" ");
-    const at = addr ? toKAddr(BigInt("0x" + addr)) : undefined;
+    const at = addr ? SPACE.toKAddr(BigInt("0x" + addr)) : undefined;
     if (wanted.has(name) && at !== undefined && !found.has(name)) found.set(name, at);
   }
   return found;
@@ -104,7 +107,7 @@ const ALL_SOURCES = Object.values(SOURCES) as Source<keyof typeof SOURCES>[];
 /** The scan context of a check of this machine, as `ids/detect/check.ts` makes it. */
 async function scanContext(walker: Walker): Promise<ScanContext> {
   const memory = kernelMemory(walker);
-  const anchor = toKAddr(walker.anchor())!;
+  const anchor = SPACE.toKAddr(walker.anchor())!;
   const initTask = await findInitTask(memory, types, anchor);
   const symbols = new Map<string, KAddr | undefined>(
     kallsyms(ALL_SOURCES.flatMap((s) => s.symbols)),
@@ -115,6 +118,7 @@ async function scanContext(walker: Walker): Promise<ScanContext> {
     types,
     initTask,
     anchor,
+    space: SPACE,
     agentPid: Deno.pid,
     loaded: [],
     symbols,
@@ -264,7 +268,7 @@ privilegedTest(
     });
     const fan = (target: number) => Array.from({ length: 8 }, () => self(target));
     const steps = pair.agree({
-      roots: [{ addr: fromKAddr(ctx.anchor), node: 0 }],
+      roots: [{ addr: SPACE.fromKAddr(ctx.anchor), node: 0 }],
       nodes: [
         {
           dedupe: false,
@@ -307,7 +311,7 @@ privilegedTest(
   async () => {
     using pair = await WalkerPair.open();
     const ctx = await scanContext(pair.walker);
-    const anchor = fromKAddr(ctx.anchor);
+    const anchor = SPACE.fromKAddr(ctx.anchor);
     const comm = off("task_struct", "comm");
     const pid = off("task_struct", "pid");
     const stack = off("task_struct", "stack");
@@ -365,14 +369,14 @@ privilegedTest(
 
     // init_task's RLIMIT_CPU is RLIM_INFINITY: as a count that is a mask, all ones plus one
     // wraps to no elements at all.
-    const signal = toKAddr(
+    const signal = SPACE.toKAddr(
       await u64At(kernelMemory(pair.walker), ctx.initTask + off("task_struct", "signal")),
     )!;
     const rlimit = off("signal_struct", "rlim");
-    const infinity = readKernel(pair.walker, fromKAddr(signal) + BigInt(rlimit), 8)!;
+    const infinity = readKernel(pair.walker, SPACE.fromKAddr(signal) + BigInt(rlimit), 8)!;
     assertEquals(new DataView(infinity.buffer).getBigUint64(0, true), 2n ** 64n - 1n);
     const mask = (countIsMask: boolean): Plan => ({
-      roots: [{ addr: fromKAddr(signal), node: 0 }],
+      roots: [{ addr: SPACE.fromKAddr(signal), node: 0 }],
       nodes: [
         {
           dedupe: false,
@@ -413,13 +417,15 @@ privilegedTest(
     const sleeper = new Deno.Command("sleep", { args: ["60"] }).spawn();
     try {
       const memory = kernelMemory(pair.walker);
-      const filesStruct = toKAddr(await u64At(memory, ctx.anchor + off("task_struct", "files")))!;
-      const table = toKAddr(await u64At(memory, filesStruct + off("files_struct", "fdt")))!;
+      const filesStruct = SPACE.toKAddr(
+        await u64At(memory, ctx.anchor + off("task_struct", "files")),
+      )!;
+      const table = SPACE.toKAddr(await u64At(memory, filesStruct + off("files_struct", "fdt")))!;
       const maxFds = Number(await u64At(memory, table + off("fdtable", "max_fds")) & 0xffff_ffffn);
       // The fd array read with a stride of 16, or from its second element: every element read
       // is still one of the array's (`max` elements).
       const fdt = (stride: number, elemOffset: number, max: number): Plan => ({
-        roots: [{ addr: fromKAddr(ctx.anchor), node: 0 }],
+        roots: [{ addr: SPACE.fromKAddr(ctx.anchor), node: 0 }],
         nodes: [
           {
             dedupe: false,
@@ -478,7 +484,7 @@ privilegedTest(
         const asleep = stat.includes(") S ") && stat.includes("(sleep)");
         const list = asleep ? await listProcesses(memory.again(), types, ctx.initTask) : undefined;
         const found = list?.processes.find((p) => p.pid === sleeper.pid);
-        if (found) task = parseKAddr(found.task);
+        if (found) task = SPACE.parseKAddr(found.task);
         else await new Promise((resolve) => setTimeout(resolve, 20));
       }
       assert(task !== undefined, "the sleeping child's task");
@@ -486,7 +492,7 @@ privilegedTest(
       // `max`), to its end, then 13 elements beyond: the windows that run into the guard page
       // are read an element at a time, and each of its elements faults.
       const stack = (max: number): Plan => ({
-        roots: [{ addr: fromKAddr(task), node: 0 }],
+        roots: [{ addr: SPACE.fromKAddr(task), node: 0 }],
         nodes: [
           {
             dedupe: false,
@@ -525,9 +531,9 @@ privilegedTest("interpretPlan() walks a kernfs directory's rbtree as the walker 
   using pair = await WalkerPair.open();
   const ctx = await scanContext(pair.walker);
   const memory = kernelMemory(pair.walker);
-  const cssSet = toKAddr(await u64At(memory, ctx.anchor + off("task_struct", "cgroups")))!;
-  const cgroup = toKAddr(await u64At(memory, cssSet + off("css_set", "dfl_cgrp")))!;
-  const kn = toKAddr(await u64At(memory, cgroup + off("cgroup", "kn")))!;
+  const cssSet = SPACE.toKAddr(await u64At(memory, ctx.anchor + off("task_struct", "cgroups")))!;
+  const cgroup = SPACE.toKAddr(await u64At(memory, cssSet + off("css_set", "dfl_cgrp")))!;
+  const kn = SPACE.toKAddr(await u64At(memory, cgroup + off("cgroup", "kn")))!;
   const rb = off("kernfs_node", "rb");
   const child = (field: string): PlanEdge => ({
     kind: EdgeKind.PTR,
@@ -538,7 +544,7 @@ privilegedTest("interpretPlan() walks a kernfs directory's rbtree as the walker 
   });
   const name = off("kernfs_node", "name");
   const agreed = pair.agree({
-    roots: [{ addr: fromKAddr(kn), node: 0 }],
+    roots: [{ addr: SPACE.fromKAddr(kn), node: 0 }],
     nodes: [
       {
         dedupe: true,

@@ -19,8 +19,11 @@ import {
   type PlanMemory,
   type PlanRecord,
 } from "../ids/kernel/plan_interpreter.ts";
-import { type KAddr, toKAddr } from "../ids/memory/address.ts";
+import { AddressSpace, type KAddr } from "../ids/memory/address.ts";
 import { decodePlan, encodePlan, type Plan, StopReason } from "../protocol/mod.ts";
+
+/** This machine's kernel: 4-level paging. */
+const SPACE = AddressSpace.FOUR_LEVEL;
 
 /** Budgets no plan of the test reaches unless it means to. */
 export const UNLIMITED: WalkLimits = { maxObjects: 1 << 30, maxBytes: 2 ** 40 };
@@ -78,7 +81,7 @@ export class WalkedMemory implements PlanMemory {
   constructor(readonly walker: Walker, records: readonly PlanRecord[]) {
     this.#records = records;
     records.forEach((r, i) => {
-      const at = toKAddr(r.addr)!;
+      const at = SPACE.toKAddr(r.addr)!;
       for (let page = pageOf(at); page <= pageOf(at + r.bytes.length - 1); page++) {
         let list = this.#pages.get(page);
         if (!list) this.#pages.set(page, list = []);
@@ -88,7 +91,7 @@ export class WalkedMemory implements PlanMemory {
   }
 
   read(addr: bigint, len: number, copied: number): Uint8Array | undefined {
-    const at = toKAddr(addr);
+    const at = SPACE.toKAddr(addr);
     if (at === undefined || addr + BigInt(len) > 1n << 64n) return undefined;
     const list = this.#pages.get(pageOf(at)) ?? [];
     const held = this.#nearest(list, copied, (r) => r.addr <= addr && addr + BigInt(len) <= end(r));

@@ -84,6 +84,7 @@ function contextOf(
     const ctx: ScanContext = {
       btf: session.btf,
       types: session.types,
+      space: session.space,
       initTask: session.initTask,
       anchor: session.anchor,
       agentPid: session.client.info.agentPid,

@@ -14,7 +14,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { KAddr } from "../memory/address.ts";
+import type { AddressSpace, KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
 import type { KernelTypes } from "../kernel/types.ts";
@@ -70,6 +70,8 @@ export interface Scan {
 export interface ScanContext {
   btf: Btf;
   types: KernelTypes;
+  /** How the guest's addresses are numbered (the session's). */
+  space: AddressSpace;
   initTask: KAddr;
   /** The agent's own task. */
   anchor: KAddr;

@@ -12,7 +12,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { HEX_BYTES, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { type AddressSpace, HEX_BYTES, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { decodeName } from "./name.ts";
 
@@ -88,10 +88,10 @@ export interface StructLayout<T> {
   /** The fields' byte ranges relative to `start`. */
   readonly ranges: readonly { off: number; len: number }[];
   /**
-   * Decodes the fields from `view`, which holds bytes [start, end) of the struct at `addr` from
-   * its byte `at` on.
+   * Decodes the fields from `view`, which holds bytes [start, end) of the struct from its byte
+   * `at` on, reading pointers as `space` numbers them (the guest's).
    */
-  decode(view: DataView, at: number, addr: KAddr): T;
+  decode(view: DataView, at: number, space: AddressSpace): T;
 }
 
 /**
@@ -243,7 +243,7 @@ function fieldExpression(f: ResolvedField, start: number): string {
   switch (f.kind) {
     case "ptr":
     case "ptr0":
-      return `pointerAt(v, ${at})`;
+      return `s.pointerAt(v, ${at})`;
     case "str":
       return `decodeString(v, ${at}, ${f.size})`;
     case "raw":
@@ -274,21 +274,22 @@ function fieldExpression(f: ResolvedField, start: number): string {
  * field at its constant offset into an object literal of one shape. Views decode hundreds of
  * thousands of structs per snapshot, and a loop over per-field closures costs several times
  * more. What is compiled comes from the layout's own field names (the source's literals,
- * quoted) and offsets checked to be integers, never from guest bytes.
+ * quoted) and offsets checked to be integers, never from guest bytes. Pointers are read by the
+ * address space passed in (`s`), the reading guest's: guests of one kernel share the decoder,
+ * not their addresses.
  */
 function compileDecoder<T>(
   fields: readonly ResolvedField[],
   start: number,
-): (view: DataView, at: number, addr: KAddr) => T {
+): (view: DataView, at: number, space: AddressSpace) => T {
   const body = fields.map((f) => `${JSON.stringify(f.name)}: ${fieldExpression(f, start)}`);
   return new Function(
-    "pointerAt",
     "decodeString",
     "copyBytes",
     "hexLittleEndian",
     "hexMemoryOrder",
-    `"use strict"; return (v, at) => ({ ${body.join(", ")} });`,
-  )(pointerAt, decodeString, copyBytes, hexLittleEndian, hexMemoryOrder);
+    `"use strict"; return (v, at, s) => ({ ${body.join(", ")} });`,
+  )(decodeString, copyBytes, hexLittleEndian, hexMemoryOrder);
 }
 
 const scratch = new WeakMap<StructLayout<unknown>, Uint8Array>();
@@ -316,10 +317,12 @@ export function peekStruct<T>(
   const span = layout.end - layout.start;
   const first = addr + layout.start;
   const inPlace = mem.peekSpan(first, span);
-  if (inPlace) return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, addr);
+  if (inPlace) {
+    return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, mem.space);
+  }
   // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
   const bytes = mem.peekRanges(first, scratchOf(layout), layout.ranges);
-  return bytes && layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, addr);
+  return bytes && layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, mem.space);
 }
 
 /**
@@ -341,5 +344,5 @@ export async function readStruct<T>(
     const field = mem.peek(addr + f.offset, f.size) ?? await mem.read(addr + f.offset, f.size);
     bytes.set(field, f.offset - layout.start);
   }
-  return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, addr);
+  return layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, mem.space);
 }

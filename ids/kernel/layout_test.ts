@@ -12,7 +12,9 @@ import {
   str,
   uint,
 } from "./layout.ts";
-import { BadPointer, toKAddr } from "../memory/address.ts";
+import { AddressSpace, BadPointer } from "../memory/address.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // The real task_struct of this machine's kernel: comm is char[16] (TASK_COMM_LEN).
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -22,7 +24,7 @@ const layout = resolveLayout(btf, "task_struct", { comm: str("comm") });
 function decodeComm(bytes: number[] | Uint8Array): string {
   const buffer = new Uint8Array(layout.end - layout.start).fill(0xaa);
   buffer.set(bytes, layout.fields[0].offset - layout.start);
-  return layout.decode(new DataView(buffer.buffer), 0, 0x1000).comm;
+  return layout.decode(new DataView(buffer.buffer), 0, space).comm;
 }
 
 const utf8 = (text: string) => [...new TextEncoder().encode(text)];
@@ -70,17 +72,17 @@ Deno.test("each field kind decodes its bytes at its offset, little-endian", () =
   put("usage", [0xfe, ...Array(usageSize - 1).fill(0xff)]);
   put("caps", [0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0]);
   put("parent", [0x00, 0x10, 0x00, 0x00, 0x80, 0x88, 0xff, 0xff]);
-  const decoded = cred.decode(new DataView(bytes.buffer), 0, 0);
+  const decoded = cred.decode(new DataView(bytes.buffer), 0, space);
   assertEquals(decoded.uid, 1000);
   assertEquals(decoded.usage, -2);
   assertEquals(decoded.caps, "0x000001ffffffffff");
   assertEquals([...decoded.capBytes], [0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0]);
-  assertEquals(decoded.parent, toKAddr(0xffff888000001000n));
+  assertEquals(decoded.parent, space.toKAddr(0xffff888000001000n));
   bytes[at("capBytes")] = 0;
   assertEquals(decoded.capBytes[0], 0xff, "raw bytes are a copy");
 
   put("parent", [0x00, 0x10, 0, 0, 0, 0, 0, 0]);
-  const user = cred.decode(new DataView(bytes.buffer), 0, 0).parent;
+  const user = cred.decode(new DataView(bytes.buffer), 0, space).parent;
   assertEquals(user instanceof BadPointer, true, "a user address is not a kernel pointer");
 });
 
@@ -90,8 +92,8 @@ Deno.test("firstPtr decodes an array's first pointer; hexRaw its bytes in memory
   const tasks = pid.fields[0];
   const bytes = new Uint8Array(pid.end - pid.start);
   bytes.set([0x40, 0x22, 0x11, 0x00, 0x81, 0x88, 0xff, 0xff, 0xab], tasks.offset - pid.start);
-  const decoded = pid.decode(new DataView(bytes.buffer), 0, 0);
-  assertEquals(decoded.first, toKAddr(0xffff888100112240n));
+  const decoded = pid.decode(new DataView(bytes.buffer), 0, space);
+  assertEquals(decoded.first, space.toKAddr(0xffff888100112240n));
   assertEquals(decoded.bytes.slice(0, 18), "402211008188ffffab");
   assertEquals(decoded.bytes.length, tasks.size * 2, "every byte of the array");
 });

@@ -21,7 +21,7 @@ import {
   type PlanEdge,
   type PlanNode,
 } from "../../protocol/mod.ts";
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import type { ResolvedField, StructLayout } from "./layout.ts";
 
 /** What a prefetch copies of each visited structure. */
@@ -113,7 +113,11 @@ export function mergeRanges(
 export class PlanBuilder {
   #nodes: PlanNode[] = [];
   #roots: { addr: bigint; node: number }[] = [];
-  constructor(readonly mode: CopyMode) {}
+  /**
+   * @param mode what is copied of each structure
+   * @param space how the guest numbers the roots' addresses @default 4-level
+   */
+  constructor(readonly mode: CopyMode, readonly space = AddressSpace.FOUR_LEVEL) {}
 
   /** How far into a structure of `layout` gaps may be copied (see {@linkcode mergeRanges}). */
   #inside(layout: StructLayout<unknown>): number {
@@ -185,9 +189,12 @@ export class PlanBuilder {
     return { index: this.#nodes.length - 1, layout };
   }
 
-  /** Starts the walk at the structure at `addr`. */
+  /**
+   * Starts the walk at the structure at `addr`.
+   * @throws {RangeError} when `addr` is no address of the builder's space.
+   */
   root(addr: KAddr, node: NodeRef): this {
-    this.#roots.push({ addr: fromKAddr(addr), node: node.index });
+    this.#roots.push({ addr: this.space.fromKAddr(addr), node: node.index });
     return this;
   }
 

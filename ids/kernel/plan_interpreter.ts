@@ -23,7 +23,7 @@ import {
   type PlanNode,
   StopReason,
 } from "../../protocol/mod.ts";
-import { type KAddr, KERNEL_BASE, toKAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { MemoryCache, type Span } from "../memory/cache.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type CopyMode, PlanBuilder } from "./plan.ts";
@@ -48,6 +48,11 @@ export interface InterpretOptions {
   stackItems?: number;
   /** Slots of the dedupe table, a power of two (`WalkerOptions.dedupeEntries`). @default 262144 */
   dedupeEntries?: number;
+  /**
+   * How the memory's addresses are numbered; its kernel half is the walker's bound for slots
+   * (its `kernel_min`). @default 4-level
+   */
+  space?: AddressSpace;
 }
 
 /** One record of a walk: the bytes copied at an address. */
@@ -109,10 +114,10 @@ const EMPTY: PlanNode = { dedupe: false, ranges: [], edges: [] };
 const u64 = (v: bigint) => v & U64;
 const chainEnd = (p: bigint, nulls: boolean) => p === 0n || (nulls && (p & 1n) === 1n);
 
-function imageOf(image: MemoryCache): PlanMemory {
+function imageOf(image: MemoryCache, space: AddressSpace): PlanMemory {
   return {
     read(addr, len) {
-      const at = toKAddr(addr);
+      const at = space.toKAddr(addr);
       return at === undefined ? undefined : image.get(at, len);
     },
   };
@@ -134,7 +139,8 @@ export function interpretPlan(
   memory: MemoryCache | PlanMemory,
   options: InterpretOptions = {},
 ): InterpretResult {
-  const mem = memory instanceof MemoryCache ? imageOf(memory) : memory;
+  const space = options.space ?? AddressSpace.FOUR_LEVEL;
+  const mem = memory instanceof MemoryCache ? imageOf(memory, space) : memory;
   const maxObjects = options.maxObjects ?? Number.MAX_SAFE_INTEGER;
   const maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
   const stackItems = options.stackItems ?? 256;
@@ -157,7 +163,7 @@ export function interpretPlan(
   const nodeAt = (n: number) => plan.nodes[n & NODE_MASK] ?? EMPTY;
   const edgeAt = (n: number, e: number) => nodeAt(n).edges[e & EDGE_MASK];
   const load = (addr: bigint, len: number) =>
-    addr < KERNEL_BASE ? undefined : mem.read(addr, len, out.objects);
+    addr < space.kernelHalf ? undefined : mem.read(addr, len, out.objects);
   /** read_num: a little-endian number, or undefined (a fault, counted). */
   const readNum = (addr: bigint, size: number): bigint | undefined => {
     const bytes = load(addr, Math.min(size, 8));
@@ -201,7 +207,7 @@ export function interpretPlan(
     });
   };
   const pushObject = (addr: bigint, node: number, depth: number) => {
-    if (addr < KERNEL_BASE) out.faults++;
+    if (addr < space.kernelHalf) out.faults++;
     else push(Item.OBJECT, addr, 0n, node, 0, depth);
   };
   const pushCopy = (addr: bigint, len: bigint) => {
@@ -356,7 +362,7 @@ export function interpretPlan(
     const target = u64(v - BigInt(edge.delta));
     if (slots) {
       const tag = v & BigInt(edge.tagMask!);
-      if (v && tag === BigInt(edge.tagValue!) && target >= KERNEL_BASE) {
+      if (v && tag === BigInt(edge.tagValue!) && target >= space.kernelHalf) {
         pushObject(target, edge.target, depth);
       }
     } else if (edge.elem === ElemKind.PTR) {
@@ -384,7 +390,7 @@ export function interpretPlan(
     if (bytes) {
       const copy = bytes.slice();
       out.records.push({ addr: top.addr, bytes: copy });
-      out.cache.insert(toKAddr(top.addr)!, copy);
+      out.cache.insert(space.toKAddr(top.addr)!, copy);
       out.objects++;
       out.bytes += n;
     } else {
@@ -422,8 +428,9 @@ export function interpretPlan(
 export class MissRecorder implements GuestMemory {
   readonly misses: { addr: KAddr; len: number }[] = [];
   #mem: CachedMemory;
-  constructor(cache: MemoryCache) {
-    this.#mem = new CachedMemory(cache);
+  /** @param space the image's addresses @default 4-level */
+  constructor(cache: MemoryCache, readonly space: AddressSpace = AddressSpace.FOUR_LEVEL) {
+    this.#mem = new CachedMemory(cache, space);
   }
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.#mem.peek(addr, len);
@@ -457,20 +464,21 @@ export interface PlanCheck<T> {
 }
 
 /**
- * Builds a plan in each mode with `plan`, sends it through the wire codec, walks it over `image`,
- * and runs `view` over what it copied.
+ * Builds a plan in each mode with `plan`, sends it through the wire codec, walks it over `image`
+ * (numbered by `space`), and runs `view` over what it copied.
  */
 export async function checkPlan<T>(
   image: MemoryCache,
   plan: (b: PlanBuilder) => void,
   view: (mem: GuestMemory) => Promise<T>,
+  space: AddressSpace = AddressSpace.FOUR_LEVEL,
 ): Promise<Record<CopyMode, PlanCheck<T>>> {
   const out: Partial<Record<CopyMode, PlanCheck<T>>> = {};
   for (const mode of ["whole", "selective"] as const) {
-    const b = new PlanBuilder(mode);
+    const b = new PlanBuilder(mode, space);
     plan(b);
-    const walked = interpretPlan(decodePlan(encodePlan(b.build())), image);
-    const mem = new MissRecorder(walked.cache);
+    const walked = interpretPlan(decodePlan(encodePlan(b.build())), image, { space });
+    const mem = new MissRecorder(walked.cache, space);
     const result = await view(mem);
     out[mode] = { result, bytes: walked.bytes, misses: mem.misses, pruned: walked.pruned };
   }

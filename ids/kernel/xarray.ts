@@ -15,7 +15,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { hex, type KAddr, kaddrOf, toKAddr } from "../memory/address.ts";
+import type { KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { peekStruct, raw, readStruct, resolveLayout, uint } from "./layout.ts";
 import type { NodeRef, PlanBuilder } from "./plan.ts";
@@ -93,6 +93,7 @@ export async function readXarray(
 ): Promise<XarrayContents> {
   const maxEntries = options.maxEntries ?? 1 << 22;
   const maxNodes = options.maxNodes ?? 1 << 18;
+  const space = mem.space;
   const out: XarrayContents = { entries: [], nodes: 0, truncated: false };
   const seen = new Set<KAddr>();
   const stop = (reason: string) => {
@@ -120,7 +121,7 @@ export async function readXarray(
   // Depth first, children in slot order, so entries come in index order.
   const visit = async (node: KAddr, base: number, shift: number | undefined): Promise<boolean> => {
     if (seen.has(node)) {
-      stop(`node ${hex(node)} is reached twice`);
+      stop(`node ${space.hex(node)} is reached twice`);
       return true;
     }
     if (out.nodes >= maxNodes) {
@@ -131,7 +132,7 @@ export async function readXarray(
     out.nodes++;
     const n = peekStruct(mem, node, types.node) ?? await readStruct(mem, node, types.node);
     if (n.shift % CHUNK_SHIFT !== 0 || n.shift > 60 || (shift !== undefined && n.shift !== shift)) {
-      stop(`node ${hex(node)} has shift ${n.shift}, expected ${shift ?? "a multiple of 6"}`);
+      stop(`node ${space.hex(node)} has shift ${n.shift}, expected ${shift ?? "a multiple of 6"}`);
       return true;
     }
     const slots = new DataView(n.slots.buffer, n.slots.byteOffset, n.slots.byteLength);
@@ -145,18 +146,20 @@ export async function readXarray(
       if (tag === NODE_TAG) {
         if (high === 0 && low <= INTERNAL_MAX) continue;
         if (n.shift === 0) {
-          stop(`node ${hex(node)} at the last level points to another node`);
+          stop(`node ${space.hex(node)} at the last level points to another node`);
           continue;
         }
-        const child = kaddrOf(high, low - NODE_TAG);
+        const child = space.kaddrOf(high, low - NODE_TAG);
         if (child === undefined) {
-          stop(`node ${hex(node)} slot ${i} is not a kernel address`);
+          stop(`node ${space.hex(node)} slot ${i} is not a kernel address`);
           continue;
         }
         if (!await visit(child, index, n.shift - CHUNK_SHIFT)) return false;
       } else if (tag === 0) {
         const value = () => slots.getBigUint64(i * 8, true);
-        if (!entry(index, kaddrOf(high, low), value, () => `node ${hex(node)} slot ${i}`)) {
+        if (
+          !entry(index, space.kaddrOf(high, low), value, () => `node ${space.hex(node)} slot ${i}`)
+        ) {
           return false;
         }
       }
@@ -166,11 +169,11 @@ export async function readXarray(
   const head = u64(await mem.read(headAt, 8), 0);
   if (head === 0n) return out;
   if ((head & 3n) === BigInt(NODE_TAG) && head > BigInt(INTERNAL_MAX)) {
-    const node = toKAddr(head - BigInt(NODE_TAG));
+    const node = space.toKAddr(head - BigInt(NODE_TAG));
     if (node === undefined) stop(`xa_head ${head.toString(16)} is not a kernel address`);
     else await visit(node, 0, undefined);
   } else if ((head & 3n) === 0n) {
-    entry(0, toKAddr(head), () => head, () => "xa_head");
+    entry(0, space.toKAddr(head), () => head, () => "xa_head");
   }
   return out;
 }
@@ -185,12 +188,13 @@ export async function lookupXarray(
   headAt: KAddr,
   index: number,
 ): Promise<KAddr | undefined> {
+  const space = mem.space;
   let v = u64(await mem.read(headAt, 8), 0);
   for (let level = 0; level < 12; level++) {
     if (v === 0n) return undefined;
-    if ((v & 3n) === 0n) return index === 0 ? toKAddr(v) : undefined;
+    if ((v & 3n) === 0n) return index === 0 ? space.toKAddr(v) : undefined;
     if ((v & 3n) !== BigInt(NODE_TAG) || v <= BigInt(INTERNAL_MAX)) return undefined;
-    const node = toKAddr(v - BigInt(NODE_TAG));
+    const node = space.toKAddr(v - BigInt(NODE_TAG));
     if (node === undefined) return undefined;
     const n = await readStruct(mem, node, types.node);
     const slot = Math.floor(index / 2 ** n.shift);

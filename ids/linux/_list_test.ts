@@ -1,15 +1,17 @@
 import { assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { ptr, resolveLayout } from "../kernel/layout.ts";
-import { fromKAddr, type KAddr, toKAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { MemoryCache } from "../memory/cache.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { isLinked } from "./_list.ts";
 
+const space = AddressSpace.FOUR_LEVEL;
+
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
 const listHead = resolveLayout(btf, "list_head", { next: ptr("next"), prev: ptr("prev") });
 const [P, E, N, X] = [0x1000n, 0x2000n, 0x3000n, 0x4000n].map((a) =>
-  toKAddr(0xffff888100000000n + a)!
+  space.toKAddr(0xffff888100000000n + a)!
 );
 const POISON2 = 0xdead000000000122n;
 
@@ -25,7 +27,7 @@ function image(links: [KAddr, bigint, bigint][]): CachedMemory {
   }
   return new CachedMemory(cache);
 }
-const a = fromKAddr;
+const a = (at: number) => space.fromKAddr(at);
 
 Deno.test("isLinked() asks whether a walk of the list reaches the entry", async () => {
   // P <-> E <-> N: linked.

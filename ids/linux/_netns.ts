@@ -18,7 +18,7 @@
  * @module
  */
 
-import { BadPointer, follow, hex, type KAddr, type Pointer } from "../memory/address.ts";
+import { BadPointer, follow, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
@@ -63,9 +63,9 @@ export async function listNetNamespaces(
   let init: NetNamespace;
   try {
     const task = await readStruct(mem, initTask, core.task);
-    const nsproxy = follow(task.nsproxy, "nsproxy of init_task", initTask);
+    const nsproxy = mem.space.follow(task.nsproxy, "nsproxy of init_task", initTask);
     const ns = await readStruct(mem, nsproxy, types.nsproxy);
-    const at = follow(ns.netNs, "net_ns of nsproxy", nsproxy);
+    const at = mem.space.follow(ns.netNs, "net_ns of nsproxy", nsproxy);
     init = { at, ...await netAt(mem, types, at) };
   } catch (error) {
     problems.push(`network namespace: ${(error as Error).message}`);
@@ -79,11 +79,13 @@ export async function listNetNamespaces(
   const entry = init.at + types.netListOffset;
   let head: KAddr;
   try {
-    head = follow(init.net.listPrev, "list.prev of the initial net", init.at);
+    head = mem.space.follow(init.net.listPrev, "list.prev of the initial net", init.at);
     const links = await readStruct(mem, head, types.listHead);
     if (links.next !== entry) {
       return fail(
-        `the initial net ${hex(init.at)} is not first on the list its list.prev ${hex(head)} ` +
+        `the initial net ${mem.space.hex(init.at)} is not first on the list its list.prev ${
+          mem.space.hex(head)
+        } ` +
           "heads",
       );
     }
@@ -92,14 +94,14 @@ export async function listNetNamespaces(
   }
   const seen = new Set<KAddr>([init.at]);
   try {
-    for (let e = follow(init.net.listNext, "list.next of net", init.at); e !== head;) {
+    for (let e = mem.space.follow(init.net.listNext, "list.next of net", init.at); e !== head;) {
       const at = e - types.netListOffset;
-      if (seen.has(at)) return fail(`it loops back to net ${hex(at)}`);
+      if (seen.has(at)) return fail(`it loops back to net ${mem.space.hex(at)}`);
       if (found.length >= max) return fail(`more than ${max} network namespaces`);
       seen.add(at);
       const ns = { at, ...await netAt(mem, types, at) };
       found.push(ns);
-      e = follow(ns.net.listNext, "list.next of net", at);
+      e = mem.space.follow(ns.net.listNext, "list.next of net", at);
     }
   } catch (error) {
     return fail((error as Error).message);
@@ -128,12 +130,12 @@ export async function tablesOf(
   const once = (key: string) => !seen.has(key) && !!seen.add(key);
   const chains = { nulls: true, delta: types.nullsNodeOffset, protocol: "tcp" as const };
   for (const { at: netAt, inum, net } of namespaces) {
-    const where = `net ${inum} (${hex(netAt)})`;
+    const where = `net ${inum} (${mem.space.hex(netAt)})`;
     try {
       const at = follow(net.hashinfo, "ipv4.tcp_death_row.hashinfo");
       if (once(`tcp ${at}`)) {
         const h = await readStruct(mem, at, types.hashinfo);
-        const name = `inet_hashinfo ${hex(at)}`;
+        const name = `inet_hashinfo ${mem.space.hex(at)}`;
         found.push(
           {
             ...chains,
@@ -166,7 +168,7 @@ export async function tablesOf(
         const t = await readStruct(mem, at, types.udpTable);
         found.push({
           ...types.udpSlot,
-          name: `udp_table ${hex(at)}`,
+          name: `udp_table ${mem.space.hex(at)}`,
           protocol: "udp",
           array: t.hash,
           mask: t.mask,

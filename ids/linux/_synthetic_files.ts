@@ -33,7 +33,7 @@ export class SyntheticFds {
     const bytes = new Uint8Array(maxFds * 8);
     const view = new DataView(bytes.buffer);
     slots.forEach((file, i) => {
-      if (file !== null) view.setBigUint64(i * 8, 0xffff_8000_0000_0000n + BigInt(file), true);
+      if (file !== null) view.setBigUint64(i * 8, this.kernel.space.fromKAddr(file), true);
     });
     const array = this.kernel.placeBytes(bytes);
     // The open-fds bitmap: a bit for each slot that holds a file.

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import type { AddressSpace, KAddr } from "../memory/address.ts";
 import { NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
 import type { KernelTypes } from "../kernel/types.ts";
 import type { SyntheticKernel } from "./synthetic.ts";
@@ -159,7 +159,7 @@ export class SyntheticNamespaces {
     this.kernel.mutate(at, { threadPid: pidAt, groupLeader: at });
     const cssSet = this.cssSet(spec.cgroup ?? "/");
     this.kernel.mutate(at, { nsproxy: this.nsproxy(spec.netNs ?? INIT_NET_NS) });
-    this.kernel.placeBytes(u64(cssSet), at + this.#cg().task.fields[0].offset);
+    this.kernel.placeBytes(u64(cssSet, this.kernel.space), at + this.#cg().task.fields[0].offset);
     this.pids.set(at, pidAt);
     this.signals.set(at, signal);
     this.cssSets.set(at, cssSet);
@@ -167,8 +167,8 @@ export class SyntheticNamespaces {
   }
 }
 
-function u64(addr: KAddr): Uint8Array {
+function u64(addr: KAddr, space: AddressSpace): Uint8Array {
   const bytes = new Uint8Array(8);
-  new DataView(bytes.buffer).setBigUint64(0, fromKAddr(addr), true);
+  new DataView(bytes.buffer).setBigUint64(0, space.fromKAddr(addr), true);
   return bytes;
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import type { KAddr } from "../memory/address.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import type { SyntheticKernel } from "./synthetic.ts";
 import { INIT_NET_NS } from "./_synthetic_namespaces.ts";
@@ -146,7 +146,7 @@ export class SyntheticNet {
       const a = this.#arrays[table];
       new DataView(a.bytes.buffer).setBigUint64(
         bucket * a.stride + a.head,
-        fromKAddr(at + delta),
+        this.kernel.space.fromKAddr(at + delta),
         true,
       );
     } else {

@@ -11,7 +11,7 @@
 import type { Btf } from "../btf/mod.ts";
 import { peekStruct, ptr, readStruct, resolveLayout, sint, str, uint } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
-import { hex, type KAddr } from "../memory/address.ts";
+import { type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { Source } from "../detect/types.ts";
 
@@ -82,7 +82,7 @@ export async function readAgentTask(
     pid: t.pid,
     tgid: t.tgid,
     comm: t.comm,
-    task: hex(anchor),
+    task: mem.space.hex(anchor),
     claimedPid,
     alive: t.exitState === 0 && (t.flags & PF_EXITING) === 0,
     ptrace: t.ptrace,
@@ -91,8 +91,8 @@ export async function readAgentTask(
   if (t.ptrace !== 0 && typeof t.parent === "number") {
     const parent = await readTask(mem, t.parent, layout).catch(() => undefined);
     out.tracer = parent
-      ? { pid: parent.pid, comm: parent.comm, task: hex(t.parent) }
-      : { pid: -1, comm: "", task: hex(t.parent) };
+      ? { pid: parent.pid, comm: parent.comm, task: mem.space.hex(t.parent) }
+      : { pid: -1, comm: "", task: mem.space.hex(t.parent) };
   }
   return out;
 }

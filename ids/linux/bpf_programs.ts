@@ -30,7 +30,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { type AddressSpace, follow, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
@@ -247,9 +247,9 @@ async function readAux(
 /** The name of a BPF program's anonymous inode. */
 const BPF_PROG_NAME = "bpf-prog";
 
-/** The pointer in the first 8 of `bytes`. */
-function pointerIn(bytes: Uint8Array): Pointer {
-  return pointerAt(new DataView(bytes.buffer, bytes.byteOffset, 8), 0);
+/** The pointer in the first 8 of `bytes`, as `space` reads it. */
+function pointerIn(bytes: Uint8Array, space: AddressSpace): Pointer {
+  return space.pointerAt(new DataView(bytes.buffer, bytes.byteOffset, 8), 0);
 }
 
 const status = (supported: boolean, reason?: string): BpfViewStatus => ({
@@ -317,7 +317,7 @@ export async function listBpfPrograms(
     programs: [...own.values()].map((p) => ({
       name: p.aux.name,
       tag: p.prog.tag,
-      prog: hex(p.progAt),
+      prog: mem.space.hex(p.progAt),
     })),
     complete: !table.truncated,
   };
@@ -377,10 +377,12 @@ async function walkKallsyms(
   const seen = new Set<KAddr>([head]);
   let at = head;
   try {
-    let next = follow(start.aux.ksymNext, "ksym.lnode.next of aux", start.auxAt);
+    let next = mem.space.follow(start.aux.ksymNext, "ksym.lnode.next of aux", start.auxAt);
     while (next !== head) {
       if (seen.has(next)) {
-        throw new Error(`the list loops at ${hex(next)} without returning to ${hex(head)}`);
+        throw new Error(
+          `the list loops at ${mem.space.hex(next)} without returning to ${mem.space.hex(head)}`,
+        );
       }
       if (view.entries >= max) throw new RangeError(`more than ${max} entries`);
       seen.add(next);
@@ -395,11 +397,11 @@ async function walkKallsyms(
       if (!program) view.dropped++;
       else if (program.aux.id === 0) out.subprograms++;
       else add(program, "kallsyms");
-      next = follow(ksym.next, "lnode.next of bpf_ksym", at - types.ksymLnodeOffset);
+      next = mem.space.follow(ksym.next, "lnode.next of bpf_ksym", at - types.ksymLnodeOffset);
     }
   } catch (error) {
     view.truncated = true;
-    view.reason = `bpf_kallsyms after ${hex(at)}: ${(error as Error).message}`;
+    view.reason = `bpf_kallsyms after ${mem.space.hex(at)}: ${(error as Error).message}`;
   }
 }
 
@@ -430,7 +432,7 @@ async function walkIdr(
     }
   } catch (error) {
     view.truncated = true;
-    view.reason = `prog_idr ${hex(progIdr)}: ${(error as Error).message}`;
+    view.reason = `prog_idr ${mem.space.hex(progIdr)}: ${(error as Error).message}`;
   }
 }
 
@@ -454,8 +456,8 @@ async function describe(
     own,
     seenIn,
     missingFrom: [],
-    prog: hex(progAt),
-    aux: hex(auxAt),
+    prog: mem.space.hex(progAt),
+    aux: mem.space.hex(auxAt),
   };
   try {
     const bitsAt = progAt + types.jited.offset;
@@ -469,7 +471,7 @@ async function describe(
     const bytes = mem.peek(array, aux.usedMapCnt * 8) ?? await mem.read(array, aux.usedMapCnt * 8);
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     for (let i = 0; i < aux.usedMapCnt; i++) {
-      const at = follow(pointerAt(view, i * 8), `used_maps[${i}]`);
+      const at = follow(mem.space.pointerAt(view, i * 8), `used_maps[${i}]`);
       let map = maps.get(at);
       if (!map) {
         const m = peekStruct(mem, at, types.map) ?? await readStruct(mem, at, types.map);
@@ -478,7 +480,7 @@ async function describe(
           name: m.name,
           ...hexOf("nameHex", m.name),
           type: types.mapTypes.get(m.type) ?? `type ${m.type}`,
-          map: hex(at),
+          map: mem.space.hex(at),
         };
         maps.set(at, map);
       }
@@ -512,6 +514,7 @@ async function confirmMissing(
   };
   let reads = 0;
   const counted: GuestMemory = {
+    space: live.space,
     peek: () => undefined,
     peekSpan: () => undefined,
     peekRanges: () => undefined,
@@ -529,8 +532,8 @@ async function confirmMissing(
         return ["kallsyms"];
       }
       if (now.aux.ksymNext === lnode) return ["kallsyms"];
-      const prevOfNext = pointerIn(await counted.read(now.aux.ksymNext + 8, 8));
-      const nextOfPrev = pointerIn(await counted.read(now.aux.ksymPrev, 8));
+      const prevOfNext = pointerIn(await counted.read(now.aux.ksymNext + 8, 8), live.space);
+      const nextOfPrev = pointerIn(await counted.read(now.aux.ksymPrev, 8), live.space);
       return prevOfNext === lnode && nextOfPrev === lnode ? race() : ["kallsyms"];
     }
     const head = options.progIdr! + types.idrHeadOffset;

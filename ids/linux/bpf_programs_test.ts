@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import {
   type BpfPrograms,
@@ -12,6 +12,8 @@ import {
 } from "./bpf_programs.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFds } from "./_synthetic_files.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -59,7 +61,7 @@ class SyntheticBpf {
     if (spec.maps?.length) {
       const bytes = new Uint8Array(spec.maps.length * 8);
       const view = new DataView(bytes.buffer);
-      spec.maps.forEach((m, i) => view.setBigUint64(i * 8, fromKAddr(m), true));
+      spec.maps.forEach((m, i) => view.setBigUint64(i * 8, space.fromKAddr(m), true));
       usedMaps = k.placeBytes(bytes);
     }
     const aux = k.place(types.aux, {
@@ -136,9 +138,9 @@ class SyntheticBpf {
   idr(entries: Map<number, KAddr>): KAddr {
     const slots = new Uint8Array(types.xarray.slotCount * 8);
     const view = new DataView(slots.buffer);
-    for (const [index, prog] of entries) view.setBigUint64(index * 8, fromKAddr(prog), true);
+    for (const [index, prog] of entries) view.setBigUint64(index * 8, space.fromKAddr(prog), true);
     const node = this.kernel.place(types.xarray.node, { shift: 0, slots });
-    return this.kernel.place(types.idr, { head: { raw: fromKAddr(node) + 2n } }, {
+    return this.kernel.place(types.idr, { head: { raw: space.fromKAddr(node) + 2n } }, {
       at: 0x7f00_0200_0000,
     });
   }

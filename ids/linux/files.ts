@@ -14,7 +14,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr, pointerAt } from "../memory/address.ts";
+import { follow, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
@@ -204,7 +204,7 @@ export async function readFdTable(
   // Where a failure happened, written out only if one does.
   let stage = "task";
   let at = task;
-  const where = () => `${stage} ${hex(at)}`;
+  const where = () => `${stage} ${mem.space.hex(at)}`;
   try {
     // Each read is served from the snapshot without an await when it holds the bytes.
     const t = peekStruct(mem, task, core.taskFiles) ?? await readStruct(mem, task, core.taskFiles);
@@ -243,8 +243,8 @@ export async function readFdTable(
       const slotAt = array + fd * 8;
       const span = mem.peekSpan(slotAt, 8);
       const p = span
-        ? pointerAt(span.view, span.base + slotAt - span.start)
-        : pointerAt(await slotView(mem, slotAt), 0);
+        ? mem.space.pointerAt(span.view, span.base + slotAt - span.start)
+        : mem.space.pointerAt(await slotView(mem, slotAt), 0);
       if (p === null) continue;
       if (typeof p === "number") {
         table.slots.push({ fd, file: p });
@@ -295,7 +295,7 @@ export async function listFiles(
     }
   }
   return {
-    task: hex(task),
+    task: mem.space.hex(task),
     pid: table.pid,
     files,
     truncated: table.truncated,
@@ -317,7 +317,7 @@ async function describeFile(
     inode: -1,
     path: "",
     pathComplete: false,
-    file: hex(at),
+    file: mem.space.hex(at),
   };
   try {
     const file = await readStruct(mem, at, types.file);
@@ -376,11 +376,13 @@ async function nameOf(
   const d = dentry ?? await readStruct(mem, at, types.dentry);
   if (d.nameLen > maxName) {
     throw new RangeError(
-      `Cannot read the name of dentry ${hex(at)}: ${d.nameLen} bytes, more than ${maxName}`,
+      `Cannot read the name of dentry ${
+        mem.space.hex(at)
+      }: ${d.nameLen} bytes, more than ${maxName}`,
     );
   }
   if (d.nameLen === 0) return "";
-  const bytes = await mem.read(follow(d.name, "d_name.name of dentry", at), d.nameLen);
+  const bytes = await mem.read(mem.space.follow(d.name, "d_name.name of dentry", at), d.nameLen);
   return decodeName(bytes);
 }
 
@@ -420,26 +422,28 @@ async function pathOf(
       }
       const key = `${mount}:${dentry}`;
       if (seen.has(key)) {
-        throw new Error(`Cannot finish the path: it loops at dentry ${hex(dentry)}`);
+        throw new Error(`Cannot finish the path: it loops at dentry ${mem.space.hex(dentry)}`);
       }
       seen.add(key);
       if (dentry === m.root) {
-        const parent = follow(m.parent, "mnt_parent of mount", mount);
+        const parent = mem.space.follow(m.parent, "mnt_parent of mount", mount);
         if (parent === mount) return { path: path(), complete: true, pseudo: false };
-        dentry = follow(m.mountpoint, "mnt_mountpoint of mount", mount);
+        dentry = mem.space.follow(m.mountpoint, "mnt_mountpoint of mount", mount);
         mount = parent;
         m = await readStruct(mem, mount, types.mount);
         continue;
       }
       const d = await readStruct(mem, dentry, types.dentry);
       parts.push(await nameOf(mem, types, dentry, limits.maxName, d));
-      const parent = follow(d.parent, "d_parent of dentry", dentry);
+      const parent = mem.space.follow(d.parent, "d_parent of dentry", dentry);
       if (hops === 0 && d.hashed === null && parent !== dentry) deleted = true;
       if (parent === dentry) {
         // A pseudo file's dentry (a socket, a pipe, a memfd) is its own parent; any other
         // dentry that is, and is not its mount's root, is cut off from the tree.
         if (hops === 0) return { path: path(), complete: true, pseudo: true };
-        throw new Error(`Cannot finish the path: dentry ${hex(dentry)} is no mount's root`);
+        throw new Error(
+          `Cannot finish the path: dentry ${mem.space.hex(dentry)} is no mount's root`,
+        );
       }
       dentry = parent;
     }

@@ -3,12 +3,14 @@ import { BtfBuilder, parseBtf } from "../btf/mod.ts";
 import { LayoutError } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { hex } from "../memory/address.ts";
+import { AddressSpace } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { fileType, listFiles, planFiles, resolveFileTypes } from "./files.ts";
 import { planTasks } from "./processes.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFs } from "./_synthetic_files.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -73,7 +75,7 @@ Deno.test("listFiles() rebuilds a task's files, paths across mounts and pseudo-f
   assertEquals(list.truncated, false);
   assertEquals(list.pid, 1);
   assertEquals(rows(list), EXPECTED);
-  assertEquals(list.files[0].file, hex(files.report));
+  assertEquals(list.files[0].file, space.hex(files.report));
   assertEquals(list.files.filter((f) => f.error), []);
 });
 
@@ -81,7 +83,7 @@ Deno.test("listFiles() gives a task without files an empty list", async () => {
   const kernel = new SyntheticKernel(core, [{ pid: 7, comm: "exiting" }]);
   const list = await listFiles(new CachedMemory(kernel.build()), core, types, kernel.tasks[0]);
   assertEquals(list, {
-    task: hex(kernel.tasks[0]),
+    task: space.hex(kernel.tasks[0]),
     pid: 7,
     files: [],
     truncated: false,

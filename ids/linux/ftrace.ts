@@ -18,7 +18,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr, type Pointer, pointerAt } from "../memory/address.ts";
+import { type AddressSpace, follow, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { LayoutError, ptr, readStruct, resolveLayout, uint } from "../kernel/layout.ts";
 import type { PlanBuilder } from "../kernel/plan.ts";
@@ -125,8 +125,8 @@ export function planFtraceOps(
   });
 }
 
-const pointerText = (p: Pointer) =>
-  p === null ? hex64(0n) : typeof p === "number" ? hex(p) : p.value;
+const pointerText = (p: Pointer, space: AddressSpace) =>
+  p === null ? hex64(0n) : typeof p === "number" ? space.hex(p) : p.value;
 
 async function readFilter(
   mem: GuestMemory,
@@ -145,33 +145,40 @@ async function readFilter(
     if (hash.count === 0) return filter;
     if (hash.sizeBits > MAX_SIZE_BITS) {
       throw new RangeError(
-        `size_bits ${hash.sizeBits} of hash ${hex(at)} is above ${MAX_SIZE_BITS}`,
+        `size_bits ${hash.sizeBits} of hash ${mem.space.hex(at)} is above ${MAX_SIZE_BITS}`,
       );
     }
     if (hash.count > maxEntries) {
-      throw new RangeError(`count ${hash.count} of hash ${hex(at)} is above ${maxEntries}`);
+      throw new RangeError(
+        `count ${hash.count} of hash ${mem.space.hex(at)} is above ${maxEntries}`,
+      );
     }
     const buckets = 2 ** hash.sizeBits;
-    const heads = await mem.read(follow(hash.buckets, "buckets of hash", at), buckets * 8);
+    const heads = await mem.read(
+      mem.space.follow(hash.buckets, "buckets of hash", at),
+      buckets * 8,
+    );
     const view = new DataView(heads.buffer, heads.byteOffset, heads.byteLength);
     const seen = new Set<KAddr>();
     for (let i = 0; i < buckets; i++) {
-      let next = pointerAt(view, i * 8);
+      let next = mem.space.pointerAt(view, i * 8);
       while (next !== null) {
-        const node = follow(next, `bucket ${i} of hash ${hex(at)}`);
-        if (seen.has(node)) throw new RangeError(`bucket ${i} of hash ${hex(at)} loops`);
+        const node = follow(next, `bucket ${i} of hash ${mem.space.hex(at)}`);
+        if (seen.has(node)) throw new RangeError(`bucket ${i} of hash ${mem.space.hex(at)} loops`);
         if (seen.size >= hash.count) {
-          throw new RangeError(`hash ${hex(at)} holds more entries than its count ${hash.count}`);
+          throw new RangeError(
+            `hash ${mem.space.hex(at)} holds more entries than its count ${hash.count}`,
+          );
         }
         seen.add(node);
         const entry = await readStruct(mem, node - types.hlistOffset, types.entry);
-        filter.ips.push(pointerText(entry.ip));
+        filter.ips.push(pointerText(entry.ip, mem.space));
         next = entry.next;
       }
     }
     if (seen.size < hash.count) {
       throw new RangeError(
-        `hash ${hex(at)} holds ${seen.size} entries, not its count ${hash.count}`,
+        `hash ${mem.space.hex(at)} holds ${seen.size} entries, not its count ${hash.count}`,
       );
     }
   } catch (error) {
@@ -202,7 +209,7 @@ export async function readFtraceOps(
   let next: Pointer;
   try {
     const slot = await mem.read(anchors.list, 8);
-    next = pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0);
+    next = mem.space.pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0);
   } catch (error) {
     return stop((error as Error).message);
   }
@@ -216,23 +223,25 @@ export async function readFtraceOps(
       return stop((error as Error).message);
     }
     if (at === anchors.end) return out;
-    if (seen.has(at)) return stop(`the ftrace ops list loops back to ${hex(at)}`);
+    if (seen.has(at)) return stop(`the ftrace ops list loops back to ${mem.space.hex(at)}`);
     if (seen.size >= maxOps) return stop(`more than ${maxOps} ftrace ops`);
     seen.add(at);
     let ops;
     try {
       ops = await readStruct(mem, at, types.ops);
     } catch (error) {
-      return stop(`ftrace ops ${hex(at)}, linked from ${from}: ${(error as Error).message}`);
+      return stop(
+        `ftrace ops ${mem.space.hex(at)}, linked from ${from}: ${(error as Error).message}`,
+      );
     }
     out.ops.push({
-      ops: hex(at),
-      callback: pointerText(ops.func),
+      ops: mem.space.hex(at),
+      callback: pointerText(ops.func, mem.space),
       flags: ops.flags,
       filter: await readFilter(mem, types, ops.funcHash, maxEntries),
     });
     next = ops.next;
-    from = `ftrace ops ${hex(at)}`;
+    from = `ftrace ops ${mem.space.hex(at)}`;
   }
 }
 
@@ -263,7 +272,7 @@ function anchorsOf(ctx: ScanContext): { anchors: FtraceAnchors; core: AddressRan
   }
   return {
     anchors: { list: sym("ftrace_ops_list")!, end: sym("ftrace_list_end")! },
-    core: [{ start: hex(sym("_stext")!), end: hex(sym("_etext")!) }],
+    core: [{ start: ctx.space.hex(sym("_stext")!), end: ctx.space.hex(sym("_etext")!) }],
   };
 }
 

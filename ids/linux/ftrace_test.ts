@@ -3,7 +3,7 @@ import { type Btf, parseBtf } from "../btf/mod.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { offsetOf } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
-import { fromKAddr, hex, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import type { ScanContext } from "../detect/types.ts";
 import { ftraceHook } from "../detect/ftrace_hook.ts";
@@ -18,6 +18,8 @@ import {
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Both kernels' layouts: the Debian 6.1 guest's BTF and this machine's (6.18); the memory image
 // is synthetic.
@@ -35,7 +37,7 @@ const ETEXT = k(0xffff_ffff_8220_0000n);
 const RK_TEXT = k(0xffff_ffff_c010_0000n);
 const GHOST_TEXT = k(0xffff_ffff_c020_0000n);
 const ANCHORS: FtraceAnchors = { list: k(0xffff_ffff_8300_0100n), end: k(0xffff_ffff_8300_1000n) };
-const CORE = [{ start: hex(STEXT), end: hex(ETEXT) }];
+const CORE = [{ start: space.hex(STEXT), end: space.hex(ETEXT) }];
 
 interface OpsSpec {
   func: KAddr;
@@ -66,11 +68,13 @@ function image(btf: Btf, specs: OpsSpec[]) {
         entries.forEach((e, j) => {
           const next = entries[j + 1];
           kernel.mutate(e, {
-            ip: fromKAddr(chain[j]),
+            ip: space.fromKAddr(chain[j]),
             next: next === undefined ? null : next + t.hlistOffset,
           });
         });
-        if (entries.length) view.setBigUint64(i * 8, fromKAddr(entries[0] + t.hlistOffset), true);
+        if (entries.length) {
+          view.setBigUint64(i * 8, space.fromKAddr(entries[0] + t.hlistOffset), true);
+        }
       });
       const buckets = kernel.placeBytes(heads);
       hash = kernel.place(t.hash, {
@@ -86,13 +90,13 @@ function image(btf: Btf, specs: OpsSpec[]) {
   const links = [...ops, ANCHORS.end];
   ops.forEach((at, i) => kernel.mutate(at, { next: links[i + 1] }));
   const slot = new Uint8Array(8);
-  new DataView(slot.buffer).setBigUint64(0, fromKAddr(links[0]), true);
+  new DataView(slot.buffer).setBigUint64(0, space.fromKAddr(links[0]), true);
   kernel.placeBytes(slot, ANCHORS.list);
   return { kernel, ops, types: t };
 }
 
 function module(name: string, text: KAddr, seenIn: ViewedModule["seenIn"]): ViewedModule {
-  const h = (at: KAddr) => hex(at);
+  const h = (at: KAddr) => space.hex(at);
   return {
     name,
     module: h(text + 0x9000),
@@ -158,24 +162,24 @@ for (const [kernel, btf] of KERNELS) {
       const value = await readFtraceOps(new CachedMemory(img.build()), t, ANCHORS, CORE);
       assertEquals(value.truncated, false);
       assertEquals(value.ops.map((o) => [o.ops, o.callback, o.flags, o.filter]), [
-        [hex(ops[0]), "0xffffffff81000100", 0, { count: 0, ips: [] }],
-        [hex(ops[1]), "0xffffffffc0100010", 0x1000, {
+        [space.hex(ops[0]), "0xffffffff81000100", 0, { count: 0, ips: [] }],
+        [space.hex(ops[1]), "0xffffffffc0100010", 0x1000, {
           count: 3,
           ips: ["0xffffffff81000200", "0xffffffff81000300", "0xffffffff81000400"],
         }],
-        [hex(ops[2]), "0xffffffffc0200020", 0, { count: 1, ips: ["0xffffffff81000500"] }],
-        [hex(ops[3]), "0xffff888002001000", 0, { count: 0, ips: [] }],
+        [space.hex(ops[2]), "0xffffffffc0200020", 0, { count: 1, ips: ["0xffffffff81000500"] }],
+        [space.hex(ops[3]), "0xffff888002001000", 0, { count: 0, ips: [] }],
       ]);
       const findings = detect(value);
       assertEquals(findings.map((f) => [f.subject, f.severity, f.evidence.owner]), [
-        [`ftrace ops ${hex(ops[1])}`, "high", { kind: "module", name: "rk" }],
-        [`ftrace ops ${hex(ops[2])}`, "critical", { kind: "hidden-module", name: "ghost" }],
-        [`ftrace ops ${hex(ops[3])}`, "critical", { kind: "none" }],
+        [`ftrace ops ${space.hex(ops[1])}`, "high", { kind: "module", name: "rk" }],
+        [`ftrace ops ${space.hex(ops[2])}`, "critical", { kind: "hidden-module", name: "ghost" }],
+        [`ftrace ops ${space.hex(ops[3])}`, "critical", { kind: "none" }],
       ]);
       assertEquals(findings[0].evidence.filter, value.ops[1].filter.ips);
       assertEquals(findings[0].evidence.count, 3);
       const allowed = detect(value, { ...SETTINGS, allow: new Set(["rk", "ghost"]) });
-      assertEquals(allowed.map((f) => f.evidence.ops), [hex(ops[2]), hex(ops[3])]);
+      assertEquals(allowed.map((f) => f.evidence.ops), [space.hex(ops[2]), space.hex(ops[3])]);
     },
   });
 
@@ -212,7 +216,7 @@ Deno.test({
     kernel.mutate(ops[2], { next: ops[0] });
     const value = await readFtraceOps(new CachedMemory(kernel.build()), types, ANCHORS, CORE);
     assert(value.truncated);
-    assertEquals(value.reason, `the ftrace ops list loops back to ${hex(ops[0])}`);
+    assertEquals(value.reason, `the ftrace ops list loops back to ${space.hex(ops[0])}`);
     assertEquals(value.ops.length, 3);
   },
 });
@@ -258,6 +262,7 @@ function context(btf: Btf, symbols: Record<string, number>): ScanContext {
   return {
     btf,
     types: resolveKernelTypes(host),
+    space,
     initTask: 0,
     anchor: 0,
     agentPid: 0,

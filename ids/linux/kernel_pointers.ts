@@ -30,7 +30,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { hex, type KAddr, pointerAt } from "../memory/address.ts";
+import type { AddressSpace, KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Decoded,
@@ -119,12 +119,12 @@ export function fixedLayout(
     start,
     end,
     ranges: fields.map((f) => ({ off: f.offset - start, len: f.size })),
-    decode(view: DataView, from: number) {
+    decode(view: DataView, from: number, space: AddressSpace) {
       const out: Record<string, unknown> = {};
       for (const f of fields) {
         const at = from + f.offset - start;
         out[f.name] = f.kind === "ptr"
-          ? pointerAt(view, at)
+          ? space.pointerAt(view, at)
           : new Uint8Array(view.buffer, view.byteOffset + at, f.size).slice();
       }
       return out;
@@ -395,13 +395,13 @@ function pointerPlan(ctx: ScanContext, types: PointerTypes): PointerPlan | strin
   const etext = sym("_etext");
   if (stext === undefined) return missing("_stext");
   if (etext === undefined) return missing("_etext");
-  const core: AddressRange[] = [{ start: hex(stext), end: hex(etext) }];
+  const core: AddressRange[] = [{ start: ctx.space.hex(stext), end: ctx.space.hex(etext) }];
   const entryStart = sym("__entry_text_start");
   const entryEnd = sym("__entry_text_end");
   if (
     entryStart !== undefined && entryEnd !== undefined && (entryStart < stext || entryEnd > etext)
   ) {
-    core.push({ start: hex(entryStart), end: hex(entryEnd) });
+    core.push({ start: ctx.space.hex(entryStart), end: ctx.space.hex(entryEnd) });
   }
   const tables: TablePlan[] = [];
   const absent: { table: string; reason: string }[] = [];
@@ -423,7 +423,7 @@ function pointerPlan(ctx: ScanContext, types: PointerTypes): PointerPlan | strin
   const initStart = sym("_sinittext");
   const initEnd = sym("_einittext");
   const initText = initStart !== undefined && initEnd !== undefined
-    ? [{ start: hex(initStart), end: hex(initEnd) }]
+    ? [{ start: ctx.space.hex(initStart), end: ctx.space.hex(initEnd) }]
     : [];
   add(
     "idt_table",
@@ -501,7 +501,7 @@ export async function readKernelPointers(
   };
   const core = plan.core;
   const check = async (t: TablePlan) => {
-    const table: PointerTable = { table: t.table, address: hex(t.at), slots: 0, set: 0 };
+    const table: PointerTable = { table: t.table, address: mem.space.hex(t.at), slots: 0, set: 0 };
     value.tables.push(table);
     try {
       const { slots, entries } = await t.read(mem);
@@ -532,7 +532,7 @@ export async function readKernelPointers(
     } catch (error) {
       value.tables.push({
         table: "proc_root",
-        address: hex(plan.procRoot.at),
+        address: mem.space.hex(plan.procRoot.at),
         slots: 0,
         set: 0,
         error: (error as Error).message,

@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import type { ScanContext } from "../detect/types.ts";
 import { hookedPointer } from "../detect/hooked_pointer.ts";
@@ -16,6 +16,8 @@ import {
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from the Debian 6.1 guest kernel's real BTF; the memory image is synthetic.
 const guest = await guestBtf();
@@ -83,7 +85,7 @@ function image(hooks: Hooks = {}) {
     const view = new DataView(bytes.buffer);
     for (let i = 0; i < NR_SYSCALLS_61; i++) {
       const v = table === "sys_call_table" ? hooks.syscalls?.[i] ?? fn(i) : fn(i);
-      view.setBigUint64(i * 8, typeof v === "bigint" ? v : fromKAddr(v), true);
+      view.setBigUint64(i * 8, typeof v === "bigint" ? v : space.fromKAddr(v), true);
     }
     kernel.placeBytes(bytes, SYMBOLS[table]);
   }
@@ -93,7 +95,7 @@ function image(hooks: Hooks = {}) {
     if (v === 2) continue; // a zero gate
     // Reserved exception vectors keep their boot-time handlers, as on a booted Debian 6.1.
     const own = v >= 20 && v < 32 && v !== 29 ? early(v) : STEXT + 0x20 + v * 8;
-    gate(idtView, v * 16, fromKAddr(hooks.idt?.[v] ?? own));
+    gate(idtView, v * 16, space.fromKAddr(hooks.idt?.[v] ?? own));
   }
   kernel.placeBytes(idt, SYMBOLS.idt_table);
   if (!("ok" in types.seqOps) || !("ok" in types.procRoot)) throw new Error("6.1 has them");
@@ -123,6 +125,7 @@ function context(btf = btf61!, symbols: Record<string, number> = SYMBOLS): ScanC
   return {
     btf,
     types: resolveKernelTypes(host),
+    space,
     initTask: 0,
     anchor: 0,
     agentPid: 0,
@@ -133,7 +136,7 @@ function context(btf = btf61!, symbols: Record<string, number> = SYMBOLS): ScanC
   };
 }
 
-const hexOf = (at: KAddr) => "0x" + fromKAddr(at).toString(16);
+const hexOf = (at: KAddr) => "0x" + space.fromKAddr(at).toString(16);
 
 function module(name: string, text: KAddr, seenIn: ViewedModule["seenIn"]): ViewedModule {
   return {

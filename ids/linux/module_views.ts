@@ -27,16 +27,7 @@
 
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
-import {
-  follow,
-  fromKAddr,
-  hex,
-  type KAddr,
-  parseKAddr,
-  type Pointer,
-  pointerAt,
-  toKAddr,
-} from "../memory/address.ts";
+import { follow, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
@@ -288,10 +279,13 @@ async function walkKset(
 ): Promise<Walk> {
   const modules: KAddr[] = [];
   const slot = await mem.read(symbol, 8);
-  const at = follow(pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0), "module_kset");
+  const at = follow(
+    mem.space.pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0),
+    "module_kset",
+  );
   const head = at + types.listOffset;
   let next = (await readStruct(mem, at, types.kset)).next;
-  let from = `the module kset ${hex(at)}`;
+  let from = `the module kset ${mem.space.hex(at)}`;
   const seen = new Set<KAddr>();
   for (let visited = 0;; visited++) {
     let entry: KAddr;
@@ -306,7 +300,7 @@ async function walkKset(
       return {
         modules,
         truncated: true,
-        reason: `the module kset loops back to ${hex(kobject)} without reaching its head`,
+        reason: `the module kset loops back to ${mem.space.hex(kobject)} without reaching its head`,
       };
     }
     if (visited >= max) return { modules, truncated: true, reason: `more than ${max} kobjects` };
@@ -318,12 +312,14 @@ async function walkKset(
       return {
         modules,
         truncated: true,
-        reason: `module_kobject ${hex(kobject)}, linked from ${from}: ${(error as Error).message}`,
+        reason: `module_kobject ${mem.space.hex(kobject)}, linked from ${from}: ${
+          (error as Error).message
+        }`,
       };
     }
     if (typeof fields.mod === "number") modules.push(fields.mod);
     next = fields.next;
-    from = `module_kobject ${hex(kobject)}`;
+    from = `module_kobject ${mem.space.hex(kobject)}`;
   }
 }
 
@@ -337,7 +333,7 @@ async function walkTree(
   const slot = await mem.read(symbol + types.rootOffset, 8);
   const first = new DataView(slot.buffer, slot.byteOffset, 8).getBigUint64(0, true);
   if (first === 0n) return { modules: [], truncated: false };
-  const start = toKAddr(first);
+  const start = mem.space.toKAddr(first);
   if (start === undefined) {
     return {
       modules: [],
@@ -354,7 +350,7 @@ async function walkTree(
       return {
         modules: [...modules],
         truncated: true,
-        reason: `mod_tree node ${hex(node)} is reached twice (from ${from})`,
+        reason: `mod_tree node ${mem.space.hex(node)} is reached twice (from ${from})`,
       };
     }
     if (seen.size >= max) {
@@ -368,7 +364,9 @@ async function walkTree(
       return {
         modules: [...modules],
         truncated: true,
-        reason: `mod_tree node ${hex(node)}, linked from ${from}: ${(error as Error).message}`,
+        reason: `mod_tree node ${mem.space.hex(node)}, linked from ${from}: ${
+          (error as Error).message
+        }`,
       };
     }
     for (const side of ["left", "right"] as const) {
@@ -378,10 +376,12 @@ async function walkTree(
         return {
           modules: [...modules],
           truncated: true,
-          reason: `rb_${side} of mod_tree node ${hex(node)}: ${p.value} is not a kernel address`,
+          reason: `rb_${side} of mod_tree node ${
+            mem.space.hex(node)
+          }: ${p.value} is not a kernel address`,
         };
       }
-      stack.push([p, `mod_tree node ${hex(node)}`]);
+      stack.push([p, `mod_tree node ${mem.space.hex(node)}`]);
     }
     if (typeof fields.mod === "number") modules.add(fields.mod);
   }
@@ -402,7 +402,7 @@ async function textOf(
   const t = types.text;
   if (t.kind === "layout") {
     const l = await readStruct(mem, at, t.layout);
-    const base = (p: Pointer) => typeof p === "number" ? fromKAddr(p) : 0n;
+    const base = (p: Pointer) => typeof p === "number" ? mem.space.fromKAddr(p) : 0n;
     return {
       text: [...range(base(l.coreBase), l.coreText), ...range(base(l.initBase), l.initText)],
       memory: [...range(base(l.coreBase), l.coreSize), ...range(base(l.initBase), l.initSize)],
@@ -450,7 +450,13 @@ async function viewed(
     }
   }
   const { error: _, ...fields } = module ?? UNREAD;
-  const v: ViewedModule = { ...fields, module: hex(at), text: [], memory: [], seenIn: [] };
+  const v: ViewedModule = {
+    ...fields,
+    module: mem.space.hex(at),
+    text: [],
+    memory: [],
+    seenIn: [],
+  };
   if (module?.error) errors.push(module.error);
   try {
     Object.assign(v, await textOf(mem, types, at));
@@ -507,7 +513,7 @@ export async function readModuleViews(
     ...(list.reason ? { reason: list.reason } : {}),
   };
   const walks = new Map<ModuleView, KAddr[]>();
-  walks.set("list", list.modules.map((m) => parseKAddr(m.module)!));
+  walks.set("list", list.modules.map((m) => mem.space.parseKAddr(m.module)!));
   const other = async (
     view: "kset" | "mod_tree",
     type: Optional<unknown>,
@@ -554,7 +560,7 @@ export async function readModuleViews(
   );
 
   const byAddress = new Map<KAddr, ViewedModule>();
-  const listed = new Map(list.modules.map((m) => [parseKAddr(m.module)!, m]));
+  const listed = new Map(list.modules.map((m) => [mem.space.parseKAddr(m.module)!, m]));
   for (const view of MODULE_VIEWS) {
     for (const at of walks.get(view) ?? []) {
       let v = byAddress.get(at);

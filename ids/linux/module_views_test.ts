@@ -2,7 +2,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
-import { hex } from "../memory/address.ts";
+import { AddressSpace } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import type { ScanContext } from "../detect/types.ts";
 import { hiddenModule } from "../detect/hidden_module.ts";
@@ -17,6 +17,8 @@ import {
 } from "./module_views.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from the Debian 6.1 guest kernel's real BTF (core_layout, refcnt, mod_tree with
 // CONFIG_MODULES_TREE_LOOKUP); the memory image is synthetic.
@@ -164,7 +166,7 @@ Deno.test({
       SPECS.map((
         s,
         i,
-      ) => [s.name, hex(modules[i]), "live", ["list", "kset", "mod_tree"], undefined]),
+      ) => [s.name, space.hex(modules[i]), "live", ["list", "kset", "mod_tree"], undefined]),
     );
     assertEquals(views.modules[1].text, [{
       start: "0xffffffffc0100000",
@@ -195,7 +197,7 @@ Deno.test({
     assertEquals(views.modules.map((m) => m.name), ["virtio_net", "loop", "dummy", "rootkit"]);
     const findings = hiddenModule.detect(scanOf(views), undefined, SETTINGS);
     assertEquals(findings.map((f) => [f.rule, f.severity, f.subject, f.evidence.address]), [
-      ["hidden_module", "critical", "module rootkit", hex(modules[2])],
+      ["hidden_module", "critical", "module rootkit", space.hex(modules[2])],
     ]);
     assertEquals(findings[0].evidence.missingFrom, ["list"]);
     assertEquals(findings[0].evidence.seenIn, ["kset", "mod_tree"]);
@@ -363,6 +365,7 @@ function context(
   return {
     btf,
     types: resolveKernelTypes(host),
+    space,
     initTask: 0,
     anchor: 0,
     agentPid: 0,

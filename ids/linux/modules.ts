@@ -10,7 +10,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr } from "../memory/address.ts";
+import { follow, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   type Fields,
@@ -239,7 +239,7 @@ export async function listModules(
   const modules: Module[] = [];
   const seen = new Set<KAddr>();
   let next = (await readStruct(mem, head, types.head)).next;
-  let from = `the list head ${hex(head)}`;
+  let from = `the list head ${mem.space.hex(head)}`;
   let reason: string | undefined;
   for (;;) {
     let entry: KAddr;
@@ -252,7 +252,7 @@ export async function listModules(
     if (entry === head) break;
     const at = entry - types.listOffset;
     if (seen.has(at)) {
-      reason = `the module list loops back to ${hex(at)} without reaching its head`;
+      reason = `the module list loops back to ${mem.space.hex(at)} without reaching its head`;
       break;
     }
     if (modules.length >= maxModules) {
@@ -263,13 +263,13 @@ export async function listModules(
     try {
       module = await readStruct(mem, at, types.module);
     } catch (error) {
-      reason = `module ${hex(at)}, linked from ${from}: ${(error as Error).message}`;
+      reason = `module ${mem.space.hex(at)}, linked from ${from}: ${(error as Error).message}`;
       break;
     }
     seen.add(at);
     modules.push(await describeModule(mem, types, at, module, maxModules));
     next = module.next;
-    from = `module ${hex(at)}`;
+    from = `module ${mem.space.hex(at)}`;
   }
   return { modules, truncated: reason !== undefined, reason };
 }
@@ -291,7 +291,7 @@ export async function describeModule(
   const m: Module = {
     name: module.name,
     ...hexOf("nameHex", module.name),
-    module: hex(at),
+    module: mem.space.hex(at),
     base: "",
     size: -1,
     state: state ?? "unknown",
@@ -334,19 +334,19 @@ async function usersOf(
   const usedBy: string[] = [];
   const seen = new Set<KAddr>();
   let next = first;
-  let from = `the source_list of module ${hex(at)}`;
+  let from = `the source_list of module ${mem.space.hex(at)}`;
   for (;;) {
     const entry = follow(next, `source_list.next of ${from}`);
     if (entry === head) break;
     const use = entry - users.useOffset;
-    if (seen.has(use)) throw new Error(`Its source_list loops back to ${hex(use)}`);
+    if (seen.has(use)) throw new Error(`Its source_list loops back to ${mem.space.hex(use)}`);
     if (seen.size >= max) throw new Error(`It has more than ${max} users`);
     seen.add(use);
     const fields = await readStruct(mem, use, users.use);
-    const source = follow(fields.source, "source of module_use", use);
+    const source = mem.space.follow(fields.source, "source of module_use", use);
     usedBy.push((await readStruct(mem, source, users.name)).name);
     next = fields.next;
-    from = `module_use ${hex(use)}`;
+    from = `module_use ${mem.space.hex(use)}`;
   }
   // print_unload_info(): a module with an init function and none to exit is "[permanent]".
   return init !== null && exit === null ? { usedBy, permanent: true } : { usedBy };

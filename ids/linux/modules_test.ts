@@ -3,7 +3,7 @@ import { type Btf, BtfBuilder, parseBtf } from "../btf/mod.ts";
 import { LayoutError, readStruct } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { hex } from "../memory/address.ts";
+import { AddressSpace } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import {
   listModules,
@@ -14,6 +14,8 @@ import {
 } from "./modules.ts";
 import { SyntheticKernel } from "./synthetic.ts";
 import { guestBtf } from "./_guest_btf.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF (Linux 6.18, `mem[]`, no CONFIG_MODULE_UNLOAD
 // hence no refcnt); the memory image is synthetic.
@@ -86,7 +88,7 @@ Deno.test("listModules() rebuilds every module with its state, size, base and ta
   assertEquals(list.truncated, false);
   assertEquals(list.modules[0], {
     name: "ext4",
-    module: hex(modules[0]),
+    module: space.hex(modules[0]),
     base: "0xffffffffc0000000",
     size: 0xf000,
     state: "live",
@@ -111,7 +113,7 @@ Deno.test("listModules() reports a module list that loops without reaching its h
   kernel.mutate(modules[3], { next: modules[1] + types.listOffset });
   const list = await listModules(new CachedMemory(kernel.build()), types, head);
   assert(list.truncated);
-  assert(list.reason!.includes("loops back to " + hex(modules[1])), list.reason);
+  assert(list.reason!.includes("loops back to " + space.hex(modules[1])), list.reason);
   assertEquals(list.modules.map((m) => m.name), ["ext4", "nvidia", "hello", "bye"]);
 });
 
@@ -120,7 +122,7 @@ Deno.test("listModules() stops at a non-kernel list.next and says where", async 
   kernel.mutate(modules[1], { next: { raw: 0x7fff_4141_4141n } });
   const list = await listModules(new CachedMemory(kernel.build()), types, head);
   assert(list.truncated);
-  assert(list.reason!.includes("0x7fff41414141") && list.reason!.includes(hex(modules[1])));
+  assert(list.reason!.includes("0x7fff41414141") && list.reason!.includes(space.hex(modules[1])));
   assertEquals(list.modules.map((m) => m.name), ["ext4", "nvidia"]);
 });
 

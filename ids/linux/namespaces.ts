@@ -28,7 +28,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, hex, type KAddr, type Pointer } from "../memory/address.ts";
+import type { KAddr, Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { PAGE_SIZE } from "../memory/cache.ts";
 import {
@@ -272,13 +272,15 @@ export class NamespaceReader {
   /** The pid namespace's inum and the pid there, from the task's `struct pid`. */
   pidFields(task: TaskNamespaceLinks, at: KAddr, out: NamespaceFields): void {
     const ns = this.types;
-    const pid = follow(task.threadPid, "thread_pid of task", at);
+    const pid = this.mem.space.follow(task.threadPid, "thread_pid of task", at);
     const { level } = need(this.mem, pid, ns.pid);
     if (level > MAX_PID_LEVEL) {
-      throw new Error(`pid ${hex(pid)} has level ${level}, more than ${MAX_PID_LEVEL}`);
+      throw new Error(
+        `pid ${this.mem.space.hex(pid)} has level ${level}, more than ${MAX_PID_LEVEL}`,
+      );
     }
     const upid = need(this.mem, pid + ns.numbersOffset + level * ns.upid.size, ns.upid);
-    const pidNs = follow(upid.ns, `numbers[${level}].ns of pid`, pid);
+    const pidNs = this.mem.space.follow(upid.ns, `numbers[${level}].ns of pid`, pid);
     let inum = this.#pidNs.get(pidNs);
     if (inum === undefined) this.#pidNs.set(pidNs, inum = need(this.mem, pidNs, ns.pidNs).inum);
     out.pidNs = inum;
@@ -288,10 +290,14 @@ export class NamespaceReader {
   /** The network namespace's inum; none for a task without nsproxy (it has exited). */
   netFields(task: TaskNamespaceLinks, at: KAddr, out: NamespaceFields): void {
     if (task.nsproxy === null) return;
-    const nsproxy = follow(task.nsproxy, "nsproxy of task", at);
+    const nsproxy = this.mem.space.follow(task.nsproxy, "nsproxy of task", at);
     let inum = this.#netOf.get(nsproxy);
     if (inum === undefined) {
-      const net = follow(need(this.mem, nsproxy, this.types.nsproxy).netNs, "net_ns of", nsproxy);
+      const net = this.mem.space.follow(
+        need(this.mem, nsproxy, this.types.nsproxy).netNs,
+        "net_ns of",
+        nsproxy,
+      );
       this.#netOf.set(nsproxy, inum = need(this.mem, net, this.types.net).inum);
     }
     out.netNs = inum;
@@ -301,7 +307,11 @@ export class NamespaceReader {
   cgroupFields(_task: TaskNamespaceLinks, at: KAddr, out: NamespaceFields): void {
     const cg = this.types.cgroup;
     if (!cg.supported) return;
-    const cssSet = follow(need(this.mem, at, cg.task).cgroups, "cgroups of task", at);
+    const cssSet = this.mem.space.follow(
+      need(this.mem, at, cg.task).cgroups,
+      "cgroups of task",
+      at,
+    );
     let path = this.#cgroupOf.get(cssSet);
     if (path === undefined) {
       try {
@@ -320,29 +330,40 @@ export class NamespaceReader {
   #cgroupPath(cssSet: KAddr): string {
     const cg = this.types.cgroup;
     if (!cg.supported) return "";
-    const cgroupAt = follow(need(this.mem, cssSet, cg.cssSet).dfl, "dfl_cgrp of css_set", cssSet);
+    const cgroupAt = this.mem.space.follow(
+      need(this.mem, cssSet, cg.cssSet).dfl,
+      "dfl_cgrp of css_set",
+      cssSet,
+    );
     const cgroup = need(this.mem, cgroupAt, cg.cgroup);
-    const rootAt = follow(cgroup.root, "root of cgroup", cgroupAt);
+    const rootAt = this.mem.space.follow(cgroup.root, "root of cgroup", cgroupAt);
     if ((this.#root ??= rootAt) !== rootAt) {
       throw new Error(
-        `cgroup ${hex(cgroupAt)} has root ${hex(rootAt)}, not the default hierarchy's ` +
-          hex(this.#root),
+        `cgroup ${this.mem.space.hex(cgroupAt)} has root ${
+          this.mem.space.hex(rootAt)
+        }, not the default hierarchy's ` +
+          this.mem.space.hex(this.#root),
       );
     }
     let mounted = this.#mounted;
     if (mounted === undefined) {
-      const kfRoot = follow(need(this.mem, rootAt, cg.root).kfRoot, "kf_root of", rootAt);
+      const kfRoot = this.mem.space.follow(
+        need(this.mem, rootAt, cg.root).kfRoot,
+        "kf_root of",
+        rootAt,
+      );
       const supers = need(this.mem, kfRoot, cg.kernfsRoot).supersNext;
       this.#mounted =
         mounted =
-          follow(supers, "supers of kernfs_root", kfRoot) !== kfRoot + cg.supersOffset;
+          this.mem.space.follow(supers, "supers of kernfs_root", kfRoot) !==
+            kfRoot + cg.supersOffset;
     }
     if (!mounted) {
       this.#unmounted = "no cgroup v2 hierarchy is mounted in the guest (its cgroups are v1 " +
         "only): /proc/PID/cgroup has no 0:: line to show";
       return "";
     }
-    const path = this.#kernfsPath(follow(cgroup.kn, "kn of cgroup", cgroupAt));
+    const path = this.#kernfsPath(this.mem.space.follow(cgroup.kn, "kn of cgroup", cgroupAt));
     this.#found++;
     return path || "/";
   }
@@ -364,7 +385,9 @@ export class NamespaceReader {
         base = known;
         break;
       }
-      if (onChain.has(at)) throw this.#fail(chain, `the kernfs parents of ${hex(kn)} loop`);
+      if (onChain.has(at)) {
+        throw this.#fail(chain, `the kernfs parents of ${this.mem.space.hex(kn)} loop`);
+      }
       onChain.add(at);
       const node = need(this.mem, at, cg.kernfsNode);
       if (node.parent === null) {
@@ -373,15 +396,24 @@ export class NamespaceReader {
         break;
       }
       if (chain.length >= MAX_CGROUP_DEPTH) {
-        throw this.#fail(chain, `more than ${MAX_CGROUP_DEPTH} kernfs parents above ${hex(kn)}`);
+        throw this.#fail(
+          chain,
+          `more than ${MAX_CGROUP_DEPTH} kernfs parents above ${this.mem.space.hex(kn)}`,
+        );
       }
-      chain.push({ at, name: this.#name(follow(node.name, "name of kernfs_node", at), at) });
-      at = follow(node.parent, "parent of kernfs_node", at);
+      chain.push({
+        at,
+        name: this.#name(this.mem.space.follow(node.name, "name of kernfs_node", at), at),
+      });
+      at = this.mem.space.follow(node.parent, "parent of kernfs_node", at);
     }
     for (let i = chain.length - 1; i >= 0; i--) {
       base = `${base}/${chain[i].name}`;
       if (base.length > MAX_CGROUP_PATH) {
-        throw this.#fail(chain, `the path of ${hex(kn)} is longer than ${MAX_CGROUP_PATH}`);
+        throw this.#fail(
+          chain,
+          `the path of ${this.mem.space.hex(kn)} is longer than ${MAX_CGROUP_PATH}`,
+        );
       }
       this.#paths.set(chain[i].at, base);
     }
@@ -407,11 +439,15 @@ export class NamespaceReader {
     }
     const nul = bytes.indexOf(0);
     if (nul < 0) {
-      throw new Error(`the name of kernfs_node ${hex(of)} is longer than ${NAME_BYTES - 1} bytes`);
+      throw new Error(
+        `the name of kernfs_node ${this.mem.space.hex(of)} is longer than ${NAME_BYTES - 1} bytes`,
+      );
     }
-    if (nul === 0) throw new Error(`the name of kernfs_node ${hex(of)} is empty`);
+    if (nul === 0) throw new Error(`the name of kernfs_node ${this.mem.space.hex(of)} is empty`);
     const name = decodeName(bytes.subarray(0, nul));
-    if (name.includes("/")) throw new Error(`the name of kernfs_node ${hex(of)} holds a "/"`);
+    if (name.includes("/")) {
+      throw new Error(`the name of kernfs_node ${this.mem.space.hex(of)} holds a "/"`);
+    }
     return name;
   }
 }

@@ -22,11 +22,10 @@
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
 import {
+  type AddressSpace,
   BadPointer,
   follow,
-  hex,
   type KAddr,
-  parseKAddr,
   type Pointer,
 } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
@@ -149,9 +148,9 @@ export async function findInitPidNamespace(
   initTask: KAddr,
 ): Promise<KAddr> {
   const task = await readStruct(mem, initTask, types.task);
-  const pid = follow(task.threadPid, "thread_pid of init_task", initTask);
+  const pid = mem.space.follow(task.threadPid, "thread_pid of init_task", initTask);
   const upid = await readStruct(mem, pid + pidTypes.numbersOffset, pidTypes.upid);
-  return follow(upid.ns, "numbers[0].ns of init_task's pid", pid);
+  return mem.space.follow(upid.ns, "numbers[0].ns of init_task's pid", pid);
 }
 
 /**
@@ -197,7 +196,7 @@ export async function readProcessViews(
 ): Promise<ProcessViews> {
   const maxTasks = options.maxTasks ?? 1_000_000;
   const list = options.list ?? await listProcesses(mem, types, initTask, { maxTasks });
-  const listed = list.processes.map((p) => parseKAddr(p.task)!);
+  const listed = list.processes.map((p) => mem.space.parseKAddr(p.task)!);
   const onList = new Set(listed);
   const views: Record<ProcessViewName, ViewWalk> = {
     tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },
@@ -226,7 +225,7 @@ export async function readProcessViews(
     let process = byTask.get(at);
     if (!process) {
       process = await describeTask(mem, types, at, initCred).catch((error) => ({
-        ...unreadable(at),
+        ...unreadable(at, mem.space),
         error: (error as Error).message,
       }));
       processes.push(process);
@@ -256,7 +255,7 @@ export async function readProcessViews(
       comm: process.comm,
       uid: process.uid,
       euid: process.euid,
-      task: hex(at),
+      task: mem.space.hex(at),
       seenIn,
       missingFrom: still,
     });
@@ -269,7 +268,7 @@ export async function readProcessViews(
     ...out,
     sharedCreds: creds.shared,
     credsCleared: creds.cleared,
-    pidNamespace: hex(pidNamespace),
+    pidNamespace: mem.space.hex(pidNamespace),
     ...(list.cgroups ? { cgroups: list.cgroups } : {}),
   };
 }
@@ -289,7 +288,7 @@ function viewSets(
   );
 }
 
-function unreadable(at: KAddr): Process {
+function unreadable(at: KAddr, space: AddressSpace): Process {
   return {
     pid: -1,
     tgid: -1,
@@ -305,7 +304,7 @@ function unreadable(at: KAddr): Process {
     sgid: -1,
     fsgid: -1,
     kthread: false,
-    task: hex(at),
+    task: space.hex(at),
     cred: "",
   };
 }
@@ -355,12 +354,14 @@ async function idrLeaders(
       const at = follow(links.tasks, `pid ${index}'s first task`) - types.pidLinksOffset;
       const t = task.peek(at) ?? await task.read(at);
       if (t.pid !== index) {
-        throw new Error(`task ${hex(at)} of pid ${index} has pid ${t.pid}`);
+        throw new Error(`task ${mem.space.hex(at)} of pid ${index} has pid ${t.pid}`);
       }
-      leaders.add(t.pid === t.tgid ? at : follow(t.groupLeader, "group_leader of", at));
+      leaders.add(t.pid === t.tgid ? at : mem.space.follow(t.groupLeader, "group_leader of", at));
     } catch (error) {
       walk.truncated = true;
-      walk.reason ??= `pid ${index} (struct pid ${hex(pid)}): ${(error as Error).message}`;
+      walk.reason ??= `pid ${index} (struct pid ${mem.space.hex(pid)}): ${
+        (error as Error).message
+      }`;
     }
   }
   walk.count = leaders.size;
@@ -377,13 +378,15 @@ async function threadsOf(
 ): Promise<KAddr[]> {
   const t = task.peek(leader) ?? await task.read(leader);
   if (t.signal === null) return [leader]; // init_task's own, or a task being freed
-  const signal = follow(t.signal, "signal of", leader);
+  const signal = mem.space.follow(t.signal, "signal of", leader);
   const head = signal + types.threadHeadOffset;
   const threads: KAddr[] = [];
   const s = peekStruct(mem, signal, types.signal) ?? await readStruct(mem, signal, types.signal);
   let e = follow(s.threadHeadNext, "thread_head");
   while (e !== head) {
-    if (threads.length >= max) throw new Error(`more than ${max} threads in ${hex(leader)}`);
+    if (threads.length >= max) {
+      throw new Error(`more than ${max} threads in ${mem.space.hex(leader)}`);
+    }
     const thread = e - types.threadNodeOffset;
     threads.push(thread);
     e = follow((task.peek(thread) ?? await task.read(thread)).threadNext, "thread_node.next");
@@ -417,7 +420,7 @@ async function treeTasks(
         ...(q === 0 ? [initTask] : await threadsOf(mem, task, types, queue[q], 1 << 16)),
       );
     } catch (error) {
-      stop(`the threads of ${hex(queue[q])}: ${(error as Error).message}`);
+      stop(`the threads of ${mem.space.hex(queue[q])}: ${(error as Error).message}`);
       parents.push(queue[q]);
     }
     for (const parent of parents) {
@@ -438,7 +441,7 @@ async function treeTasks(
       for (let n = 0; e !== head; n++) {
         const child = e - types.siblingOffset;
         if (seen.has(child) || child === initTask) {
-          stop(`the children list of ${hex(parent)} loops at ${hex(child)}`);
+          stop(`the children list of ${mem.space.hex(parent)} loops at ${mem.space.hex(child)}`);
           break;
         }
         if (seen.size >= maxTasks) {
@@ -450,7 +453,7 @@ async function treeTasks(
         e = follow((task.peek(child) ?? await task.read(child)).siblingNext, "sibling.next");
       }
     } catch (error) {
-      stop(`the children list of ${hex(parent)}: ${(error as Error).message}`);
+      stop(`the children list of ${mem.space.hex(parent)}: ${(error as Error).message}`);
     }
     return true;
   }
@@ -520,13 +523,13 @@ export async function confirmSharedCreds(
     if (new Set(group.map((p) => p.tgid)).size < 2 || looked++ >= MAX_CONFIRMS) continue;
     const holders = new Set<number>();
     for (const p of group) {
-      const at = parseKAddr(p.task);
+      const at = live.space.parseKAddr(p.task);
       if (at === undefined) continue;
       try {
         const t = await readStruct(live, at, types.task);
         const alive = t.exitState === 0 && (t.flags & PF_EXITING) === 0 &&
           t.pid === p.pid && t.startTime === p.startTime;
-        if (alive && typeof t.realCred === "number" && hex(t.realCred) === cred) {
+        if (alive && typeof t.realCred === "number" && live.space.hex(t.realCred) === cred) {
           holders.add(p.tgid);
         }
       } catch {

@@ -2,10 +2,12 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { readXarray } from "../kernel/xarray.ts";
-import { fromKAddr, hex, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
 import { type PidTypes, readProcessViews, resolvePidTypes } from "./pids.ts";
 import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF; the memory images are synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -35,12 +37,12 @@ function placeXarray(k: SyntheticKernel, entries: Map<number, KAddr>): bigint {
     const bytes = new Uint8Array(pidTypes.xarray.node.size);
     bytes[pidTypes.xarray.node.fields.find((f) => f.name === "shift")!.offset] = shift;
     values.forEach((v, i) => v !== undefined && bytes.set(u64(v), slotsAt + i * 8));
-    return fromKAddr(k.placeBytes(bytes)) + 2n;
+    return space.fromKAddr(k.placeBytes(bytes)) + 2n;
   };
   const leaves = new Map<number, (bigint | undefined)[]>();
   for (const [index, at] of entries) {
     const leaf = leaves.get(Math.floor(index / slots)) ?? new Array(slots);
-    leaf[index % slots] = fromKAddr(at);
+    leaf[index % slots] = space.fromKAddr(at);
     leaves.set(Math.floor(index / slots), leaf);
   }
   const top = new Array<bigint | undefined>(slots);
@@ -94,7 +96,7 @@ function image(
     const head = parent + types.childrenOffset;
     const ring = [head, ...kids.map((c) => c + types.siblingOffset)];
     k.mutate(parent, { childrenNext: ring[1 % ring.length] });
-    k.placeBytes(u64(fromKAddr(ring[ring.length - 1])), head + 8);
+    k.placeBytes(u64(space.fromKAddr(ring[ring.length - 1])), head + 8);
     kids.forEach((c, i) => {
       k.mutate(c, { siblingNext: ring[(i + 2) % ring.length], siblingPrev: ring[i] });
     });
@@ -107,7 +109,10 @@ function image(
   all.forEach((at, i) => {
     const signal = k.place(types.signal, { threadHeadNext: at + types.threadNodeOffset });
     const pid = k.place(pidTypes.pid, { level: 0 }, { prefix: 0 });
-    k.placeBytes(u64(fromKAddr(at + types.pidLinksOffset)), pid + pidTypes.pid.fields[1].offset);
+    k.placeBytes(
+      u64(space.fromKAddr(at + types.pidLinksOffset)),
+      pid + pidTypes.pid.fields[1].offset,
+    );
     k.place(pidTypes.upid, { nr: i === 0 ? 0 : specs[i - 1].pid, ns: pidNamespace }, {
       at: pid + pidTypes.numbersOffset,
     });
@@ -157,8 +162,8 @@ Deno.test("readXarray() stops at a node reached twice and says so", async () => 
   const nodeAt = k.placeBytes(bytes);
   const slotsAt = pidTypes.xarray.node.fields.find((f) => f.name === "slots")!.offset;
   bytes[pidTypes.xarray.node.fields[0].offset] = 6;
-  bytes.set(u64(fromKAddr(nodeAt) + 2n), slotsAt); // its own child: a cycle
-  const at = k.placeBytes(u64(fromKAddr(nodeAt) + 2n));
+  bytes.set(u64(space.fromKAddr(nodeAt) + 2n), slotsAt); // its own child: a cycle
+  const at = k.placeBytes(u64(space.fromKAddr(nodeAt) + 2n));
   const found = await readXarray(new CachedMemory(k.build()), pidTypes.xarray, at);
   assert(found.truncated, "a cut walk is reported");
   assert(/shift|twice/.test(found.reason ?? ""), found.reason);
@@ -183,7 +188,7 @@ Deno.test("readProcessViews() reports a process unlinked from the task list, con
   assertEquals(result.hidden.map((h) => [h.pid, h.comm, h.uid, h.seenIn, h.missingFrom]), [
     [200, "bash", 1000, ["pid_idr", "children"], ["tasks"]],
   ]);
-  assertEquals(result.hidden[0].task, hex(hidden.kernel.tasks[3]));
+  assertEquals(result.hidden[0].task, space.hex(hidden.kernel.tasks[3]));
   assert(result.processes.some((p) => p.pid === 200), "ps still lists it, from the other views");
 });
 

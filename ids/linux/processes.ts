@@ -9,7 +9,7 @@
  * @module
  */
 
-import { follow, hex, type KAddr } from "../memory/address.ts";
+import { type AddressSpace, follow, type KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
@@ -145,12 +145,12 @@ export async function findInitTask(
   let at = anchor;
   for (let hop = 0; hop <= maxAncestors; hop++) {
     if (seen.has(at)) {
-      throw new Error(`Cannot find init_task: real_parent chain loops at ${hex(at)}`);
+      throw new Error(`Cannot find init_task: real_parent chain loops at ${mem.space.hex(at)}`);
     }
     seen.add(at);
     const task = await readStruct(mem, at, types.task);
     if (task.pid === 0) return at;
-    at = follow(task.realParent, "real_parent of task", at);
+    at = mem.space.follow(task.realParent, "real_parent of task", at);
   }
   throw new Error(`Cannot find init_task: more than ${maxAncestors} real_parent hops`);
 }
@@ -226,18 +226,19 @@ export async function listProcesses(
   // Parents come before their children on the list: their tgids are at hand, not read again.
   const tgids = new Map<KAddr, number>([[head, current.tgid]]);
   const ns = new NamespaceReader(mem, types.ns);
+  const { space } = mem;
   let reason: string | undefined;
   for (let at = head;;) {
     let next: KAddr;
     try {
-      next = follow(current.tasksNext, "tasks.next of task", at) - types.tasksOffset;
+      next = space.follow(current.tasksNext, "tasks.next of task", at) - types.tasksOffset;
     } catch (error) {
       reason = (error as Error).message;
       break;
     }
     if (next === head) break;
     if (seen.has(next)) {
-      reason = `the tasks list loops back to ${hex(next)} without reaching init_task`;
+      reason = `the tasks list loops back to ${space.hex(next)} without reaching init_task`;
       break;
     }
     if (processes.length >= maxTasks) {
@@ -247,7 +248,7 @@ export async function listProcesses(
     try {
       current = peekStruct(mem, next, types.task) ?? await readStruct(mem, next, types.task);
     } catch (error) {
-      reason = `task ${hex(next)}, linked from ${hex(at)}: ${(error as Error).message}`;
+      reason = `task ${space.hex(next)}, linked from ${space.hex(at)}: ${(error as Error).message}`;
       break;
     }
     seen.add(next);
@@ -262,7 +263,7 @@ export async function listProcesses(
     processes,
     truncated: reason !== undefined,
     reason,
-    initTask: hex(head),
+    initTask: space.hex(head),
     cgroups: ns.cgroupSupport(),
   };
 }
@@ -285,7 +286,12 @@ export async function describeTask(
 }
 
 /** The process of `task` with only its own fields filled in; its parent and cred follow. */
-function processOf(task: Task, at: KAddr, initCred: KAddr | undefined): Process {
+function processOf(
+  task: Task,
+  at: KAddr,
+  initCred: KAddr | undefined,
+  space: AddressSpace,
+): Process {
   const p: Process = {
     pid: task.pid,
     tgid: task.tgid,
@@ -303,7 +309,7 @@ function processOf(task: Task, at: KAddr, initCred: KAddr | undefined): Process 
     kthread: (task.flags & PF_KTHREAD) !== 0,
     startTime: task.startTime,
     execId: task.selfExecId,
-    task: hex(at),
+    task: space.hex(at),
     cred: "",
   };
   const commHex = hexOf("commHex", task.comm).commHex;
@@ -314,8 +320,8 @@ function processOf(task: Task, at: KAddr, initCred: KAddr | undefined): Process 
 
 type Cred = Fields<KernelTypes["cred"]>;
 
-function setCred(p: Process, at: KAddr, c: Cred): Process {
-  p.cred = hex(at);
+function setCred(p: Process, at: KAddr, c: Cred, space: AddressSpace): Process {
+  p.cred = space.hex(at);
   p.uid = c.uid;
   p.euid = c.euid;
   p.suid = c.suid;
@@ -352,11 +358,11 @@ function describeCached(
   if (ppid === undefined || cred === undefined || signal === undefined) return undefined;
   const fields = ns.peek(task, at);
   if (fields === undefined) return undefined;
-  const p = processOf(task, at, initCred);
+  const p = processOf(task, at, initCred, mem.space);
   p.ppid = ppid;
   p.threads = signal.nrThreads;
   setNamespaces(p, fields);
-  return setCred(p, task.realCred, cred);
+  return setCred(p, task.realCred, cred, mem.space);
 }
 
 function setNamespaces(p: Process, fields: NamespaceFields): void {
@@ -380,7 +386,7 @@ async function describe(
   tgids: Map<KAddr, number>,
   ns: NamespaceReader,
 ): Promise<Process> {
-  const p = processOf(task, at, initCred);
+  const p = processOf(task, at, initCred, mem.space);
   const problems: string[] = [];
   // The fields in the order describeCached() sets them, so that both give the same objects.
   try {
@@ -401,8 +407,8 @@ async function describe(
   setNamespaces(p, await ns.read(task, at));
   try {
     const cred = follow(task.realCred, "real_cred");
-    p.cred = hex(cred);
-    setCred(p, cred, await readStruct(mem, cred, types.cred));
+    p.cred = mem.space.hex(cred);
+    setCred(p, cred, await readStruct(mem, cred, types.cred), mem.space);
   } catch (error) {
     problems.push((error as Error).message);
   }

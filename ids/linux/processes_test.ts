@@ -2,9 +2,12 @@ import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
-import { hex } from "../memory/address.ts";
-import { findInitTask, listProcesses, stateLetter } from "./processes.ts";
+import { AddressSpace } from "../memory/address.ts";
+import { checkPlan } from "../kernel/plan_interpreter.ts";
+import { findInitTask, listProcesses, planTasks, stateLetter } from "./processes.ts";
 import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const types = resolveKernelTypes(parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux")));
@@ -22,7 +25,7 @@ Deno.test("listProcesses() rebuilds every task of a synthetic image, with parent
   assertEquals(await findInitTask(mem, types, kernel.tasks[3]), kernel.initTask);
   const list = await listProcesses(mem, types, kernel.initTask);
   assertEquals(list.truncated, false);
-  assertEquals(list.initTask, hex(kernel.initTask));
+  assertEquals(list.initTask, space.hex(kernel.initTask));
   assertEquals(
     list.processes.map((p) => [p.pid, p.ppid, p.comm, p.uid, p.gid, p.kthread, p.state]),
     [
@@ -32,7 +35,7 @@ Deno.test("listProcesses() rebuilds every task of a synthetic image, with parent
       [200, 100, "bash", 1000, 1000, false, "S"],
     ],
   );
-  assertEquals(list.processes[3].cred, hex(kernel.creds[3]));
+  assertEquals(list.processes[3].cred, space.hex(kernel.creds[3]));
 });
 
 Deno.test("listProcesses() reads capability sets and finds processes on init_task's cred", async () => {
@@ -52,7 +55,7 @@ Deno.test("listProcesses() reads capability sets and finds processes on init_tas
       [300, "0x0000000000000400", "0x0000000000000400", "0x0000000000000000", false],
     ],
   );
-  assertEquals(list.processes[1].cred, hex(kernel.initCred));
+  assertEquals(list.processes[1].cred, space.hex(kernel.initCred));
 });
 
 Deno.test("listProcesses() reports a tasks list that loops without reaching init_task", async () => {
@@ -126,4 +129,67 @@ Deno.test("stateLetter() follows the kernel's task_state_index", () => {
   assertEquals(stateLetter(0, 16), "X");
   assertEquals(stateLetter(0, 32), "Z");
   assertEquals(stateLetter(0x402, 0), "I");
+});
+
+/** A 5-level guest's space: its direct map, vmalloc and vmemmap below the 4-level half. */
+const LA57 = AddressSpace.fiveLevel([
+  { name: "page_offset_base", value: 0xff35c69180000000n },
+  { name: "vmalloc_base", value: 0xff667dd8c0000000n },
+  { name: "vmemmap_base", value: 0xff9f09b940000000n },
+]);
+
+Deno.test("the same kernel types read a 4-level and a 5-level image side by side", async () => {
+  const four = new SyntheticKernel(types, TASKS);
+  const five = new SyntheticKernel(types, TASKS, { space: LA57 });
+  const fourMem = new CachedMemory(four.build());
+  const fiveMem = new CachedMemory(five.build(), LA57);
+  const [a, b] = await Promise.all([
+    listProcesses(fourMem, types, four.initTask),
+    listProcesses(fiveMem, types, five.initTask),
+  ]);
+  const rows = (list: typeof a) => list.processes.map((p) => [p.pid, p.ppid, p.comm, p.uid]);
+  assertEquals(rows(b), rows(a));
+  assertEquals([a.truncated, b.truncated], [false, false]);
+  // Each image's addresses are its guest's: the direct map of 4 or of 5 levels.
+  assertEquals(a.processes[0].task, "0xffff888800100000");
+  assertEquals(b.processes[0].task, "0xff35c69900100000");
+  assertEquals(LA57.parseKAddr(b.processes[3].cred), five.creds[3]);
+  assertEquals(await findInitTask(fiveMem, types, five.tasks[3]), five.initTask);
+});
+
+Deno.test("a 5-level image read as 4-level stops at the first pointer below the 4-level half", async () => {
+  const five = new SyntheticKernel(types, TASKS, { space: LA57 });
+  const list = await listProcesses(new CachedMemory(five.build()), types, five.initTask);
+  assert(list.truncated);
+  assertEquals(
+    list.reason,
+    `Cannot follow tasks.next of task ${space.hex(five.initTask)}: ` +
+      `${LA57.hex(five.entry(five.tasks[0]))} is not a kernel address`,
+  );
+  assertEquals(list.processes, []);
+});
+
+Deno.test("a task placed at a window's end is refused with the window named, not read elsewhere", async () => {
+  const five = new SyntheticKernel(types, TASKS, { space: LA57 });
+  // The list entry in the window's last 8 bytes: the task's fields after it are beyond.
+  five.mutate(five.tasks[1], { tasksNext: { raw: BigInt(LA57.windows[1].end) - 8n } });
+  const list = await listProcesses(new CachedMemory(five.build(), LA57), types, five.initTask);
+  assert(list.truncated);
+  assertEquals(list.processes.map((p) => p.pid), [1, 2]);
+  assert(list.reason?.includes("the end of the guest's page_offset_base window"), list.reason);
+});
+
+Deno.test("the plan of the task walk covers every read of a 5-level image", async () => {
+  const five = new SyntheticKernel(types, TASKS, { space: LA57 });
+  const check = await checkPlan(
+    five.build(),
+    (b) => planTasks(b, types, five.initTask),
+    (mem) => listProcesses(mem, types, five.initTask),
+    LA57,
+  );
+  for (const mode of ["whole", "selective"] as const) {
+    assertEquals(check[mode].misses, [], mode);
+    assertEquals(check[mode].result.processes.map((p) => p.pid), [1, 2, 100, 200], mode);
+    assertEquals(check[mode].result.processes[2].task, LA57.hex(five.tasks[2]), mode);
+  }
 });

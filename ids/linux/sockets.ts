@@ -19,15 +19,7 @@
  * @module
  */
 
-import {
-  BadPointer,
-  follow,
-  hex,
-  type KAddr,
-  parseKAddr,
-  type Pointer,
-  pointerAt,
-} from "../memory/address.ts";
+import { BadPointer, follow, type KAddr, type Pointer } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
@@ -148,7 +140,7 @@ export async function listSockets(
 
   const visit: Visit = async (at, entry, protocol) => {
     // A sock is on one chain only: meeting one again means the chains were made to merge.
-    if (bySock.has(at)) throw new Error(`it reaches ${hex(at)}, already listed`);
+    if (bySock.has(at)) throw new Error(`it reaches ${mem.space.hex(at)}, already listed`);
     if (sockets.length >= limits.maxSockets) {
       problems.push(`more than ${limits.maxSockets} sockets`);
       return false;
@@ -211,12 +203,12 @@ async function scan(
     for (let i = 0; i < n; i++) {
       const where = `bucket ${first + i} of ${table.name}`;
       const seen = new Set<KAddr>();
-      let p = pointerAt(view, i * table.stride + table.head);
+      let p = mem.space.pointerAt(view, i * table.stride + table.head);
       for (let length = 0; !chainEnd(p, table.nulls); length++) {
         try {
           if (length >= limits.maxChain) throw new Error(`more than ${limits.maxChain} entries`);
           const at = follow(p, "the chain") - table.delta;
-          if (seen.has(at)) throw new Error(`the chain loops back to ${hex(at)}`);
+          if (seen.has(at)) throw new Error(`the chain loops back to ${mem.space.hex(at)}`);
           seen.add(at);
           const entry = await readStruct(mem, at, types.sock);
           if (!await visit(at, entry, table.protocol)) return false;
@@ -249,7 +241,7 @@ async function describe(
     remoteAddress: inet6 ? ipv6Text(e.v6Daddr) : ipv4Text(e.daddr),
     remotePort: ((e.dport & 0xff) << 8) | (e.dport >> 8),
     inode: 0,
-    sock: hex(at),
+    sock: mem.space.hex(at),
     owners: [],
   };
   const errors: string[] = [];
@@ -329,7 +321,7 @@ async function socketFds(
     return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
   };
   for (const process of processes) {
-    const task = parseKAddr(process.task)!;
+    const task = mem.space.parseKAddr(process.task)!;
     const table = await readFdTable(mem, core, types.fd, task, maxFds);
     if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
     for (const slot of table.slots) {

@@ -3,7 +3,7 @@ import { BtfBuilder, parseBtf } from "../btf/mod.ts";
 import { LayoutError } from "../kernel/layout.ts";
 import { resolveKernelTypes } from "../kernel/types.ts";
 import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { hex } from "../memory/address.ts";
+import { AddressSpace } from "../memory/address.ts";
 import { CachedMemory } from "../memory/guest_memory.ts";
 import { planTasks } from "./processes.ts";
 import { listSockets, planSockets, resolveSocketTypes, type SocketList } from "./sockets.ts";
@@ -12,6 +12,8 @@ import { SyntheticKernel } from "./synthetic.ts";
 import { SyntheticFds } from "./_synthetic_files.ts";
 import { addressBytes, SyntheticNet } from "./_synthetic_sockets.ts";
 import { INIT_NET_NS } from "./_synthetic_namespaces.ts";
+
+const space = AddressSpace.FOUR_LEVEL;
 
 // Offsets come from this machine's real kernel BTF; the memory image is synthetic.
 const btf = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
@@ -126,7 +128,7 @@ Deno.test("listSockets() rebuilds TCP and UDP sockets of both families, with the
   assertEquals(list.reason, undefined);
   assertEquals(list.truncated, false);
   assertEquals(rows(list), EXPECTED);
-  assertEquals(list.sockets[2].sock, hex(socks.timeWait));
+  assertEquals(list.sockets[2].sock, space.hex(socks.timeWait));
   assertEquals(list.sockets.filter((s) => s.error), []);
 });
 
@@ -144,8 +146,8 @@ Deno.test("listSockets() stops chains that merge into one already walked", async
   kernel.mutate(socks.synRecv, { next: socks.ssh6 + types.nullsNodeOffset });
   const list = await listSockets(new CachedMemory(kernel.build()), core, types, kernel.initTask);
   assert(list.truncated);
-  assert(list.reason!.includes(`bucket 9 of ehash of inet_hashinfo ${hex(net.hashinfo)}`));
-  assert(list.reason!.includes(`reaches ${hex(socks.ssh6)}, already listed`), list.reason);
+  assert(list.reason!.includes(`bucket 9 of ehash of inet_hashinfo ${space.hex(net.hashinfo)}`));
+  assert(list.reason!.includes(`reaches ${space.hex(socks.ssh6)}, already listed`), list.reason);
   assertEquals(rows(list), EXPECTED);
 });
 
@@ -278,7 +280,7 @@ Deno.test("listSockets() walks every network namespace, each table once, each so
   assertEquals([list.truncated, list.reason], [false, undefined]);
   assertEquals(list.namespaces, [INIT_NET_NS, CHILD_NET_NS]);
   assertEquals(list.sockets.length, EXPECTED.length + 1, "the shared tables are scanned once");
-  const child = list.sockets.find((s) => s.sock === hex(inChild))!;
+  const child = list.sockets.find((s) => s.sock === space.hex(inChild))!;
   assertEquals([child.localAddress, child.localPort, child.netNs], [
     "127.0.0.1",
     8080,
@@ -323,7 +325,7 @@ Deno.test("listSockets() refuses a list head the initial namespace is not first 
   assert(list.reason?.includes("is not first on the list"), list.reason);
   assertEquals(list.namespaces, [INIT_NET_NS]);
   // Its socket is still in the shared tables, labelled by its own namespace (read anew).
-  assertEquals(list.sockets.find((s) => s.sock === hex(inChild))?.netNs, CHILD_NET_NS);
+  assertEquals(list.sockets.find((s) => s.sock === space.hex(inChild))?.netNs, CHILD_NET_NS);
 });
 
 Deno.test("a socket whose namespace pointer is bad is listed with an error", async () => {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { fromKAddr, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/address.ts";
 import { MemoryCache } from "../memory/cache.ts";
 import type { StructLayout } from "../kernel/layout.ts";
 import type { KernelTypes } from "../kernel/types.ts";
@@ -20,12 +20,16 @@ export type FieldValues = Record<
   number | string | null | { raw: bigint } | bigint | Uint8Array
 >;
 
-/** Writes `values` into `bytes`, which holds a struct of `layout` at `base`. */
+/**
+ * Writes `values` into `bytes`, which holds a struct of `layout` at `base`; KAddr pointers are
+ * written as `space` numbers them.
+ */
 export function encodeInto(
   bytes: Uint8Array,
   base: number,
   layout: StructLayout<unknown>,
   values: FieldValues,
+  space: AddressSpace = AddressSpace.FOUR_LEVEL,
 ): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (const [name, value] of Object.entries(values)) {
@@ -44,7 +48,7 @@ export function encodeInto(
         ? value.raw
         : typeof value === "bigint"
         ? value
-        : fromKAddr(value as number);
+        : space.fromKAddr(value as number);
       view.setBigUint64(at, raw, true);
     } else {
       const v = typeof value === "object" && value !== null ? value.raw : value;
@@ -85,8 +89,22 @@ interface Placed {
   bytes?: Uint8Array;
 }
 
-/** Where placed objects go: after the tasks, creds and init_task's cred. */
-const HEAP = 0x0888_0100_0000;
+/** Where the tasks go on a 4-level guest: 0xffff888800000000, in the direct map. */
+const FOUR_LEVEL_BASE = 0x0888_0000_0000;
+/** Where they go in a 5-level guest's direct map: as far into it as on a 4-level guest. */
+const DIRECT_MAP_OFFSET = 0x0008_0000_0000;
+/** Where placed objects go, from the tasks: after them, their creds and init_task's cred. */
+const HEAP = 0x0100_0000;
+
+/** Options of {@linkcode SyntheticKernel}. */
+export interface SyntheticOptions {
+  /**
+   * The guest's address space: a 5-level one puts the tasks and the heap in its direct map
+   * (its first window below the 4-level half), init_task in the kernel image either way.
+   * @default {@linkcode AddressSpace.FOUR_LEVEL}
+   */
+  space?: AddressSpace;
+}
 
 /**
  * A kernel image: init_task plus `tasks`, each with its cred, linked in a circular `tasks`
@@ -96,6 +114,8 @@ const HEAP = 0x0888_0100_0000;
  */
 export class SyntheticKernel {
   readonly cache = new MemoryCache();
+  /** How the image's addresses are numbered. */
+  readonly space: AddressSpace;
   readonly initTask: KAddr;
   readonly initCred: KAddr;
   readonly tasks: KAddr[];
@@ -104,12 +124,17 @@ export class SyntheticKernel {
   readonly ns: SyntheticNamespaces;
   #types: KernelTypes;
   #objects: Placed[] = [];
-  #next = HEAP;
+  #next: KAddr;
 
-  constructor(types: KernelTypes, tasks: TaskSpec[]) {
+  constructor(types: KernelTypes, tasks: TaskSpec[], options: SyntheticOptions = {}) {
     this.#types = types;
+    this.space = options.space ?? AddressSpace.FOUR_LEVEL;
     const stride = Math.ceil(types.task.size / 64) * 64 + 64;
-    const base = 0x0888_0000_0000; // ffff888800000000: the x86-64 direct map
+    const directMap = this.space.windows[1];
+    const base = directMap
+      ? this.space.parseKAddr(directMap.start)! + DIRECT_MAP_OFFSET
+      : FOUR_LEVEL_BASE;
+    this.#next = base + HEAP;
     this.initTask = 0x7f00_0000_0000 + 0x1000_0000; // ffffffff... kernel image, like the real one
     this.tasks = tasks.map((_, i) => base + 0x10_0000 + i * stride);
     this.creds = tasks.map((_, i) => base + 0x80_0000 + i * 256);
@@ -220,7 +245,7 @@ export class SyntheticKernel {
       for (const o of this.#objects) {
         if (o.at < start || o.at >= end) continue;
         if (o.bytes) extent.set(o.bytes, o.at - start);
-        else encodeInto(extent, o.at - start, o.layout!, o.values!);
+        else encodeInto(extent, o.at - start, o.layout!, o.values!, this.space);
       }
       this.cache.insert(start, extent);
       i = j;

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { follow, hex, type KAddr, parseKAddr } from "../memory/address.ts";
+import type { AddressSpace, KAddr } from "../memory/address.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
 import { hexOf } from "../kernel/name.ts";
@@ -65,24 +65,27 @@ export async function listThreads(
   const read = async (at: KAddr): Promise<ThreadFields> =>
     peekStruct(mem, at, types.thread) ?? await readStruct(mem, at, types.thread);
   for (const process of processes) {
-    const leader = parseKAddr(process.task);
+    const leader = mem.space.parseKAddr(process.task);
     const threads: Thread[] = process.threadList = [];
     if (leader === undefined) continue;
     try {
       const first = await read(leader);
       if (first.signal === null) {
         // init_task's own, or a task being freed: it is its only thread.
-        threads.push(threadOf(first, leader, process.tgid));
+        threads.push(threadOf(first, leader, process.tgid, mem.space));
         continue;
       }
-      const signal = follow(first.signal, "signal of task", leader);
+      const signal = mem.space.follow(first.signal, "signal of task", leader);
       const head = signal + types.threadHeadOffset;
       const s = peekStruct(mem, signal, types.signal) ??
         await readStruct(mem, signal, types.signal);
       const seen = new Set<KAddr>();
-      for (let e = follow(s.threadHeadNext, "thread_head.next of signal", signal); e !== head;) {
+      for (
+        let e = mem.space.follow(s.threadHeadNext, "thread_head.next of signal", signal);
+        e !== head;
+      ) {
         const at = e - types.threadNodeOffset;
-        if (seen.has(at)) throw new Error(`the thread list loops back to ${hex(at)}`);
+        if (seen.has(at)) throw new Error(`the thread list loops back to ${mem.space.hex(at)}`);
         if (threads.length >= perProcess) throw new Error(`more than ${perProcess} threads`);
         if (left-- <= 0) {
           problems.push(`more than ${options.maxThreads ?? 1 << 22} threads in all`);
@@ -90,8 +93,8 @@ export async function listThreads(
         }
         seen.add(at);
         const t = await read(at);
-        threads.push(threadOf(t, at, process.tgid));
-        e = follow(t.threadNext, "thread_node.next of task", at);
+        threads.push(threadOf(t, at, process.tgid, mem.space));
+        e = mem.space.follow(t.threadNext, "thread_node.next of task", at);
       }
     } catch (error) {
       problems.push(`threads of pid ${process.pid}: ${(error as Error).message}`);
@@ -100,14 +103,14 @@ export async function listThreads(
   return problems;
 }
 
-function threadOf(t: ThreadFields, at: KAddr, tgid: number): Thread {
+function threadOf(t: ThreadFields, at: KAddr, tgid: number, space: AddressSpace): Thread {
   const thread: Thread = {
     tid: t.pid,
     tgid: t.tgid,
     comm: t.comm,
     ...hexOf("commHex", t.comm),
     state: stateLetter(t.state, t.exitState),
-    task: hex(at),
+    task: space.hex(at),
   };
   if (t.tgid !== tgid) thread.error = `its tgid is ${t.tgid}, not its process's ${tgid}`;
   return thread;

@@ -6,11 +6,13 @@
  * @module
  */
 
-import { hex, type KAddr } from "./address.ts";
+import { AddressSpace, type KAddr } from "./address.ts";
 import { MemoryCache, PAGE_SIZE, type Span } from "./cache.ts";
 
 /** Guest kernel memory as views see it. */
 export interface GuestMemory {
+  /** How the guest's addresses are numbered: to read pointers, and to write addresses out. */
+  readonly space: AddressSpace;
   /** The bytes if they are at hand (no I/O), else undefined. */
   peek(addr: KAddr, len: number): Uint8Array | undefined;
   /**
@@ -39,10 +41,25 @@ export interface GuestMemory {
   again?(): GuestMemory;
 }
 
+/** Options of {@linkcode GuestReadError}. */
+export interface GuestReadErrorOptions extends ErrorOptions {
+  /** The guest's addresses, to name the one that failed. @default 4-level */
+  space?: AddressSpace;
+}
+
 /** Guest memory that could not be read. */
 export class GuestReadError extends Error {
-  constructor(readonly addr: KAddr, readonly len: number, reason: string, options?: ErrorOptions) {
-    super(`Cannot read ${len} bytes of guest memory at ${hex(addr)}: ${reason}`, options);
+  constructor(
+    readonly addr: KAddr,
+    readonly len: number,
+    reason: string,
+    options: GuestReadErrorOptions = {},
+  ) {
+    const at = (options.space ?? AddressSpace.FOUR_LEVEL).hex(addr);
+    super(
+      `Cannot read ${len} bytes of guest memory at ${at}: ${reason}`,
+      "cause" in options ? { cause: options.cause } : undefined,
+    );
     this.name = "GuestReadError";
   }
 }
@@ -50,15 +67,22 @@ export class GuestReadError extends Error {
 /** Longest single read a view may ask for. */
 export const MAX_VIEW_READ = 1 << 20;
 
-function checkLength(addr: KAddr, len: number): void {
+/**
+ * Refuses a read of a bad length, or one not inside one window of `space` (it would run from
+ * one region of the guest into the numbers of another).
+ */
+function checkRead(space: AddressSpace, addr: KAddr, len: number): void {
   if (!Number.isInteger(len) || len <= 0 || len > MAX_VIEW_READ) {
-    throw new GuestReadError(addr, len, `length must be 1..${MAX_VIEW_READ}`);
+    throw new GuestReadError(addr, len, `length must be 1..${MAX_VIEW_READ}`, { space });
   }
+  const problem = space.problem(addr, len);
+  if (problem) throw new GuestReadError(addr, len, problem, { space });
 }
 
 /** A memory image: whatever the cache holds, and nothing else. */
 export class CachedMemory implements GuestMemory {
-  constructor(readonly cache: MemoryCache) {}
+  /** @param space the guest's addresses @default {@linkcode AddressSpace.FOUR_LEVEL} */
+  constructor(readonly cache: MemoryCache, readonly space = AddressSpace.FOUR_LEVEL) {}
   peek(addr: KAddr, len: number): Uint8Array | undefined {
     return this.cache.get(addr, len);
   }
@@ -69,11 +93,15 @@ export class CachedMemory implements GuestMemory {
     return this.cache.gather(addr, out, ranges);
   }
   read(addr: KAddr, len: number): Promise<Uint8Array> {
-    checkLength(addr, len);
+    try {
+      checkRead(this.space, addr, len);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const bytes = this.cache.get(addr, len);
-    return bytes
-      ? Promise.resolve(bytes)
-      : Promise.reject(new GuestReadError(addr, len, "not in the memory image"));
+    return bytes ? Promise.resolve(bytes) : Promise.reject(
+      new GuestReadError(addr, len, "not in the memory image", { space: this.space }),
+    );
   }
 }
 
@@ -95,10 +123,15 @@ export interface RemoteStats {
  */
 export class RemoteMemory implements GuestMemory {
   #stats: RemoteStats = { misses: 0, fetches: 0 };
-  constructor(readonly cache: MemoryCache, readonly fetch: Fetch) {}
+  /** @param space the guest's addresses @default {@linkcode AddressSpace.FOUR_LEVEL} */
+  constructor(
+    readonly cache: MemoryCache,
+    readonly fetch: Fetch,
+    readonly space = AddressSpace.FOUR_LEVEL,
+  ) {}
 
   again(): RemoteMemory {
-    return new RemoteMemory(new MemoryCache(), this.fetch);
+    return new RemoteMemory(new MemoryCache(), this.fetch, this.space);
   }
 
   get stats(): RemoteStats {
@@ -118,7 +151,7 @@ export class RemoteMemory implements GuestMemory {
   }
 
   async read(addr: KAddr, len: number): Promise<Uint8Array> {
-    checkLength(addr, len);
+    checkRead(this.space, addr, len);
     const cached = this.cache.get(addr, len);
     if (cached) return cached;
     this.#stats.misses++;
@@ -137,7 +170,10 @@ export class RemoteMemory implements GuestMemory {
         const stop = Math.min(end, page + PAGE_SIZE);
         this.#stats.fetches++;
         bytes = await this.fetch(from, stop - from).catch((error) => {
-          throw new GuestReadError(from, stop - from, (error as Error).message, { cause: error });
+          throw new GuestReadError(from, stop - from, (error as Error).message, {
+            cause: error,
+            space: this.space,
+          });
         });
         start = from;
       }
