@@ -118,6 +118,11 @@ export interface ViewResult<T> {
 export interface View<T> {
   plan(builder: PlanBuilder): void;
   read(memory: RemoteMemory, confirm: RemoteMemory): Promise<ViewResult<T>>;
+  /**
+   * Names the plan when it depends on nothing but the session (its kernel, and what it found
+   * once): the session then builds and encodes it once per mode, and sends the same bytes again.
+   */
+  planKey?: string;
 }
 
 /** The module list, or why the guest cannot have one. */
@@ -135,6 +140,9 @@ export interface FilesAnswer {
   task: string;
   files: OpenFile[];
 }
+
+/** Most named plans a session keeps (each a few tens of KB). */
+const MAX_PLANS = 32;
 
 /** Options of {@linkcode GuestSession.open}. */
 export interface SessionOptions {
@@ -277,6 +285,7 @@ export class GuestSession implements Disposable {
     options: { threads?: boolean } = {},
   ): Promise<{ processes: Process[]; stats: SnapshotStats; cgroups?: CgroupSupport }> {
     const { value, stats } = await this.snapshot(mode, {
+      planKey: options.threads ? "processes+threads" : "processes",
       plan: (b) => {
         const tasks = planTasks(b, this.types, this.initTask);
         if (options.threads) tasks.thread();
@@ -374,6 +383,7 @@ export class GuestSession implements Disposable {
       };
     }
     const { value, stats } = await this.snapshot(mode, {
+      planKey: "modules",
       plan: (b) => planModules(b, types, head),
       read: async (memory) => {
         const list = await listModules(memory, types, head);
@@ -396,6 +406,7 @@ export class GuestSession implements Disposable {
       ? undefined
       : await this.#symbol("udp_table");
     const { value, stats } = await this.snapshot(mode, {
+      planKey: "sockets",
       plan: (b) => planSockets(b, types, planTasks(b, this.types, this.initTask), { udpTable }),
       read: async (memory) => {
         const list = await listSockets(memory, this.types, types, this.initTask, { udpTable });
@@ -416,6 +427,7 @@ export class GuestSession implements Disposable {
   ): Promise<{ answer: FilesAnswer; stats: SnapshotStats }> {
     const types = this.#once("files", () => resolveFileTypes(this.btf));
     const { value, stats } = await this.snapshot(mode, {
+      planKey: `files ${pid}`,
       plan: (b) => planFiles(b, types, planTasks(b, this.types, this.initTask), { pid }),
       read: async (memory) => {
         const list = await listProcesses(memory, this.types, this.initTask);
@@ -431,6 +443,27 @@ export class GuestSession implements Disposable {
       },
     }, limits);
     return { answer: value, stats };
+  }
+
+  /** Encoded plans of views that name theirs, by mode and name. */
+  readonly #plans = new Map<string, Uint8Array | undefined>();
+
+  /**
+   * The encoded plan of `view` in `mode`, or undefined when it has no roots (the view then reads
+   * on demand only); kept when the view names it.
+   */
+  #planOf<T>(mode: CopyMode, view: View<T>): Uint8Array | undefined {
+    const key = view.planKey === undefined ? undefined : `${mode} ${view.planKey}`;
+    if (key !== undefined && this.#plans.has(key)) return this.#plans.get(key);
+    const builder = new PlanBuilder(mode, this.space);
+    view.plan(builder);
+    const plan = builder.build();
+    const encoded = plan.roots.length ? encodePlan(plan) : undefined;
+    if (key !== undefined) {
+      if (this.#plans.size >= MAX_PLANS) this.#plans.clear();
+      this.#plans.set(key, encoded);
+    }
+    return encoded;
   }
 
   /** Takes one snapshot of `view` in `mode`. */
@@ -461,11 +494,9 @@ export class GuestSession implements Disposable {
       space,
     );
     let prefetch: SnapshotStats["prefetch"];
-    const builder = mode === "on-demand" ? undefined : new PlanBuilder(COPY_MODES[mode], space);
-    builder && view.plan(builder);
-    const plan = builder?.build();
+    const planned = mode === "on-demand" ? undefined : this.#planOf(COPY_MODES[mode], view);
     // A view that found nothing to walk (no roots) reads on demand only.
-    if (plan?.roots.length) {
+    if (planned) {
       let rejected = 0;
       const batch = cache.batch();
       const asks = this.#fullEvery > 1;
@@ -487,7 +518,7 @@ export class GuestSession implements Disposable {
             // A refusal (the cache is full) cuts the answer off.
             return cache.insertFrom(at, payload, start, len, batch);
           },
-          encodePlan(plan),
+          planned,
           meter,
           answer && {
             base: base?.generation ?? 0,

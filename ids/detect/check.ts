@@ -122,6 +122,8 @@ export async function scanSections(
   const problems = new Map(failed);
   const takenAt = Date.now();
   const { value, stats } = await session.snapshot(mode, {
+    // Sources plan from the session's context alone: one plan per set of sections.
+    planKey: `scan ${sources.map((s) => s.name).join(",")}`,
     plan(b) {
       const shared = sharedNodes(b, ctx);
       for (const source of sources) {
