@@ -212,7 +212,7 @@ export class WalkerPair implements Disposable {
    * differ; a divergence of the interpreter makes every walk differ.
    * @throws {Error} naming the first difference of each attempt, when none agreed.
    */
-  agree(plan: Plan, limits: WalkLimits = UNLIMITED, attempts = 5): Agreement {
+  agree(plan: Plan, limits: WalkLimits = UNLIMITED, attempts = 10): Agreement {
     const bytes = encodePlan(plan);
     const decoded = decodePlan(bytes);
     const seen: string[] = [];
