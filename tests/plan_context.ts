@@ -80,7 +80,7 @@ export function kallsyms(names: readonly string[]): Map<string, KAddr> {
   const wanted = new Set(names);
   const found = new Map<string, KAddr>();
   for (const line of Deno.readTextFileSync("/proc/kallsyms").split("\n")) {
-    const [addr, name] = line.split(" ");
+    const [addr, , name] = line.split(" ");
     const at = addr ? SPACE.toKAddr(BigInt("0x" + addr)) : undefined;
     if (wanted.has(name) && at !== undefined && !found.has(name)) found.set(name, at);
   }
