@@ -9,20 +9,23 @@
  * @module
  */
 
-import { checkCommand } from "./ids/detect/cli.ts";
-import { Command } from "@commander-js/extra-typings";
-import { agentCommand, spawnAgent } from "./agent/mod.ts";
 import {
+  bpfCommand,
+  checkCommand,
   formatProcesses,
   formatStats,
   formatTable,
+  lsmodCommand,
+  lsofCommand,
   printable,
   psCommand,
   serveCommand,
-} from "./ids/cli.ts";
-import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./ids/cli_views.ts";
-import { parseConfig } from "./ids/service/config.ts";
-import { startService } from "./ids/service/serve.ts";
+  ssCommand,
+} from "./ids/cli/mod.ts";
+import { Command } from "@commander-js/extra-typings";
+import { agentCommand, spawnAgent } from "./agent/mod.ts";
+import { parseConfig } from "./ids/service/mod.ts";
+import { startService } from "./ids/mod.ts";
 import {
   DEFAULT_AGENT_ADDRESS,
   DEFAULT_STATE,

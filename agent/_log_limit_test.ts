@@ -1,4 +1,4 @@
-import { assertEquals } from "../tests/assert.ts";
+import { assertEquals } from "../tests/support/mod.ts";
 import { kindOf, limitLog } from "./_log_limit.ts";
 
 Deno.test("limitLog() logs at most perSecond lines of a kind a second and counts the rest", () => {

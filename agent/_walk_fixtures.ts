@@ -5,9 +5,8 @@
  * @module
  */
 
-import { assertEquals } from "../tests/assert.ts";
-import { parseBtf } from "../ids/btf/mod.ts";
-import type { Btf } from "../ids/btf/mod.ts";
+import { assertEquals } from "../tests/support/mod.ts";
+import { type Btf, parseBtf } from "../ids/btf/mod.ts";
 import {
   EdgeKind,
   ElemKind,

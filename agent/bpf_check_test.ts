@@ -4,9 +4,10 @@
  * `__BPF_FUNC_MAPPER`), written out here.
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { checkObject, ObjectRefused } from "./bpf_check.ts";
 import {
+  assert,
+  assertEquals,
+  assertThrows,
   BPF_PRELUDE,
   buildElf,
   compileBpf,
@@ -15,7 +16,8 @@ import {
   insn,
   join,
   MOV0,
-} from "../tests/elf_fixtures.ts";
+} from "../tests/support/mod.ts";
+import { checkObject, ObjectRefused } from "./bpf_check.ts";
 import { WALK_OBJECT } from "./walker.ts";
 
 /** The helpers that must be refused, by their number in the kernel's UAPI header. */

@@ -4,7 +4,7 @@
  * real kernel's freezer is tested in `tests/hold_test.ts`.
  */
 
-import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/mod.ts";
 import { answerHold, type CgroupFacts, Holder, HoldError, resolveHoldCgroup } from "./hold.ts";
 import { ErrorCode, FrameType, HoldState } from "../protocol/mod.ts";
 

@@ -1,5 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { privilegedTest } from "../tests/privileged.ts";
+import { assert, assertEquals, assertThrows, privilegedTest } from "../tests/support/mod.ts";
 import { BpfObject, LibbpfError } from "./libbpf.ts";
 import { Walker } from "./walker.ts";
 

@@ -53,3 +53,4 @@ export {
   LAST_HELPER,
   ObjectRefused,
 } from "./bpf_check.ts";
+export { DeltaEncoder, RememberedAnswer } from "./delta.ts";

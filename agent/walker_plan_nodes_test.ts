@@ -3,8 +3,7 @@
  * guard, and a sparse array copied in runs.
  */
 
-import { assert, assertEquals } from "../tests/assert.ts";
-import { privilegedTest } from "../tests/privileged.ts";
+import { assert, assertEquals, privilegedTest } from "../tests/support/mod.ts";
 import { CondKind, EdgeKind, type Plan, type PlanCondition, StopReason } from "../protocol/mod.ts";
 import { Walker } from "./walker.ts";
 import {

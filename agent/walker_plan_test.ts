@@ -4,8 +4,7 @@
  * (covering nodes, guards, sparse runs) are in walker_plan_nodes_test.ts.
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { privilegedTest } from "../tests/privileged.ts";
+import { assert, assertEquals, assertThrows, privilegedTest } from "../tests/support/mod.ts";
 import {
   CondKind,
   EdgeKind,

@@ -4,8 +4,7 @@
  * ends for another reason. The records must be those one run with a large ring copies.
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { privilegedTest } from "../tests/privileged.ts";
+import { assert, assertEquals, assertThrows, privilegedTest } from "../tests/support/mod.ts";
 import { EdgeKind, encodePlan, type Plan, StopReason } from "../protocol/mod.ts";
 import { type RunResult, Walker, type WalkLimits } from "./walker.ts";
 import { LIMITS, off, ptr, tasksOf, wholeTask } from "./_walk_fixtures.ts";

@@ -18,8 +18,7 @@
 import { parseArgs } from "node:util";
 import { AGENT_PERMISSIONS, type ReadyProcess, spawnReady } from "../agent/mod.ts";
 import { ensureIdsCredentials } from "../protocol/mod.ts";
-import { AgentClient } from "../ids/client.ts";
-import { GuestSession } from "../ids/session.ts";
+import { AgentClient, GuestSession } from "../ids/client/mod.ts";
 import { machine, processCount, processLimits } from "./machine.ts";
 import { buildNative, IdleProcesses } from "./native.ts";
 import { quantile } from "./results.ts";

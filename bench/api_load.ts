@@ -11,9 +11,9 @@
 
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
-import { parseConfig } from "../ids/service/config.ts";
-import { startService } from "../ids/service/serve.ts";
-import { readProc, TestProcesses } from "../tests/procfs.ts";
+import { parseConfig } from "../ids/service/mod.ts";
+import { startService } from "../ids/mod.ts";
+import { readProc, TestProcesses } from "../tests/support/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

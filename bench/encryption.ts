@@ -25,7 +25,7 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { AGENT_PERMISSIONS } from "../agent/permissions.ts";
+import { AGENT_PERMISSIONS } from "../agent/mod.ts";
 import {
   type Channel,
   connectChannel,

@@ -3,7 +3,7 @@
  * channel as a user starts it. No timing is asserted, only what was sent and received.
  */
 
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/support/mod.ts";
 import { parseOptions } from "./encryption.ts";
 import {
   type AnswerRun,

@@ -30,10 +30,9 @@
 
 import { parseArgs } from "node:util";
 import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { enrollGuest } from "../protocol/mod.ts";
-import { missingPrivilege } from "../tests/privileged.ts";
-import { freePort } from "../tests/waiting.ts";
+import { freePort, missingPrivilege } from "../tests/support/mod.ts";
 import {
   agentOf,
   fleetSettings,

@@ -25,11 +25,14 @@
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
 import { scanSections } from "../ids/detect/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { type GuestSession, type Mode, MODES } from "../ids/session.ts";
+import { type GuestSession, type Mode, MODES, openSession } from "../ids/client/mod.ts";
 import { LIMITS } from "../protocol/mod.ts";
-import { missingPrivilege } from "../tests/privileged.ts";
-import { cannotMakeCgroup, freezerHierarchies, TestCgroup } from "../tests/cgroups.ts";
+import {
+  cannotMakeCgroup,
+  freezerHierarchies,
+  missingPrivilege,
+  TestCgroup,
+} from "../tests/support/mod.ts";
 import {
   type HoldSample,
   type HoldSeries,

@@ -12,9 +12,8 @@
  * @module
  */
 
-import type { ProcessViews } from "../ids/linux/pids.ts";
-import type { Process } from "../ids/linux/processes.ts";
-import type { Mode } from "../ids/session.ts";
+import type { Process, ProcessViews } from "../ids/linux/mod.ts";
+import type { Mode } from "../ids/client/mod.ts";
 import { quantile } from "./results.ts";
 
 /** The workload's processes are named so (`churn.c`). */

@@ -1,7 +1,5 @@
-import { assertEquals } from "../tests/assert.ts";
-import type { ProcessViews } from "../ids/linux/pids.ts";
-import type { Process } from "../ids/linux/processes.ts";
-import type { ProcessViewName } from "../ids/linux/processes.ts";
+import { assertEquals } from "../tests/support/mod.ts";
+import type { Process, ProcessViewName, ProcessViews } from "../ids/linux/mod.ts";
 import { inconsistencies, WORKLOAD_COMM } from "./hold_report.ts";
 
 function process(pid: number, ppid: number, comm: string, seenIn: ProcessViewName[]): Process {

@@ -18,13 +18,13 @@
 import { runCheck, scanSections } from "../ids/detect/mod.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { openSession } from "../ids/connect.ts";
 import {
   DEFAULT_FULL_EVERY,
   type GuestSession,
   type Mode,
+  openSession,
   type SnapshotStats,
-} from "../ids/session.ts";
+} from "../ids/client/mod.ts";
 
 /** A view as the benchmark takes it: its size and what it cost. */
 type ViewRunner = (

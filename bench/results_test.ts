@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/support/mod.ts";
 import { renderChart } from "./chart.ts";
 import { renderMarkdown } from "./report.ts";
 import {

@@ -22,9 +22,9 @@
 
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
-import { type Mode, MODES } from "../ids/session.ts";
+import { type Mode, MODES } from "../ids/client/mod.ts";
 import { renderChart } from "./chart.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { DELTA, viewOf, VIEWS, type WorkerReport } from "./ids_worker.ts";
 import { type Link, setUpLink } from "./link_setup.ts";
 import { cpuSeconds, machine, processCount, processLimits } from "./machine.ts";

@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertRejects, assertThrows } from "../tests/support/mod.ts";
 import { archiveIn, GUEST_KERNELS, guestKernel, moduleClosure } from "./kernel.ts";
 
 Deno.test("guestKernel: the pinned kernels by key, and a clear error for another", () => {

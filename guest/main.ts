@@ -10,9 +10,8 @@
 
 import { Command } from "@commander-js/extra-typings";
 import { runProgram } from "../protocol/mod.ts";
-import { formatProcesses, formatStats } from "../ids/cli.ts";
-import { openSession } from "../ids/connect.ts";
-import { formatModules } from "../ids/cli_views.ts";
+import { formatModules, formatProcesses, formatStats } from "../ids/cli/mod.ts";
+import { openSession } from "../ids/client/mod.ts";
 import { buildGuest, DEFAULT_WORK_DIR } from "./build.ts";
 import { DEFAULT_KERNEL, GUEST_KERNELS } from "./kernel.ts";
 import { GuestVm } from "./boot.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { GuestSession, Mode } from "../ids/session.ts";
+import type { GuestSession, Mode } from "../ids/client/mod.ts";
 
 /** Options of the measurements. */
 export interface MeasureOptions {

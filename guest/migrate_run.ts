@@ -21,8 +21,8 @@
 
 import { parseArgs } from "node:util";
 import { spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import { machine } from "../bench/machine.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
+import { machine } from "../bench/mod.ts";
 import { buildGuest } from "./build.ts";
 import { DEFAULT_KERNEL } from "./kernel.ts";
 import { GuestVm } from "./boot.ts";

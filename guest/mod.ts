@@ -58,3 +58,12 @@ export {
   type KernelKey,
 } from "./kernel.ts";
 export { measureModules, measureRtt, median } from "./measure.ts";
+export { DirtyWorkload } from "./dirty.ts";
+export { migrateMonitored, serveGuest } from "./migrate_run.ts";
+export {
+  parseProcNet,
+  parseProcStatus,
+  PROC_NET_FILES,
+  type ProcNetSocket,
+  type ProcStatus,
+} from "./proc_text.ts";

@@ -1,6 +1,6 @@
 /**
  * Parsers of the text of /proc files, for the tests' ground truth: this machine's /proc
- * (tests/procfs.ts) and the guest's, as its console relays it (guest/boot.ts). Each throws a
+ * (tests/support/procfs.ts) and the guest's, as its console relays it (guest/boot.ts). Each throws a
  * SyntaxError naming what it could not read.
  *
  * @module

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/support/mod.ts";
 import { parseProcNet, parseProcStatus } from "./proc_text.ts";
 
 const STATUS = [

@@ -5,12 +5,18 @@
  * @module
  */
 
-import { checkCommand } from "./detect/cli.ts";
+import {
+  alertsCommand,
+  bpfCommand,
+  checkCommand,
+  lsmodCommand,
+  lsofCommand,
+  psCommand,
+  serveCommand,
+  ssCommand,
+} from "./cli/mod.ts";
 import { Command } from "@commander-js/extra-typings";
-import { alertsCommand } from "./alerts/cli.ts";
 import { runProgram } from "../protocol/mod.ts";
-import { psCommand, serveCommand } from "./cli.ts";
-import { bpfCommand, lsmodCommand, lsofCommand, ssCommand } from "./cli_views.ts";
 
 if (import.meta.main) {
   const program = new Command("ebpfmon-ids")

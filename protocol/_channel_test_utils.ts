@@ -7,17 +7,15 @@
 import net from "node:net";
 import tls from "node:tls";
 import { join } from "node:path";
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/support/mod.ts";
+import type { Channel } from "./channel.ts";
 import {
   type AgentCredentials,
-  type Channel,
-  type ChannelServer,
   ensureAgentCredentials,
   ensureIdsCredentials,
   type IdsCredentials,
-  listenChannel,
-  type ListenChannelOptions,
-} from "./mod.ts";
+} from "./credentials.ts";
+import { type ChannelServer, listenChannel, type ListenChannelOptions } from "./listen_channel.ts";
 
 export interface Pairing {
   dir: string;

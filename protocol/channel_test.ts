@@ -1,5 +1,5 @@
 import net from "node:net";
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/support/mod.ts";
 import { ChannelError, connectChannel } from "./mod.ts";
 import { listen, pattern, readBytes, sha256, until, withPairings } from "./_channel_test_utils.ts";
 

@@ -1,6 +1,6 @@
 import net from "node:net";
 import { join } from "node:path";
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assertEquals, assertRejects } from "../tests/support/mod.ts";
 import { ChannelError, connectChannel, ensureAgentCredentials } from "./mod.ts";
 import { listen, pattern, readBytes, sha256, until, withPairings } from "./_channel_test_utils.ts";
 

@@ -1,7 +1,7 @@
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { join } from "node:path";
-import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/mod.ts";
 import {
   certificateGuestName,
   checkPrivateDirectory,

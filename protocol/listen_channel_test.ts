@@ -1,5 +1,5 @@
 import net from "node:net";
-import { assert, assertEquals } from "../tests/assert.ts";
+import { assert, assertEquals } from "../tests/support/mod.ts";
 import { connectChannel } from "./mod.ts";
 import {
   listen,

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/support/mod.ts";
 import { CondKind, decodePlan, EdgeKind, encodePlan, type Plan, PlanError } from "./mod.ts";
 
 /** A task list walked as processes (node 1), then as threads covered by them (node 3). */

@@ -5,11 +5,9 @@
  * fast.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, assertRejects, privilegedTest } from "./support/mod.ts";
 import { type AgentProcess, spawnAgent } from "../agent/mod.ts";
-import { AgentClient, AgentError, AgentMisbehaviorError } from "../ids/client.ts";
-import { openSession } from "../ids/connect.ts";
+import { AgentClient, AgentError, AgentMisbehaviorError, openSession } from "../ids/client/mod.ts";
 import {
   connectChannel,
   ensureIdsCredentials,
@@ -25,7 +23,7 @@ import {
   prefetchTasks,
   rawClient,
   residentBytes,
-} from "../tools/flood.ts";
+} from "../tools/mod.ts";
 
 const MIB = 1 << 20;
 /** The agent's memory may grow by this much under any of these attacks. */

@@ -4,10 +4,9 @@
  * the tracer exits, and on an agent nothing traces, the rule raises nothing.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
+import { openSession } from "../ids/client/mod.ts";
 import { runCheck } from "../ids/detect/mod.ts";
 
 const TRACER = new URL("./native/tracer.c", import.meta.url).pathname;

@@ -8,12 +8,11 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { createHmac } from "node:crypto";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals } from "./support/mod.ts";
 import { AlertStore } from "../ids/alerts/mod.ts";
-import type { Finding, Severity } from "../ids/detect/types.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import { parseConfig } from "../ids/service/config.ts";
-import { MonitorService } from "../ids/service/monitor.ts";
+import type { Finding, Severity } from "../ids/detect/mod.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
+import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 const root = new URL("..", import.meta.url);
 const SUBJECTS = 40;

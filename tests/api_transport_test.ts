@@ -6,14 +6,12 @@
  * counts all of 127.0.0.0/8 as loopback, so 127.0.0.2 would not do.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually } from "./waiting.ts";
+import { assert, assertEquals, assertRejects, eventually, privilegedTest } from "./support/mod.ts";
 import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { ensureAgentCredentials } from "../protocol/mod.ts";
-import { ConfigError, parseConfig } from "../ids/service/config.ts";
-import { startService } from "../ids/service/serve.ts";
+import { ConfigError, parseConfig } from "../ids/service/mod.ts";
+import { startService } from "../ids/mod.ts";
 
 const IDS_MAIN = new URL("../ids/main.ts", import.meta.url);
 const READY = /API on (\S+) \(token in (\S+)\)/;

@@ -4,9 +4,8 @@
  * prefetch; it asserts no timing.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { BenchResults } from "../bench/results.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
+import { BenchResults } from "../bench/mod.ts";
 
 const root = new URL("..", import.meta.url);
 

@@ -5,16 +5,13 @@
  * show them) are `own: true` and raise nothing. In every mode.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { MODES } from "../ids/session.ts";
-import { runCheck, scanSections } from "../ids/detect/check.ts";
-import type { BpfPrograms } from "../ids/linux/bpf_programs.ts";
-import { formatBpfPrograms } from "../ids/cli_views.ts";
-import type { GuestSession, Mode } from "../ids/session.ts";
+import { type GuestSession, type Mode, MODES, openSession } from "../ids/client/mod.ts";
+import { runCheck, scanSections } from "../ids/detect/mod.ts";
+import type { BpfPrograms } from "../ids/linux/mod.ts";
+import { formatBpfPrograms } from "../ids/cli/mod.ts";
 
 /** The ids of the BPF programs process `pid` holds open, from its /proc fds and fdinfo. */
 function heldPrograms(pid: number): Set<number> {

@@ -4,11 +4,10 @@
  * configuration's allow-lists cover everything found.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import type { Finding } from "../ids/detect/mod.ts";
 
 const root = new URL("..", import.meta.url);

@@ -3,10 +3,9 @@
  * compiled binary has.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { AGENT_PERMISSIONS, spawnAgent } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 
 const root = new URL("..", import.meta.url);
 

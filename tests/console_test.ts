@@ -10,14 +10,19 @@
  */
 
 import puppeteer, { type Page } from "puppeteer-core";
-import { assert, assertEquals } from "./assert.ts";
-import { missingPrivilege, requiringTest } from "./privileged.ts";
-import { eventually, freePort } from "./waiting.ts";
-import { TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  eventually,
+  freePort,
+  missingPrivilege,
+  requiringTest,
+  TestProcesses,
+} from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { serveConfig } from "./serve.ts";
-import { openSession } from "../ids/connect.ts";
+import { openSession } from "../ids/client/mod.ts";
 import { runCheck } from "../ids/detect/mod.ts";
 
 const CHROMIUM = Deno.env.get("EBPFMON_CHROMIUM") ?? "/usr/bin/chromium";

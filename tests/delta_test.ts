@@ -13,16 +13,17 @@
  */
 
 import fc from "fast-check";
-import { assert, assertEquals, assertThrows } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { DeltaEncoder, type RememberedAnswer } from "../agent/delta.ts";
-import { spawnAgent } from "../agent/mod.ts";
+import { assert, assertEquals, assertThrows, privilegedTest } from "./support/mod.ts";
+import { DeltaEncoder, type RememberedAnswer, spawnAgent } from "../agent/mod.ts";
 import { CARRIED_RUN, DataFrameBuilder, forEachRecord, FRAME_HEADER } from "../protocol/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { AddressSpace } from "../ids/memory/address.ts";
-import { MemoryCache } from "../ids/memory/cache.ts";
-import { AnswerBuilder, type AnswerRecords, CarriedRunError } from "../ids/memory/delta.ts";
-import type { Mode } from "../ids/session.ts";
+import { type Mode, openSession } from "../ids/client/mod.ts";
+import {
+  AddressSpace,
+  AnswerBuilder,
+  type AnswerRecords,
+  CarriedRunError,
+  MemoryCache,
+} from "../ids/memory/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

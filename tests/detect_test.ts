@@ -4,12 +4,16 @@
  * scans, and a listener opened after the first scan raises `new_listener`.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { readProc, stableAcross, TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  privilegedTest,
+  readProc,
+  stableAcross,
+  TestProcesses,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { MODES } from "../ids/session.ts";
+import { MODES, openSession } from "../ids/client/mod.ts";
 import { runCheck, type Scan, scanSections, severityRank } from "../ids/detect/mod.ts";
 
 privilegedTest(

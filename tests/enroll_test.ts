@@ -5,13 +5,9 @@
  */
 
 import { join } from "node:path";
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, assertRejects, privilegedTest } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { parseConfig } from "../ids/service/config.ts";
-import { MonitorService } from "../ids/service/monitor.ts";
-import { ensureToken } from "../ids/service/token.ts";
-import type { VmStatus } from "../ids/service/types.ts";
+import { ensureToken, MonitorService, parseConfig, type VmStatus } from "../ids/service/mod.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url);
 const ROOT = new URL("..", import.meta.url);

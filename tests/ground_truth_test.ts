@@ -17,13 +17,10 @@
  * closed, a field that moved) is excepted by reading /proc before and after.
  */
 
-import { assert } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { procNet, readFds, readProcStatuses } from "./procfs.ts";
+import { assert, privilegedTest, procNet, readFds, readProcStatuses } from "./support/mod.ts";
 import { compareFds, compareProcesses, compareSockets } from "./truth.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { MODES } from "../ids/session.ts";
+import { MODES, openSession } from "../ids/client/mod.ts";
 
 privilegedTest("ps lists what /proc lists, no more, with every field, in every mode", async () => {
   const state = await Deno.makeTempDir({ prefix: "ebpfmon-truth-" });

@@ -7,15 +7,11 @@
  * @module
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { sameComm, stableAcross } from "./procfs.ts";
-import type { GuestSession, Mode } from "../ids/session.ts";
-import type { Process } from "../ids/linux/processes.ts";
-import type { Module } from "../ids/linux/modules.ts";
-import { runCheck, scanSections, SOURCES } from "../ids/detect/mod.ts";
-import type { SectionName } from "../ids/detect/types.ts";
-import { GUEST_PROCESSES, type GuestVm } from "../guest/mod.ts";
-import type { GuestModule } from "../guest/console.ts";
+import { assert, assertEquals, sameComm, stableAcross } from "./support/mod.ts";
+import type { GuestSession, Mode } from "../ids/client/mod.ts";
+import type { Module, Process } from "../ids/linux/mod.ts";
+import { runCheck, scanSections, type SectionName, SOURCES } from "../ids/detect/mod.ts";
+import { GUEST_PROCESSES, type GuestModule, type GuestVm } from "../guest/mod.ts";
 
 /** The modes every check takes its snapshots in. */
 const MODES: readonly Mode[] = ["prefetch", "on-demand"];

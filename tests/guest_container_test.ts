@@ -7,11 +7,9 @@
  * guest boots once per guest kernel (6.1 and 6.12; about a minute or more each under emulation).
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { sameComm } from "./procfs.ts";
-import { openSession } from "../ids/connect.ts";
-import type { Process } from "../ids/linux/processes.ts";
+import { assert, assertEquals, privilegedTest, sameComm } from "./support/mod.ts";
+import { openSession } from "../ids/client/mod.ts";
+import type { Process } from "../ids/linux/mod.ts";
 import {
   buildGuest,
   GUEST_AGENT_PORT,

@@ -7,11 +7,10 @@
  * watches this machine's own agent (4-level), side by side: one guest's space is not another's.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { expectLsmodMatches, expectPsMatches, expectViewsRun } from "./guest_checks.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
+import { openSession } from "../ids/client/mod.ts";
 import { buildGuest, GUEST_KERNELS, GuestVm } from "../guest/mod.ts";
 
 const KERNEL = GUEST_KERNELS["6.1"];

@@ -6,12 +6,15 @@
  * known processes. Once per guest kernel (6.1 and 6.12).
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually } from "./waiting.ts";
-import { buildGuest, GUEST_KERNELS, GuestVm } from "../guest/mod.ts";
-import { DirtyWorkload } from "../guest/dirty.ts";
-import { migrateMonitored, serveGuest } from "../guest/migrate_run.ts";
+import { assert, assertEquals, eventually, privilegedTest } from "./support/mod.ts";
+import {
+  buildGuest,
+  DirtyWorkload,
+  GUEST_KERNELS,
+  GuestVm,
+  migrateMonitored,
+  serveGuest,
+} from "../guest/mod.ts";
 
 for (const kernel of Object.values(GUEST_KERNELS)) {
   privilegedTest(

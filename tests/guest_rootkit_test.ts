@@ -11,11 +11,9 @@
  * their own says so, and checks that the compiler is indeed missing here.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { openSession } from "../ids/connect.ts";
-import { runCheck, type Scan } from "../ids/detect/mod.ts";
-import { type Finding, severityRank } from "../ids/detect/types.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
+import { openSession } from "../ids/client/mod.ts";
+import { type Finding, runCheck, type Scan, severityRank } from "../ids/detect/mod.ts";
 import {
   buildGuest,
   GUEST_KERNELS,

@@ -8,14 +8,12 @@
  * each (Deno starts slowly under emulation); each prints one line of counts and timings.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest, type ProcNetSocket } from "./support/mod.ts";
 import { serveConfig } from "./serve.ts";
 import { compareFds, compareModules, compareProcesses, compareSockets } from "./truth.ts";
 import { describePrograms, WALK_OBJECT, Walker, WALKER_PROGRAMS } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { type GuestSession, MODES, NoSuchProcessError } from "../ids/session.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { type GuestSession, MODES, NoSuchProcessError, openSession } from "../ids/client/mod.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { PrefetchTarget, StopReason } from "../protocol/mod.ts";
 import {
   buildGuest,
@@ -26,7 +24,6 @@ import {
   GuestVm,
   measureModules,
 } from "../guest/mod.ts";
-import type { ProcNetSocket } from "./procfs.ts";
 
 async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));

@@ -6,18 +6,20 @@
  * duration: a stalled counter is read twice, a running one is waited for.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { missingPrivilege, requiringTest } from "./privileged.ts";
 import {
+  assert,
+  assertEquals,
+  assertRejects,
   cannotMakeCgroup,
+  eventually,
   freezerHierarchies,
   type FreezerHierarchy,
+  missingPrivilege,
+  requiringTest,
   TestCgroup,
-} from "./cgroups.ts";
-import { eventually } from "./waiting.ts";
+} from "./support/mod.ts";
 import { AGENT_PERMISSIONS, spawnAgent } from "../agent/mod.ts";
-import { AgentError } from "../ids/client.ts";
-import { openSession } from "../ids/connect.ts";
+import { AgentError, openSession } from "../ids/client/mod.ts";
 import { ErrorCode, HoldState } from "../protocol/mod.ts";
 
 const hierarchies = freezerHierarchies();

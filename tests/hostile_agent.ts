@@ -31,10 +31,9 @@ import {
   PROTOCOL_VERSION,
 } from "../protocol/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
-import { resolveKernelTypes } from "../ids/kernel/types.ts";
-import { AddressSpace } from "../ids/memory/address.ts";
-import type { MemoryCache } from "../ids/memory/cache.ts";
-import { SyntheticKernel } from "../ids/linux/synthetic.ts";
+import { resolveKernelTypes } from "../ids/linux/mod.ts";
+import { AddressSpace, type MemoryCache } from "../ids/memory/mod.ts";
+import { SyntheticKernel } from "../ids/linux/testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

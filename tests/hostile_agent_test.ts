@@ -4,17 +4,20 @@
  * while a hostile guest lies, alerts on it, and alerts on agents it cannot reach.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually, freePort } from "./waiting.ts";
-import { TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  eventually,
+  freePort,
+  privilegedTest,
+  TestProcesses,
+} from "./support/mod.ts";
 import { HostileAgent, type Lie } from "./hostile_agent.ts";
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { AgentClient, AgentMisbehaviorError } from "../ids/client.ts";
-import { GuestSession } from "../ids/session.ts";
+import { AgentClient, AgentMisbehaviorError, GuestSession } from "../ids/client/mod.ts";
 import { ensureAgentCredentials, ensureIdsCredentials, fingerprint } from "../protocol/mod.ts";
-import { parseConfig } from "../ids/service/config.ts";
-import { MonitorService } from "../ids/service/monitor.ts";
+import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 import type { Alert } from "../ids/alerts/mod.ts";
 
 /** Each lie the agent tells through the protocol, and the limit the IDS must name for it. */

@@ -3,12 +3,18 @@
  * against /proc.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { readProc, sameComm, stableAcross, TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  privilegedTest,
+  readProc,
+  sameComm,
+  stableAcross,
+  TestProcesses,
+} from "./support/mod.ts";
 import { Agent, spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import type { Process } from "../ids/linux/processes.ts";
+import { openSession } from "../ids/client/mod.ts";
+import type { Process } from "../ids/linux/mod.ts";
 
 const NOBODY = 65534;
 

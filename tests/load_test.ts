@@ -7,14 +7,18 @@
  * its own /proc/PID/fdinfo (each BPF program fd's `prog_tag`), not from its answers.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually } from "./waiting.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  BPF_PRELUDE,
+  compileBpf,
+  eventually,
+  privilegedTest,
+} from "./support/mod.ts";
 import { describePrograms, spawnAgent, WALK_OBJECT, WALKER_PROGRAMS } from "../agent/mod.ts";
-import { BPF_PRELUDE, compileBpf } from "./elf_fixtures.ts";
-import { AgentClient, AgentError, AgentLoadError } from "../ids/client.ts";
-import { openSession } from "../ids/connect.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { AgentClient, AgentError, AgentLoadError, openSession } from "../ids/client/mod.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import {
   connectChannel,
   encodeFrame,

@@ -5,10 +5,9 @@
  * on, and JSON with their exact bytes.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 
 const root = new URL("..", import.meta.url);
 const utf8 = (text: string) => new TextEncoder().encode(text);

@@ -6,15 +6,19 @@
  * /proc/PID/net/tcp inside it shows it). In every mode; the prefetch modes in one round trip.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { missingPrivilege, requiringTest } from "./privileged.ts";
-import { freezerHierarchies, TestCgroup } from "./cgroups.ts";
+import {
+  assert,
+  assertEquals,
+  freezerHierarchies,
+  missingPrivilege,
+  requiringTest,
+  TestCgroup,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { MODES } from "../ids/session.ts";
-import { runCheck, scanSections } from "../ids/detect/check.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import type { Process } from "../ids/linux/processes.ts";
+import { MODES, openSession } from "../ids/client/mod.ts";
+import { runCheck, scanSections } from "../ids/detect/mod.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
+import type { Process } from "../ids/linux/mod.ts";
 
 const NAME = "ebpfmon-nsfix";
 const root = new URL("..", import.meta.url);

@@ -7,20 +7,22 @@
  */
 
 import { type Agreement, readKernel } from "./plan_walks.ts";
-import type { Walker } from "../agent/walker.ts";
+import type { Walker } from "../agent/mod.ts";
 import { parseBtf } from "../ids/btf/mod.ts";
-import { SOURCES } from "../ids/detect/registry.ts";
-import { sharedNodes } from "../ids/detect/sources.ts";
-import type { ScanContext, Source } from "../ids/detect/types.ts";
-import { type CopyMode, PlanBuilder } from "../ids/kernel/plan.ts";
-import { resolveKernelTypes } from "../ids/kernel/types.ts";
-import { AddressSpace, type KAddr } from "../ids/memory/address.ts";
-import { MemoryCache } from "../ids/memory/cache.ts";
-import { RemoteMemory } from "../ids/memory/guest_memory.ts";
-import { planFiles, resolveFileTypes } from "../ids/linux/files.ts";
-import { planModules, resolveModuleTypes } from "../ids/linux/modules.ts";
-import { findInitTask, planTasks } from "../ids/linux/processes.ts";
-import { planSockets, resolveSocketTypes } from "../ids/linux/sockets.ts";
+import { type ScanContext, sharedNodes, type Source, SOURCES } from "../ids/detect/mod.ts";
+import { type CopyMode, PlanBuilder } from "../ids/kernel/mod.ts";
+import {
+  findInitTask,
+  planFiles,
+  planModules,
+  planSockets,
+  planTasks,
+  resolveFileTypes,
+  resolveKernelTypes,
+  resolveModuleTypes,
+  resolveSocketTypes,
+} from "../ids/linux/mod.ts";
+import { AddressSpace, type KAddr, MemoryCache, RemoteMemory } from "../ids/memory/mod.ts";
 import { type Plan, StopReason } from "../protocol/mod.ts";
 
 /** This machine's kernel: 4-level paging. */

@@ -6,11 +6,10 @@
  * the stop reason and the counts (see tests/plan_equivalence_test.ts for the views' plans).
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { readKernel, UNLIMITED, WalkerPair } from "./plan_walks.ts";
-import { type KAddr } from "../ids/memory/address.ts";
-import { listProcesses, planTasks } from "../ids/linux/processes.ts";
+import { type KAddr } from "../ids/memory/mod.ts";
+import { listProcesses, planTasks } from "../ids/linux/mod.ts";
 import {
   CondKind,
   EdgeKind,

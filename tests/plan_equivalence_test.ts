@@ -1,5 +1,5 @@
 /**
- * The plan interpreter (ids/kernel/plan_interpreter.ts), over which the views' unit tests prove
+ * The plan interpreter (ids/kernel/testing/plan_interpreter.ts), over which the views' unit tests prove
  * their plans, against the real walker (bpf/plan_walk.h) on this machine's kernel: every plan
  * the views build, whole and selective, and plans made for the walker's edge cases (budgets,
  * stack, step limit, dedupe collisions, bad pointers, sparse windows that fault, a count that
@@ -12,8 +12,7 @@
  * whatever the memory holds.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { WalkerPair } from "./plan_walks.ts";
 import { type Plan, StopReason } from "../protocol/mod.ts";
 import { build, MODES, report, scanContext, viewPlans } from "./plan_context.ts";

@@ -1,5 +1,5 @@
 /**
- * The plan interpreter (ids/kernel/plan_interpreter.ts) held to the real walker: both walk one
+ * The plan interpreter (ids/kernel/testing/plan_interpreter.ts) held to the real walker: both walk one
  * plan over the same memory and their records are compared one for one.
  *
  * The same memory: the kernel changes while it is walked (tasks fork and exit), so the
@@ -12,14 +12,14 @@
  * @module
  */
 
-import { type RunResult, Walker, type WalkerOptions, type WalkLimits } from "../agent/walker.ts";
+import { type RunResult, Walker, type WalkerOptions, type WalkLimits } from "../agent/mod.ts";
 import {
   interpretPlan,
   type InterpretResult,
   type PlanMemory,
   type PlanRecord,
-} from "../ids/kernel/plan_interpreter.ts";
-import { AddressSpace, type KAddr } from "../ids/memory/address.ts";
+} from "../ids/kernel/testing/mod.ts";
+import { AddressSpace, type KAddr } from "../ids/memory/mod.ts";
 import { decodePlan, encodePlan, type Plan, StopReason } from "../protocol/mod.ts";
 
 /** This machine's kernel: 4-level paging. */

@@ -3,10 +3,9 @@
  * agent keeps serving, and other connections are unaffected.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
+import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
 import { type AgentProcess, spawnAgent } from "../agent/mod.ts";
-import { AgentClient } from "../ids/client.ts";
+import { AgentClient } from "../ids/client/mod.ts";
 import {
   type Channel,
   connectChannel,

@@ -2,12 +2,15 @@
  * The channel to the real agent: who may talk to it, and what crosses the wire.
  */
 
-import { assert, assertEquals, assertRejects } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  privilegedTest,
+  TestProcesses,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { AgentClient } from "../ids/client.ts";
-import { GuestSession } from "../ids/session.ts";
+import { AgentClient, GuestSession } from "../ids/client/mod.ts";
 import {
   ChannelError,
   ensureAgentCredentials,

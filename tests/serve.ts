@@ -6,7 +6,7 @@
  */
 
 import { spawnReady } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 
 /** A running `serve`; dispose it to stop it. */
 export interface Served extends AsyncDisposable {

@@ -5,10 +5,14 @@
  * relay the test cuts, at the second of its two configured addresses (the first refuses).
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually, freePort } from "./waiting.ts";
-import { TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  eventually,
+  freePort,
+  privilegedTest,
+  TestProcesses,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { serveConfig } from "./serve.ts";
 

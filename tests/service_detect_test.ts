@@ -5,13 +5,11 @@
  * opens raise their alerts, which resolve once they are gone.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually, freePort } from "./waiting.ts";
+import { assert, assertEquals, eventually, freePort, privilegedTest } from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { serveConfig } from "./serve.ts";
-import { openSession } from "../ids/connect.ts";
+import { openSession } from "../ids/client/mod.ts";
 import { runCheck } from "../ids/detect/mod.ts";
 
 interface Alert {

@@ -3,10 +3,14 @@
  * local agent, queried over HTTP.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { eventually, freePort } from "./waiting.ts";
-import { TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  eventually,
+  freePort,
+  privilegedTest,
+  TestProcesses,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { serveConfig } from "./serve.ts";
 

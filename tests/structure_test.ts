@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { assertEquals } from "./assert.ts";
+import { assertEquals } from "./support/mod.ts";
 import { checkTree } from "../tools/restructure/mod.ts";
 
 Deno.test("every import keeps to the module rules, and the README's layout table to the tree", async () => {

@@ -11,13 +11,16 @@
  * @module
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { expectedSocket, type ProcNetSocket, type ProcStatus, socketFields } from "./procfs.ts";
-import type { Process } from "../ids/linux/processes.ts";
-import type { Socket } from "../ids/linux/sockets.ts";
-import type { OpenFile } from "../ids/linux/files.ts";
-import type { Module } from "../ids/linux/modules.ts";
-import type { GuestModule } from "../guest/console.ts";
+import {
+  assert,
+  assertEquals,
+  expectedSocket,
+  type ProcNetSocket,
+  type ProcStatus,
+  socketFields,
+} from "./support/mod.ts";
+import type { Module, OpenFile, Process, Socket } from "../ids/linux/mod.ts";
+import type { GuestModule } from "../guest/mod.ts";
 
 /** How many objects a comparison checked, each way. */
 export interface Compared {

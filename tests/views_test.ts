@@ -4,13 +4,18 @@
  * three modes, which must agree.
  */
 
-import { assert, assertEquals } from "./assert.ts";
-import { privilegedTest } from "./privileged.ts";
-import { expectedSocket, procNet, socketFields, TestProcesses } from "./procfs.ts";
+import {
+  assert,
+  assertEquals,
+  expectedSocket,
+  privilegedTest,
+  procNet,
+  socketFields,
+  TestProcesses,
+} from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { openSession } from "../ids/connect.ts";
-import { MODES } from "../ids/session.ts";
-import type { Socket } from "../ids/linux/sockets.ts";
+import { MODES, openSession } from "../ids/client/mod.ts";
+import type { Socket } from "../ids/linux/mod.ts";
 import dgram from "node:dgram";
 
 /** A bound UDP socket (node:dgram: Deno's own datagram API is unstable). */

@@ -11,8 +11,8 @@
  */
 
 import { AGENT_PERMISSIONS } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
-import { buildBpf } from "../bpf/build.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
+import { buildBpf } from "../bpf/mod.ts";
 
 const root = new URL("..", import.meta.url);
 

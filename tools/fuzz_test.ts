@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/support/mod.ts";
 import { fuzz, fuzzTarget, selectTargets } from "./fuzz.ts";
 import { type FuzzTarget, mutate } from "./fuzz/mod.ts";
 

@@ -12,9 +12,8 @@
 
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { ensureAgentCredentials, fingerprint } from "../protocol/mod.ts";
-import { freePort } from "../tests/waiting.ts";
-import { parseConfig } from "../ids/service/config.ts";
-import { MonitorService } from "../ids/service/monitor.ts";
+import { freePort } from "../tests/support/mod.ts";
+import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 function option(name: string, fallback: string): string {
   const at = Deno.args.indexOf(name);

@@ -16,9 +16,8 @@
 
 import { parseArgs } from "node:util";
 import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
-import { AlertStore } from "../ids/alerts/mod.ts";
-import type { AlertChange } from "../ids/alerts/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/permissions.ts";
+import { type AlertChange, AlertStore } from "../ids/alerts/mod.ts";
+import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 
 const VM = "soak";
 const MIB = 1 << 20;

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Finding, severityRank } from "../detect/types.ts";
+import { type Finding, severityRank } from "../detect/mod.ts";
 
 /** Size caps of what a finding may store, in UTF-16 code units. */
 export const LIMITS = {

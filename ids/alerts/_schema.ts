@@ -4,7 +4,7 @@
  * @module
  */
 
-import { SEVERITIES } from "../detect/types.ts";
+import { SEVERITIES } from "../detect/mod.ts";
 import type { Alert, AlertState } from "./types.ts";
 
 /**

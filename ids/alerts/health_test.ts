@@ -1,5 +1,5 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
-import type { Finding } from "../detect/types.ts";
+import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
+import type { Finding } from "../detect/mod.ts";
 import { AlertService } from "./service.ts";
 import { AlertStore } from "./store.ts";
 import type { AlertChange } from "./types.ts";

@@ -6,7 +6,7 @@
  */
 
 import client from "prom-client";
-import type { Finding } from "../detect/types.ts";
+import type { Finding } from "../detect/mod.ts";
 import { AlertStore } from "./store.ts";
 import type { Alert, AlertChange, AlertQuery, AlertStoreOptions } from "./types.ts";
 import { type WebhookConfig, type WebhookOptions, Webhooks } from "./webhooks.ts";

@@ -1,6 +1,6 @@
 import client from "prom-client";
-import { assertEquals } from "../../tests/assert.ts";
-import type { Finding, Severity } from "../detect/types.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { Finding, Severity } from "../detect/mod.ts";
 import { AlertService } from "./service.ts";
 import type { AlertChange } from "./types.ts";
 

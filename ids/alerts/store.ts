@@ -36,7 +36,7 @@
  */
 
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import { type Finding, SEVERITIES, type Severity, severityRank } from "../detect/types.ts";
+import { type Finding, SEVERITIES, type Severity, severityRank } from "../detect/mod.ts";
 import { type Entry, entryOf } from "./_bounds.ts";
 import { alertOf, type AlertRow, SCHEMA, SCHEMA_VERSION } from "./_schema.ts";
 import type {

@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
-import type { Finding, Severity } from "../detect/types.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
+import type { Finding, Severity } from "../detect/mod.ts";
 import { LIMITS } from "./_bounds.ts";
 import { AlertStore, OVERFLOW_RULE } from "./store.ts";
 import type { AlertStoreOptions } from "./types.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Severity } from "../detect/types.ts";
+import type { Severity } from "../detect/mod.ts";
 
 /** Lifecycle state of an alert. */
 export const ALERT_STATES = ["open", "resolved"] as const;

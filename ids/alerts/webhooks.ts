@@ -16,8 +16,8 @@
  */
 
 import client from "prom-client";
-import { type Severity, severityRank } from "../detect/types.ts";
-import { hexBytes } from "../memory/address.ts";
+import { type Severity, severityRank } from "../detect/mod.ts";
+import { hexBytes } from "../memory/mod.ts";
 import type { AlertChange } from "./types.ts";
 
 /** One webhook of the configuration. */

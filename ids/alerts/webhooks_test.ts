@@ -1,7 +1,7 @@
 import { createHmac } from "node:crypto";
 import client from "prom-client";
-import { assert, assertEquals } from "../../tests/assert.ts";
-import type { Severity } from "../detect/types.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
+import type { Severity } from "../detect/mod.ts";
 import type { AlertChange } from "./types.ts";
 import { Webhooks } from "./webhooks.ts";
 

@@ -15,8 +15,8 @@ import {
   MAX_LIST,
   OVERFLOW_RULE,
 } from "../alerts/mod.ts";
-import { SEVERITIES } from "../detect/types.ts";
-import { RULE_NAMES } from "../service/config.ts";
+import { SEVERITIES } from "../detect/mod.ts";
+import { RULE_NAMES } from "../service/mod.ts";
 import { ErrorSchema, VmParams } from "./schemas.ts";
 
 const severity = z.enum(SEVERITIES);

@@ -7,7 +7,7 @@
 
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
-import type { AlertChange, Monitor } from "../service/types.ts";
+import type { AlertChange, Monitor } from "../service/mod.ts";
 import * as routes from "./alert_routes.ts";
 
 /** Options of the alert stream. */

@@ -7,10 +7,8 @@
 import { OpenAPIHono, type z } from "@hono/zod-openapi";
 import type { TypedResponse } from "hono";
 import type { JSONParsed } from "hono/utils/types";
-import type { Process } from "../linux/processes.ts";
-import { inContainer } from "../container_filter.ts";
-import type { Socket } from "../linux/sockets.ts";
-import type { Monitor, ReadOptions, Snapshot, VmStatus } from "../service/types.ts";
+import { inContainer, type Process, type Socket } from "../linux/mod.ts";
+import type { Monitor, ReadOptions, Snapshot, VmStatus } from "../service/mod.ts";
 import { consolePages } from "../console/mod.ts";
 import { alertRoutes, type AlertStreamOptions } from "./alerts.ts";
 import { bearerAuth } from "./auth.ts";

@@ -1,8 +1,7 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
-import type { Finding, Severity } from "../detect/types.ts";
-import type { AlertChange } from "../service/types.ts";
-import { FakeMonitor, fakeProcess } from "./fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "./test_utils.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
+import type { Finding, Severity } from "../detect/mod.ts";
+import type { AlertChange } from "../service/mod.ts";
+import { assertError, AUTH, FakeMonitor, fakeProcess, TOKEN } from "./testing/mod.ts";
 import { type ApiOptions, createApi } from "./mod.ts";
 
 const T0 = 1_700_000_000_000;

@@ -1,7 +1,7 @@
 // In process, a response carrying a 110 KB string body and a custom header costs Deno an eager
 // copy into a native response that app.request() never sends; served over HTTP (wrk against
 // Deno.serve, as bench/api_load.ts does), the same route answers far more requests per second.
-import { FakeMonitor, fakeProcess } from "./fake_monitor.ts";
+import { FakeMonitor, fakeProcess } from "./testing/mod.ts";
 import { createApi } from "./mod.ts";
 
 const TOKEN = "bench-token";

@@ -1,8 +1,7 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
-import type { Process } from "../linux/processes.ts";
-import type { VmStats } from "../service/types.ts";
-import { FakeMonitor, fakeProcess } from "./fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "./test_utils.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
+import type { Process } from "../linux/mod.ts";
+import type { VmStats } from "../service/mod.ts";
+import { assertError, AUTH, FakeMonitor, fakeProcess, TOKEN } from "./testing/mod.ts";
 import { type ApiOptions, createApi } from "./mod.ts";
 
 const WEB: Process[] = [

@@ -1,7 +1,15 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
-import type { Socket } from "../linux/sockets.ts";
-import { fakeFile, fakeModule, FakeMonitor, fakeProcess, fakeSocket } from "./fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "./test_utils.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
+import type { Socket } from "../linux/mod.ts";
+import {
+  assertError,
+  AUTH,
+  fakeFile,
+  fakeModule,
+  FakeMonitor,
+  fakeProcess,
+  fakeSocket,
+  TOKEN,
+} from "./testing/mod.ts";
 import { createApi } from "./mod.ts";
 
 const SOCKETS: Socket[] = [

@@ -8,7 +8,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { AgentUnavailableError, NoSuchProcessError, UnknownVmError } from "../service/types.ts";
+import { AgentUnavailableError, NoSuchProcessError, UnknownVmError } from "../service/mod.ts";
 
 /** The stable codes of API errors. */
 export type ErrorCode =

@@ -7,13 +7,16 @@
  */
 
 import { z } from "@hono/zod-openapi";
-import type { OpenFile } from "../linux/files.ts";
-import type { Module } from "../linux/modules.ts";
-import type { Process } from "../linux/processes.ts";
-import type { Socket } from "../linux/sockets.ts";
-import { type FilesAnswer, MODES, type ModulesAnswer, type SnapshotStats } from "../session.ts";
-import { VIEWS, type VmStats, type VmStatus } from "../service/types.ts";
-import { parseCgroupPath, parseNamespaceId } from "../container_filter.ts";
+import {
+  type Module,
+  type OpenFile,
+  parseCgroupPath,
+  parseNamespaceId,
+  type Process,
+  type Socket,
+} from "../linux/mod.ts";
+import { type FilesAnswer, MODES, type ModulesAnswer, type SnapshotStats } from "../client/mod.ts";
+import { VIEWS, type VmStats, type VmStatus } from "../service/mod.ts";
 
 const NON_NEGATIVE_INTEGER = "expected a non-negative integer";
 

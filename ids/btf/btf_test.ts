@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { BtfBuilder, BtfError, parseBtf } from "./mod.ts";
 import { sampleKernel } from "./_test_utils.ts";
 

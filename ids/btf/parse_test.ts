@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import fc from "fast-check";
 import { BtfBuilder, BtfError, type BtfHeaderOverrides, parseBtf } from "./mod.ts";
 import { exercise, sampleKernel } from "./_test_utils.ts";

@@ -4,8 +4,7 @@
  * bpftool is missing, failed instead when EBPFMON_REQUIRE_PRIVILEGED=1 (as in CI).
  */
 
-import { assert, assertEquals } from "../../tests/assert.ts";
-import { REQUIRE_PRIVILEGED } from "../../tests/privileged.ts";
+import { assert, assertEquals, REQUIRE_PRIVILEGED } from "../../tests/support/mod.ts";
 import { type Btf, parseBtf } from "./mod.ts";
 
 const VMLINUX = "/sys/kernel/btf/vmlinux";

@@ -1,7 +1,6 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { createApi } from "../api/mod.ts";
-import { FakeMonitor, fakeProcess } from "../api/fake_monitor.ts";
-import { assertError, AUTH, TOKEN } from "../api/test_utils.ts";
+import { assertError, AUTH, FakeMonitor, fakeProcess, TOKEN } from "../api/testing/mod.ts";
 import { APP_PATH, MODULES, PUBLIC_PATHS } from "./mod.ts";
 
 function setup() {

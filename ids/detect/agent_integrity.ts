@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { BpfPrograms } from "../linux/bpf_programs.ts";
+import type { BpfPrograms } from "../linux/mod.ts";
 import { type Detector, type Finding, type Scan, sectionOf } from "./types.ts";
 
 type AgentProgram = BpfPrograms["agent"]["programs"][number];

@@ -1,6 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { AgentTask } from "../linux/agent_task.ts";
-import type { BpfPrograms } from "../linux/bpf_programs.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { AgentTask, BpfPrograms } from "../linux/mod.ts";
 import { agentIntegrity } from "./agent_integrity.ts";
 import type { Scan } from "./types.ts";
 

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { BpfProgram } from "../linux/bpf_programs.ts";
+import type { BpfProgram } from "../linux/mod.ts";
 import { type Detector, type Finding, sectionOf, type Severity, severityRank } from "./types.ts";
 
 /**

@@ -1,5 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { BpfProgram, BpfPrograms } from "../linux/bpf_programs.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { BpfProgram, BpfPrograms } from "../linux/mod.ts";
 import { bpfProgram } from "./bpf_program.ts";
 import type { RuleSettings, Scan } from "./types.ts";
 

@@ -10,9 +10,14 @@
  * @module
  */
 
-import type { GuestSession, Mode, PrefetchLimits, SnapshotStats } from "../session.ts";
-import { DEFAULT_PREFETCH_LIMITS } from "../session.ts";
-import type { KAddr } from "../memory/address.ts";
+import {
+  DEFAULT_PREFETCH_LIMITS,
+  type GuestSession,
+  type Mode,
+  type PrefetchLimits,
+  type SnapshotStats,
+} from "../client/mod.ts";
+import type { KAddr } from "../memory/mod.ts";
 import { LIMITS } from "../../protocol/mod.ts";
 import { DETECTORS, SOURCES } from "./registry.ts";
 import { sharedNodes } from "./sources.ts";

@@ -1,7 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { Process } from "../linux/processes.ts";
-import type { ProcessViews } from "../linux/pids.ts";
-import type { Socket } from "../linux/sockets.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { Process, ProcessViews, Socket } from "../linux/mod.ts";
 import { hiddenProcess } from "./hidden_process.ts";
 import { newListener } from "./new_listener.ts";
 import { privilegeEscalation } from "./privilege_escalation.ts";

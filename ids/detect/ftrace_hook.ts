@@ -12,7 +12,7 @@
  * @module
  */
 
-import { ownerOf } from "../linux/kernel_pointers.ts";
+import { ownerOf } from "../linux/mod.ts";
 import { type Detector, type Finding, sectionOf } from "./types.ts";
 
 export const ftraceHook: Detector = {

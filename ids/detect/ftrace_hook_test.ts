@@ -1,6 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { FtraceOps } from "../linux/ftrace.ts";
-import type { ModuleViews, ViewedModule } from "../linux/module_views.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { FtraceOps, ModuleViews, ViewedModule } from "../linux/mod.ts";
 import { ftraceHook } from "./ftrace_hook.ts";
 import type { RuleSettings, Scan } from "./types.ts";
 

@@ -18,7 +18,7 @@
  * @module
  */
 
-import type { ModuleView, ViewedModule } from "../linux/module_views.ts";
+import type { ModuleView, ViewedModule } from "../linux/mod.ts";
 import { type Detector, type Finding, sectionOf, type Severity } from "./types.ts";
 
 function missingFrom(m: ViewedModule, complete: readonly ModuleView[]): ModuleView[] {

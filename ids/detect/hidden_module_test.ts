@@ -1,5 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { ModuleRecheck, ModuleViews, ViewedModule } from "../linux/module_views.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { ModuleRecheck, ModuleViews, ViewedModule } from "../linux/mod.ts";
 import { hiddenModule } from "./hidden_module.ts";
 import type { RuleSettings, Scan } from "./types.ts";
 

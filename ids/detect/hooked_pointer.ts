@@ -13,7 +13,7 @@
  * @module
  */
 
-import { moduleHolding, ownerOf } from "../linux/kernel_pointers.ts";
+import { moduleHolding, ownerOf } from "../linux/mod.ts";
 import { type Detector, type Finding, sectionOf } from "./types.ts";
 
 export const hookedPointer: Detector = {

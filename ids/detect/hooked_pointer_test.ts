@@ -1,6 +1,5 @@
-import { assertEquals } from "../../tests/assert.ts";
-import type { KernelPointers } from "../linux/kernel_pointers.ts";
-import type { ModuleViews, ViewedModule } from "../linux/module_views.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import type { KernelPointers, ModuleViews, ViewedModule } from "../linux/mod.ts";
 import { hookedPointer } from "./hooked_pointer.ts";
 import type { RuleSettings, Scan } from "./types.ts";
 

@@ -21,9 +21,16 @@ export {
   type Finding,
   type RuleSettings,
   type Scan,
+  type ScanContext,
   type Section,
+  type SectionName,
   sectionOf,
   SEVERITIES,
   type Severity,
   severityRank,
+  type Source,
 } from "./types.ts";
+export { ftraceHook } from "./ftrace_hook.ts";
+export { hiddenModule } from "./hidden_module.ts";
+export { hookedPointer } from "./hooked_pointer.ts";
+export { sharedNodes } from "./sources.ts";

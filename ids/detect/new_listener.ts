@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Socket } from "../linux/sockets.ts";
+import type { Socket } from "../linux/mod.ts";
 import { type Detector, type Scan, sectionOf } from "./types.ts";
 
 const EPHEMERAL_MIN = 32768;

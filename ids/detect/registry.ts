@@ -4,11 +4,13 @@
  * @module
  */
 
-import { agentSource } from "../linux/agent_task.ts";
-import { bpfSource } from "../linux/bpf_programs.ts";
-import { ftraceSource } from "../linux/ftrace.ts";
-import { pointersSource } from "../linux/kernel_pointers.ts";
-import { modulesSource } from "../linux/module_views.ts";
+import {
+  agentSource,
+  bpfSource,
+  ftraceSource,
+  modulesSource,
+  pointersSource,
+} from "../linux/mod.ts";
 import { agentIntegrity } from "./agent_integrity.ts";
 import { bpfProgram } from "./bpf_program.ts";
 import { ftraceHook } from "./ftrace_hook.ts";

@@ -4,20 +4,23 @@
  * @module
  */
 
-import { listProcesses, planTasks, type ProcessList } from "../linux/processes.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
 import {
   findInitPidNamespace,
+  listHeldSockets,
+  listProcesses,
+  listThreads,
   type PidTypes,
+  planHeldSockets,
   planProcessViews,
+  planTasks,
+  type ProcessList,
   readProcessViews,
   resolvePidTypes,
-} from "../linux/pids.ts";
-import { listHeldSockets, planHeldSockets, resolveSocketTypes } from "../linux/sockets.ts";
-import { listThreads } from "../linux/threads.ts";
-import type { KAddr } from "../memory/address.ts";
+  resolveSocketTypes,
+} from "../linux/mod.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
 import type { ScanContext, SharedNodes, Source } from "./types.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
+import type { PlanBuilder } from "../kernel/mod.ts";
 
 /** Per-kernel values the sources resolve once, kept with the context they came from. */
 const resolved = new WeakMap<ScanContext, Map<string, unknown>>();

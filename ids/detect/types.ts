@@ -14,11 +14,9 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { AddressSpace, KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
-import type { TaskNodes } from "../linux/processes.ts";
+import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
+import type { PlanBuilder } from "../kernel/mod.ts";
+import type { KernelTypes, TaskNodes } from "../linux/mod.ts";
 
 export const SEVERITIES = ["info", "low", "medium", "high", "critical"] as const;
 export type Severity = typeof SEVERITIES[number];
@@ -48,13 +46,13 @@ export type Section<T> =
  * what it reads.
  */
 export interface ScanSections {
-  processes: import("../linux/pids.ts").ProcessViews;
-  sockets: import("../linux/sockets.ts").Socket[];
-  bpf: import("../linux/bpf_programs.ts").BpfPrograms;
-  modules: import("../linux/module_views.ts").ModuleViews;
-  pointers: import("../linux/kernel_pointers.ts").KernelPointers;
-  ftrace: import("../linux/ftrace.ts").FtraceOps;
-  agent: import("../linux/agent_task.ts").AgentTask;
+  processes: import("../linux/mod.ts").ProcessViews;
+  sockets: import("../linux/mod.ts").Socket[];
+  bpf: import("../linux/mod.ts").BpfPrograms;
+  modules: import("../linux/mod.ts").ModuleViews;
+  pointers: import("../linux/mod.ts").KernelPointers;
+  ftrace: import("../linux/mod.ts").FtraceOps;
+  agent: import("../linux/mod.ts").AgentTask;
 }
 
 export type SectionName = keyof ScanSections;

@@ -12,8 +12,13 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { type AddressSpace, HEX_BYTES, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import {
+  type AddressSpace,
+  type GuestMemory,
+  HEX_BYTES,
+  type KAddr,
+  type Pointer,
+} from "../memory/mod.ts";
 import { decodeName } from "./name.ts";
 
 /** A field the layout cannot use. */

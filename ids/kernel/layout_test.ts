@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
 import {
   firstPtr,
@@ -12,7 +12,7 @@ import {
   str,
   uint,
 } from "./layout.ts";
-import { AddressSpace, BadPointer } from "../memory/address.ts";
+import { AddressSpace, BadPointer } from "../memory/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

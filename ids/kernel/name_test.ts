@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { decodeName, hexOf, nameBytes, nameHex } from "./name.ts";
 
 const bytes = (...b: number[]) => new Uint8Array(b);

@@ -21,7 +21,7 @@ import {
   type PlanEdge,
   type PlanNode,
 } from "../../protocol/mod.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
+import { AddressSpace, type KAddr } from "../memory/mod.ts";
 import type { ResolvedField, StructLayout } from "./layout.ts";
 
 /** What a prefetch copies of each visited structure. */

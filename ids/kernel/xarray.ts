@@ -15,8 +15,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
 import { peekStruct, raw, readStruct, resolveLayout, uint } from "./layout.ts";
 import type { NodeRef, PlanBuilder } from "./plan.ts";
 

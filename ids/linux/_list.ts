@@ -11,9 +11,8 @@
  * @module
  */
 
-import type { KAddr, Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, readStruct, type StructLayout } from "../kernel/layout.ts";
+import type { GuestMemory, KAddr, Pointer } from "../memory/mod.ts";
+import { type Fields, readStruct, type StructLayout } from "../kernel/mod.ts";
 
 /** The layout this needs: `list_head` with `next` and `prev` pointers. */
 export type ListHeadLayout = StructLayout<{ next: Pointer; prev: Pointer }>;

@@ -1,9 +1,7 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { ptr, resolveLayout } from "../kernel/layout.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
-import { MemoryCache } from "../memory/cache.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { ptr, resolveLayout } from "../kernel/mod.ts";
+import { AddressSpace, CachedMemory, type KAddr, MemoryCache } from "../memory/mod.ts";
 import { isLinked } from "./_list.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

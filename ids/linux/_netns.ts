@@ -18,11 +18,9 @@
  * @module
  */
 
-import { BadPointer, follow, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { peekStruct, readStruct } from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
+import { BadPointer, follow, type GuestMemory, type KAddr, type Pointer } from "../memory/mod.ts";
+import { type NodeRef, peekStruct, type PlanBuilder, readStruct } from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import type { NetFields, SocketTypes } from "./socket_types.ts";
 
 /** Most network namespaces walked. */

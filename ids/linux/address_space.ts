@@ -13,7 +13,7 @@
  */
 
 import { FEATURE_LA57 } from "../../protocol/mod.ts";
-import { AddressSpace, type KAddr, type RegionBase } from "../memory/address.ts";
+import { AddressSpace, type KAddr, type RegionBase } from "../memory/mod.ts";
 
 /** The kernel variables that hold the bases of a 5-level guest's regions, direct map first. */
 export const REGION_BASES = ["page_offset_base", "vmalloc_base", "vmemmap_base"] as const;

@@ -1,5 +1,5 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/support/mod.ts";
+import { AddressSpace, type KAddr } from "../memory/mod.ts";
 import {
   AddressSpaceError,
   type AddressSpaceSource,

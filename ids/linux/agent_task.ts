@@ -9,11 +9,18 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { peekStruct, ptr, readStruct, resolveLayout, sint, str, uint } from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import { type KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import type { Source } from "../detect/types.ts";
+import {
+  peekStruct,
+  type PlanBuilder,
+  ptr,
+  readStruct,
+  resolveLayout,
+  sint,
+  str,
+  uint,
+} from "../kernel/mod.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
+import type { Source } from "../detect/mod.ts";
 
 /** A task that has begun to exit (`PF_EXITING`). */
 const PF_EXITING = 0x4;

@@ -30,14 +30,25 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { type AddressSpace, follow, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import { hexOf } from "../kernel/name.ts";
-import type { KernelTypes } from "../kernel/types.ts";
-import { lookupXarray, planXarray, readXarray } from "../kernel/xarray.ts";
-import type { Source } from "../detect/types.ts";
+import {
+  type AddressSpace,
+  follow,
+  type GuestMemory,
+  type KAddr,
+  type Pointer,
+} from "../memory/mod.ts";
+import {
+  type Fields,
+  hexOf,
+  lookupXarray,
+  peekStruct,
+  type PlanBuilder,
+  planXarray,
+  readStruct,
+  readXarray,
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
+import type { Source } from "../detect/mod.ts";
 import { planFdTables, readFdTable } from "./files.ts";
 import { type BpfTypes, MAX_USED_MAPS, resolveBpfTypes, typeMask } from "./bpf_types.ts";
 

@@ -1,17 +1,15 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { AddressSpace, CachedMemory, type KAddr } from "../memory/mod.ts";
 import {
   type BpfPrograms,
   listBpfPrograms,
   planBpfPrograms,
   resolveBpfTypes,
 } from "./bpf_programs.ts";
-import { SyntheticKernel } from "./synthetic.ts";
-import { SyntheticFds } from "./_synthetic_files.ts";
+import { SyntheticFds, SyntheticKernel } from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

@@ -6,8 +6,16 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { hexRaw, offsetOf, ptr, resolveLayout, sint, str, uint } from "../kernel/layout.ts";
-import { resolveXarrayTypes } from "../kernel/xarray.ts";
+import {
+  hexRaw,
+  offsetOf,
+  ptr,
+  resolveLayout,
+  resolveXarrayTypes,
+  sint,
+  str,
+  uint,
+} from "../kernel/mod.ts";
 import { resolveFdTypes } from "./files.ts";
 
 /**

@@ -14,20 +14,21 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, type KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
 import {
+  decodeName,
   type Fields,
+  hexOf,
+  type NodeRef,
   offsetOf,
   peekStruct,
+  type PlanBuilder,
   ptr,
   readStruct,
   resolveLayout,
   uint,
-} from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
-import { decodeName, hexOf } from "../kernel/name.ts";
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import type { TaskNodes } from "./processes.ts";
 
 /**

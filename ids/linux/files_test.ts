@@ -1,14 +1,12 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { BtfBuilder, parseBtf } from "../btf/mod.ts";
-import { LayoutError } from "../kernel/layout.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { AddressSpace } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { LayoutError } from "../kernel/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { fileType, listFiles, planFiles, resolveFileTypes } from "./files.ts";
 import { planTasks } from "./processes.ts";
-import { SyntheticKernel } from "./synthetic.ts";
-import { SyntheticFs } from "./_synthetic_files.ts";
+import { SyntheticFs, SyntheticKernel } from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

@@ -18,11 +18,22 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { type AddressSpace, follow, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { LayoutError, ptr, readStruct, resolveLayout, uint } from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import type { ScanContext, Section, Source } from "../detect/types.ts";
+import {
+  type AddressSpace,
+  follow,
+  type GuestMemory,
+  type KAddr,
+  type Pointer,
+} from "../memory/mod.ts";
+import {
+  LayoutError,
+  type PlanBuilder,
+  ptr,
+  readStruct,
+  resolveLayout,
+  uint,
+} from "../kernel/mod.ts";
+import type { ScanContext, Section, Source } from "../detect/mod.ts";
 import { type AddressRange, hex64, planKernelImage } from "./kernel_pointers.ts";
 
 /** The functions one ops filters on. */

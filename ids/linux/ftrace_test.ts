@@ -1,12 +1,10 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { type Btf, parseBtf } from "../btf/mod.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { offsetOf } from "../kernel/layout.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
-import type { ScanContext } from "../detect/types.ts";
-import { ftraceHook } from "../detect/ftrace_hook.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { offsetOf } from "../kernel/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { AddressSpace, CachedMemory, type KAddr } from "../memory/mod.ts";
+import { ftraceHook, type ScanContext } from "../detect/mod.ts";
 import {
   type FtraceAnchors,
   type FtraceOps,
@@ -16,7 +14,7 @@ import {
   resolveFtraceTypes,
 } from "./ftrace.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./synthetic.ts";
+import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

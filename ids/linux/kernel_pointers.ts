@@ -30,20 +30,20 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { AddressSpace, KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
 import {
   type Decoded,
   type FieldSpec,
   LayoutError,
+  type NodeRef,
+  type PlanBuilder,
   ptr,
   readStruct,
   type ResolvedField,
   resolveLayout,
   type StructLayout,
-} from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import type { ScanContext, Section, Source } from "../detect/types.ts";
+} from "../kernel/mod.ts";
+import type { ScanContext, Section, Source } from "../detect/mod.ts";
 import type { ModuleViews } from "./module_views.ts";
 
 /** [start, end) of guest memory, as 64-bit hex. */

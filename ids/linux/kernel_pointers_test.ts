@@ -1,11 +1,9 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
-import type { ScanContext } from "../detect/types.ts";
-import { hookedPointer } from "../detect/hooked_pointer.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { AddressSpace, CachedMemory, type KAddr } from "../memory/mod.ts";
+import { hookedPointer, type ScanContext } from "../detect/mod.ts";
 import {
   type KernelPointers,
   planKernelPointers,
@@ -14,7 +12,7 @@ import {
   resolvePointerTypes,
 } from "./kernel_pointers.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./synthetic.ts";
+import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

@@ -27,19 +27,18 @@
 
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
-import { follow, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { follow, type GuestMemory, type KAddr, type Pointer } from "../memory/mod.ts";
 import {
   type Fields,
   LayoutError,
   offsetOf,
+  type PlanBuilder,
   ptr,
   readStruct,
   resolveLayout,
   uint,
-} from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import type { ScanContext, Section, Source } from "../detect/types.ts";
+} from "../kernel/mod.ts";
+import type { ScanContext, Section, Source } from "../detect/mod.ts";
 import {
   describeModule,
   listModules,

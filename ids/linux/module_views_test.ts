@@ -1,12 +1,10 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { AddressSpace } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
-import type { ScanContext } from "../detect/types.ts";
-import { hiddenModule } from "../detect/hidden_module.ts";
-import { offsetOf } from "../kernel/layout.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { AddressSpace, CachedMemory } from "../memory/mod.ts";
+import { hiddenModule, type ScanContext } from "../detect/mod.ts";
+import { offsetOf } from "../kernel/mod.ts";
 import {
   type ModuleAnchors,
   modulesSource,
@@ -15,7 +13,7 @@ import {
   readModuleViews,
   resolveModuleViewTypes,
 } from "./module_views.ts";
-import { SyntheticKernel } from "./synthetic.ts";
+import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

@@ -10,12 +10,14 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import { follow, type KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
 import {
   type Fields,
+  hexOf,
   LayoutError,
+  type NodeRef,
   offsetOf,
+  type PlanBuilder,
   ptr,
   raw,
   readStruct,
@@ -23,9 +25,7 @@ import {
   sint,
   str,
   uint,
-} from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import { hexOf } from "../kernel/name.ts";
+} from "../kernel/mod.ts";
 
 /**
  * Resolves the structures of the module list. Where the kernels differ:

@@ -1,10 +1,9 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { type Btf, BtfBuilder, parseBtf } from "../btf/mod.ts";
-import { LayoutError, readStruct } from "../kernel/layout.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { AddressSpace } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { LayoutError, readStruct } from "../kernel/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import {
   listModules,
   type ModuleTypes,
@@ -12,7 +11,7 @@ import {
   resolveModuleTypes,
   taintLetters,
 } from "./modules.ts";
-import { SyntheticKernel } from "./synthetic.ts";
+import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

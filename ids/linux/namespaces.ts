@@ -28,23 +28,22 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { KAddr, Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { PAGE_SIZE } from "../memory/cache.ts";
+import { type GuestMemory, type KAddr, PAGE_SIZE, type Pointer } from "../memory/mod.ts";
 import {
   bytesLayout,
+  decodeName,
   firstPtr,
   LayoutError,
+  type NodeRef,
   offsetOf,
   peekStruct,
+  type PlanBuilder,
   ptr,
   resolveLayout,
   sint,
   type StructLayout,
   uint,
-} from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import { decodeName } from "../kernel/name.ts";
+} from "../kernel/mod.ts";
 
 /** Levels of `struct pid`'s `numbers[]` a plan copies: the initial namespace and three nested. */
 export const PLANNED_LEVELS = 4;

@@ -1,13 +1,12 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { CachedMemory, type GuestMemory } from "../memory/mod.ts";
 import { listProcesses, planTasks, type Process } from "./processes.ts";
 import { listThreads } from "./threads.ts";
 import { MAX_CGROUP_DEPTH, NAME_BYTES, resolveNamespaceTypes } from "./namespaces.ts";
-import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
-import { INIT_NET_NS, INIT_PID_NS } from "./_synthetic_namespaces.ts";
+import { INIT_NET_NS, INIT_PID_NS, SyntheticKernel, type TaskSpec } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 // Offsets come from this machine's real kernel BTF; the memory images are synthetic.

@@ -25,24 +25,27 @@ import {
   type AddressSpace,
   BadPointer,
   follow,
+  type GuestMemory,
   type KAddr,
   type Pointer,
-} from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
+} from "../memory/mod.ts";
 import {
   type Fields,
   firstPtr,
+  lookupXarray,
   offsetOf,
   peekStruct,
+  type PlanBuilder,
+  planXarray,
   ptr,
   readStruct,
+  readXarray,
   resolveLayout,
+  resolveXarrayTypes,
   sint,
   uint,
-} from "../kernel/layout.ts";
-import type { PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
-import { lookupXarray, planXarray, readXarray, resolveXarrayTypes } from "../kernel/xarray.ts";
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import {
   describeTask,
   listProcesses,

@@ -1,11 +1,10 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { readXarray } from "../kernel/xarray.ts";
-import { AddressSpace, type KAddr } from "../memory/address.ts";
-import { CachedMemory, type GuestMemory } from "../memory/guest_memory.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { readXarray } from "../kernel/mod.ts";
+import { AddressSpace, CachedMemory, type GuestMemory, type KAddr } from "../memory/mod.ts";
 import { type PidTypes, readProcessViews, resolvePidTypes } from "./pids.ts";
-import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
+import { SyntheticKernel, type TaskSpec } from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

@@ -9,12 +9,16 @@
  * @module
  */
 
-import { type AddressSpace, follow, type KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
-import { hexOf } from "../kernel/name.ts";
+import { type AddressSpace, follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
+import {
+  type Fields,
+  hexOf,
+  type NodeRef,
+  peekStruct,
+  type PlanBuilder,
+  readStruct,
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import {
   type CgroupSupport,
   type NamespaceFields,

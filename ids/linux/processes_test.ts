@@ -1,11 +1,10 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
-import { AddressSpace } from "../memory/address.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { AddressSpace, CachedMemory } from "../memory/mod.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
 import { findInitTask, listProcesses, planTasks, stateLetter } from "./processes.ts";
-import { SyntheticKernel, type TaskSpec } from "./synthetic.ts";
+import { SyntheticKernel, type TaskSpec } from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

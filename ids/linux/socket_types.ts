@@ -5,7 +5,7 @@
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { Pointer } from "../memory/address.ts";
+import type { Pointer } from "../memory/mod.ts";
 import {
   LayoutError,
   offsetOf,
@@ -14,7 +14,7 @@ import {
   resolveLayout,
   type StructLayout,
   uint,
-} from "../kernel/layout.ts";
+} from "../kernel/mod.ts";
 import { resolveFdTypes } from "./files.ts";
 
 const common = (field: string) => `__sk_common.${field}`;

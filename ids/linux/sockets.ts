@@ -19,11 +19,15 @@
  * @module
  */
 
-import { BadPointer, follow, type KAddr, type Pointer } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
-import type { NodeRef, PlanBuilder } from "../kernel/plan.ts";
-import type { KernelTypes } from "../kernel/types.ts";
+import { BadPointer, follow, type GuestMemory, type KAddr, type Pointer } from "../memory/mod.ts";
+import {
+  type Fields,
+  type NodeRef,
+  peekStruct,
+  type PlanBuilder,
+  readStruct,
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
 import { listProcesses, type Process, type ProcessList, type TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";

@@ -1,17 +1,19 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { BtfBuilder, parseBtf } from "../btf/mod.ts";
-import { LayoutError } from "../kernel/layout.ts";
-import { resolveKernelTypes } from "../kernel/types.ts";
-import { checkPlan } from "../kernel/plan_interpreter.ts";
-import { AddressSpace } from "../memory/address.ts";
-import { CachedMemory } from "../memory/guest_memory.ts";
+import { LayoutError } from "../kernel/mod.ts";
+import { resolveKernelTypes } from "./kernel_types.ts";
+import { checkPlan } from "../kernel/testing/mod.ts";
+import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { planTasks } from "./processes.ts";
 import { listSockets, planSockets, resolveSocketTypes, type SocketList } from "./sockets.ts";
 import { ipv4Text, ipv6Text } from "./_inet.ts";
-import { SyntheticKernel } from "./synthetic.ts";
-import { SyntheticFds } from "./_synthetic_files.ts";
-import { addressBytes, SyntheticNet } from "./_synthetic_sockets.ts";
-import { INIT_NET_NS } from "./_synthetic_namespaces.ts";
+import {
+  addressBytes,
+  INIT_NET_NS,
+  SyntheticFds,
+  SyntheticKernel,
+  SyntheticNet,
+} from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 

@@ -11,11 +11,9 @@
  * @module
  */
 
-import type { AddressSpace, KAddr } from "../memory/address.ts";
-import type { GuestMemory } from "../memory/guest_memory.ts";
-import { type Fields, peekStruct, readStruct } from "../kernel/layout.ts";
-import { hexOf } from "../kernel/name.ts";
-import type { KernelTypes } from "../kernel/types.ts";
+import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
+import { type Fields, hexOf, peekStruct, readStruct } from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import { type Process, stateLetter } from "./processes.ts";
 
 /** One thread of a process. */

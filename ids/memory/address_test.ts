@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { AddressSpace, BadPointer, BadPointerError, follow, type RegionBase } from "./address.ts";
 
 const FOUR = AddressSpace.FOUR_LEVEL;

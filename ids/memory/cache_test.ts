@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/support/mod.ts";
 import fc from "fast-check";
 import { MemoryCache, PAGE_SIZE } from "./cache.ts";
 

@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/support/mod.ts";
 import { MemoryCache, PAGE_SIZE } from "./cache.ts";
 import { CachedMemory, type GuestMemory, GuestReadError, RemoteMemory } from "./guest_memory.ts";
 

@@ -5,8 +5,7 @@
  */
 
 import { ChannelError, type IdsCredentials } from "../../protocol/mod.ts";
-import { explainPinMismatch } from "../connect.ts";
-import { AgentClient } from "../client.ts";
+import { AgentClient, explainPinMismatch } from "../client/mod.ts";
 
 const CONNECT_TIMEOUT_MS = 5_000;
 /** A request of a guest's agent without a frame of its answer for this long fails. */

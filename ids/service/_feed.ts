@@ -5,9 +5,13 @@
  * @module
  */
 
-import type { ClientCounters } from "../client.ts";
-import { LayoutError } from "../kernel/layout.ts";
-import { type GuestSession, NoSuchProcessError, type SnapshotStats } from "../session.ts";
+import {
+  type ClientCounters,
+  type GuestSession,
+  NoSuchProcessError,
+  type SnapshotStats,
+} from "../client/mod.ts";
+import { LayoutError } from "../kernel/mod.ts";
 import type { Snapshot, ViewName } from "./types.ts";
 
 /** What one view's session call returns. */

@@ -6,27 +6,26 @@
  */
 
 import { type IdsCredentials, parseHostPort } from "../../protocol/mod.ts";
-import { guestCredentials } from "../connect.ts";
-import type { ClientCounters } from "../client.ts";
-import type { Process } from "../linux/processes.ts";
-import type { Socket } from "../linux/sockets.ts";
-import { hexBytes, type KAddr } from "../memory/address.ts";
 import {
+  type ClientCounters,
   type FilesAnswer,
+  guestCredentials,
   GuestSession,
+  loadWalker,
   type Mode,
   type ModulesAnswer,
   NoSuchProcessError,
   type PrefetchLimits,
   type SnapshotStats,
-} from "../session.ts";
+} from "../client/mod.ts";
+import type { Process, Socket } from "../linux/mod.ts";
+import { hexBytes, type KAddr } from "../memory/mod.ts";
 import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
 import { type AgentIdentity, compareIdentity } from "./_identity.ts";
 import { type AgentTimeouts, dial } from "./_dial.ts";
 import { type Feed, isViewError, spent } from "./_feed.ts";
 import { HealthAlarm, type HealthAlerts } from "./_health.ts";
 import type { Metrics } from "./_metrics.ts";
-import { loadWalker } from "../walker_object.ts";
 import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
 import type { AgentState, FetchRecord, KernelInfo, Snapshot, VmEvent } from "./types.ts";
 

@@ -7,8 +7,8 @@
  */
 
 import { ChannelError } from "../../protocol/mod.ts";
-import { AgentClosedError, AgentMisbehaviorError } from "../client.ts";
-import { MISBEHAVING_RULE, UNREACHABLE_RULE } from "../alerts/store.ts";
+import { AgentClosedError, AgentMisbehaviorError } from "../client/mod.ts";
+import { MISBEHAVING_RULE, UNREACHABLE_RULE } from "../alerts/mod.ts";
 import type { Finding } from "../detect/mod.ts";
 
 /** Where a guest raises and resolves its health alerts (agent misbehaving, unreachable). */

@@ -8,7 +8,7 @@
  */
 
 import type { KernelInfo, VmEventKind } from "./types.ts";
-import { describeLoaded } from "../walker_object.ts";
+import { describeLoaded } from "../client/mod.ts";
 
 /** What identifies the agent behind a connection. */
 export interface AgentIdentity {

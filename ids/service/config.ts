@@ -43,7 +43,7 @@ import { z } from "zod";
 import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import { GUEST_NAME, guestCertificatePath, parseHostPort, parsePin } from "../../protocol/mod.ts";
-import { type RuleSettings, SEVERITIES, type Severity } from "../detect/types.ts";
+import { type RuleSettings, SEVERITIES, type Severity } from "../detect/mod.ts";
 
 /** A string that `parse` accepts without throwing. */
 function parsedBy(parse: (value: string) => unknown, message: string) {

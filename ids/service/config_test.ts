@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/support/mod.ts";
 import {
   agentAddresses,
   ConfigError,

@@ -11,17 +11,21 @@
  * @module
  */
 
-import { type Alert, type AlertChange, type AlertQuery, AlertService } from "../alerts/mod.ts";
-import type { Finding } from "../detect/types.ts";
-import type { Process } from "../linux/processes.ts";
-import type { Socket } from "../linux/sockets.ts";
-import type { FilesAnswer, ModulesAnswer } from "../session.ts";
+import {
+  type Alert,
+  type AlertChange,
+  type AlertQuery,
+  AlertService,
+  HEALTH_RULES,
+} from "../alerts/mod.ts";
+import type { Finding } from "../detect/mod.ts";
+import type { Process, Socket } from "../linux/mod.ts";
+import type { FilesAnswer, ModulesAnswer } from "../client/mod.ts";
 import type { ServiceConfig } from "./config.ts";
 import { Guest } from "./_guest.ts";
 import { type Feed, isViewError } from "./_feed.ts";
 import type { AgentTimeouts } from "./_dial.ts";
 import { Metrics } from "./_metrics.ts";
-import { HEALTH_RULES } from "../alerts/store.ts";
 import {
   AgentUnavailableError,
   type Answer,

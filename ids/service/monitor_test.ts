@@ -1,5 +1,4 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
-import { privilegedTest } from "../../tests/privileged.ts";
+import { assert, assertEquals, privilegedTest } from "../../tests/support/mod.ts";
 import { spawnAgent } from "../../agent/mod.ts";
 import { parseConfig } from "./config.ts";
 import { MonitorService } from "./monitor.ts";

@@ -7,11 +7,10 @@
 
 import type { Alert, AlertChange, AlertQuery } from "../alerts/mod.ts";
 import type { LoadedProgram } from "../../protocol/mod.ts";
-import type { Process } from "../linux/processes.ts";
-import type { Socket } from "../linux/sockets.ts";
-import type { FilesAnswer, Mode, ModulesAnswer, SnapshotStats } from "../session.ts";
+import type { Process, Socket } from "../linux/mod.ts";
+import type { FilesAnswer, Mode, ModulesAnswer, SnapshotStats } from "../client/mod.ts";
 
-export { NoSuchProcessError } from "../session.ts";
+export { NoSuchProcessError } from "../client/mod.ts";
 export type { Alert, AlertChange, AlertQuery } from "../alerts/mod.ts";
 
 /** The views the monitor takes of a guest. */

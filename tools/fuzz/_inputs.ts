@@ -8,9 +8,8 @@
 import fc from "fast-check";
 import { encodePlan } from "../../protocol/mod.ts";
 import { parseBtf } from "../../ids/btf/mod.ts";
-import { type KernelTypes, resolveKernelTypes } from "../../ids/kernel/types.ts";
-import { PlanBuilder } from "../../ids/kernel/plan.ts";
-import { planTasks } from "../../ids/linux/processes.ts";
+import { type KernelTypes, planTasks, resolveKernelTypes } from "../../ids/linux/mod.ts";
+import { PlanBuilder } from "../../ids/kernel/mod.ts";
 
 /** One change to a valid input; `at` wraps around the input's length. */
 export type Mutation =

@@ -7,7 +7,7 @@
 
 import fc from "fast-check";
 import { createApi } from "../../ids/api/mod.ts";
-import { FakeMonitor, fakeProcess } from "../../ids/api/fake_monitor.ts";
+import { FakeMonitor, fakeProcess } from "../../ids/api/testing/mod.ts";
 import { lazy } from "./_inputs.ts";
 import { FuzzPropertyError, type FuzzTarget } from "./types.ts";
 

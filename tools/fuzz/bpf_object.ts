@@ -7,7 +7,7 @@
  */
 
 import fc from "fast-check";
-import { checkObject, ObjectRefused } from "../../agent/bpf_check.ts";
+import { checkObject, ObjectRefused } from "../../agent/mod.ts";
 import { inPlace, mutate, mutation, noise } from "./_inputs.ts";
 import type { FuzzTarget } from "./types.ts";
 

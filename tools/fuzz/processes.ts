@@ -7,9 +7,8 @@
  */
 
 import fc from "fast-check";
-import { MemoryCache } from "../../ids/memory/cache.ts";
-import { CachedMemory, GuestReadError } from "../../ids/memory/guest_memory.ts";
-import { listProcesses } from "../../ids/linux/processes.ts";
+import { CachedMemory, GuestReadError, MemoryCache } from "../../ids/memory/mod.ts";
+import { listProcesses } from "../../ids/linux/mod.ts";
 import { kernelTypes, noise, u64 } from "./_inputs.ts";
 import { FuzzPropertyError, type FuzzTarget } from "./types.ts";
 

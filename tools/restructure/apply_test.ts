@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
 import { apply, plan } from "./apply.ts";
 import { checkTree } from "./check.ts";
 

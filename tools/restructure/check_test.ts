@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
 import { checkTree, resolve } from "./check.ts";
 
 /** A tree of `files` in a temporary directory, removed on dispose. */

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { mentionRewriter, planMoves, relativeSpecifier, rewriteSource } from "./moves.ts";
 
 const inTree = (paths: string[]) => (path: string) => paths.includes(path);

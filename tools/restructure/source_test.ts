@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { exportsOf, references, tokenize } from "./source.ts";
 
 function found(text: string) {

@@ -1,4 +1,4 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
 import { type Files, mergeImports, routeThroughModules } from "./surface.ts";
 
 /** A tree in memory; `apply` takes a run's writes into it. */

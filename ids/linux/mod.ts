@@ -1,0 +1,71 @@
+/**
+ * The Linux views: the guest's OS data rebuilt from raw kernel memory with the guest kernel's
+ * own types, as /proc would show it (processes and threads, namespaces and cgroups, modules,
+ * sockets, open files, BPF programs), and the independent structures cross-view detection
+ * compares (the task list, the pid IDR and the children lists; the module list, kset and
+ * `mod_tree`; the kernel's function-pointer tables, ftrace callbacks, the agent's own task).
+ *
+ * Each view is pure code over a {@linkcode GuestMemory} and the layouts of
+ * {@linkcode resolveKernelTypes}, and plans what it reads for one prefetch round trip. Guest
+ * memory is hostile: every walk is bounded, detects cycles and reports a cut walk as truncated.
+ * {@linkcode parseCgroupPath}, {@linkcode parseNamespaceId} and {@linkcode inContainer} are the
+ * container filters the command line and the API share.
+ *
+ * @module
+ */
+
+export { AddressSpaceError, learnAddressSpace } from "./address_space.ts";
+export { agentSource, type AgentTask } from "./agent_task.ts";
+export { type BpfProgram, type BpfPrograms, bpfSource } from "./bpf_programs.ts";
+export {
+  type ContainerFilter,
+  inContainer,
+  parseCgroupPath,
+  parseNamespaceId,
+} from "./container_filter.ts";
+export {
+  type FdTypes,
+  type FileTypes,
+  listFiles,
+  type OpenFile,
+  planFiles,
+  resolveFileTypes,
+} from "./files.ts";
+export { type FtraceOps, ftraceSource } from "./ftrace.ts";
+export { type KernelPointers, moduleHolding, ownerOf, pointersSource } from "./kernel_pointers.ts";
+export { type KernelTypes, resolveKernelTypes } from "./kernel_types.ts";
+export {
+  type ModuleRecheck,
+  modulesSource,
+  type ModuleView,
+  type ModuleViews,
+  type ViewedModule,
+} from "./module_views.ts";
+export { listModules, type Module, planModules, resolveModuleTypes } from "./modules.ts";
+export { type CgroupSupport, NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
+export {
+  findInitPidNamespace,
+  type PidTypes,
+  planProcessViews,
+  type ProcessViews,
+  readProcessViews,
+  resolvePidTypes,
+} from "./pids.ts";
+export {
+  findInitTask,
+  listProcesses,
+  planTasks,
+  type Process,
+  type ProcessList,
+  type ProcessViewName,
+  type TaskNodes,
+} from "./processes.ts";
+export { resolveSocketTypes, type SocketTypes } from "./socket_types.ts";
+export {
+  listHeldSockets,
+  listSockets,
+  planHeldSockets,
+  planSockets,
+  type Socket,
+} from "./sockets.ts";
+export { listThreads } from "./threads.ts";

@@ -1,0 +1,48 @@
+/**
+ * What the tests share, here and beside the code: assertions on top of `node:assert`
+ * ({@linkcode assertEquals}...), tests of the real kernel path that skip with a reason
+ * ({@linkcode privilegedTest}; CI turns the skip into a failure), waiting for what a refresh loop
+ * makes true ({@linkcode eventually}), ground truth from this machine's /proc
+ * ({@linkcode readProc}, {@linkcode TestProcesses}), throwaway cgroups ({@linkcode TestCgroup}),
+ * and BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}).
+ *
+ * @module
+ */
+
+export { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
+export {
+  cannotMakeCgroup,
+  freezerHierarchies,
+  type FreezerHierarchy,
+  TestCgroup,
+} from "./cgroups.ts";
+export {
+  BPF_PRELUDE,
+  buildElf,
+  compileBpf,
+  EXIT,
+  helper,
+  insn,
+  join,
+  MOV0,
+} from "./elf_fixtures.ts";
+export {
+  missingPrivilege,
+  privilegedTest,
+  REQUIRE_PRIVILEGED,
+  requiringTest,
+} from "./privileged.ts";
+export {
+  expectedSocket,
+  procNet,
+  type ProcNetSocket,
+  type ProcStatus,
+  readFds,
+  readProc,
+  readProcStatuses,
+  sameComm,
+  socketFields,
+  stableAcross,
+  TestProcesses,
+} from "./procfs.ts";
+export { eventually, freePort } from "./waiting.ts";
