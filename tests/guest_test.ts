@@ -46,9 +46,9 @@ function holderSockets(p: number): unknown[][] {
     ["tcp", "inet", "127.0.0.1", 0, "127.0.0.1", p + 2, "ESTABLISHED"],
     ["tcp", "inet6", "::ffff:127.0.0.1", p + 2, "::ffff:127.0.0.1", 0, "ESTABLISHED"],
     ["udp", "inet", "127.0.0.1", p + 3, "0.0.0.0", 0, "UNCONN"],
-    ["udp", "inet", "127.0.0.1", 0, "127.0.0.1", p + 3, "ESTAB"],
+    ["udp", "inet", "127.0.0.1", 0, "127.0.0.1", p + 3, "ESTABLISHED"],
     ["udp", "inet6", "::1", p + 4, "::", 0, "UNCONN"],
-    ["udp", "inet6", "::1", 0, "::1", p + 4, "ESTAB"],
+    ["udp", "inet6", "::1", 0, "::1", p + 4, "ESTABLISHED"],
   ];
 }
 
@@ -56,7 +56,7 @@ function holderSockets(p: number): unknown[][] {
 function holderFields(s: ProcNetSocket, p: number): unknown[] {
   const port = (n: number) => n >= p && n <= p + 4 ? n : 0;
   const state = s.protocol === "udp"
-    ? (s.state === 1 ? "ESTAB" : "UNCONN")
+    ? (s.state === 1 ? "ESTABLISHED" : "UNCONN")
     : ({ 1: "ESTABLISHED", 10: "LISTEN" } as Record<number, string>)[s.state];
   return [
     s.protocol,

@@ -17,7 +17,7 @@ const SOCKETS: Socket[] = [
   fakeSocket("tcp", "ESTABLISHED", 22, 51000, [400, 1200]),
   fakeSocket("tcp", "TIME_WAIT", 443, 52000),
   fakeSocket("udp", "UNCONN", 53, 0, [77]),
-  fakeSocket("udp", "ESTAB", 40000, 53, [1200]),
+  fakeSocket("udp", "ESTABLISHED", 40000, 53, [1200]),
 ];
 
 const FILES = [fakeFile(0, "/dev/null"), fakeFile(3, "/var/log/auth.log")];
@@ -90,7 +90,7 @@ Deno.test("GET /v1/vms/{vm}/sockets filters by protocol, state, port and owner t
   assertEquals(await ports(await at("protocol=udp")), ["53-0", "40000-53"]);
   assertEquals(await ports(await at("protocol=tcp&state=LISTEN")), ["22-0"]);
   assertEquals(await ports(await at("state=listen")), [], "the state is matched exactly");
-  assertEquals(await ports(await at("state=ESTAB")), ["40000-53"]);
+  assertEquals(await ports(await at("state=ESTABLISHED&protocol=udp")), ["40000-53"]);
   assertEquals(await ports(await at("port=53")), ["53-0", "40000-53"], "local or remote port");
   assertEquals(await ports(await at("port=52000")), ["443-52000"]);
   assertEquals(await ports(await at("pid=1200")), ["22-51000", "40000-53"]);

@@ -155,7 +155,7 @@ export const SocketsQuery = z.object({
       name: "state",
       in: "query",
       description: "Only sockets in exactly this state: LISTEN, ESTABLISHED, TIME_WAIT... for " +
-        "TCP, UNCONN or ESTAB for UDP",
+        "TCP, UNCONN or ESTABLISHED for UDP",
     },
   }),
   port: z.string({ error: PORT })

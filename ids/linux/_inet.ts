@@ -55,10 +55,13 @@ export function ipv6Text(bytes: Uint8Array): string {
   return text(groups.slice(0, best)) + "::" + text(groups.slice(best + bestLen));
 }
 
-/** A sock state as ss shows it: TCP names; UDP sockets are UNCONN or ESTAB. */
+/**
+ * A sock state by its TCP name; a UDP socket is UNCONN or, connected, ESTABLISHED (ss says
+ * ESTAB for both protocols: one name per state lets a filter name it once).
+ */
 export function stateName(protocol: "tcp" | "udp", state: number): string {
   if (protocol === "udp") {
-    if (state === 1) return "ESTAB";
+    if (state === 1) return "ESTABLISHED";
     if (state === 7) return "UNCONN";
   }
   return TCP_STATES[state] || `UNKNOWN(${state})`;

@@ -191,13 +191,13 @@ export const TCP_STATE_NAMES = [
 /**
  * The fields of a socket `ss` should show for `truth`, as /proc/net says them: protocol, family,
  * addresses, ports, and the state as ss names it (UDP: 1, TCP_ESTABLISHED, is a connected socket,
- * ESTAB; 7, TCP_CLOSE, is UNCONN).
+ * ESTABLISHED as for TCP; 7, TCP_CLOSE, is UNCONN).
  */
 export function expectedSocket(truth: ProcNetSocket): unknown[] {
   const state = truth.protocol === "tcp"
     ? TCP_STATE_NAMES[truth.state]
     : truth.state === 1
-    ? "ESTAB"
+    ? "ESTABLISHED"
     : "UNCONN";
   return [
     truth.protocol,
