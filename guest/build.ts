@@ -33,6 +33,7 @@
  * @module
  */
 
+import { sha256Hex as sha256 } from "../protocol/mod.ts";
 import { exists, run, runBytes } from "./_command.ts";
 import {
   DEFAULT_KERNEL,
@@ -225,11 +226,6 @@ async function buildStatic(
   await run(STATIC_CC, ["-O2", "-static", "-Wall", "-Wextra", "-Werror", "-o", out, input]);
   await Deno.writeTextFile(`${out}.stamp`, stamp);
   return out;
-}
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Every file the initramfs is made of: guest path -> host path. */

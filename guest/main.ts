@@ -9,7 +9,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
-import { runProgram } from "../protocol/mod.ts";
+import { runProgram, sha256Hex } from "../protocol/mod.ts";
 import { formatModules, formatProcesses, formatStats } from "../ids/cli/mod.ts";
 import { openSession } from "../ids/client/mod.ts";
 import { buildGuest, DEFAULT_WORK_DIR } from "./build.ts";
@@ -18,8 +18,7 @@ import { GuestVm } from "./boot.ts";
 import { measureModules, measureRtt } from "./measure.ts";
 
 async function sha256(path: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return sha256Hex(await Deno.readFile(path));
 }
 
 function positiveInt(value: string, name: string): number {

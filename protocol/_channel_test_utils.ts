@@ -76,9 +76,7 @@ export async function readBytes(channel: Channel, length: number): Promise<Uint8
   return result;
 }
 
-export async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)).toHex();
-}
+export { sha256Hex as sha256 } from "./digest.ts";
 
 /** Bytes that differ from one position to the next, so a lost or reordered chunk shows. */
 export function pattern(length: number): Uint8Array<ArrayBuffer> {

@@ -45,6 +45,7 @@ export {
 } from "./frames.ts";
 export { FrameDecoder, type FrameDecoderOptions } from "./frame_decoder.ts";
 export { parseFrame } from "./frame_parser.ts";
+export { sha256Hex } from "./digest.ts";
 export { encodeFrame } from "./frame_encoder.ts";
 export {
   CARRIED_RUN,

@@ -14,7 +14,7 @@ import { compareFds, compareModules, compareProcesses, compareSockets } from "./
 import { describePrograms, WALK_OBJECT, Walker, WALKER_PROGRAMS } from "../agent/mod.ts";
 import { type GuestSession, MODES, NoSuchProcessError, openSession } from "../ids/client/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
-import { PrefetchTarget, StopReason } from "../protocol/mod.ts";
+import { PrefetchTarget, sha256Hex as sha256, StopReason } from "../protocol/mod.ts";
 import {
   buildGuest,
   GUEST_KERNELS,
@@ -24,11 +24,6 @@ import {
   GuestVm,
   measureModules,
 } from "../guest/mod.ts";
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * The sockets the holder (guest/sockets.c) keeps, as ss shows them, from its first port `p`:

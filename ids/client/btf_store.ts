@@ -6,12 +6,9 @@
  */
 
 import type { AgentClient } from "./client.ts";
+import { sha256Hex as sha256 } from "../../protocol/mod.ts";
 import { hexBytes } from "../memory/mod.ts";
 import { progress } from "./progress.ts";
-
-async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  return hexBytes(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
-}
 
 /** The agent's kernel BTF: from `stateDir/btf/<sha256>.btf` when present, else fetched and stored. */
 export async function loadBtf(client: AgentClient, stateDir: string): Promise<Uint8Array> {
