@@ -31,8 +31,9 @@ privilegedTest("ps lists what /proc lists, no more, with every field, in every m
     const { processes, stats } = await session.processes(mode);
     const after = readProcStatuses();
     assert(!stats.truncated, `${mode}: truncated: ${stats.reason}`);
-    const compared = compareProcesses(mode, processes, before, after).stable;
+    const { listed, stable: compared } = compareProcesses(mode, processes, before, after);
     assert(compared >= 10, `${mode}: only ${compared} processes compared`);
+    console.log(`this machine, ${mode}: processes IDS->/proc ${listed}, /proc->IDS ${compared}`);
   }
 });
 
@@ -55,8 +56,15 @@ privilegedTest("ss lists what /proc/net lists, no more, in every mode", async ()
       const { sockets, stats } = await session.sockets(mode);
       const after = procNet();
       assert(!stats.truncated, `${mode}: truncated: ${stats.reason}`);
-      const { stable } = compareSockets(mode, sockets, before, after, new Set([ownNetNs]));
+      const { listed, stable } = compareSockets(
+        mode,
+        sockets,
+        before,
+        after,
+        new Set([ownNetNs]),
+      );
       assert(stable >= 4, `${mode}: only ${stable} sockets compared`);
+      console.log(`this machine, ${mode}: sockets IDS->/proc ${listed}, /proc->IDS ${stable}`);
     }
   } finally {
     client.close();
@@ -83,6 +91,7 @@ privilegedTest(
     );
     for (const mode of MODES) {
       let processes = 0;
+      const fds = { listed: 0, stable: 0 };
       for (const e of Deno.readDirSync("/proc")) {
         if (!/^\d+$/.test(e.name)) continue;
         const pid = Number(e.name);
@@ -104,10 +113,16 @@ privilegedTest(
         } catch {
           // exited
         }
-        compareFds(`${mode}: pid ${pid}`, answer.files, before, after, sameRoot);
+        const compared = compareFds(`${mode}: pid ${pid}`, answer.files, before, after, sameRoot);
+        fds.listed += compared.listed;
+        fds.stable += compared.stable;
         processes++;
       }
       assert(processes >= 10, `${mode}: only ${processes} processes compared`);
+      console.log(
+        `this machine, ${mode}: fds of ${processes} processes IDS->/proc ${fds.listed}, ` +
+          `/proc->IDS ${fds.stable}`,
+      );
     }
   },
 );
