@@ -17,7 +17,8 @@ import {
 } from "../alerts/mod.ts";
 import { SEVERITIES } from "../detect/mod.ts";
 import { RULE_NAMES } from "../service/mod.ts";
-import { ErrorSchema, VmParams } from "./schemas.ts";
+import { VmParams } from "./schemas.ts";
+import { errorsOf, secured } from "./routes.ts";
 
 const severity = z.enum(SEVERITIES);
 
@@ -147,19 +148,14 @@ export const AlertStreamHeaders = z.object({
   }),
 });
 
-const secured = [{ bearer: [] }];
+/** What the alert routes' errors are about. */
+const ABOUT = {
+  404: "No such guest (unknown_vm)",
+  422: "A query parameter or header is invalid (bad_parameter), named in `error.name`",
+};
 
 function errors(statuses: (401 | 404 | 422 | 500)[]) {
-  const descriptions = {
-    401: "Missing or wrong bearer token (unauthorized)",
-    404: "No such guest (unknown_vm)",
-    422: "A query parameter or header is invalid (bad_parameter), named in `error.name`",
-    500: "Unexpected failure (internal)",
-  };
-  return Object.fromEntries(statuses.map((status) => [status, {
-    description: descriptions[status],
-    content: { "application/json": { schema: ErrorSchema } },
-  }]));
+  return errorsOf(statuses, ABOUT);
 }
 
 export const listAlerts = createRoute({

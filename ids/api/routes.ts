@@ -45,22 +45,31 @@ interface ErrorResponse {
   content: { "application/json": { schema: typeof ErrorSchema } };
 }
 
-function errors<S extends keyof typeof ERRORS>(...statuses: S[]): Record<S, ErrorResponse> {
+/** The error responses of `statuses`, as {@linkcode ERRORS} or `saying` describes them. */
+export function errorsOf<S extends keyof typeof ERRORS>(
+  statuses: readonly S[],
+  saying: Partial<Record<S, string>> = {},
+): Record<S, ErrorResponse> {
   const responses = {} as Record<S, ErrorResponse>;
   for (const status of statuses) {
     responses[status] = {
-      description: ERRORS[status],
+      description: saying[status] ?? ERRORS[status],
       content: { "application/json": { schema: ErrorSchema } },
     };
   }
   return responses;
 }
 
+function errors<S extends keyof typeof ERRORS>(...statuses: S[]): Record<S, ErrorResponse> {
+  return errorsOf(statuses);
+}
+
 function json<T extends z.ZodType>(description: string, schema: T) {
   return { description, content: { "application/json": { schema } } };
 }
 
-const secured = [{ [BEARER]: [] }];
+/** The security of a route behind the bearer token. */
+export const secured = [{ [BEARER]: [] }];
 
 const snapshotAge = z.object({
   "X-Snapshot-Age-Ms": z.string().openapi({
