@@ -17,7 +17,7 @@ import {
 } from "../alerts/mod.ts";
 import { SEVERITIES } from "../detect/mod.ts";
 import { RULE_NAMES } from "../service/mod.ts";
-import { VmParams } from "./schemas.ts";
+import { VmParams } from "./parameters.ts";
 import { errorsOf, secured } from "./routes.ts";
 
 const severity = z.enum(SEVERITIES);

@@ -14,7 +14,8 @@ import { alertRoutes, type AlertStreamOptions } from "./alerts.ts";
 import { bearerAuth } from "./auth.ts";
 import { ApiError, badParameter, errorResponse } from "./errors.ts";
 import * as routes from "./routes.ts";
-import type { FreshnessQuery, ProcessesSchema, SnapshotInfoSchema } from "./schemas.ts";
+import type { FreshnessQuery } from "./parameters.ts";
+import type { ProcessesSchema, SnapshotInfoSchema } from "./schemas.ts";
 
 /** Options of {@linkcode createApi}. */
 export interface ApiOptions {

@@ -19,6 +19,7 @@
 
 export { type ApiOptions, createApi } from "./app.ts";
 export type { ErrorBody, ErrorCode } from "./errors.ts";
+export * from "./parameters.ts";
 export * from "./schemas.ts";
 export {
   AlertChangeSchema,

@@ -10,21 +10,23 @@ import type { MiddlewareHandler } from "hono";
 import {
   ErrorSchema,
   FilesSchema,
-  FreshnessQuery,
   HealthSchema,
   ModulesSchema,
   ProcessAnswerSchema,
-  ProcessesQuery,
   ProcessesSchema,
-  ProcessParams,
   RefreshSchema,
-  SocketsQuery,
   SocketsSchema,
   VmListSchema,
-  VmParams,
   VmStatsSchema,
   VmStatusSchema,
 } from "./schemas.ts";
+import {
+  FreshnessQuery,
+  ProcessesQuery,
+  ProcessParams,
+  SocketsQuery,
+  VmParams,
+} from "./parameters.ts";
 
 /** Name of the bearer security scheme in the OpenAPI document. */
 export const BEARER = "bearer";
