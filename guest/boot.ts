@@ -10,7 +10,7 @@
  * @module
  */
 
-import { ensureIdsCredentials } from "../protocol/mod.ts";
+import { ensureIdsCredentials, freePort } from "../protocol/mod.ts";
 import { run } from "./_command.ts";
 import { type MigrateOptions, migrateQemu, type Migration } from "./migrate.ts";
 import { type Qemu, spawnQemu } from "./_qemu.ts";
@@ -393,14 +393,6 @@ function qemuArgs(kernel: string, initrd: string, options: BootOptions): string[
     "-device",
     "virtio-net-pci,netdev=net0",
   ];
-}
-
-/** A port of 127.0.0.1 free now. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /**

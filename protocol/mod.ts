@@ -46,6 +46,7 @@ export {
 export { FrameDecoder, type FrameDecoderOptions } from "./frame_decoder.ts";
 export { parseFrame } from "./frame_parser.ts";
 export { sha256Hex } from "./digest.ts";
+export { freePort } from "./ports.ts";
 export { encodeFrame } from "./frame_encoder.ts";
 export {
   CARRIED_RUN,

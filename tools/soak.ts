@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { type AlertChange, AlertStore } from "../ids/alerts/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
+import { freePort } from "../protocol/mod.ts";
 
 const VM = "soak";
 const MIB = 1 << 20;
@@ -58,13 +59,6 @@ async function waitFor<T>(timeoutMs: number, probe: () => Promise<T | undefined>
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return undefined;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Resident set size of process `pid`, in bytes. */

@@ -5,13 +5,7 @@
  * @module
  */
 
-/** A TCP port of 127.0.0.1 that was free a moment ago. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
+export { freePort } from "../../protocol/mod.ts";
 
 /** Polls `fn` until it returns a value, for at most `ms`. */
 export async function eventually<T>(
