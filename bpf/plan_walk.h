@@ -19,6 +19,9 @@
  * Nothing in the plan is trusted: every index read from it is masked before use, every address
  * is checked to be in the kernel half and read with bpf_probe_read_kernel, and a failed read is
  * counted in result.faults and skips only what depended on it.
+ *
+ * One file past 400 lines on purpose: the steps of the one bpf_loop share its work stack and
+ * budgets, and ids/kernel/testing/plan_interpreter.ts mirrors them step for step.
  */
 #ifndef EBPFMON_PLAN_WALK_H
 #define EBPFMON_PLAN_WALK_H

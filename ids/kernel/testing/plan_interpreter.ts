@@ -7,6 +7,9 @@
  * kernel). A view run over what it copied, with `CachedMemory`, then proves the plan covers
  * everything the view reads ({@linkcode checkPlan}).
  *
+ * One file past 400 lines on purpose: it mirrors bpf/plan_walk.h step for step, and is read
+ * beside it.
+ *
  * @module
  */
 
