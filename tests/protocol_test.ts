@@ -284,6 +284,17 @@ privilegedTest("the agent walks a PREFETCH plan and refuses a bad one with BAD_F
   await prefetch(24, encodePlan(ancestors(64)));
   const again = (await raw.answer()).pop()!;
   assert(again.type === FrameType.END && again.stats.objects === end.stats.objects, "plan again");
+  // The same bytes again are the plan the connection sent last, checked already; bytes that
+  // differ from it in one field are checked anew, and refused.
+  await prefetch(26, encodePlan(ancestors(64)));
+  const same = (await raw.answer()).pop()!;
+  assert(same.type === FrameType.END && same.stats.objects === end.stats.objects, "same plan");
+  const broken = encodePlan(ancestors(64));
+  new DataView(broken.buffer).setUint32(0, 1000, true);
+  await prefetch(27, broken);
+  const tooMany = errorOf(await raw.answer());
+  assertEquals([tooMany.id, tooMany.code], [27, ErrorCode.BAD_FRAME]);
+  assert(tooMany.message.includes("1000 roots"), tooMany.message);
   await raw.send(encodeFrame({
     type: FrameType.PREFETCH,
     id: 25,
