@@ -66,4 +66,5 @@ export {
   PROC_NET_FILES,
   type ProcNetSocket,
   type ProcStatus,
+  residentBytes,
 } from "./proc_text.ts";

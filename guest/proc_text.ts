@@ -160,3 +160,15 @@ export function parseProcNet(file: ProcNetFile, text: string): ProcNetSocket[] {
   }
   return out;
 }
+
+/**
+ * The resident set size of process `pid` (this process by default), in bytes, from the `VmRSS:`
+ * line of its /proc/PID/status: what the soak, the flood and the hostile-agent runs watch.
+ * @throws {SyntaxError} when the status has no `VmRSS:` line (a kernel thread, a zombie).
+ */
+export async function residentBytes(pid: number | "self" = "self"): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (!kb) throw new SyntaxError(`Cannot read the RSS of process ${pid}: no VmRSS line`);
+  return Number(kb[1]) * 1024;
+}

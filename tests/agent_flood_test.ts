@@ -22,8 +22,8 @@ import {
   junkFrame,
   prefetchTasks,
   rawClient,
-  residentBytes,
 } from "../tools/mod.ts";
+import { residentBytes } from "../guest/mod.ts";
 
 const MIB = 1 << 20;
 /** The agent's memory may grow by this much under any of these attacks. */

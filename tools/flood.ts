@@ -24,6 +24,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
+import { residentBytes } from "../guest/mod.ts";
 import { openSession } from "../ids/client/mod.ts";
 import {
   type Channel,
@@ -117,14 +118,6 @@ export function holdConnections(options: HoldOptions): HeldConnections {
       for (const socket of sockets) socket.destroy();
     },
   };
-}
-
-/** The resident set size of process `pid`, in bytes, from `/proc/PID/status`. */
-export async function residentBytes(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  if (!match) throw new Error(`Cannot read the RSS of process ${pid}: no VmRSS line`);
-  return Number(match[1]) * 1024;
 }
 
 /** An authenticated channel that has exchanged HELLO, and a decoder for what follows. */

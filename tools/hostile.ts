@@ -11,8 +11,8 @@
  */
 
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { ensureAgentCredentials, fingerprint } from "../protocol/mod.ts";
-import { freePort } from "../tests/support/mod.ts";
+import { ensureAgentCredentials, fingerprint, freePort } from "../protocol/mod.ts";
+import { residentBytes } from "../guest/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 function option(name: string, fallback: string): string {
@@ -20,10 +20,7 @@ function option(name: string, fallback: string): string {
   return at >= 0 && at + 1 < Deno.args.length ? Deno.args[at + 1] : fallback;
 }
 
-function vmRssMiB(): number {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) / 1024;
-}
+const residentMiB = async () => await residentBytes() / 2 ** 20;
 
 /** Snapshots of the real guest alone before the hostile agent starts. */
 const WARM_UP = 25;
@@ -84,12 +81,12 @@ try {
     log: (line) => line.includes("gets") && connections++,
   });
   const started = Date.now();
-  const rssStart = vmRssMiB();
+  const rssStart = await residentMiB();
   const base = monitor.stats("real");
   let rssMax = rssStart;
-  const report = (label: string) => {
+  const report = async (label: string) => {
     const real = monitor.stats("real");
-    const rss = vmRssMiB();
+    const rss = await residentMiB();
     rssMax = Math.max(rssMax, rss);
     const misbehaving = monitor.alerts({ vm: "hostile", rule: "agent_misbehaving" }).length;
     console.log(
@@ -103,9 +100,9 @@ try {
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 5000));
-    report("  ");
+    await report("  ");
   }
-  report("end");
+  await report("end");
   const last = (await monitor.processes("real")).snapshot.stats;
   console.log(
     `real guest's last scan: ${last.prefetch?.objects} records, ${last.prefetch?.bytes} bytes prefetched, ${last.roundTrips} round trips`,

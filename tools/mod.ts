@@ -6,11 +6,4 @@
  * @module
  */
 
-export {
-  drainAnswers,
-  holdConnections,
-  junkFrame,
-  prefetchTasks,
-  rawClient,
-  residentBytes,
-} from "./flood.ts";
+export { drainAnswers, holdConnections, junkFrame, prefetchTasks, rawClient } from "./flood.ts";

@@ -19,6 +19,7 @@ import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { type AlertChange, AlertStore } from "../ids/alerts/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { freePort } from "../protocol/mod.ts";
+import { residentBytes } from "../guest/mod.ts";
 
 const VM = "soak";
 const MIB = 1 << 20;
@@ -59,14 +60,6 @@ async function waitFor<T>(timeoutMs: number, probe: () => Promise<T | undefined>
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return undefined;
-}
-
-/** Resident set size of process `pid`, in bytes. */
-async function rssOf(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const kb = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!kb) throw new Error(`Cannot read the RSS of process ${pid}: no VmRSS in its status`);
-  return Number(kb[1]) * 1024;
 }
 
 interface Api {
@@ -218,7 +211,7 @@ export async function soak(options: SoakOptions = {}): Promise<SoakResult> {
       } else {
         result.problems.push(`cycle ${cycle}: no fresh snapshot within ${recoverMs} ms`);
       }
-      const rss = await rssOf(serve.pid);
+      const rss = await residentBytes(serve.pid);
       result.rss.push(rss);
       if (cycle === 1) result.rssFirst = rss;
       if (cycle === cycles) result.rssLast = rss;

@@ -4,7 +4,8 @@
  * ({@linkcode privilegedTest}; CI turns the skip into a failure), waiting for what a refresh loop
  * makes true ({@linkcode eventually}), ground truth from this machine's /proc
  * ({@linkcode readProc}, {@linkcode TestProcesses}), throwaway cgroups ({@linkcode TestCgroup}),
- * and BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}).
+ * BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}), and what this
+ * process still holds after a garbage collection ({@linkcode retainedBytes}).
  *
  * @module
  */
@@ -45,4 +46,5 @@ export {
   stableAcross,
   TestProcesses,
 } from "./procfs.ts";
+export { retainedBytes } from "./memory.ts";
 export { eventually, freePort } from "./waiting.ts";
