@@ -19,13 +19,12 @@ import {
   lsofCommand,
   printable,
   psCommand,
-  serveCommand,
   ssCommand,
 } from "./ids/cli/mod.ts";
 import { Command } from "@commander-js/extra-typings";
 import { agentCommand, spawnAgent } from "./agent/mod.ts";
 import { parseConfig } from "./ids/service/mod.ts";
-import { startService } from "./ids/mod.ts";
+import { serveCommand, startService } from "./ids/mod.ts";
 import {
   DEFAULT_AGENT_ADDRESS,
   DEFAULT_STATE,

@@ -12,11 +12,11 @@ import {
   lsmodCommand,
   lsofCommand,
   psCommand,
-  serveCommand,
   ssCommand,
 } from "./cli/mod.ts";
 import { Command } from "@commander-js/extra-typings";
 import { runProgram } from "../protocol/mod.ts";
+import { serveCommand } from "./serve.ts";
 
 if (import.meta.main) {
   const program = new Command("ebpfmon-ids")

@@ -16,4 +16,4 @@
  * @module
  */
 
-export { startService } from "./serve.ts";
+export { serveCommand, startService } from "./serve.ts";

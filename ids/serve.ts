@@ -1,17 +1,20 @@
 /**
- * The IDS service: the monitor and the REST API, started together. The API is served over
- * HTTPS when the configuration has `tls`, and over plain HTTP only on loopback or with an
- * explicit `insecureHttp`.
+ * The IDS service: the monitor and the REST API, started together, and the `serve` command that
+ * starts them. The API is served over HTTPS when the configuration has `tls`, and over plain HTTP
+ * only on loopback or with an explicit `insecureHttp`.
  *
  * @module
  */
 
+import { Command } from "@commander-js/extra-typings";
 import { parseHostPort } from "../protocol/mod.ts";
 import { createApi } from "./api/mod.ts";
 import {
   apiTransportProblem,
   ConfigError,
   ensureToken,
+  isLoopback,
+  loadConfig,
   MonitorService,
   type ServiceConfig,
 } from "./service/mod.ts";
@@ -103,4 +106,30 @@ export async function startService(
     await monitor.close();
     throw error;
   }
+}
+
+/** What `serve` warns of before it prints the API's URL: plain HTTP the network reaches. */
+function transportWarning(config: ServiceConfig): string | undefined {
+  if (config.tls || isLoopback(parseHostPort(config.listen).hostname)) return undefined;
+  return `warning: the API serves plain HTTP on "${config.listen}" ("insecureHttp"): its ` +
+    `bearer token crosses the network in clear`;
+}
+
+/** Builds the `serve` command. */
+export function serveCommand() {
+  return new Command("serve")
+    .description("Monitor the guests of a configuration file and serve the REST API")
+    .requiredOption("--config <file>", "the service's JSON configuration")
+    .action(async (options) => {
+      const config = await loadConfig(options.config);
+      const service = await startService(config);
+      const warning = transportWarning(config);
+      if (warning) console.error(`ebpfmon-ids: ${warning}`);
+      console.error(`ebpfmon-ids: API on ${service.url} (token in ${service.tokenFile})`);
+      const stop = () => {
+        service.close().finally(() => Deno.exit(0));
+      };
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
+    });
 }

@@ -21,12 +21,10 @@ import {
   parseNamespaceId,
   type Process,
 } from "../linux/mod.ts";
-import { isLoopback, loadConfig, type ServiceConfig } from "../service/mod.ts";
 import { scanSections } from "../detect/mod.ts";
 import { printable, printableName, terminalJson } from "./terminal.ts";
 
 export { printable };
-import { startService } from "../mod.ts";
 
 /** One line of stats, as printed under every table. */
 export function formatStats(stats: SnapshotStats): string {
@@ -249,30 +247,4 @@ export function psCommand() {
       check: psFilter,
     },
   );
-}
-
-/** What `serve` warns of before it prints the API's URL: plain HTTP the network reaches. */
-function transportWarning(config: ServiceConfig): string | undefined {
-  if (config.tls || isLoopback(parseHostPort(config.listen).hostname)) return undefined;
-  return `warning: the API serves plain HTTP on "${config.listen}" ("insecureHttp"): its ` +
-    `bearer token crosses the network in clear`;
-}
-
-/** Builds the `serve` command. */
-export function serveCommand() {
-  return new Command("serve")
-    .description("Monitor the guests of a configuration file and serve the REST API")
-    .requiredOption("--config <file>", "the service's JSON configuration")
-    .action(async (options) => {
-      const config = await loadConfig(options.config);
-      const service = await startService(config);
-      const warning = transportWarning(config);
-      if (warning) console.error(`ebpfmon-ids: ${warning}`);
-      console.error(`ebpfmon-ids: API on ${service.url} (token in ${service.tokenFile})`);
-      const stop = () => {
-        service.close().finally(() => Deno.exit(0));
-      };
-      Deno.addSignalListener("SIGINT", stop);
-      Deno.addSignalListener("SIGTERM", stop);
-    });
 }

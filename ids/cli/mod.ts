@@ -10,7 +10,7 @@
 
 export { alertsCommand } from "./alerts.ts";
 export { checkCommand } from "./check.ts";
-export { formatProcesses, formatStats, formatTable, psCommand, serveCommand } from "./commands.ts";
+export { formatProcesses, formatStats, formatTable, psCommand } from "./commands.ts";
 export { IDS_PERMISSIONS } from "./permissions.ts";
 export { printable } from "./terminal.ts";
 export {
