@@ -22,6 +22,7 @@ import { AgentClient, GuestSession } from "../ids/client/mod.ts";
 import { machine, processCount, processLimits } from "./machine.ts";
 import { buildNative, IdleProcesses } from "./native.ts";
 import { quantile } from "./results.ts";
+import { type ProcMemory, procMemory, resetPeakMemory } from "../guest/mod.ts";
 
 const MB = 1 << 20;
 
@@ -36,24 +37,8 @@ interface Running {
   variant: Variant;
   agent: ReadyProcess;
   session: GuestSession;
-  startedKb: Status;
-  connectedKb: Status;
-}
-
-interface Status {
-  rss: number;
-  hwm: number;
-}
-
-function status(pid: number): Status {
-  const text = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(text)![1]);
-  return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
-}
-
-/** Resets the process's peak RSS (VmHWM) to its RSS now. */
-function resetPeak(pid: number): void {
-  Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
+  started: ProcMemory;
+  connected: ProcMemory;
 }
 
 /** The process's RSS by what is mapped, in MB. */
@@ -94,7 +79,7 @@ async function start(variant: Variant, state: string): Promise<Running> {
   try {
     // The agent's own start-up work (its log line comes before the last of it) settles first.
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const startedKb = status(agent.pid);
+    const started = procMemory(agent.pid);
     const client = await AgentClient.connect({
       hostname: agent.ready[1],
       port: Number(agent.ready[2]),
@@ -105,7 +90,7 @@ async function start(variant: Variant, state: string): Promise<Running> {
       client.close();
       throw error;
     });
-    return { variant, agent, session, startedKb, connectedKb: status(agent.pid) };
+    return { variant, agent, session, started, connected: procMemory(agent.pid) };
   } catch (error) {
     await agent.stop();
     throw error;
@@ -122,7 +107,7 @@ function cpuMs(pid: number): number {
 
 /** One prefetch of the process list, and the agent's peak RSS and CPU time during it. */
 async function prefetch(run: Running) {
-  resetPeak(run.agent.pid);
+  resetPeakMemory(run.agent.pid);
   const cpu = cpuMs(run.agent.pid);
   const { processes, stats } = await run.session.processes("prefetch");
   return {
@@ -132,7 +117,7 @@ async function prefetch(run: Running) {
     stop: stats.prefetch?.stop ?? "none",
     agentMs: stats.prefetch?.agentMs ?? NaN,
     agentCpuMs: cpuMs(run.agent.pid) - cpu,
-    peakKb: status(run.agent.pid).hwm,
+    peakKb: procMemory(run.agent.pid).hwmKb,
   };
 }
 
@@ -201,8 +186,10 @@ for (const count of counts) {
     const last = list.at(-1)!;
     rows.push(
       `| ${run.variant.name} | ${count.toLocaleString("en")} | ${last.processes} | ` +
-        `${(run.startedKb.rss / 1024).toFixed(0)} | ${(run.connectedKb.rss / 1024).toFixed(0)} | ` +
-        `${(peakKb / 1024).toFixed(0)} | ${(status(run.agent.pid).rss / 1024).toFixed(0)} | ` +
+        `${(run.started.rssKb / 1024).toFixed(0)} | ${(run.connected.rssKb / 1024).toFixed(0)} | ` +
+        `${(peakKb / 1024).toFixed(0)} | ${
+          (procMemory(run.agent.pid).rssKb / 1024).toFixed(0)
+        } | ` +
         `${quantile(ms, 0.5).toFixed(1)} | ${quantile(ms, 0.9).toFixed(1)} | ` +
         `${quantile(agentMs, 0.5).toFixed(1)} | ${agentCpuMs.toFixed(0)} | ` +
         `${(last.bytes / MB).toFixed(1)} | ${last.stop} |`,

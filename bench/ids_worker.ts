@@ -16,6 +16,7 @@
  */
 
 import { runCheck, scanSections } from "../ids/detect/mod.ts";
+import { procMemory, resetPeakMemory } from "../guest/mod.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {
@@ -105,15 +106,6 @@ export interface WorkerReport {
   openKb: number;
 }
 
-function statusKb(pid: number | "self", field: "VmHWM" | "VmRSS"): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1] ?? NaN);
-}
-
-function resetPeak(pid: number | "self"): void {
-  Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
-}
-
 async function measure(
   session: GuestSession,
   view: string,
@@ -127,9 +119,9 @@ async function measure(
     session.fullEvery = DEFAULT_FULL_EVERY;
     await run(session, mode);
   }
-  resetPeak("self");
-  resetPeak(agentPid);
-  const idsBaseKb = statusKb("self", "VmRSS");
+  resetPeakMemory("self");
+  resetPeakMemory(agentPid);
+  const idsBaseKb = procMemory().rssKb;
   const cpu = process.cpuUsage();
   const { items, stats } = await run(session, mode);
   const used = process.cpuUsage(cpu);
@@ -141,8 +133,8 @@ async function measure(
     agentMs: stats.prefetch?.agentMs ?? null,
     idsCpuMs: (used.user + used.system) / 1000,
     idsBaseKb,
-    idsPeakKb: statusKb("self", "VmHWM"),
-    agentPeakKb: statusKb(agentPid, "VmHWM"),
+    idsPeakKb: procMemory().hwmKb,
+    agentPeakKb: procMemory(agentPid).hwmKb,
     items,
     truncated: stats.truncated,
     misses: stats.misses,
@@ -252,7 +244,7 @@ if (import.meta.main) {
     if (!viewOf(view)) throw new TypeError(`Cannot run view "${view}": no such view`);
   }
   using session = await openSession({ agent: values.agent, state: values.state });
-  const openKb = statusKb("self", "VmRSS");
+  const openKb = procMemory().rssKb;
   const results = await runPoint(session, {
     views,
     modes: values.modes.split(",") as Mode[],

@@ -22,6 +22,7 @@
 
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 import { type Mode, MODES } from "../ids/client/mod.ts";
 import { renderChart } from "./chart.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
@@ -110,7 +111,7 @@ const state = await Deno.makeTempDir({ prefix: "ebpfmon-bench-" });
 stack.defer(() => Deno.remove(state, { recursive: true }));
 const agent = stack.use(await spawnAgent({ stateDir: state }));
 log(`agent ${agent.pid} on ${agent.address}`);
-const agentIdleMB = residentKb(agent.pid) * 1024 / 1e6;
+const agentIdleMB = procMemory(agent.pid).rssKb * 1024 / 1e6;
 
 const links: Link[] = [];
 {
@@ -161,12 +162,6 @@ async function runWorker(port: number): Promise<WorkerReport> {
   }).output();
   if (!success) throw new Error(`The IDS worker exited with status ${code}`);
   return JSON.parse(new TextDecoder().decode(stdout));
-}
-
-/** Resident KiB of process `pid`. */
-function residentKb(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? NaN);
 }
 
 /**

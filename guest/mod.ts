@@ -64,7 +64,9 @@ export {
   parseProcNet,
   parseProcStatus,
   PROC_NET_FILES,
+  type ProcMemory,
+  procMemory,
   type ProcNetSocket,
   type ProcStatus,
-  residentBytes,
+  resetPeakMemory,
 } from "./proc_text.ts";

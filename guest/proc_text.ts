@@ -161,14 +161,31 @@ export function parseProcNet(file: ProcNetFile, text: string): ProcNetSocket[] {
   return out;
 }
 
+/** A process's memory as its /proc/PID/status shows it, in KiB. */
+export interface ProcMemory {
+  /** Resident now (`VmRSS:`). */
+  rssKb: number;
+  /** The most it has been resident since it started or since {@linkcode resetPeakMemory}. */
+  hwmKb: number;
+}
+
 /**
- * The resident set size of process `pid` (this process by default), in bytes, from the `VmRSS:`
- * line of its /proc/PID/status: what the soak, the flood and the hostile-agent runs watch.
- * @throws {SyntaxError} when the status has no `VmRSS:` line (a kernel thread, a zombie).
+ * The memory of process `pid` (this process by default), read now: what the benchmarks, the
+ * soak, the flood and the hostile-agent runs watch.
+ * @throws {SyntaxError} when its status has no `VmRSS:` or `VmHWM:` line (a kernel thread, a
+ * zombie).
  */
-export async function residentBytes(pid: number | "self" = "self"): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-  if (!kb) throw new SyntaxError(`Cannot read the RSS of process ${pid}: no VmRSS line`);
-  return Number(kb[1]) * 1024;
+export function procMemory(pid: number | "self" = "self"): ProcMemory {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kb = (field: string) => {
+    const line = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+    if (!line) throw new SyntaxError(`Cannot read the memory of process ${pid}: no ${field} line`);
+    return Number(line[1]);
+  };
+  return { rssKb: kb("VmRSS"), hwmKb: kb("VmHWM") };
+}
+
+/** Resets the peak (`VmHWM`) of process `pid` to what is resident now (its `clear_refs`). */
+export function resetPeakMemory(pid: number | "self" = "self"): void {
+  Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
 }

@@ -23,9 +23,10 @@ import {
   prefetchTasks,
   rawClient,
 } from "../tools/mod.ts";
-import { residentBytes } from "../guest/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 
 const MIB = 1 << 20;
+const residentBytes = (pid: number) => procMemory(pid).rssKb * 1024;
 /** The agent's memory may grow by this much under any of these attacks. */
 const RSS_BOUND = 64 * MIB;
 
@@ -86,7 +87,7 @@ privilegedTest(
     ];
     await withAgent(caps, async (agent, state, log) => {
       await ps(agent, state);
-      const before = await residentBytes(agent.pid);
+      const before = residentBytes(agent.pid);
       const floods = ["127.0.0.1", "127.0.0.2"].flatMap((localAddress) => [
         holdConnections({ port: agent.port, localAddress, count: 150 }),
         holdConnections({ port: agent.port, localAddress, count: 50, slow: true }),
@@ -100,7 +101,7 @@ privilegedTest(
             log.some((l) => l.includes(`from "127.0.0.2" (the cap per address)`)),
         );
         for (let round = 0; round < 5; round++) await ps(agent, state);
-        const grown = (await residentBytes(agent.pid)) - before;
+        const grown = residentBytes(agent.pid) - before;
         assert(grown < RSS_BOUND, `the agent's RSS grew by ${grown} bytes during the flood`);
       } finally {
         for (const flood of floods) flood.stop();
@@ -154,7 +155,7 @@ privilegedTest(
   async () => {
     await withAgent(["--send-timeout-ms", "600000"], async (agent, state) => {
       await ps(agent, state);
-      const before = await residentBytes(agent.pid);
+      const before = residentBytes(agent.pid);
       const pusher = await rawClient(agent.port, state);
       // Answers bigger than the socket buffers, so that the agent waits for a reader that never
       // comes; then frames of no use, as fast as the agent takes them.
@@ -173,7 +174,7 @@ privilegedTest(
         await new Promise((resolve) => setTimeout(resolve, 1000));
         stalled = pushed === previous;
       }
-      const grown = (await residentBytes(agent.pid)) - before;
+      const grown = residentBytes(agent.pid) - before;
       pusher.channel.close();
       await pushing;
       assert(stalled, `the agent took all ${pushed} bytes of a client that reads nothing`);

@@ -16,7 +16,7 @@ import {
 } from "./support/mod.ts";
 import { HostileAgent, type Lie } from "./hostile_agent.ts";
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { residentBytes } from "../guest/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 import { AgentClient, AgentMisbehaviorError, GuestSession } from "../ids/client/mod.ts";
 import { ensureAgentCredentials, ensureIdsCredentials, fingerprint } from "../protocol/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";
@@ -192,13 +192,11 @@ privilegedTest(
       const open = (vm: string, rule: string): Alert | undefined =>
         monitor.alerts({ vm, rule, state: "open" })[0];
       const retainedBefore = await settledRetained();
-      const rssBefore = await residentBytes();
+      const residentBytes = () => procMemory().rssKb * 1024;
+      const rssBefore = residentBytes();
       const realBefore = monitor.stats("real");
       let rssMax = rssBefore;
-      const sampler = setInterval(
-        async () => rssMax = Math.max(rssMax, await residentBytes()),
-        100,
-      );
+      const sampler = setInterval(() => rssMax = Math.max(rssMax, residentBytes()), 100);
       try {
         await using _hostile = await spawnReady({
           main: new URL("./hostile_agent.ts", import.meta.url),

@@ -24,7 +24,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
-import { residentBytes } from "../guest/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 import { openSession } from "../ids/client/mod.ts";
 import {
   type Channel,
@@ -119,6 +119,8 @@ export function holdConnections(options: HoldOptions): HeldConnections {
     },
   };
 }
+
+const residentBytes = (pid: number) => procMemory(pid).rssKb * 1024;
 
 /** An authenticated channel that has exchanged HELLO, and a decoder for what follows. */
 export interface RawClient {
@@ -236,7 +238,7 @@ async function handshakeFlood(
 
 /** Opens a session and lists the processes `rounds` times; counts successes, tracks the RSS. */
 async function psRounds(port: number, pid: number, state: string, rounds: number) {
-  const before = await residentBytes(pid);
+  const before = residentBytes(pid);
   let succeeded = 0;
   let peak = before;
   const failures = new Map<string, number>();
@@ -249,7 +251,7 @@ async function psRounds(port: number, pid: number, state: string, rounds: number
       const message = (error as Error).message;
       failures.set(message, (failures.get(message) ?? 0) + 1);
     }
-    peak = Math.max(peak, await residentBytes(pid));
+    peak = Math.max(peak, residentBytes(pid));
   }
   return { before, peak, succeeded, failures };
 }
@@ -272,7 +274,7 @@ async function neverReading(port: number, state: string) {
 
 /** Part 3: 1 GiB of frames pushed at the agent. */
 async function push(port: number, pid: number, state: string, total: number) {
-  const before = await residentBytes(pid);
+  const before = residentBytes(pid);
   const pusher = await rawClient(port, state);
   const answers = drainAnswers(pusher.channel);
   const frame = junkFrame(7, 60 * 1024);
@@ -283,13 +285,13 @@ async function push(port: number, pid: number, state: string, total: number) {
     while (pushed < total) {
       await pusher.channel.write(frame);
       pushed += frame.length;
-      if (pushed % (64 * MIB) < frame.length) peak = Math.max(peak, await residentBytes(pid));
+      if (pushed % (64 * MIB) < frame.length) peak = Math.max(peak, residentBytes(pid));
     }
   } catch (error) {
     console.log(`  the push stopped: ${(error as Error).message}`);
   }
   const seconds = (performance.now() - started) / 1000;
-  peak = Math.max(peak, await residentBytes(pid));
+  peak = Math.max(peak, residentBytes(pid));
   pusher.channel.close();
   const received = await answers;
   console.log(

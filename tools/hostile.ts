@@ -12,15 +12,13 @@
 
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { ensureAgentCredentials, fingerprint, freePort } from "../protocol/mod.ts";
-import { residentBytes } from "../guest/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 function option(name: string, fallback: string): string {
   const at = Deno.args.indexOf(name);
   return at >= 0 && at + 1 < Deno.args.length ? Deno.args[at + 1] : fallback;
 }
-
-const residentMiB = async () => await residentBytes() / 2 ** 20;
 
 /** Snapshots of the real guest alone before the hostile agent starts. */
 const WARM_UP = 25;
@@ -81,12 +79,12 @@ try {
     log: (line) => line.includes("gets") && connections++,
   });
   const started = Date.now();
-  const rssStart = await residentMiB();
+  const rssStart = procMemory().rssKb / 1024;
   const base = monitor.stats("real");
   let rssMax = rssStart;
-  const report = async (label: string) => {
+  const report = (label: string) => {
     const real = monitor.stats("real");
-    const rss = await residentMiB();
+    const rss = procMemory().rssKb / 1024;
     rssMax = Math.max(rssMax, rss);
     const misbehaving = monitor.alerts({ vm: "hostile", rule: "agent_misbehaving" }).length;
     console.log(
@@ -100,9 +98,9 @@ try {
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 5000));
-    await report("  ");
+    report("  ");
   }
-  await report("end");
+  report("end");
   const last = (await monitor.processes("real")).snapshot.stats;
   console.log(
     `real guest's last scan: ${last.prefetch?.objects} records, ${last.prefetch?.bytes} bytes prefetched, ${last.roundTrips} round trips`,

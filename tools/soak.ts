@@ -19,7 +19,7 @@ import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { type AlertChange, AlertStore } from "../ids/alerts/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { freePort } from "../protocol/mod.ts";
-import { residentBytes } from "../guest/mod.ts";
+import { procMemory } from "../guest/mod.ts";
 
 const VM = "soak";
 const MIB = 1 << 20;
@@ -211,7 +211,7 @@ export async function soak(options: SoakOptions = {}): Promise<SoakResult> {
       } else {
         result.problems.push(`cycle ${cycle}: no fresh snapshot within ${recoverMs} ms`);
       }
-      const rss = await residentBytes(serve.pid);
+      const rss = procMemory(serve.pid).rssKb * 1024;
       result.rss.push(rss);
       if (cycle === 1) result.rssFirst = rss;
       if (cycle === cycles) result.rssLast = rss;

@@ -5,7 +5,7 @@
  */
 
 import { Command, Option } from "@commander-js/extra-typings";
-import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, LIMITS, parseHostPort } from "../../protocol/mod.ts";
+import { DEFAULT_AGENT_ADDRESS, DEFAULT_STATE, LIMITS } from "../../protocol/mod.ts";
 import {
   type AgentTarget,
   type GuestSession,

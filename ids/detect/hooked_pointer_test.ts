@@ -1,39 +1,15 @@
 import { assertEquals } from "../../tests/support/mod.ts";
-import type { KernelPointers, ModuleViews, ViewedModule } from "../linux/mod.ts";
+import type { KernelPointers, ModuleViews } from "../linux/mod.ts";
+import { moduleViews, viewedModule } from "./_module_fixtures.ts";
 import { hookedPointer } from "./hooked_pointer.ts";
 import type { RuleSettings, Scan } from "./types.ts";
 
 const SETTINGS: RuleSettings = { severity: "critical", allow: new Set() };
 
-function module(name: string, base: bigint, seenIn: ViewedModule["seenIn"]): ViewedModule {
-  const h = (v: bigint) => "0x" + v.toString(16);
-  return {
-    name,
-    module: h(base + 0x8000n),
-    base: h(base),
-    size: 0x9000,
-    state: "live",
-    refcount: 0,
-    taints: "0x0000000000000000",
-    taintFlags: "",
-    text: [{ start: h(base), end: h(base + 0x2000n) }],
-    memory: [{ start: h(base), end: h(base + 0x9000n) }],
-    seenIn,
-  };
-}
-
-const MODULES: ModuleViews = {
-  modules: [
-    module("ipv6", 0xffffffffc0000000n, ["list", "kset", "mod_tree"]),
-    module("rk", 0xffffffffc0100000n, ["kset", "mod_tree"]),
-  ],
-  views: {
-    list: { present: true, count: 1, truncated: false },
-    kset: { present: true, count: 2, truncated: false },
-    mod_tree: { present: true, count: 2, truncated: false },
-  },
-  unconfirmed: 0,
-};
+const MODULES = moduleViews([
+  viewedModule("ipv6", 0xffffffffc0000000n, ["list", "kset", "mod_tree"]),
+  viewedModule("rk", 0xffffffffc0100000n, ["kset", "mod_tree"]),
+]);
 
 const CORE = [{ start: "0xffffffff81000000", end: "0xffffffff82200000" }];
 
