@@ -8,10 +8,9 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { createHmac } from "node:crypto";
-import { assert, assertEquals } from "./support/mod.ts";
+import { assert, assertEquals, runIds } from "./support/mod.ts";
 import { AlertStore } from "../ids/alerts/mod.ts";
 import type { Finding, Severity } from "../ids/detect/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 const root = new URL("..", import.meta.url);
@@ -179,16 +178,6 @@ Deno.test("a store killed at a random moment keeps every apply that returned", a
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-async function runIds(args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...IDS_PERMISSIONS, "ids/main.ts", ...args],
-    cwd: root,
-    stdin: "null",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code, stdout: text(stdout), stderr: text(stderr) };
-}
 
 Deno.test("the alerts command reads a store being written, escaping guest strings", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ebpfmon-alerts-cli-" });

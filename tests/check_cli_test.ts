@@ -4,22 +4,14 @@
  * configuration's allow-lists cover everything found.
  */
 
-import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
+import { assert, assertEquals, privilegedTest, runIds } from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import type { Finding } from "../ids/detect/mod.ts";
 
-const root = new URL("..", import.meta.url);
-
 async function check(args: string[]): Promise<{ code: number; findings: Finding[] }> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...IDS_PERMISSIONS, "ids/main.ts", "check", "--json", ...args],
-    cwd: root,
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder().decode(stdout);
-  assert(text.trim().startsWith("{"), `check printed: ${text}${new TextDecoder().decode(stderr)}`);
+  const { code, stdout: text, stderr } = await runIds(["check", "--json", ...args]);
+  assert(text.trim().startsWith("{"), `check printed: ${text}${stderr}`);
   const out = JSON.parse(text);
   assert(Array.isArray(out.findings) && typeof out.stats.roundTrips === "number", text);
   return { code, findings: out.findings };

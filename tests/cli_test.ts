@@ -3,22 +3,9 @@
  * compiled binary has.
  */
 
-import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
+import { assert, assertEquals, privilegedTest, runEntry } from "./support/mod.ts";
 import { AGENT_PERMISSIONS, spawnAgent } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
-
-const root = new URL("..", import.meta.url);
-
-async function run(main: string, permissions: readonly string[], args: string[], env = {}) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, main, ...args],
-    cwd: root,
-    env,
-    stdin: "null",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code, stdout: text(stdout), stderr: text(stderr) };
-}
 
 Deno.test("every entry point documents its commands in --help", async () => {
   const cases: [string, readonly string[], string[], string[]][] = [
@@ -29,7 +16,7 @@ Deno.test("every entry point documents its commands in --help", async () => {
     ["ids/main.ts", IDS_PERMISSIONS, ["serve", "--help"], ["--config"]],
   ];
   for (const [main, permissions, args, words] of cases) {
-    const { code, stdout } = await run(main, permissions, args);
+    const { code, stdout } = await runEntry(main, permissions, args);
     assertEquals(code, 0, `${main} ${args.join(" ")}`);
     for (const word of words) {
       assert(stdout.includes(word), `${main} ${args.join(" ")} lacks ${word}`);
@@ -38,10 +25,14 @@ Deno.test("every entry point documents its commands in --help", async () => {
 });
 
 Deno.test("a bad argument fails with one line that names it", async () => {
-  const { code, stderr } = await run("ids/main.ts", IDS_PERMISSIONS, ["ps", "--agent", "nowhere"]);
+  const { code, stderr } = await runEntry("ids/main.ts", IDS_PERMISSIONS, [
+    "ps",
+    "--agent",
+    "nowhere",
+  ]);
   assertEquals(code, 1);
   assert(stderr.includes('Invalid --agent "nowhere"'), stderr);
-  const config = await run("ids/main.ts", IDS_PERMISSIONS, [
+  const config = await runEntry("ids/main.ts", IDS_PERMISSIONS, [
     "serve",
     "--config",
     "/nonexistent.json",
@@ -51,7 +42,7 @@ Deno.test("a bad argument fails with one line that names it", async () => {
 });
 
 Deno.test("deno task compile says in one line when the denort runtime is unavailable", async () => {
-  const { code, stderr } = await run(
+  const { code, stderr } = await runEntry(
     "tools/compile.ts",
     ["--allow-read", "--allow-write", "--allow-run", "--allow-env"],
     [],
@@ -66,7 +57,7 @@ privilegedTest("ebpfmon-ids ps --json prints processes and stats in both modes",
   const state = await Deno.makeTempDir({ prefix: "ebpfmon-cli-" });
   await using agent = await spawnAgent({ stateDir: state });
   for (const mode of ["prefetch", "on-demand"]) {
-    const { code, stdout, stderr } = await run("ids/main.ts", IDS_PERMISSIONS, [
+    const { code, stdout, stderr } = await runEntry("ids/main.ts", IDS_PERMISSIONS, [
       "ps",
       "--agent",
       agent.address,

@@ -5,11 +5,9 @@
  * on, and JSON with their exact bytes.
  */
 
-import { assert, assertEquals, privilegedTest } from "./support/mod.ts";
+import { assert, assertEquals, privilegedTest, runIds } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 
-const root = new URL("..", import.meta.url);
 const utf8 = (text: string) => new TextEncoder().encode(text);
 const hexOf = (bytes: Uint8Array) =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -84,22 +82,15 @@ function procComm(pid: number): Uint8Array {
 
 /** Runs `ebpfmon-ids COMMAND ARGS` against the agent; its stdout's bytes. */
 async function ids(command: string[], agent: string, state: string): Promise<Uint8Array> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...IDS_PERMISSIONS,
-      "ids/main.ts",
-      ...command,
-      "--agent",
-      agent,
-      "--state",
-      state,
-    ],
-    cwd: root,
-    stdin: "null",
-  }).output();
-  assertEquals(code, 0, new TextDecoder().decode(stderr));
-  return stdout;
+  const { code, stderr, stdoutBytes } = await runIds([
+    ...command,
+    "--agent",
+    agent,
+    "--state",
+    state,
+  ]);
+  assertEquals(code, 0, stderr);
+  return stdoutBytes;
 }
 
 /**

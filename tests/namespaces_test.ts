@@ -12,12 +12,12 @@ import {
   freezerHierarchies,
   missingPrivilege,
   requiringTest,
+  runIds,
   TestCgroup,
 } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { MODES, openSession } from "../ids/client/mod.ts";
 import { runCheck, scanSections } from "../ids/detect/mod.ts";
-import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import type { Process } from "../ids/linux/mod.ts";
 
 const NAME = "ebpfmon-nsfix";
@@ -113,16 +113,6 @@ function nsId(pid: number, kind: "pid" | "net"): number {
   return Number(/\[(\d+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/${kind}`))![1]);
 }
 
-async function cli(args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...IDS_PERMISSIONS, "ids/main.ts", ...args],
-    cwd: root,
-    stdin: "null",
-  }).output();
-  const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code, stdout: text(stdout), stderr: text(stderr) };
-}
-
 requiringTest(
   "ps --threads lists a process's named threads as /proc/PID/task does; THR and its cgroup",
   reason ?? (v2 ? null : "needs a cgroup v2 hierarchy to put the test process in"),
@@ -190,7 +180,7 @@ requiringTest(
       assertEquals(full.stats.roundTrips, 1, "a quiet check is one round trip");
     }
 
-    const ps = await cli([
+    const ps = await runIds([
       "ps",
       "--agent",
       agent.address,
@@ -205,7 +195,7 @@ requiringTest(
     const listed = JSON.parse(ps.stdout).processes as Process[];
     assertEquals(listed.map((p) => p.pid), [pid], "--cgroup keeps the fixture only");
     assertEquals(listed[0].threadList?.length, 5);
-    const table = await cli(["ps", "--agent", agent.address, "--state", state, "--threads"]);
+    const table = await runIds(["ps", "--agent", agent.address, "--state", state, "--threads"]);
     for (const [tid, comm] of truth) {
       assert(
         table.stdout.split("\n").some((line) =>
@@ -243,7 +233,7 @@ requiringTest(
       const self = processes.find((p) => p.pid === Deno.pid)!;
       assertEquals([self.nsPid, self.pidNs], [Deno.pid, nsId(Deno.pid, "pid")], mode);
     }
-    const out = await cli([
+    const out = await runIds([
       "ps",
       "--agent",
       agent.address,
@@ -256,7 +246,7 @@ requiringTest(
     assertEquals(out.code, 0, out.stderr);
     const listed = JSON.parse(out.stdout).processes as Process[];
     assertEquals(listed.map((p) => [p.pid, p.nsPid]), [[pid, 1]]);
-    const bad = await cli(["ps", "--agent", agent.address, "--state", state, "--pidns", "abc"]);
+    const bad = await runIds(["ps", "--agent", agent.address, "--state", state, "--pidns", "abc"]);
     assertEquals(bad.code, 1);
     assert(bad.stderr.includes('Invalid --pidns "abc"'), bad.stderr);
     await Deno.remove(dir, { recursive: true });
@@ -319,7 +309,7 @@ requiringTest(
         assertEquals([stats.roundTrips, stats.misses], [1, 0], `${mode}: one round trip`);
       }
     }
-    const out = await cli([
+    const out = await runIds([
       "ss",
       "--agent",
       agent.address,
@@ -332,7 +322,7 @@ requiringTest(
     assertEquals(out.code, 0, out.stderr);
     const listed = JSON.parse(out.stdout).sockets as { inode: number; netNs: number }[];
     assertEquals(listed.map((s) => [s.inode, s.netNs]), [[inode, netNs]]);
-    const bad = await cli(["ss", "--agent", agent.address, "--state", state, "--netns", "0"]);
+    const bad = await runIds(["ss", "--agent", agent.address, "--state", state, "--netns", "0"]);
     assertEquals(bad.code, 1);
     assert(bad.stderr.includes('Invalid --netns "0"'), bad.stderr);
     await Deno.remove(dir, { recursive: true });

@@ -4,8 +4,9 @@
  * ({@linkcode privilegedTest}; CI turns the skip into a failure), waiting for what a refresh loop
  * makes true ({@linkcode eventually}), ground truth from this machine's /proc
  * ({@linkcode readProc}, {@linkcode TestProcesses}), throwaway cgroups ({@linkcode TestCgroup}),
- * BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}), and what this
- * process still holds after a garbage collection ({@linkcode retainedBytes}).
+ * BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}), what this
+ * process still holds after a garbage collection ({@linkcode retainedBytes}), and the project's
+ * programs run as users run them ({@linkcode runIds}, {@linkcode runEntry}).
  *
  * @module
  */
@@ -47,4 +48,5 @@ export {
   TestProcesses,
 } from "./procfs.ts";
 export { retainedBytes } from "./memory.ts";
+export { type ProgramRun, runEntry, runIds } from "./programs.ts";
 export { eventually, freePort } from "./waiting.ts";
