@@ -7,6 +7,7 @@
 import {
   assert,
   assertEquals,
+  forkStorm,
   privilegedTest,
   readProc,
   stableAcross,
@@ -47,16 +48,6 @@ privilegedTest(
     }
   },
 );
-
-/** Starts about a thousand short processes a second until closed. */
-function forkStorm(): Deno.ChildProcess {
-  return new Deno.Command("/bin/sh", {
-    args: ["-c", "while :; do for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true & done; wait; done"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-}
 
 privilegedTest(
   "a clean system under a fork/exit storm raises nothing medium or worse over 50 scans",

@@ -5,7 +5,14 @@
  * opens raise their alerts, which resolve once they are gone.
  */
 
-import { assert, assertEquals, eventually, freePort, privilegedTest } from "./support/mod.ts";
+import {
+  assert,
+  assertEquals,
+  eventually,
+  forkStorm,
+  freePort,
+  privilegedTest,
+} from "./support/mod.ts";
 import { loadTestProgram, unloadTestProgram } from "./bpf_fixture.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { serveConfig } from "./serve.ts";
@@ -20,16 +27,6 @@ interface Alert {
   severity: string;
   evidence: Record<string, unknown>;
   count: number;
-}
-
-/** Starts about a thousand short processes a second until killed. */
-function forkStorm(): Deno.ChildProcess {
-  return new Deno.Command("/bin/sh", {
-    args: ["-c", "while :; do for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true & done; wait; done"],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
 }
 
 privilegedTest(

@@ -6,7 +6,8 @@
  * ({@linkcode readProc}, {@linkcode TestProcesses}), throwaway cgroups ({@linkcode TestCgroup}),
  * BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}), what this
  * process still holds after a garbage collection ({@linkcode retainedBytes}), and the project's
- * programs run as users run them ({@linkcode runIds}, {@linkcode runEntry}).
+ * programs run as users run them ({@linkcode runIds}, {@linkcode runEntry}), and a churning
+ * workload beside a check ({@linkcode forkStorm}).
  *
  * @module
  */
@@ -50,3 +51,4 @@ export {
 export { retainedBytes } from "./memory.ts";
 export { type ProgramRun, runEntry, runIds } from "./programs.ts";
 export { eventually, freePort } from "./waiting.ts";
+export { forkStorm } from "./workloads.ts";
