@@ -33,8 +33,8 @@
  * @module
  */
 
-import { sha256Hex as sha256 } from "../protocol/mod.ts";
-import { exists, run, runBytes } from "./_command.ts";
+import { exists, sha256Hex as sha256 } from "../protocol/mod.ts";
+import { run, runBytes } from "./_command.ts";
 import {
   DEFAULT_KERNEL,
   fetchHeaders,

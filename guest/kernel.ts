@@ -12,7 +12,8 @@
  * @module
  */
 
-import { exists, run } from "./_command.ts";
+import { run } from "./_command.ts";
+import { exists } from "../protocol/mod.ts";
 
 /** The Debian suites a guest kernel comes from. */
 export type KernelSuite = "bookworm" | "trixie";

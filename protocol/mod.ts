@@ -81,7 +81,7 @@ export {
   guestCertificatePath,
 } from "./enroll.ts";
 export { fingerprint, parsePin } from "./fingerprint.ts";
-export { checkPrivateDirectory, checkPrivateFile } from "./_files.ts";
+export { checkPrivateDirectory, checkPrivateFile, exists } from "./_files.ts";
 export {
   DEFAULT_AGENT_ADDRESS,
   DEFAULT_STATE,
