@@ -1,17 +1,16 @@
 /**
  * Boots the test guest in QEMU (software emulation: no KVM needed) and talks to its console.
  *
- * The guest gets the IDS's pairing credentials (`ca.pem`, `agent.key`, `agent.pem`, never
- * `ca.key` or `ids.key`) as a second cpio archive appended to the initramfs; user-mode networking
- * (isolated: `restrict=on`) forwards a port of 127.0.0.1 to the agent's port in the guest. The
- * serial console carries the guest's own view of itself (guest/init.sh), asked for by writing a
- * command line to it.
+ * The guest gets the IDS's pairing credentials in its initramfs, and a port of 127.0.0.1 is
+ * forwarded to the agent's port in the guest (`_launch.ts`: what each of its QEMUs starts with).
+ * The serial console carries the guest's own view of itself (guest/init.sh), asked for by writing
+ * a command line to it.
  *
  * @module
  */
 
 import { ensureIdsCredentials, freePort } from "../protocol/mod.ts";
-import { run } from "./_command.ts";
+import { forwarded, NETWORK, provision, qemuArgs } from "./_launch.ts";
 import { type MigrateOptions, migrateQemu, type Migration } from "./migrate.ts";
 import { type Qemu, spawnQemu } from "./_qemu.ts";
 import { GUEST_AGENT_PORT, type GuestImage } from "./build.ts";
@@ -356,70 +355,4 @@ export class GuestVm implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.stop();
   }
-}
-
-/** The guest's network: user-mode, isolated; {@linkcode forwarded} adds the agent's port. */
-const NETWORK = "user,id=net0,restrict=on";
-
-function forwarded(port: number): string {
-  return `${NETWORK},hostfwd=tcp:127.0.0.1:${port}-:${GUEST_AGENT_PORT}`;
-}
-
-/** QEMU's arguments but for the network backend and the QMP socket (see spawnQemu). */
-function qemuArgs(kernel: string, initrd: string, options: BootOptions): string[] {
-  return [
-    "-accel",
-    "tcg",
-    // `-cpu max` offers 5-level paging, which Debian's kernels then use.
-    "-cpu",
-    options.la57 ? "max" : "max,la57=off",
-    "-m",
-    String(options.memoryMiB ?? 2048),
-    "-smp",
-    String(options.cpus ?? 2),
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-serial",
-    "stdio",
-    "-no-reboot",
-    "-kernel",
-    kernel,
-    "-initrd",
-    initrd,
-    "-append",
-    "console=ttyS0 quiet panic=-1",
-    "-device",
-    "virtio-net-pci,netdev=net0",
-  ];
-}
-
-/**
- * The initramfs with the agent's credentials appended as a second archive (the kernel unpacks
- * both): `var/lib/ebpfmon/{ca.pem,agent.key,agent.pem}`, mode 0600 in a 0700 directory.
- */
-async function provision(initrd: string, stateDir: string, runDir: string): Promise<string> {
-  const stage = `${runDir}/credentials`;
-  await Deno.mkdir(`${stage}/var/lib/ebpfmon`, { recursive: true });
-  await Deno.chmod(`${stage}/var/lib/ebpfmon`, 0o700);
-  for (const name of ["ca.pem", "agent.key", "agent.pem"]) {
-    await Deno.copyFile(`${stateDir}/${name}`, `${stage}/var/lib/ebpfmon/${name}`);
-    await Deno.chmod(`${stage}/var/lib/ebpfmon/${name}`, 0o600);
-  }
-  const archive = `${runDir}/credentials.cpio`;
-  await run("cpio", ["--quiet", "-o", "-H", "newc", "-R", "0:0", "-O", archive], {
-    cwd: stage,
-    stdin: new TextEncoder().encode(
-      ["var", "var/lib", "var/lib/ebpfmon", "ca.pem", "agent.key", "agent.pem"]
-        .map((p, i) => (i < 3 ? p : `var/lib/ebpfmon/${p}`)).join("\n") + "\n",
-    ),
-  });
-  const out = `${runDir}/initrd.cpio`;
-  using file = await Deno.open(out, { write: true, createNew: true });
-  for (const part of [initrd, archive]) {
-    using input = await Deno.open(part);
-    await input.readable.pipeTo(file.writable, { preventClose: true });
-  }
-  return out;
 }

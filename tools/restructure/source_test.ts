@@ -1,5 +1,5 @@
-import { assertEquals, assertThrows } from "../../tests/support/mod.ts";
-import { exportsOf, references, tokenize } from "./source.ts";
+import { assertEquals } from "../../tests/support/mod.ts";
+import { exportsOf, references } from "./source.ts";
 
 function found(text: string) {
   return references(text).map((r) => [r.kind, r.specifier, r.form, r.attributeType]);
@@ -59,12 +59,6 @@ Deno.test("references() reads no specifier out of comments, strings, templates o
     'const q = a / b / c; import { z } from "./real.ts";',
   ].join("\n");
   assertEquals(found(text), [["import", "./real.ts", "named", undefined]]);
-});
-
-Deno.test("tokenize() tells a regex from a division and refuses an unterminated string", () => {
-  assertEquals(tokenize("x = a / b / c").filter((t) => t.kind === "regex"), []);
-  assertEquals(tokenize("return /a\\/[/]b/g.test(s)")[1].value, "/a\\/[/]b/g");
-  assertThrows(() => tokenize('const s = "open\n'), SyntaxError, "unterminated string at line 1");
 });
 
 Deno.test("exportsOf() lists declarations, re-exports and stars, each with whether it is a type", () => {

@@ -9,13 +9,18 @@
  * folder's `_` file, a namespace, default, bare or dynamic import of another folder's file, a
  * name two files of a folder would both export, a new `mod.ts` without `@module` text.
  *
+ * Where an exported name is declared is found by `_origins.ts`; the statements written are
+ * `_statements.ts`'s.
+ *
  * @module
  */
 
 import { posix } from "node:path";
 import { folderOf, isTest, loadsModule, resolve } from "./check.ts";
 import { applyEdits, type Edit, relativeSpecifier } from "./moves.ts";
-import { type Exports, exportsOf, type ImportedName, references } from "./source.ts";
+import { Exported, exportedBy, type Origin } from "./_origins.ts";
+import { mergeImports, moduleComment, statement, withDoc } from "./_statements.ts";
+import { type ImportedName, references } from "./source.ts";
 
 /** The files of a tree, read and written by path relative to its root. */
 export interface Files {
@@ -24,87 +29,6 @@ export interface Files {
   read(path: string): string;
   exists(path: string): boolean;
   aliases: ReadonlyMap<string, string>;
-}
-
-/** Where an exported name is declared: the file and its name there. */
-export interface Origin {
-  file: string;
-  name: string;
-  typeOnly: boolean;
-}
-
-/** Resolves exported names to their declarations, caching each file's exports. */
-export class Exported {
-  #files: Files;
-  #exports = new Map<string, Exports>();
-
-  constructor(files: Files) {
-    this.#files = files;
-  }
-
-  exportsOf(file: string): Exports {
-    let found = this.#exports.get(file);
-    if (!found) {
-      found = exportsOf(this.#files.read(file));
-      this.#exports.set(file, found);
-    }
-    return found;
-  }
-
-  /** Forgets what is known of `file` (after it changed). */
-  forget(file: string): void {
-    this.#exports.delete(file);
-  }
-
-  /**
-   * Where `name` exported by `file` is declared, following `export ... from`, `export *` and
-   * `export { x }` of an imported `x`; `undefined` if `file` does not export it.
-   */
-  origin(file: string, name: string, seen = new Set<string>()): Origin | undefined {
-    const key = `${file}#${name}`;
-    if (seen.has(key) || !this.#files.exists(file)) return undefined;
-    seen.add(key);
-    const { names, stars } = this.exportsOf(file);
-    const entry = names.find((n) => n.name === name);
-    if (entry?.from) {
-      const target = resolve(file, entry.from.specifier, this.#files.aliases);
-      const origin = target === undefined ? undefined : this.origin(target, entry.from.name, seen);
-      return origin ? { ...origin, typeOnly: origin.typeOnly || entry.typeOnly } : undefined;
-    }
-    if (entry?.binding !== undefined) {
-      const imported = importedBinding(this.#files, file, entry.binding);
-      if (imported) {
-        const origin = this.origin(imported.target, imported.name.imported, seen);
-        if (origin) {
-          const typeOnly = origin.typeOnly || entry.typeOnly || imported.name.typeOnly;
-          return { ...origin, typeOnly };
-        }
-      }
-      return { file, name: entry.binding, typeOnly: entry.typeOnly };
-    }
-    if (entry) return { file, name, typeOnly: entry.typeOnly };
-    for (const star of stars) {
-      const target = resolve(file, star.specifier, this.#files.aliases);
-      const origin = target === undefined ? undefined : this.origin(target, name, seen);
-      if (origin) return { ...origin, typeOnly: origin.typeOnly || star.typeOnly };
-    }
-    return undefined;
-  }
-}
-
-/** The import in `file` that binds `local`, if any. */
-function importedBinding(
-  files: Files,
-  file: string,
-  local: string,
-): { target: string; name: ImportedName } | undefined {
-  for (const reference of references(files.read(file))) {
-    if (reference.kind !== "import") continue;
-    const name = reference.names?.find((n) => n.local === local);
-    const target = resolve(file, reference.specifier, files.aliases);
-    if (name && target !== undefined) return { target, name };
-  }
-  return undefined;
 }
 
 /** What routing a tree through its folders' `mod.ts` changes. */
@@ -117,84 +41,6 @@ export interface Surface {
 
 /** `@module` text per folder, for the `mod.ts` files this creates. */
 export type ModuleDocs = Readonly<Record<string, string | readonly string[]>>;
-
-function docText(doc: string | readonly string[]): string {
-  return typeof doc === "string" ? doc : doc.join("\n");
-}
-
-/** The `@module` JSDoc block of `doc`. */
-export function moduleComment(doc: string | readonly string[]): string {
-  const lines = docText(doc).split("\n").map((line) => (line ? ` * ${line}` : " *"));
-  return `/**\n${lines.join("\n")}\n *\n * @module\n */\n`;
-}
-
-/** One name a statement lists: `[type ]imported[ as local]`. */
-function item(name: ImportedName): string {
-  const alias = name.local === name.imported ? name.imported : `${name.imported} as ${name.local}`;
-  return name.typeOnly ? `type ${alias}` : alias;
-}
-
-function byLocal(a: ImportedName, b: ImportedName): number {
-  const x = a.local.toLowerCase();
-  const y = b.local.toLowerCase();
-  return x < y ? -1 : x > y ? 1 : a.local < b.local ? -1 : a.local > b.local ? 1 : 0;
-}
-
-/** `keyword [type ]{ names } from "specifier";`, names sorted. */
-function statement(keyword: "import" | "export", names: ImportedName[], specifier: string): string {
-  const allType = keyword === "import" && names.every((n) => n.typeOnly);
-  const listed = [...names].sort(byLocal).map((n) => item(allType ? { ...n, typeOnly: false } : n));
-  return `${keyword} ${allType ? "type " : ""}{ ${listed.join(", ")} } from "${specifier}";`;
-}
-
-/** The end of `statementEnd`'s line, to delete a statement with its line. */
-function lineEnd(text: string, end: number): number {
-  return text[end] === "\n" ? end + 1 : end;
-}
-
-/**
- * `text` of `file` with named imports of one module merged into one statement (the first), if
- * any module is imported by several; `undefined` when there is nothing to merge.
- */
-export function mergeImports(
-  file: string,
-  text: string,
-  aliases: ReadonlyMap<string, string>,
-): string | undefined {
-  const groups = new Map<string, ReturnType<typeof references>>();
-  for (const reference of references(text)) {
-    if (reference.kind !== "import" || reference.form !== "named") continue;
-    if (reference.attributeType !== undefined || !reference.names?.length) continue;
-    if (reference.names.some((n) => n.imported === "default")) continue;
-    const key = resolve(file, reference.specifier, aliases) ?? reference.specifier;
-    groups.set(key, [...(groups.get(key) ?? []), reference]);
-  }
-  const edits: Edit[] = [];
-  for (const group of groups.values()) {
-    if (group.length < 2) continue;
-    const byName = new Map<string, ImportedName>();
-    for (const reference of group) {
-      for (const name of reference.names!) {
-        const known = byName.get(name.local);
-        byName.set(name.local, { ...name, typeOnly: name.typeOnly && (known?.typeOnly ?? true) });
-      }
-    }
-    const [first, ...rest] = group;
-    edits.push({
-      start: first.statementStart!,
-      end: first.statementEnd!,
-      text: statement("import", [...byName.values()], first.specifier),
-    });
-    for (const reference of rest) {
-      edits.push({
-        start: reference.statementStart!,
-        end: lineEnd(text, reference.statementEnd!),
-        text: "",
-      });
-    }
-  }
-  return edits.length ? applyEdits(text, edits) : undefined;
-}
 
 /** A name a folder's mod.ts must export, where it is declared, and who imports it first. */
 interface Need {
@@ -348,13 +194,6 @@ export function routeThroughModules(files: Files, docs: ModuleDocs): Surface {
   return { writes, problems };
 }
 
-/** `text` with its `@module` block replaced by `comment` (or started with it). */
-function withDoc(text: string, comment: string): string {
-  const block = /^\s*\/\*\*[\s\S]*?\*\/\n?/.exec(text);
-  if (block && block[0].includes("@module")) return comment + text.slice(block[0].length);
-  return comment + (text ? "\n" + text : "");
-}
-
 /** The text of `mod` exporting every name of `needed` it does not export yet. */
 function extendModule(
   mod: string,
@@ -406,26 +245,4 @@ function extendModule(
     out += appended.join("\n") + "\n";
   }
   return out;
-}
-
-/** Where the name `name` that `mod` (text `text`) exports is declared, if it exports it. */
-function exportedBy(
-  mod: string,
-  text: string,
-  name: string,
-  exported: Exported,
-): Origin | undefined {
-  const { names, stars } = exportsOf(text);
-  const entry = names.find((n) => n.name === name);
-  if (entry?.from) {
-    const target = resolve(mod, entry.from.specifier);
-    return target === undefined ? undefined : exported.origin(target, entry.from.name);
-  }
-  if (entry) return { file: mod, name, typeOnly: entry.typeOnly };
-  for (const star of stars) {
-    const target = resolve(mod, star.specifier);
-    const origin = target === undefined ? undefined : exported.origin(target, name);
-    if (origin) return origin;
-  }
-  return undefined;
 }

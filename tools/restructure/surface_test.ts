@@ -1,5 +1,5 @@
 import { assertEquals } from "../../tests/support/mod.ts";
-import { type Files, mergeImports, routeThroughModules } from "./surface.ts";
+import { type Files, routeThroughModules } from "./surface.ts";
 
 /** A tree in memory; `apply` takes a run's writes into it. */
 function memory(initial: Record<string, string>) {
@@ -105,24 +105,4 @@ Deno.test("routeThroughModules() names each import it cannot route, and why", ()
     'c/mod.ts would export "x" of both c/x.ts (for b/z.ts:5) and c/y.ts (for b/z.ts:6): rename one',
     'c/mod.ts does not exist and modules.json has no @module text for "c"',
   ]);
-});
-
-Deno.test("mergeImports() merges the named imports of one module into the first", () => {
-  const text = [
-    'import type { A } from "../a/mod.ts";',
-    'import { z } from "./z.ts";',
-    'import { b, type C } from "../a/mod.ts";',
-    'import TEXT from "../a/mod.ts";',
-    "",
-  ].join("\n");
-  assertEquals(
-    mergeImports("b/x.ts", text, new Map()),
-    [
-      'import { type A, b, type C } from "../a/mod.ts";',
-      'import { z } from "./z.ts";',
-      'import TEXT from "../a/mod.ts";',
-      "",
-    ].join("\n"),
-  );
-  assertEquals(mergeImports("b/x.ts", 'import { z } from "./z.ts";\n', new Map()), undefined);
 });
