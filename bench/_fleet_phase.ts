@@ -8,7 +8,6 @@
 
 import { type AgentProcess, spawnReady } from "../agent/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
-import { freePort } from "../tests/support/mod.ts";
 import {
   agentOf,
   type FleetSettings,
@@ -17,6 +16,8 @@ import {
   type RefreshRecord,
 } from "./fleet_report.ts";
 import { cpuSeconds as machineCpu, processCount } from "./machine.ts";
+import { procCpuSeconds, procMemory } from "../guest/mod.ts";
+import { freePort } from "../protocol/mod.ts";
 
 /** What a phase runs in: the machine and the agents' identities bench/fleet.ts set up. */
 export interface Fleet {
@@ -42,25 +43,8 @@ export interface Fleet {
 export const AGENT_UP_TIMEOUT_S = 60;
 /** Requests of the service's API in flight at once when its refresh records are read. */
 const READERS = 8;
-const USER_HZ = 100;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** User + system CPU seconds of process `pid` (its threads included, not its children). */
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime: fields 14 and 15 of proc(5), counted from the state (3).
-  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
-}
-
-/** A `kB` line of `/proc/PID/status`, in bytes. */
-function statusBytes(pid: number, key: "VmRSS" | "VmHWM"): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const kb = new RegExp(`^${key}:\\s*(\\d+) kB$`, "m").exec(status)?.[1];
-  if (kb === undefined) throw new Error(`Cannot read ${key} of process ${pid}`);
-  return Number(kb) * 1024;
-}
 
 /** The service's configuration for one phase, its state in `dir`, agent `k` on `ports[k]`. */
 function config(fleet: Fleet, phase: Phase, dir: string, ports: number[]) {
@@ -190,10 +174,10 @@ export async function runPhase(fleet: Fleet, phase: Phase, round: number): Promi
       };
       await Promise.all(Array.from({ length: READERS }, reader));
     };
-    const agentCpu = () => agents.reduce((sum, a) => sum + cpuSeconds(a.pid), 0);
+    const agentCpu = () => agents.reduce((sum, a) => sum + procCpuSeconds(a.pid), 0);
     const logBefore = logLines;
     const from = Date.now();
-    const cpuFrom = cpuSeconds(serve.pid);
+    const cpuFrom = procCpuSeconds(serve.pid);
     const agentCpuFrom = agentCpu();
     const machineFrom = machineCpu([]).machine;
     const rss: number[] = [];
@@ -201,7 +185,7 @@ export async function runPhase(fleet: Fleet, phase: Phase, round: number): Promi
     let nextPoll = from + pollMs;
     let reading: Promise<void> | undefined;
     while (Date.now() < end) {
-      rss.push(statusBytes(serve.pid, "VmRSS"));
+      rss.push(procMemory(serve.pid).rssKb * 1024);
       if (Date.now() >= nextPoll && !reading) {
         reading = collect().finally(() => reading = undefined);
         nextPoll += pollMs;
@@ -209,10 +193,10 @@ export async function runPhase(fleet: Fleet, phase: Phase, round: number): Promi
       await sleep(Math.min(1000, Math.max(0, end - Date.now())));
     }
     const to = Date.now();
-    const cpuS = cpuSeconds(serve.pid) - cpuFrom;
+    const cpuS = procCpuSeconds(serve.pid) - cpuFrom;
     const agentCpuS = agentCpu() - agentCpuFrom;
     const machineCpuS = machineCpu([]).machine - machineFrom;
-    const hwm = statusBytes(serve.pid, "VmHWM");
+    const hwm = procMemory(serve.pid).hwmKb * 1024;
     const logLinesInWindow = logLines - logBefore;
     const processesEnd = processCount();
     // The refreshes that started before the window's end have their next one by now.

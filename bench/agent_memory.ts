@@ -22,7 +22,7 @@ import { AgentClient, GuestSession } from "../ids/client/mod.ts";
 import { machine, processCount, processLimits } from "./machine.ts";
 import { buildNative, IdleProcesses } from "./native.ts";
 import { quantile } from "./results.ts";
-import { type ProcMemory, procMemory, resetPeakMemory } from "../guest/mod.ts";
+import { procCpuSeconds, type ProcMemory, procMemory, resetPeakMemory } from "../guest/mod.ts";
 
 const MB = 1 << 20;
 
@@ -97,18 +97,10 @@ async function start(variant: Variant, state: string): Promise<Running> {
   }
 }
 
-/** CPU milliseconds the process has used so far (user and system). */
-function cpuMs(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime, fields 14 and 15 of proc(5), counted from the state (3); in 1/100 s
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
 /** One prefetch of the process list, and the agent's peak RSS and CPU time during it. */
 async function prefetch(run: Running) {
   resetPeakMemory(run.agent.pid);
-  const cpu = cpuMs(run.agent.pid);
+  const cpu = procCpuSeconds(run.agent.pid) * 1000;
   const { processes, stats } = await run.session.processes("prefetch");
   return {
     ms: stats.ms,
@@ -116,7 +108,7 @@ async function prefetch(run: Running) {
     bytes: stats.prefetch?.bytes ?? 0,
     stop: stats.prefetch?.stop ?? "none",
     agentMs: stats.prefetch?.agentMs ?? NaN,
-    agentCpuMs: cpuMs(run.agent.pid) - cpu,
+    agentCpuMs: procCpuSeconds(run.agent.pid) * 1000 - cpu,
     peakKb: procMemory(run.agent.pid).hwmKb,
   };
 }

@@ -40,7 +40,7 @@ import {
   summarisePhase,
 } from "./fleet_report.ts";
 import { loadavg, machine, processCount } from "./machine.ts";
-import { buildNative, IdleProcesses } from "./native.ts";
+import { IdleProcesses, startBench } from "./native.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -78,18 +78,8 @@ const startedAt = new Date();
 const loadAtStart = loadavg();
 log(`load average ${loadAtStart.join(" ")}; ${processCount()} processes on the machine`);
 
-await using stack = new AsyncDisposableStack();
-/** Set once interrupted: what was started is being stopped, then the benchmark exits. */
-let interrupted: Promise<void> | undefined;
-const cleanup = () => {
-  interrupted ??= stack.disposeAsync().finally(() => Deno.exit(130));
-};
-Deno.addSignalListener("SIGINT", cleanup);
-Deno.addSignalListener("SIGTERM", cleanup);
-
-const tools = stack.use(await buildNative());
-const state = await Deno.makeTempDir({ prefix: "ebpfmon-bench-fleet-" });
-stack.defer(() => Deno.remove(state, { recursive: true }));
+await using bench = await startBench("ebpfmon-bench-fleet-");
+const { stack, tools, state } = bench;
 const idle = stack.use(IdleProcesses.start(tools));
 
 /**
@@ -149,7 +139,7 @@ for (let round = 1; round <= settings.rounds; round++) {
   for (const phase of settings.phases) {
     const measure = await runPhase(fleet, phase, round).catch(async (error) => {
       // Interrupted: the service it measured is gone; wait for the rest to stop.
-      if (interrupted) await interrupted;
+      await bench.interrupted();
       throw error;
     });
     measures.push(measure);

@@ -41,7 +41,7 @@ import {
   summariseSeries,
 } from "./hold_report.ts";
 import { loadavg, machine, processCount } from "./machine.ts";
-import { buildNative, Churn, IdleProcesses } from "./native.ts";
+import { Churn, IdleProcesses, startBench } from "./native.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -106,16 +106,8 @@ const startedAt = new Date();
 const loadAtStart = loadavg();
 log(`load average ${loadAtStart.join(" ")}; cgroup v${hierarchy.version} at ${hierarchy.mount}`);
 
-await using stack = new AsyncDisposableStack();
-const cleanup = () => {
-  stack.disposeAsync().finally(() => Deno.exit(130));
-};
-Deno.addSignalListener("SIGINT", cleanup);
-Deno.addSignalListener("SIGTERM", cleanup);
-
-const tools = stack.use(await buildNative());
-const state = await Deno.makeTempDir({ prefix: "ebpfmon-bench-hold-" });
-stack.defer(() => Deno.remove(state, { recursive: true }));
+await using bench = await startBench("ebpfmon-bench-hold-");
+const { stack, tools, state } = bench;
 const cgroup = stack.use(await TestCgroup.create(hierarchy, "bench-hold"));
 const churn = stack.use(Churn.start(tools, settings.rate, settings.maxAlive));
 await cgroup.add(churn.pid);

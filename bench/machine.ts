@@ -5,6 +5,8 @@
  * @module
  */
 
+import { procCpuSeconds, USER_HZ } from "../guest/mod.ts";
+
 function read(path: string): string {
   try {
     return Deno.readTextFileSync(path);
@@ -38,23 +40,17 @@ function cpuTimes(): { idle: number; total: number } {
   return { idle: fields[3] + fields[4], total: fields.reduce((a, b) => a + b, 0) };
 }
 
-const USER_HZ = 100;
-
-function processTicks(pid: number | "self"): number {
-  const stat = read(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime, stime, cutime, cstime: fields 14 to 17 of proc(5), counted from the state (3)
-  return fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
-}
-
 /**
  * CPU seconds used so far by the whole machine, and by this process (with the children it has
  * waited for) and the running processes `pids`.
  */
 export function cpuSeconds(pids: number[]): { machine: number; ours: number } {
   const { idle, total } = cpuTimes();
-  const ours = [processTicks("self"), ...pids.map(processTicks)].reduce((a, b) => a + b, 0);
-  return { machine: (total - idle) / USER_HZ, ours: ours / USER_HZ };
+  const ours = pids.reduce(
+    (sum, pid) => sum + procCpuSeconds(pid, true),
+    procCpuSeconds("self", true),
+  );
+  return { machine: (total - idle) / USER_HZ, ours };
 }
 
 /** Processes (thread groups) on the machine now. */

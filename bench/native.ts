@@ -5,7 +5,8 @@
  * processes that grow the guest's process list, and the churning workload of `bench:hold`.
  *
  * Every helper exits when its standard input closes, so none outlives the benchmark, however the
- * benchmark ends.
+ * benchmark ends. {@linkcode startBench} builds them for a benchmark, with its state folder and
+ * the stop on SIGINT or SIGTERM.
  *
  * @module
  */
@@ -247,5 +248,49 @@ export class Churn implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#child[Symbol.asyncDispose]();
+  }
+}
+
+/** What a benchmark holds while it runs. Dispose to stop and remove all of it. */
+export interface BenchRun extends AsyncDisposable {
+  /** What the benchmark starts goes here, to be stopped in reverse order. */
+  stack: AsyncDisposableStack;
+  tools: NativeTools;
+  /** A fresh folder for the agents' and the service's state. */
+  state: string;
+  /** Set once SIGINT or SIGTERM came: everything is being stopped, then the process exits. */
+  interrupted(): Promise<void> | undefined;
+}
+
+/**
+ * Starts a benchmark: the native helpers built, a state folder made (named from `prefix`), and
+ * SIGINT or SIGTERM stopping what the benchmark started before it exits with status 130.
+ */
+export async function startBench(prefix: string): Promise<BenchRun> {
+  const stack = new AsyncDisposableStack();
+  let interrupted: Promise<void> | undefined;
+  const stop = () => {
+    interrupted ??= stack.disposeAsync().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  stack.defer(() => {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+  });
+  try {
+    const tools = stack.use(await buildNative());
+    const state = await Deno.makeTempDir({ prefix });
+    stack.defer(() => Deno.remove(state, { recursive: true }));
+    return {
+      stack,
+      tools,
+      state,
+      interrupted: () => interrupted,
+      [Symbol.asyncDispose]: () => stack.disposeAsync(),
+    };
+  } catch (error) {
+    await stack.disposeAsync();
+    throw error;
   }
 }

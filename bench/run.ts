@@ -29,7 +29,7 @@ import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { DELTA, viewOf, VIEWS, type WorkerReport } from "./ids_worker.ts";
 import { type Link, setUpLink } from "./link_setup.ts";
 import { cpuSeconds, machine, processCount, processLimits } from "./machine.ts";
-import { buildNative, IdleProcesses, startProbeEndpoint } from "./native.ts";
+import { IdleProcesses, startBench, startProbeEndpoint } from "./native.ts";
 import { renderMarkdown } from "./report.ts";
 import {
   type BenchResults,
@@ -99,16 +99,8 @@ const log = (line: string) => console.error(`bench: ${line}`);
 const notes: string[] = [];
 const points: PointResult[] = [];
 
-await using stack = new AsyncDisposableStack();
-const cleanup = () => {
-  stack.disposeAsync().finally(() => Deno.exit(130));
-};
-Deno.addSignalListener("SIGINT", cleanup);
-Deno.addSignalListener("SIGTERM", cleanup);
-
-const tools = stack.use(await buildNative());
-const state = await Deno.makeTempDir({ prefix: "ebpfmon-bench-" });
-stack.defer(() => Deno.remove(state, { recursive: true }));
+await using bench = await startBench("ebpfmon-bench-");
+const { stack, tools, state } = bench;
 const agent = stack.use(await spawnAgent({ stateDir: state }));
 log(`agent ${agent.pid} on ${agent.address}`);
 const agentIdleMB = procMemory(agent.pid).rssKb * 1024 / 1e6;

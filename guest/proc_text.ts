@@ -189,3 +189,19 @@ export function procMemory(pid: number | "self" = "self"): ProcMemory {
 export function resetPeakMemory(pid: number | "self" = "self"): void {
   Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
 }
+
+/** Clock ticks per second of the times in /proc/PID/stat (USER_HZ, 100 on Linux). */
+export const USER_HZ = 100;
+
+/**
+ * The CPU seconds process `pid` has used, user and system, its threads included; with
+ * `children`, also those of the children it has waited for (/proc/PID/stat fields 14 to 17).
+ */
+export function procCpuSeconds(pid: number | "self" = "self", children = false): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Counted from the state (field 3), after the command name, which may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = fields.slice(11, children ? 15 : 13).reduce((sum, f) => sum + Number(f), 0);
+  if (!Number.isFinite(ticks)) throw new SyntaxError(`Cannot read the CPU times of process ${pid}`);
+  return ticks / USER_HZ;
+}
