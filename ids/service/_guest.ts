@@ -18,7 +18,8 @@ import {
 } from "../client/mod.ts";
 import type { Process, Socket } from "../linux/mod.ts";
 import { hexBytes, type KAddr } from "../memory/mod.ts";
-import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
+import type { ServiceConfig } from "./config.ts";
+import { agentAddresses, type GuestConfig } from "./_guest_config.ts";
 import { type AgentIdentity, compareIdentity } from "./_identity.ts";
 import { type AgentTimeouts, dial } from "./_dial.ts";
 import { type Feed, isViewError, spent } from "./_feed.ts";

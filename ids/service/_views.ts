@@ -17,7 +17,8 @@ import type {
 } from "../client/mod.ts";
 import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
 import type { Process, Socket } from "../linux/mod.ts";
-import type { GuestConfig, ServiceConfig } from "./config.ts";
+import type { ServiceConfig } from "./config.ts";
+import type { GuestConfig } from "./_guest_config.ts";
 import type { Feed } from "./_feed.ts";
 
 /** How the service takes every view: one PREFETCH round trip of whole structures. */
