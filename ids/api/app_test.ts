@@ -1,3 +1,11 @@
+/**
+ * The guest routes over the monitor: the guests' status, the process list and one process with
+ * their filters, how fresh an answer is (`max_age_ms`, `allow_stale`, refresh) and what a down
+ * agent makes of it, the stats; and the errors any route answers.
+ *
+ * @module
+ */
+
 import { assert, assertEquals } from "../../tests/support/mod.ts";
 import type { Process } from "../linux/mod.ts";
 import type { VmStats } from "../service/mod.ts";
@@ -29,89 +37,6 @@ async function pids(response: Response): Promise<number[]> {
   const body = await response.json();
   return body.processes.map((process: Process) => process.pid);
 }
-
-Deno.test("GET /healthz answers without a token", async () => {
-  const { app } = setup();
-  const response = await app.request("/healthz");
-  assertEquals(response.status, 200);
-  assertEquals(await response.json(), { status: "ok" });
-});
-
-Deno.test("GET /metrics serves Prometheus text without a token when metricsAuth is false", async () => {
-  const { app, monitor } = setup({ metricsAuth: false });
-  const response = await app.request("/metrics");
-  assertEquals(response.status, 200);
-  assertEquals(response.headers.get("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
-  assertEquals(await response.text(), monitor.metricsText);
-});
-
-Deno.test("GET /metrics needs the token by default and when metricsAuth is set", async () => {
-  for (const options of [{}, { metricsAuth: true }]) {
-    const { app, get } = setup(options);
-    await assertError(await app.request("/metrics"), 401, { code: "unauthorized" });
-    await assertError(
-      await app.request("/metrics", { headers: { Authorization: "Bearer wrong" } }),
-      401,
-      { code: "unauthorized" },
-    );
-    assertEquals((await get("/metrics")).status, 200);
-  }
-});
-
-Deno.test("every /v1 route refuses a request without a bearer token", async () => {
-  const { app } = setup();
-  for (
-    const [method, path] of [
-      ["GET", "/v1/vms"],
-      ["GET", "/v1/vms/web-1"],
-      ["GET", "/v1/vms/web-1/processes"],
-      ["GET", "/v1/vms/web-1/processes/1"],
-      ["GET", "/v1/vms/web-1/processes/1/files"],
-      ["GET", "/v1/vms/web-1/modules"],
-      ["GET", "/v1/vms/web-1/sockets"],
-      ["POST", "/v1/vms/web-1/refresh"],
-      ["GET", "/v1/vms/web-1/stats"],
-      ["GET", "/v1/no-such-route"],
-    ]
-  ) {
-    const response = await app.request(path, { method });
-    await assertError(response, 401, { code: "unauthorized" });
-    assertEquals(response.headers.get("WWW-Authenticate"), "Bearer");
-  }
-});
-
-Deno.test("a wrong token, of any length or scheme, is refused", async () => {
-  const { app, monitor } = setup();
-  const sameLength = TOKEN.slice(0, -1) + "X";
-  for (
-    const authorization of [
-      `Bearer ${sameLength}`,
-      `Bearer ${TOKEN}X`,
-      "Bearer short",
-      `Basic ${btoa(`user:${TOKEN}`)}`,
-      `Bearer`,
-      TOKEN,
-    ]
-  ) {
-    const response = await app.request("/v1/vms/web-1/refresh", {
-      method: "POST",
-      headers: { Authorization: authorization },
-    });
-    await assertError(response, 401, { code: "unauthorized" });
-    assertEquals(response.headers.get("WWW-Authenticate"), "Bearer");
-  }
-  assertEquals(monitor.fetchCount("web-1"), 0, "no refused request reached the monitor");
-});
-
-Deno.test("createApi() refuses an empty token", () => {
-  let error: unknown;
-  try {
-    createApi({ monitor: new FakeMonitor(), token: "" });
-  } catch (caught) {
-    error = caught;
-  }
-  assert(error instanceof TypeError);
-});
 
 Deno.test("GET /v1/vms lists every guest, with snapshot ages at the time of the request", async () => {
   const { get, monitor } = setup();
@@ -418,99 +343,3 @@ Deno.test("an unknown route is a 404 not_found", async () => {
   await assertError(await get("/v1/vms", { method: "DELETE" }), 404, { code: "not_found" });
   await assertError(await get("/v1/vms/web-1/processes/1/extra"), 404, { code: "not_found" });
 });
-
-Deno.test("GET /openapi.json documents every route the app serves, without a token", async () => {
-  const { app } = setup({ metricsAuth: true });
-  const response = await app.request("/openapi.json");
-  assertEquals(response.status, 200);
-  const document = JSON.parse(await response.text());
-  assert(/^3\.1\.\d+$/.test(document.openapi), `openapi is ${document.openapi}`);
-  assertEquals(document.components.securitySchemes.bearer, { type: "http", scheme: "bearer" });
-
-  const served = new Set(
-    app.routes
-      .filter((route) => route.method !== "ALL")
-      .map((route) => `${route.method} ${route.path.replaceAll(/:(\w+)/g, "{$1}")}`),
-  );
-  const documented = new Set(
-    Object.entries(document.paths).flatMap(([path, item]) =>
-      Object.keys(item as object).map((method) => `${method.toUpperCase()} ${path}`)
-    ),
-  );
-  assertEquals([...documented].sort(), [...served].sort());
-  assertEquals(served.size, 15);
-
-  for (const [path, item] of Object.entries(document.paths)) {
-    for (const operation of Object.values(item as Record<string, Operation>)) {
-      assert("200" in operation.responses, `${path} documents its answer`);
-      const secured = path.startsWith("/v1/") || path === "/metrics";
-      assertEquals(operation.security ?? [], secured ? [{ bearer: [] }] : [], path);
-      if (secured) assert("401" in operation.responses, `${path} documents 401`);
-    }
-  }
-  const processes = document.paths["/v1/vms/{vm}/processes"].get as Operation;
-  assertEquals(
-    processes.parameters.map((parameter) => `${parameter.in} ${parameter.name}`).sort(),
-    [
-      "path vm",
-      "query allow_stale",
-      "query cgroup",
-      "query comm",
-      "query max_age_ms",
-      "query pid",
-      "query pidns",
-      "query ppid",
-      "query threads",
-      "query uid",
-    ],
-  );
-  assert("422" in processes.responses && "503" in processes.responses);
-  const parameters = (path: string) =>
-    (document.paths[path].get as Operation).parameters
-      .map((parameter) => `${parameter.in} ${parameter.name}`).sort();
-  assertEquals(parameters("/v1/vms/{vm}/sockets"), [
-    "path vm",
-    "query allow_stale",
-    "query max_age_ms",
-    "query netns",
-    "query pid",
-    "query port",
-    "query protocol",
-    "query state",
-  ]);
-  assertEquals(parameters("/v1/vms/{vm}/modules"), [
-    "path vm",
-    "query allow_stale",
-    "query max_age_ms",
-  ]);
-  assertEquals(parameters("/v1/vms/{vm}/processes/{pid}/files"), [
-    "path pid",
-    "path vm",
-    "query allow_stale",
-    "query max_age_ms",
-  ]);
-  for (const path of ["/v1/vms/{vm}/sockets", "/v1/vms/{vm}/modules"]) {
-    const { responses } = document.paths[path].get as Operation;
-    assertEquals(Object.keys(responses).sort(), ["200", "401", "404", "422", "500", "503"], path);
-  }
-  for (const name of ["Module", "Socket", "OpenFile", "Modules", "Sockets", "Files"]) {
-    assert(name in document.components.schemas, `${name} is a component`);
-  }
-  const process = document.components.schemas.Process.properties;
-  for (const field of ["capEffective", "capPermitted", "capInheritable", "initCred"]) {
-    assert(field in process, `Process documents ${field}`);
-  }
-});
-
-Deno.test("GET /openapi.json leaves /metrics unsecured when metricsAuth is false", async () => {
-  const { app } = setup({ metricsAuth: false });
-  const document = await (await app.request("/openapi.json")).json();
-  assertEquals(document.paths["/metrics"].get.security, []);
-  assertEquals("401" in document.paths["/metrics"].get.responses, false);
-});
-
-interface Operation {
-  security?: unknown[];
-  parameters: { in: string; name: string }[];
-  responses: Record<string, unknown>;
-}

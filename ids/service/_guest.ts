@@ -1,6 +1,7 @@
 /**
  * One monitored guest, as the monitor service runs it: its agent connection (kept up, revalidated
- * on reconnect), the views it takes through it, their last snapshots and what they cost.
+ * on reconnect), the loop that refreshes its process list, the fetches of its views (what each
+ * view is: `_views.ts`) and what they cost.
  *
  * @module
  */
@@ -12,41 +13,26 @@ import {
   guestCredentials,
   GuestSession,
   loadWalker,
-  type Mode,
   type ModulesAnswer,
   NoSuchProcessError,
-  type PrefetchLimits,
-  type SnapshotStats,
 } from "../client/mod.ts";
 import type { Process, Socket } from "../linux/mod.ts";
 import { hexBytes, type KAddr } from "../memory/mod.ts";
-import { agentAddresses, type GuestConfig, type ServiceConfig } from "./config.ts";
+import type { ServiceConfig } from "./config.ts";
+import { agentAddresses, type GuestConfig } from "./_guest_config.ts";
 import { type AgentIdentity, compareIdentity } from "./_identity.ts";
 import { type AgentTimeouts, dial } from "./_dial.ts";
 import { type Feed, isViewError, spent } from "./_feed.ts";
 import { HealthAlarm, type HealthAlerts } from "./_health.ts";
 import type { Metrics } from "./_metrics.ts";
-import { type Finding, runCheck, type Scan } from "../detect/mod.ts";
+import { GuestViews, MODE } from "./_views.ts";
+import type { Finding } from "../detect/mod.ts";
 import type { AgentState, FetchRecord, KernelInfo, Snapshot, VmEvent } from "./types.ts";
-
-/** How the service takes every view: one PREFETCH round trip of whole structures. */
-const MODE: Mode = "prefetch";
-/** Most processes whose open files one guest keeps a snapshot of. */
-const MAX_FILE_SNAPSHOTS = 64;
 
 const MAX_EVENTS = 50;
 const MAX_RECENT = 100;
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 30_000;
-/**
- * What one scan may bring from a guest by default (its `scanLimits` in ids.json): a guest of
- * about 3,500 processes (a check costs about 17 records and 4 KB per process), and little
- * enough that a lying agent cannot take the memory every other guest needs: the IDS keeps
- * about 300 bytes per record besides its bytes (measured for one-byte records on distinct
- * pages), so a scan holds at most about 20 MB of records plus 32 MB of bytes. Beyond, the walk
- * stops and the rest is read page by page (counted round trips, never a wrong answer).
- */
-export const SCAN_LIMITS: PrefetchLimits = { maxObjects: 1 << 16, maxBytes: 32 << 20 };
 
 /** One guest: its connection, the snapshots of its views, its history. */
 export class Guest {
@@ -68,23 +54,7 @@ export class Guest {
    * waits for the first whole snapshot since, to say how long monitoring was interrupted.
    */
   #resumed?: { message: string; lastSnapshotAt?: number };
-  /**
-   * The process list comes from a full check: every rule over one scan (one round trip), whose
-   * findings go to the alert store, and whose processes section (every process any of the
-   * kernel's views holds) is the list.
-   */
-  readonly processes: Feed<Process[]> = {
-    view: "processes",
-    label: "processes",
-    take: (session) => this.#check(session),
-  };
-  /** The first scan since the guest's kernel and boot were last seen, and the latest. */
-  #first?: Scan;
-  #previous?: Scan;
-  readonly modules: Feed<ModulesAnswer>;
-  readonly sockets: Feed<Socket[]>;
-  /** By pid, the least recently read first. */
-  readonly #files = new Map<number, Feed<FilesAnswer>>();
+  readonly #views: GuestViews;
   #session?: GuestSession;
   #connecting?: Promise<GuestSession>;
   #closed = false;
@@ -97,7 +67,7 @@ export class Guest {
     readonly metrics: Metrics,
     readonly log: (line: string) => void,
     /** Receives the findings of every scan (the alert store). */
-    readonly onFindings: (findings: Finding[], scanAt: number) => void = () => {},
+    onFindings: (findings: Finding[], scanAt: number) => void = () => {},
     readonly health: HealthAlerts = { raise() {}, resolve() {} },
     readonly timeouts: AgentTimeouts = {},
   ) {
@@ -107,55 +77,27 @@ export class Guest {
     this.addresses = agentAddresses(config).map((text) => ({ ...parseHostPort(text), text }));
     this.address = this.addresses[0].text;
     metrics.up.set({ vm: config.name }, 0);
-    this.modules = {
-      view: "modules",
-      label: "modules",
-      maxAgeMs: config.refreshMs,
-      take: async (session) => {
-        const { answer, stats } = await session.modules(MODE);
-        return { value: answer, stats };
-      },
-    };
-    this.sockets = {
-      view: "sockets",
-      label: "sockets",
-      maxAgeMs: config.refreshMs,
-      take: async (session) => {
-        const { sockets, stats } = await session.sockets(MODE);
-        return { value: sockets, stats };
-      },
-    };
+    this.#views = new GuestViews(config, service.rules, onFindings, (message, error) => {
+      this.event(message, error);
+    });
   }
 
-  /**
-   * The view of `pid`'s open files. Past {@linkcode MAX_FILE_SNAPSHOTS} pids, those read least
-   * recently (and not being fetched) are forgotten.
-   */
+  /** The process list, from a full check at every refresh. */
+  get processes(): Feed<Process[]> {
+    return this.#views.processes;
+  }
+
+  get modules(): Feed<ModulesAnswer> {
+    return this.#views.modules;
+  }
+
+  get sockets(): Feed<Socket[]> {
+    return this.#views.sockets;
+  }
+
+  /** The view of `pid`'s open files (those of the pids read least recently are forgotten). */
   files(pid: number): Feed<FilesAnswer> {
-    let feed = this.#files.get(pid);
-    if (feed) {
-      this.#files.delete(pid);
-    } else {
-      feed = {
-        view: "files",
-        label: `files of pid ${pid}`,
-        maxAgeMs: this.config.refreshMs,
-        take: async (session) => {
-          const { answer, stats } = await session.files(pid, MODE);
-          return { value: answer, stats };
-        },
-      };
-    }
-    this.#files.set(pid, feed);
-    for (const [old, idle] of this.#files) {
-      if (this.#files.size <= MAX_FILE_SNAPSHOTS) break;
-      if (!idle.pending) this.#files.delete(old);
-    }
-    return feed;
-  }
-
-  #feeds(): Feed<unknown>[] {
-    return [this.processes, this.modules, this.sockets, ...this.#files.values()];
+    return this.#views.files(pid);
   }
 
   /** The kernel symbols its sessions looked up, kept while the boot and kernel are the same. */
@@ -164,41 +106,7 @@ export class Guest {
   /** Forgets every snapshot: they describe another kernel or boot. */
   #forget(): void {
     this.#symbols = new Map();
-    for (const feed of this.#feeds()) feed.snapshot = undefined;
-    this.#files.clear();
-    this.#first = this.#previous = undefined;
-  }
-
-  async #check(session: GuestSession): Promise<{ value: Process[]; stats: SnapshotStats }> {
-    const result = await runCheck(session, MODE, {
-      limits: this.config.scanLimits ?? SCAN_LIMITS,
-      rules: this.service.rules,
-      previous: this.#previous,
-      first: this.#first,
-    });
-    this.#first ??= result.scan;
-    this.#previous = result.scan;
-    try {
-      this.onFindings(result.findings, result.scan.takenAt);
-    } catch (error) {
-      this.event(`cannot store the findings of a scan: ${(error as Error).message}`, true);
-    }
-    for (const [name, s] of Object.entries(result.stats.sections)) {
-      if (!s.supported) this.#once(`section ${name} not checked: ${s.reason}`);
-    }
-    const section = result.scan.sections.processes;
-    if (section?.supported) return { value: section.value.processes, stats: result.stats };
-    // A kernel whose pid structures the IDS cannot read still has its task list.
-    const { processes, stats } = await session.processes(MODE);
-    return { value: processes, stats };
-  }
-
-  /** Events said once per guest (what its kernel cannot be checked for). */
-  readonly #said = new Set<string>();
-  #once(message: string): void {
-    if (this.#said.has(message)) return;
-    this.#said.add(message);
-    this.event(message);
+    this.#views.forget();
   }
 
   start(): void {
@@ -414,7 +322,7 @@ export class Guest {
   async close(): Promise<void> {
     this.#closed = true;
     this.#wake?.();
-    await Promise.allSettled(this.#feeds().map((feed) => feed.pending));
+    await Promise.allSettled(this.#views.all().map((feed) => feed.pending));
     await this.#loop;
     this.#session?.close();
     this.#session = undefined;

@@ -1,12 +1,8 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/support/mod.ts";
-import {
-  agentAddresses,
-  ConfigError,
-  isLoopback,
-  loadConfig,
-  parseConfig,
-  ruleSettings,
-} from "./config.ts";
+import { ConfigError, loadConfig, parseConfig } from "./config.ts";
+import { isLoopback } from "./api_transport.ts";
+import { ruleSettings } from "./detection_config.ts";
+import { agentAddresses } from "./_guest_config.ts";
 import { ensureToken } from "./token.ts";
 
 const PIN = "sha256:" + Array.from({ length: 32 }, () => "AB").join(":");

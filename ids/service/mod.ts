@@ -8,15 +8,9 @@
  * @module
  */
 
-export {
-  apiTransportProblem,
-  ConfigError,
-  isLoopback,
-  loadConfig,
-  parseConfig,
-  RULE_NAMES,
-  type ServiceConfig,
-} from "./config.ts";
+export { ConfigError, loadConfig, parseConfig, type ServiceConfig } from "./config.ts";
+export { apiTransportProblem, isLoopback } from "./api_transport.ts";
+export { RULE_NAMES } from "./detection_config.ts";
 export { MonitorService } from "./monitor.ts";
 export { ensureToken } from "./token.ts";
 export {
