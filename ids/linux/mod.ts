@@ -41,7 +41,8 @@ export {
   type ModuleViews,
   type ViewedModule,
 } from "./module_views.ts";
-export { listModules, type Module, planModules, resolveModuleTypes } from "./modules.ts";
+export { listModules, type Module, planModules } from "./modules.ts";
+export { resolveModuleTypes } from "./module_types.ts";
 export { type CgroupSupport, NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
 export {
   findInitPidNamespace,

@@ -39,14 +39,8 @@ import {
   uint,
 } from "../kernel/mod.ts";
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
-import {
-  describeModule,
-  listModules,
-  type Module,
-  type ModuleTypes,
-  planModuleUsers,
-  resolveModuleTypes,
-} from "./modules.ts";
+import { describeModule, listModules, type Module, planModuleUsers } from "./modules.ts";
+import { type ModuleTypes, resolveModuleTypes } from "./module_types.ts";
 import {
   type AddressRange,
   fixedLayout,
