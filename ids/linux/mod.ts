@@ -14,6 +14,7 @@
  * @module
  */
 
+export { moduleHolding, ownerOf } from "./address_owner.ts";
 export { AddressSpaceError, learnAddressSpace } from "./address_space.ts";
 export { agentSource, type AgentTask } from "./agent_task.ts";
 export { type BpfProgram, type BpfPrograms, bpfSource } from "./bpf_programs.ts";
@@ -32,7 +33,7 @@ export {
   resolveFileTypes,
 } from "./files.ts";
 export { type FtraceOps, ftraceSource } from "./ftrace.ts";
-export { type KernelPointers, moduleHolding, ownerOf, pointersSource } from "./kernel_pointers.ts";
+export { type KernelPointers, pointersSource } from "./kernel_pointers.ts";
 export { type KernelTypes, resolveKernelTypes } from "./kernel_types.ts";
 export {
   type ModuleRecheck,

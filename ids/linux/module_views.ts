@@ -41,13 +41,8 @@ import {
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
 import { describeModule, listModules, type Module, planModuleUsers } from "./modules.ts";
 import { type ModuleTypes, resolveModuleTypes } from "./module_types.ts";
-import {
-  type AddressRange,
-  fixedLayout,
-  hex64,
-  type ImageRegion,
-  planKernelImage,
-} from "./kernel_pointers.ts";
+import { type AddressRange, hex64 } from "./address_owner.ts";
+import { fixedLayout, type ImageRegion, planKernelImage } from "./_kernel_image.ts";
 
 export const MODULE_VIEWS = ["list", "kset", "mod_tree"] as const;
 export type ModuleView = typeof MODULE_VIEWS[number];
