@@ -5,14 +5,12 @@ import { resolveKernelTypes } from "./kernel_types.ts";
 import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { hiddenModule, type ScanContext } from "../detect/mod.ts";
 import { offsetOf } from "../kernel/mod.ts";
+import { modulesSource, planModuleViews, readModuleViews } from "./module_views.ts";
 import {
   type ModuleAnchors,
-  modulesSource,
   type ModuleViewTypes,
-  planModuleViews,
-  readModuleViews,
   resolveModuleViewTypes,
-} from "./module_views.ts";
+} from "./_module_view_types.ts";
 import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
