@@ -34,7 +34,8 @@ import {
   uint,
 } from "../kernel/mod.ts";
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
-import { type AddressRange, hex64, planKernelImage } from "./kernel_pointers.ts";
+import { type AddressRange, hex64 } from "./address_owner.ts";
+import { planKernelImage } from "./_kernel_image.ts";
 
 /** The functions one ops filters on. */
 export interface FtraceFilter {

@@ -18,155 +18,29 @@
  * the kernel's (seccomp, tracing and ia32 paths read it) and what rootkits write, so it is
  * checked on every kernel.
  *
- * The number of system calls is the length of `trace_array.enter_syscall_files[NR_syscalls]` in
- * BTF (present with CONFIG_FTRACE_SYSCALLS); the ia32 table has the same length, as every
- * system call since Linux 5.1 has the same number on every architecture and both tables end at
- * the newest. Without that array the tables are reported absent, with the reason.
- *
  * Everything is read at symbol addresses, so the section needs data symbols in kallsyms
  * (CONFIG_KALLSYMS_ALL); a kernel that hides them gets `supported: false` naming the symbol.
+ *
+ * What each table is made of and how its entries decode is in `_pointer_tables.ts`; who owns an
+ * address, in `address_owner.ts`.
  *
  * @module
  */
 
 import type { Btf } from "../btf/mod.ts";
-import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
-import {
-  type Decoded,
-  type FieldSpec,
-  LayoutError,
-  type NodeRef,
-  type PlanBuilder,
-  ptr,
-  readStruct,
-  type ResolvedField,
-  resolveLayout,
-  type StructLayout,
-} from "../kernel/mod.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
+import { type PlanBuilder, readStruct } from "../kernel/mod.ts";
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
-import type { ModuleViews } from "./module_views.ts";
-
-/** [start, end) of guest memory, as 64-bit hex. */
-export interface AddressRange {
-  start: string;
-  end: string;
-}
-
-/** Who owns an address: core kernel text, a listed module, a module only other views hold. */
-export type Owner =
-  | { kind: "kernel" }
-  | { kind: "module"; name: string }
-  | { kind: "hidden-module"; name: string }
-  | { kind: "none" };
-
-const inRange = (v: bigint, r: AddressRange) => v >= BigInt(r.start) && v < BigInt(r.end);
-
-/** Whether `value` lies in one of `ranges`. */
-export function inRanges(value: bigint, ranges: readonly AddressRange[]): boolean {
-  return ranges.some((r) => inRange(value, r));
-}
-
-/**
- * The owner of the code address `value`: core text, else the module whose text holds it (listed
- * when the module list holds it, hidden when only the kset or mod_tree do), else none.
- */
-export function ownerOf(
-  value: bigint,
-  core: readonly AddressRange[],
-  modules: ModuleViews | undefined,
-): Owner {
-  if (inRanges(value, core)) return { kind: "kernel" };
-  const module = modules?.modules.find((m) => inRanges(value, m.text));
-  if (!module) return { kind: "none" };
-  return module.seenIn.includes("list")
-    ? { kind: "module", name: module.name }
-    : { kind: "hidden-module", name: module.name };
-}
-
-/** The module whose memory holds `address` (a table, an ops structure), if any. */
-export function moduleHolding(address: bigint, modules: ModuleViews | undefined) {
-  return modules?.modules.find((m) => inRanges(address, m.memory));
-}
-
-/** `0x` and 16 hex digits. */
-export const hex64 = (v: bigint) => "0x" + v.toString(16).padStart(16, "0");
-
-/** A field of a {@linkcode fixedLayout}: where it is, how big, how it decodes. */
-export interface FixedField {
-  name: string;
-  offset: number;
-  size: number;
-  kind: "ptr" | "raw";
-}
-
-/**
- * A layout whose fields are at known offsets rather than BTF member paths: an rb_node inside
- * an array member, or regions of the kernel image at symbol addresses. `ptr` fields decode to
- * pointers, `raw` to bytes.
- */
-export function fixedLayout(
-  struct: string,
-  size: number,
-  fields: readonly FixedField[],
-): StructLayout<Record<string, unknown>> {
-  const resolved: ResolvedField[] = fields.map((f) => ({ ...f, member: f.name }));
-  const start = Math.min(...fields.map((f) => f.offset));
-  const end = Math.max(...fields.map((f) => f.offset + f.size));
-  return {
-    struct,
-    size,
-    fields: resolved,
-    start,
-    end,
-    ranges: fields.map((f) => ({ off: f.offset - start, len: f.size })),
-    decode(view: DataView, from: number, space: AddressSpace) {
-      const out: Record<string, unknown> = {};
-      for (const f of fields) {
-        const at = from + f.offset - start;
-        out[f.name] = f.kind === "ptr"
-          ? space.pointerAt(view, at)
-          : new Uint8Array(view.buffer, view.byteOffset + at, f.size).slice();
-      }
-      return out;
-    },
-  };
-}
-
-/** A region of the kernel image a plan copies: the object at a symbol's address. */
-export interface ImageRegion {
-  name: string;
-  at: KAddr;
-  len: number;
-}
-
-/** Farthest a region may be from the lowest one (a plan's offsets are 32-bit). */
-const MAX_SPAN = 2 ** 31;
-
-/**
- * Adds ONE root for objects of the kernel image at known addresses: a node at the lowest
- * address whose ranges are the regions, each a field named after it (so pointer edges can start
- * there). Regions too far from the lowest are left out (read on demand). Returns the node and
- * each region's offset from it, or undefined without regions.
- */
-export function planKernelImage(
-  b: PlanBuilder,
-  regions: readonly ImageRegion[],
-): { node: NodeRef; offsets: Map<string, number> } | undefined {
-  if (regions.length === 0) return undefined;
-  const base = Math.min(...regions.map((r) => r.at));
-  const near = regions.filter((r) => r.at - base < MAX_SPAN && r.len > 0);
-  const fields = near.map((r) => ({
-    name: r.name,
-    offset: r.at - base,
-    size: r.len,
-    kind: "raw" as const,
-  }));
-  const lowest = fields.find((f) => f.offset === 0)!;
-  const layout = fixedLayout("kernel image", lowest.size, fields);
-  const node = b.node(layout, { extra: fields.map((f) => ({ off: f.offset, len: f.size })) });
-  b.root(base, node);
-  return { node, offsets: new Map(fields.map((f) => [f.name, f.offset])) };
-}
+import { type AddressRange, hex64, inRanges } from "./address_owner.ts";
+import { fixedLayout, type ImageRegion, planKernelImage } from "./_kernel_image.ts";
+import {
+  idtTable,
+  opsTable,
+  pointerTable,
+  type PointerTypes,
+  resolvePointerTypes,
+  type TablePlan,
+} from "./_pointer_tables.ts";
 
 /** One checked table. */
 export interface PointerTable {
@@ -207,11 +81,6 @@ export interface KernelPointers {
   outside: PointerEntry[];
 }
 
-/** Number of gates in the x86-64 IDT (architectural). */
-export const IDT_ENTRIES = 256;
-/** The vectors reserved for exceptions (architectural): 0..31. */
-const EXCEPTION_VECTORS = 32;
-
 const SEQ_TABLES = ["tcp4_seq_ops", "udp_seq_ops", "tcp6_seq_ops", "udp6_seq_ops"] as const;
 const SYSCALL_TABLES = ["sys_call_table", "ia32_sys_call_table"] as const;
 
@@ -228,155 +97,6 @@ export const POINTER_SYMBOLS = [
   ...SEQ_TABLES,
   "proc_root",
 ] as const;
-
-/** The members of `struct` that are function pointers, as a layout of pointers. */
-function functionPointers(btf: Btf, struct: string) {
-  let members;
-  try {
-    members = btf.struct(struct).members;
-  } catch (error) {
-    throw new LayoutError(`Cannot resolve struct "${struct}": ${(error as Error).message}`);
-  }
-  const spec: Record<string, FieldSpec<"ptr">> = {};
-  for (const m of members) {
-    if (!m.name) continue;
-    const t = btf.type(btf.resolve(m.typeId));
-    if (t.kind === "PTR" && btf.type(btf.resolve(t.typeId)).kind === "FUNC_PROTO") {
-      spec[m.name] = ptr(m.name);
-    }
-  }
-  if (Object.keys(spec).length === 0) {
-    throw new LayoutError(`struct "${struct}" has no function pointer`);
-  }
-  return resolveLayout(btf, struct, spec);
-}
-
-type Result<T> = { ok: T } | { reason: string };
-
-function attempt<T>(make: () => T): Result<T> {
-  try {
-    return { ok: make() };
-  } catch (error) {
-    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
-      return { reason: (error as Error).message };
-    }
-    throw error;
-  }
-}
-
-/**
- * Resolves what the tables are made of in one kernel; a part the kernel lacks is a reason, not
- * an error.
- */
-export function resolvePointerTypes(btf: Btf) {
-  return {
-    syscalls: attempt(() => {
-      const field = btf.field("trace_array", "enter_syscall_files");
-      const array = btf.type(btf.resolve(field.typeId));
-      if (array.kind !== "ARRAY" || array.count === 0) {
-        throw new LayoutError(`"enter_syscall_files" of struct "trace_array" is no array`);
-      }
-      return array.count;
-    }),
-    gate: attempt(() => ({
-      size: btf.sizeof(btf.struct("gate_struct").id),
-      low: btf.field("gate_struct", "offset_low").offset,
-      middle: btf.field("gate_struct", "offset_middle").offset,
-      high: btf.field("gate_struct", "offset_high").offset,
-    })),
-    seqOps: attempt(() => functionPointers(btf, "seq_operations")),
-    procRoot: attempt(() =>
-      resolveLayout(btf, "proc_dir_entry", {
-        dirOps: ptr("proc_dir_ops"),
-        iops: ptr("proc_iops"),
-      })
-    ),
-    fileOps: attempt(() => functionPointers(btf, "file_operations")),
-    inodeOps: attempt(() => functionPointers(btf, "inode_operations")),
-  };
-}
-
-/** The resolved table types of one kernel. */
-export type PointerTypes = ReturnType<typeof resolvePointerTypes>;
-
-/** A table to read: where, how many bytes, and how its entries decode. */
-interface TablePlan {
-  table: string;
-  at: KAddr;
-  len: number;
-  read: (mem: GuestMemory) => Promise<{ slots: number; entries: [string, bigint][] }>;
-  /** Entries below `slots` that may still hold their boot-time value in init text. */
-  boot?: { slots: number; ranges: AddressRange[] };
-}
-
-function u64(view: DataView, at: number): bigint {
-  return view.getBigUint64(at, true);
-}
-
-function pointerTable(
-  table: string,
-  at: KAddr,
-  count: number,
-): TablePlan {
-  return {
-    table,
-    at,
-    len: count * 8,
-    async read(mem) {
-      const bytes = await mem.read(at, count * 8);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const entries: [string, bigint][] = [];
-      for (let i = 0; i < count; i++) entries.push([String(i), u64(view, i * 8)]);
-      return { slots: count, entries };
-    },
-  };
-}
-
-function idtTable(
-  at: KAddr,
-  gate: { size: number; low: number; middle: number; high: number },
-  initText: AddressRange[],
-): TablePlan {
-  return {
-    boot: { slots: EXCEPTION_VECTORS, ranges: initText },
-    table: "idt_table",
-    at,
-    len: IDT_ENTRIES * gate.size,
-    async read(mem: GuestMemory) {
-      const bytes = await mem.read(at, IDT_ENTRIES * gate.size);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      const entries: [string, bigint][] = [];
-      for (let i = 0; i < IDT_ENTRIES; i++) {
-        const g = i * gate.size;
-        const handler = (BigInt(view.getUint32(g + gate.high, true)) << 32n) |
-          (BigInt(view.getUint16(g + gate.middle, true)) << 16n) |
-          BigInt(view.getUint16(g + gate.low, true));
-        entries.push([String(i), handler]);
-      }
-      return { slots: IDT_ENTRIES, entries };
-    },
-  };
-}
-
-function opsTable(
-  table: string,
-  at: KAddr,
-  layout: StructLayout<Decoded<Record<string, FieldSpec<"ptr">>>>,
-): TablePlan {
-  return {
-    table,
-    at,
-    len: layout.size,
-    async read(mem) {
-      const bytes = await mem.read(at + layout.start, layout.end - layout.start);
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      return {
-        slots: layout.fields.length,
-        entries: layout.fields.map((f) => [f.name, u64(view, f.offset - layout.start)]),
-      };
-    },
-  };
-}
 
 interface PointerPlan {
   core: AddressRange[];

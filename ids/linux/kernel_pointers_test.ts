@@ -9,8 +9,8 @@ import {
   planKernelPointers,
   pointersSource,
   readKernelPointers,
-  resolvePointerTypes,
 } from "./kernel_pointers.ts";
+import { resolvePointerTypes } from "./_pointer_tables.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
 import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";

@@ -14,6 +14,7 @@
  * @module
  */
 
+export { moduleHolding, ownerOf } from "./address_owner.ts";
 export { AddressSpaceError, learnAddressSpace } from "./address_space.ts";
 export { agentSource, type AgentTask } from "./agent_task.ts";
 export { type BpfProgram, type BpfPrograms, bpfSource } from "./bpf_programs.ts";
@@ -32,7 +33,7 @@ export {
   resolveFileTypes,
 } from "./files.ts";
 export { type FtraceOps, ftraceSource } from "./ftrace.ts";
-export { type KernelPointers, moduleHolding, ownerOf, pointersSource } from "./kernel_pointers.ts";
+export { type KernelPointers, pointersSource } from "./kernel_pointers.ts";
 export { type KernelTypes, resolveKernelTypes } from "./kernel_types.ts";
 export {
   type ModuleRecheck,
@@ -41,7 +42,8 @@ export {
   type ModuleViews,
   type ViewedModule,
 } from "./module_views.ts";
-export { listModules, type Module, planModules, resolveModuleTypes } from "./modules.ts";
+export { listModules, type Module, planModules } from "./modules.ts";
+export { resolveModuleTypes } from "./module_types.ts";
 export { type CgroupSupport, NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
 export {
   findInitPidNamespace,

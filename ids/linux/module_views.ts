@@ -20,40 +20,31 @@
  * for one the tree lacked, whether a new walk of the live tree finds it. Only a LIVE module whose
  * links are not linked is hidden (ids/detect/hidden_module.ts).
  *
- * Every walk is bounded, detects cycles and reports how it ended.
+ * Every walk is bounded, detects cycles and reports how it ended. The views' structures are
+ * resolved in `_module_view_types.ts`, a module's text in `_module_text.ts`; the kset and tree
+ * walks are in `_module_walks.ts`.
  *
  * @module
  */
 
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
-import { follow, type GuestMemory, type KAddr, type Pointer } from "../memory/mod.ts";
-import {
-  type Fields,
-  LayoutError,
-  offsetOf,
-  type PlanBuilder,
-  ptr,
-  readStruct,
-  resolveLayout,
-  uint,
-} from "../kernel/mod.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
+import { LayoutError, type PlanBuilder, readStruct } from "../kernel/mod.ts";
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
+import { describeModule, listModules, type Module, planModuleUsers } from "./modules.ts";
+import type { AddressRange } from "./address_owner.ts";
+import { type ImageRegion, planKernelImage } from "./_kernel_image.ts";
 import {
-  describeModule,
-  listModules,
-  type Module,
-  type ModuleTypes,
-  planModuleUsers,
-  resolveModuleTypes,
-} from "./modules.ts";
-import {
-  type AddressRange,
-  fixedLayout,
-  hex64,
-  type ImageRegion,
-  planKernelImage,
-} from "./kernel_pointers.ts";
+  MODULE_SYMBOLS,
+  type ModuleAnchors,
+  type ModuleViewTypes,
+  type Optional,
+  optional,
+  resolveModuleViewTypes,
+} from "./_module_view_types.ts";
+import { textOf } from "./_module_text.ts";
+import { type Walk, walkKset, walkTree } from "./_module_walks.ts";
 
 export const MODULE_VIEWS = ["list", "kset", "mod_tree"] as const;
 export type ModuleView = typeof MODULE_VIEWS[number];
@@ -111,111 +102,6 @@ export interface ModuleViewOptions {
   maxRechecks?: number;
 }
 
-type Optional<T> = { ok: T } | { reason: string };
-
-function optional<T>(make: () => T): Optional<T> {
-  try {
-    return { ok: make() };
-  } catch (error) {
-    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
-      return { reason: (error as Error).message };
-    }
-    throw error;
-  }
-}
-
-/** What a module's text and memory are, in one kernel or the other. */
-function resolveText(btf: Btf, types: ModuleTypes) {
-  if (types.memory.kind === "mem") {
-    const id = btf.find("mod_mem_type", "ENUM")[0];
-    const type = id === undefined ? undefined : btf.type(id);
-    if (type?.kind !== "ENUM") throw new LayoutError(`Cannot find enum "mod_mem_type" in BTF`);
-    const value = (name: string) => {
-      const v = type.values.find((e) => e.name === name)?.value;
-      if (v === undefined) throw new LayoutError(`enum "mod_mem_type" has no "${name}"`);
-      return v;
-    };
-    return {
-      kind: "mem" as const,
-      memory: types.memory,
-      text: [value("MOD_TEXT"), value("MOD_INIT_TEXT")],
-    };
-  }
-  return {
-    kind: "layout" as const,
-    layout: resolveLayout(btf, "module", {
-      coreBase: ptr("core_layout.base"),
-      coreSize: uint("core_layout.size"),
-      coreText: uint("core_layout.text_size"),
-      initBase: ptr("init_layout.base"),
-      initSize: uint("init_layout.size"),
-      initText: uint("init_layout.text_size"),
-    }),
-  };
-}
-
-/**
- * Resolves the structures of the three views; a view the kernel lacks is a reason.
- * @throws {LayoutError} when the module list itself cannot be read.
- */
-export function resolveModuleViewTypes(btf: Btf) {
-  const modules = resolveModuleTypes(btf);
-  const listHead = resolveLayout(btf, "list_head", { next: ptr("next"), prev: ptr("prev") });
-  const links = resolveLayout(btf, "module", {
-    state: uint("state"),
-    next: ptr("list.next"),
-    prev: ptr("list.prev"),
-    kobjNext: ptr("mkobj.kobj.entry.next"),
-    kobjPrev: ptr("mkobj.kobj.entry.prev"),
-  });
-  const kset = optional(() => ({
-    kset: resolveLayout(btf, "kset", { next: ptr("list.next") }),
-    listOffset: offsetOf(btf, "kset", "list"),
-    kobject: resolveLayout(btf, "module_kobject", {
-      next: ptr("kobj.entry.next"),
-      mod: ptr("mod"),
-    }),
-    /** A kobject's `entry` minus this is its module_kobject. */
-    entryOffset: offsetOf(btf, "module_kobject", "kobj.entry"),
-    /** A module's `mkobj.kobj.entry`, from the module. */
-    moduleEntry: offsetOf(btf, "module", "mkobj.kobj.entry"),
-  }));
-  const tree = optional(() => {
-    const rootOffset = offsetOf(btf, "mod_tree_root", "root.tree") +
-      offsetOf(btf, "rb_root", "rb_node");
-    // tree[0] links node[0] of each latch_tree_node: the array's first rb_node.
-    const node = offsetOf(btf, "mod_tree_node", "node.node");
-    const mod = offsetOf(btf, "mod_tree_node", "mod");
-    const right = node + offsetOf(btf, "rb_node", "rb_right");
-    const left = node + offsetOf(btf, "rb_node", "rb_left");
-    const size = btf.sizeof(btf.struct("mod_tree_node").id);
-    return {
-      rootOffset,
-      /** An rb_node of tree[0] minus this is its mod_tree_node. */
-      nodeOffset: node,
-      node: fixedLayout("mod_tree_node", size, [
-        { name: "mod", offset: mod, size: 8, kind: "ptr" },
-        { name: "right", offset: right, size: 8, kind: "ptr" },
-        { name: "left", offset: left, size: 8, kind: "ptr" },
-      ]),
-    };
-  });
-  return { modules, listHead, links, text: resolveText(btf, modules), kset, tree };
-}
-
-/** The resolved structures of the module views of one kernel. */
-export type ModuleViewTypes = ReturnType<typeof resolveModuleViewTypes>;
-
-/** The kernel symbols of the views. */
-export const MODULE_SYMBOLS = ["modules", "module_kset", "mod_tree"] as const;
-
-/** Where the views start in one guest: the three symbols (undefined: unknown). */
-export interface ModuleAnchors {
-  modules: KAddr;
-  moduleKset?: KAddr;
-  modTree?: KAddr;
-}
-
 const DEFAULT_MAX = 65536;
 
 /**
@@ -264,158 +150,6 @@ export function planModuleViews(
   }
 }
 
-interface Walk {
-  modules: KAddr[];
-  truncated: boolean;
-  reason?: string;
-}
-
-async function walkKset(
-  mem: GuestMemory,
-  types: NonNullable<Extract<ModuleViewTypes["kset"], { ok: unknown }>["ok"]>,
-  symbol: KAddr,
-  max: number,
-): Promise<Walk> {
-  const modules: KAddr[] = [];
-  const slot = await mem.read(symbol, 8);
-  const at = follow(
-    mem.space.pointerAt(new DataView(slot.buffer, slot.byteOffset, 8), 0),
-    "module_kset",
-  );
-  const head = at + types.listOffset;
-  let next = (await readStruct(mem, at, types.kset)).next;
-  let from = `the module kset ${mem.space.hex(at)}`;
-  const seen = new Set<KAddr>();
-  for (let visited = 0;; visited++) {
-    let entry: KAddr;
-    try {
-      entry = follow(next, `kobj.entry.next of ${from}`);
-    } catch (error) {
-      return { modules, truncated: true, reason: (error as Error).message };
-    }
-    if (entry === head) return { modules, truncated: false };
-    const kobject = entry - types.entryOffset;
-    if (seen.has(kobject)) {
-      return {
-        modules,
-        truncated: true,
-        reason: `the module kset loops back to ${mem.space.hex(kobject)} without reaching its head`,
-      };
-    }
-    if (visited >= max) return { modules, truncated: true, reason: `more than ${max} kobjects` };
-    seen.add(kobject);
-    let fields: Fields<typeof types.kobject>;
-    try {
-      fields = await readStruct(mem, kobject, types.kobject);
-    } catch (error) {
-      return {
-        modules,
-        truncated: true,
-        reason: `module_kobject ${mem.space.hex(kobject)}, linked from ${from}: ${
-          (error as Error).message
-        }`,
-      };
-    }
-    if (typeof fields.mod === "number") modules.push(fields.mod);
-    next = fields.next;
-    from = `module_kobject ${mem.space.hex(kobject)}`;
-  }
-}
-
-async function walkTree(
-  mem: GuestMemory,
-  types: NonNullable<Extract<ModuleViewTypes["tree"], { ok: unknown }>["ok"]>,
-  symbol: KAddr,
-  max: number,
-): Promise<Walk> {
-  const modules = new Set<KAddr>();
-  const slot = await mem.read(symbol + types.rootOffset, 8);
-  const first = new DataView(slot.buffer, slot.byteOffset, 8).getBigUint64(0, true);
-  if (first === 0n) return { modules: [], truncated: false };
-  const start = mem.space.toKAddr(first);
-  if (start === undefined) {
-    return {
-      modules: [],
-      truncated: true,
-      reason: `the mod_tree root ${hex64(first)} is not a kernel address`,
-    };
-  }
-  const stack: [KAddr, string][] = [[start, "the mod_tree root"]];
-  const seen = new Set<KAddr>();
-  while (stack.length) {
-    const [rb, from] = stack.pop()!;
-    const node = rb - types.nodeOffset;
-    if (seen.has(node)) {
-      return {
-        modules: [...modules],
-        truncated: true,
-        reason: `mod_tree node ${mem.space.hex(node)} is reached twice (from ${from})`,
-      };
-    }
-    if (seen.size >= max) {
-      return { modules: [...modules], truncated: true, reason: `more than ${max} mod_tree nodes` };
-    }
-    seen.add(node);
-    let fields;
-    try {
-      fields = await readStruct(mem, node, types.node);
-    } catch (error) {
-      return {
-        modules: [...modules],
-        truncated: true,
-        reason: `mod_tree node ${mem.space.hex(node)}, linked from ${from}: ${
-          (error as Error).message
-        }`,
-      };
-    }
-    for (const side of ["left", "right"] as const) {
-      const p = fields[side] as Pointer;
-      if (p === null) continue;
-      if (typeof p !== "number") {
-        return {
-          modules: [...modules],
-          truncated: true,
-          reason: `rb_${side} of mod_tree node ${
-            mem.space.hex(node)
-          }: ${p.value} is not a kernel address`,
-        };
-      }
-      stack.push([p, `mod_tree node ${mem.space.hex(node)}`]);
-    }
-    if (typeof fields.mod === "number") modules.add(fields.mod);
-  }
-  return { modules: [...modules], truncated: false };
-}
-
-const u64 = (bytes: Uint8Array, at: number) =>
-  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(at, true);
-
-const range = (base: bigint, size: number): AddressRange[] =>
-  base && size > 0 ? [{ start: hex64(base), end: hex64(base + BigInt(size)) }] : [];
-
-async function textOf(
-  mem: GuestMemory,
-  types: ModuleViewTypes,
-  at: KAddr,
-): Promise<{ text: AddressRange[]; memory: AddressRange[] }> {
-  const t = types.text;
-  if (t.kind === "layout") {
-    const l = await readStruct(mem, at, t.layout);
-    const base = (p: Pointer) => typeof p === "number" ? mem.space.fromKAddr(p) : 0n;
-    return {
-      text: [...range(base(l.coreBase), l.coreText), ...range(base(l.initBase), l.initText)],
-      memory: [...range(base(l.coreBase), l.coreSize), ...range(base(l.initBase), l.initSize)],
-    };
-  }
-  const m = t.memory;
-  const { mem: bytes } = await readStruct(mem, at, m.layout);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const region = (i: number) =>
-    range(u64(bytes, i * m.stride + m.base), view.getUint32(i * m.stride + m.size, true));
-  const all = Array.from({ length: m.count }, (_, i) => i);
-  return { text: t.text.flatMap(region), memory: all.flatMap(region) };
-}
-
 /** What is known of a module whose fields cannot be read. */
 const UNREAD: Module = {
   name: "",
@@ -458,7 +192,7 @@ async function viewed(
   };
   if (module?.error) errors.push(module.error);
   try {
-    Object.assign(v, await textOf(mem, types, at));
+    Object.assign(v, await textOf(mem, types.text, at));
   } catch (error) {
     errors.push((error as Error).message);
   }

@@ -4,13 +4,8 @@ import { LayoutError, readStruct } from "../kernel/mod.ts";
 import { resolveKernelTypes } from "./kernel_types.ts";
 import { checkPlan } from "../kernel/testing/mod.ts";
 import { AddressSpace, CachedMemory } from "../memory/mod.ts";
-import {
-  listModules,
-  type ModuleTypes,
-  planModules,
-  resolveModuleTypes,
-  taintLetters,
-} from "./modules.ts";
+import { listModules, planModules, taintLetters } from "./modules.ts";
+import { type ModuleTypes, resolveModuleTypes } from "./module_types.ts";
 import { SyntheticKernel } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
