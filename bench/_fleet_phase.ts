@@ -15,8 +15,7 @@ import {
   type PhaseMeasure,
   type RefreshRecord,
 } from "./fleet_report.ts";
-import { cpuSeconds as machineCpu, processCount } from "./machine.ts";
-import { procCpuSeconds, procMemory } from "../guest/mod.ts";
+import { cpuSeconds as machineCpu, procCpuSeconds, processCount, procMemory } from "./machine.ts";
 import { freePort } from "../protocol/mod.ts";
 
 /** What a phase runs in: the machine and the agents' identities bench/fleet.ts set up. */

@@ -19,10 +19,17 @@ import { parseArgs } from "node:util";
 import { AGENT_PERMISSIONS, type ReadyProcess, spawnReady } from "../agent/mod.ts";
 import { ensureIdsCredentials } from "../protocol/mod.ts";
 import { AgentClient, GuestSession } from "../ids/client/mod.ts";
-import { machine, processCount, processLimits } from "./machine.ts";
+import {
+  machine,
+  procCpuSeconds,
+  processCount,
+  processLimits,
+  type ProcMemory,
+  procMemory,
+  resetPeakMemory,
+} from "./machine.ts";
 import { buildNative, IdleProcesses } from "./native.ts";
 import { quantile } from "./results.ts";
-import { procCpuSeconds, type ProcMemory, procMemory, resetPeakMemory } from "../guest/mod.ts";
 
 const MB = 1 << 20;
 

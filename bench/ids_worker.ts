@@ -16,7 +16,7 @@
  */
 
 import { runCheck, scanSections } from "../ids/detect/mod.ts";
-import { procMemory, resetPeakMemory } from "../guest/mod.ts";
+import { procMemory, resetPeakMemory } from "./machine.ts";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {

@@ -1,11 +1,10 @@
 /**
  * What the benchmark needs to know about the machine it runs on: a description for the results,
- * how many processes there are, and how many there may be.
+ * how many processes there are, and how many there may be; and what a process of it uses, its
+ * memory and CPU time, which the benchmarks, the soak, the flood and the tests watch.
  *
  * @module
  */
-
-import { procCpuSeconds, USER_HZ } from "../guest/mod.ts";
 
 function read(path: string): string {
   try {
@@ -100,4 +99,49 @@ export function loadavg(): number[] {
   } catch {
     return [];
   }
+}
+
+/** A process's memory as its /proc/PID/status shows it, in KiB. */
+export interface ProcMemory {
+  /** Resident now (`VmRSS:`). */
+  rssKb: number;
+  /** The most it has been resident since it started or since {@linkcode resetPeakMemory}. */
+  hwmKb: number;
+}
+
+/**
+ * The memory of process `pid` (this process by default), read now: what the benchmarks, the
+ * soak, the flood and the hostile-agent runs watch.
+ * @throws {SyntaxError} when its status has no `VmRSS:` or `VmHWM:` line (a kernel thread, a
+ * zombie).
+ */
+export function procMemory(pid: number | "self" = "self"): ProcMemory {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const kb = (field: string) => {
+    const line = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+    if (!line) throw new SyntaxError(`Cannot read the memory of process ${pid}: no ${field} line`);
+    return Number(line[1]);
+  };
+  return { rssKb: kb("VmRSS"), hwmKb: kb("VmHWM") };
+}
+
+/** Resets the peak (`VmHWM`) of process `pid` to what is resident now (its `clear_refs`). */
+export function resetPeakMemory(pid: number | "self" = "self"): void {
+  Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
+}
+
+/** Clock ticks per second of the times in /proc/PID/stat (USER_HZ, 100 on Linux). */
+export const USER_HZ = 100;
+
+/**
+ * The CPU seconds process `pid` has used, user and system, its threads included; with
+ * `children`, also those of the children it has waited for (/proc/PID/stat fields 14 to 17).
+ */
+export function procCpuSeconds(pid: number | "self" = "self", children = false): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Counted from the state (field 3), after the command name, which may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = fields.slice(11, children ? 15 : 13).reduce((sum, f) => sum + Number(f), 0);
+  if (!Number.isFinite(ticks)) throw new SyntaxError(`Cannot read the CPU times of process ${pid}`);
+  return ticks / USER_HZ;
 }

@@ -6,5 +6,11 @@
  * @module
  */
 
-export { machine } from "./machine.ts";
+export {
+  machine,
+  procCpuSeconds,
+  type ProcMemory,
+  procMemory,
+  resetPeakMemory,
+} from "./machine.ts";
 export { BenchResults } from "./results.ts";

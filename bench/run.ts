@@ -22,13 +22,12 @@
 
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { cpuSeconds, machine, processCount, processLimits, procMemory } from "./machine.ts";
 import { type Mode, MODES } from "../ids/client/mod.ts";
 import { renderChart } from "./chart.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { DELTA, viewOf, VIEWS, type WorkerReport } from "./ids_worker.ts";
 import { type Link, setUpLink } from "./link_setup.ts";
-import { cpuSeconds, machine, processCount, processLimits } from "./machine.ts";
 import { IdleProcesses, startBench, startProbeEndpoint } from "./native.ts";
 import { renderMarkdown } from "./report.ts";
 import {

@@ -64,11 +64,6 @@ export {
   parseProcNet,
   parseProcStatus,
   PROC_NET_FILES,
-  procCpuSeconds,
-  type ProcMemory,
-  procMemory,
   type ProcNetSocket,
   type ProcStatus,
-  resetPeakMemory,
-  USER_HZ,
 } from "./proc_text.ts";

@@ -23,7 +23,7 @@ import {
   prefetchTasks,
   rawClient,
 } from "../tools/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { procMemory } from "../bench/mod.ts";
 
 const MIB = 1 << 20;
 const residentBytes = (pid: number) => procMemory(pid).rssKb * 1024;

@@ -16,7 +16,7 @@ import {
 } from "./support/mod.ts";
 import { HostileAgent, type Lie } from "./hostile_agent.ts";
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { procMemory } from "../bench/mod.ts";
 import { AgentClient, AgentMisbehaviorError, GuestSession } from "../ids/client/mod.ts";
 import { ensureAgentCredentials, ensureIdsCredentials, fingerprint } from "../protocol/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";

@@ -24,7 +24,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { spawnAgent } from "../agent/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { procMemory } from "../bench/mod.ts";
 import { openSession } from "../ids/client/mod.ts";
 import {
   type Channel,

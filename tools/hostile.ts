@@ -12,7 +12,7 @@
 
 import { spawnAgent, spawnReady } from "../agent/mod.ts";
 import { ensureAgentCredentials, fingerprint, freePort } from "../protocol/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { procMemory } from "../bench/mod.ts";
 import { MonitorService, parseConfig } from "../ids/service/mod.ts";
 
 function option(name: string, fallback: string): string {

@@ -19,7 +19,7 @@ import { type AgentProcess, spawnAgent, spawnReady } from "../agent/mod.ts";
 import { type AlertChange, AlertStore } from "../ids/alerts/mod.ts";
 import { IDS_PERMISSIONS } from "../ids/cli/mod.ts";
 import { freePort } from "../protocol/mod.ts";
-import { procMemory } from "../guest/mod.ts";
+import { procMemory } from "../bench/mod.ts";
 
 const VM = "soak";
 const MIB = 1 << 20;
