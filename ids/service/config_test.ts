@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/support/mod.ts";
 import { ConfigError, loadConfig, parseConfig } from "./config.ts";
 import { isLoopback } from "./api_transport.ts";
-import { ruleSettings } from "./detection_config.ts";
+import { enabledRules } from "../detect/mod.ts";
 import { agentAddresses } from "./_guest_config.ts";
 import { ensureToken } from "./token.ts";
 
@@ -101,20 +101,21 @@ Deno.test("parseConfig() reads rules, alerts and webhooks, with defaults", () =>
   }]);
 });
 
-Deno.test("ruleSettings() applies a rule's entry over the detector's severity", () => {
+Deno.test("the rules of ids.json give each detector its settings: on or off, severity, allow-list", () => {
   const { rules } = parseConfig({
     guests: [{ name: "web-1", agent: "10.0.0.5:7047" }],
-    rules: { new_listener: { allow: ["22", "443"] }, bpf_program: { enabled: false } },
+    rules: {
+      new_listener: { allow: ["22", "443"] },
+      bpf_program: { enabled: false },
+      hidden_module: { severity: "medium" },
+    },
   }, "/");
-  assertEquals(ruleSettings(rules, "new_listener", "medium"), {
-    enabled: true,
-    settings: { severity: "medium", allow: new Set(["22", "443"]) },
-  });
-  assertEquals(ruleSettings(rules, "bpf_program", "high").enabled, false);
-  assertEquals(ruleSettings(rules, "hidden_module", "critical"), {
-    enabled: true,
-    settings: { severity: "critical", allow: new Set<string>() },
-  });
+  const settings = new Map(enabledRules(rules).map(([detector, s]) => [detector.rule, s]));
+  assertEquals(settings.has("bpf_program"), false, "a rule turned off does not run");
+  assertEquals(settings.get("new_listener")?.allow, new Set(["22", "443"]));
+  assertEquals(settings.get("hidden_module"), { severity: "medium", allow: new Set<string>() });
+  // A rule left out of ids.json runs with the severity of the README's table.
+  assertEquals(settings.get("shared_cred"), { severity: "critical", allow: new Set<string>() });
 });
 
 Deno.test("parseConfig() names each bad key of rules, alerts and webhooks", () => {

@@ -7,7 +7,7 @@
  */
 
 import { z } from "zod";
-import { type RuleSettings, SEVERITIES, type Severity } from "../detect/mod.ts";
+import { SEVERITIES } from "../detect/mod.ts";
 
 /** The rules ids.json may configure (and the only names it accepts). */
 export const RULE_NAMES = [
@@ -69,19 +69,3 @@ export type RulesConfig = z.infer<typeof RulesSchema>;
 export type WebhookEntry = z.infer<typeof WebhookSchema>;
 /** `alerts`, defaults applied. */
 export type AlertsConfig = z.infer<typeof AlertsSchema>;
-
-/**
- * A rule's settings from `rules`, over the detector's own severity: whether it runs, and the
- * {@linkcode RuleSettings} its `detect` gets.
- */
-export function ruleSettings(
-  rules: RulesConfig,
-  rule: RuleName,
-  severity: Severity,
-): { enabled: boolean; settings: RuleSettings } {
-  const entry = rules[rule];
-  return {
-    enabled: entry?.enabled ?? true,
-    settings: { severity: entry?.severity ?? severity, allow: new Set(entry?.allow ?? []) },
-  };
-}
