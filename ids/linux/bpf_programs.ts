@@ -26,31 +26,23 @@
  * Guest memory is hostile: the list and the IDR are bounded and checked for cycles, map counts
  * are bounded by the kernel's own limit, and a walk that could not finish is truncated.
  *
+ * This file holds what the view returns, its plan and the cross-check; one program is read and
+ * described in `_bpf_program.ts`, the two views are walked in `_bpf_walks.ts`, and what one view
+ * lacks is re-read in `_bpf_confirm.ts`.
+ *
  * @module
  */
 
 import type { Btf } from "../btf/mod.ts";
-import {
-  type AddressSpace,
-  follow,
-  type GuestMemory,
-  type KAddr,
-  type Pointer,
-} from "../memory/mod.ts";
-import {
-  type Fields,
-  hexOf,
-  lookupXarray,
-  peekStruct,
-  type PlanBuilder,
-  planXarray,
-  readStruct,
-  readXarray,
-} from "../kernel/mod.ts";
+import type { GuestMemory, KAddr } from "../memory/mod.ts";
+import { type PlanBuilder, planXarray, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { Source } from "../detect/mod.ts";
 import { planFdTables, readFdTable } from "./files.ts";
 import { type BpfTypes, MAX_USED_MAPS, resolveBpfTypes, typeMask } from "./bpf_types.ts";
+import { describe, type Found, readProgram } from "./_bpf_program.ts";
+import { walkIdr, walkKallsyms } from "./_bpf_walks.ts";
+import { confirmMissing } from "./_bpf_confirm.ts";
 
 export { type BpfTypes, MAX_USED_MAPS, resolveBpfTypes } from "./bpf_types.ts";
 
@@ -213,55 +205,8 @@ export function planBpfPrograms(
   }
 }
 
-type Aux = Fields<BpfTypes["aux"]>;
-type Prog = Fields<BpfTypes["prog"]>;
-
-/** A program whose structures check out. */
-interface Found {
-  progAt: KAddr;
-  auxAt: KAddr;
-  prog: Prog;
-  aux: Aux;
-}
-
-/**
- * The program at `progAt` if its aux points back to it, else undefined; with `allowed`, only
- * a program whose type is a bit of `allowed` (as the plan's condition). Throws on bad reads.
- */
-async function readProgram(
-  mem: GuestMemory,
-  types: BpfTypes,
-  progAt: KAddr,
-  allowed?: bigint,
-): Promise<Found | undefined> {
-  const prog = peekStruct(mem, progAt, types.prog) ?? await readStruct(mem, progAt, types.prog);
-  if (allowed !== undefined && (prog.type >= 32 || (allowed >> BigInt(prog.type) & 1n) === 0n)) {
-    return undefined;
-  }
-  if (typeof prog.aux !== "number") return undefined;
-  const aux = peekStruct(mem, prog.aux, types.aux) ?? await readStruct(mem, prog.aux, types.aux);
-  return aux.prog === progAt ? { progAt, auxAt: prog.aux, prog, aux } : undefined;
-}
-
-/** The program whose aux is at `auxAt`, if its ksym says program and its prog points back. */
-async function readAux(
-  mem: GuestMemory,
-  types: BpfTypes,
-  auxAt: KAddr,
-): Promise<Found | undefined> {
-  const aux = peekStruct(mem, auxAt, types.aux) ?? await readStruct(mem, auxAt, types.aux);
-  if (aux.ksymProg !== 1 || typeof aux.prog !== "number") return undefined;
-  const prog = peekStruct(mem, aux.prog, types.prog) ?? await readStruct(mem, aux.prog, types.prog);
-  return prog.aux === auxAt ? { progAt: aux.prog, auxAt, prog, aux } : undefined;
-}
-
 /** The name of a BPF program's anonymous inode. */
 const BPF_PROG_NAME = "bpf-prog";
-
-/** The pointer in the first 8 of `bytes`, as `space` reads it. */
-function pointerIn(bytes: Uint8Array, space: AddressSpace): Pointer {
-  return space.pointerAt(new DataView(bytes.buffer, bytes.byteOffset, 8), 0);
-}
 
 const status = (supported: boolean, reason?: string): BpfViewStatus => ({
   supported,
@@ -362,200 +307,6 @@ export async function listBpfPrograms(
   }
   out.programs.sort((a, b) => a.id - b.id);
   return out;
-}
-
-/** Walks `bpf_kallsyms` from the first of the agent's programs that is linked on it. */
-async function walkKallsyms(
-  mem: GuestMemory,
-  types: BpfTypes,
-  own: Found[],
-  max: number,
-  out: BpfPrograms,
-  add: (program: Found, view: BpfView) => void,
-  fdReason: string | undefined,
-): Promise<void> {
-  const view = out.views.kallsyms;
-  const start = own.find((p) => p.aux.ksymNext !== p.auxAt + types.lnodeOffset);
-  if (!start) {
-    view.supported = false;
-    view.reason = own.length === 0
-      ? `not reachable: no BPF program in the agent's fd table${fdReason ? ` (${fdReason})` : ""}`
-      : "not reachable: none of the agent's programs is on the list (not JITed, or bpf_jit_kallsyms is off)";
-    return;
-  }
-  const head = start.auxAt + types.lnodeOffset;
-  add(start, "kallsyms");
-  const seen = new Set<KAddr>([head]);
-  let at = head;
-  try {
-    let next = mem.space.follow(start.aux.ksymNext, "ksym.lnode.next of aux", start.auxAt);
-    while (next !== head) {
-      if (seen.has(next)) {
-        throw new Error(
-          `the list loops at ${mem.space.hex(next)} without returning to ${mem.space.hex(head)}`,
-        );
-      }
-      if (view.entries >= max) throw new RangeError(`more than ${max} entries`);
-      seen.add(next);
-      view.entries++;
-      at = next;
-      const ksymAt = at - types.ksymLnodeOffset;
-      const ksym = peekStruct(mem, ksymAt, types.ksym) ??
-        await readStruct(mem, ksymAt, types.ksym);
-      const program = ksym.prog === 1
-        ? await readAux(mem, types, at - types.lnodeOffset).catch(() => undefined)
-        : undefined;
-      if (!program) view.dropped++;
-      else if (program.aux.id === 0) out.subprograms++;
-      else add(program, "kallsyms");
-      next = mem.space.follow(ksym.next, "lnode.next of bpf_ksym", at - types.ksymLnodeOffset);
-    }
-  } catch (error) {
-    view.truncated = true;
-    view.reason = `bpf_kallsyms after ${mem.space.hex(at)}: ${(error as Error).message}`;
-  }
-}
-
-/** Reads the programs of the IDR at `progIdr`. */
-async function walkIdr(
-  mem: GuestMemory,
-  types: BpfTypes,
-  progIdr: KAddr,
-  max: number,
-  view: BpfViewStatus,
-  add: (program: Found, view: BpfView) => void,
-  known: Map<KAddr, Found>,
-): Promise<void> {
-  try {
-    const xa = await readXarray(mem, types.xarray, progIdr + types.idrHeadOffset, {
-      maxEntries: max,
-    });
-    if (xa.truncated) {
-      view.truncated = true;
-      view.reason = `prog_idr: ${xa.reason}`;
-    }
-    for (const entry of xa.entries) {
-      view.entries++;
-      const program = known.get(entry.value) ??
-        await readProgram(mem, types, entry.value).catch(() => undefined);
-      if (program && program.aux.id === entry.index) add(program, "prog_idr");
-      else view.dropped++;
-    }
-  } catch (error) {
-    view.truncated = true;
-    view.reason = `prog_idr ${mem.space.hex(progIdr)}: ${(error as Error).message}`;
-  }
-}
-
-async function describe(
-  mem: GuestMemory,
-  types: BpfTypes,
-  { progAt, auxAt, prog, aux }: Found,
-  own: boolean,
-  seenIn: BpfView[],
-  maps: Map<KAddr, BpfMap>,
-): Promise<BpfProgram> {
-  const out: BpfProgram = {
-    id: aux.id,
-    name: aux.name,
-    ...hexOf("nameHex", aux.name),
-    tag: prog.tag,
-    type: types.progTypes.get(prog.type) ?? `type ${prog.type}`,
-    loadTime: aux.loadTime,
-    jited: false,
-    maps: [],
-    own,
-    seenIn,
-    missingFrom: [],
-    prog: mem.space.hex(progAt),
-    aux: mem.space.hex(auxAt),
-  };
-  try {
-    const bitsAt = progAt + types.jited.offset;
-    const bits = (mem.peek(bitsAt, 1) ?? await mem.read(bitsAt, 1))[0];
-    out.jited = (bits >> types.jited.bit & 1) === 1;
-    if (aux.usedMapCnt > MAX_USED_MAPS) {
-      throw new RangeError(`used_map_cnt ${aux.usedMapCnt} is more than ${MAX_USED_MAPS}`);
-    }
-    if (aux.usedMapCnt === 0) return out;
-    const array = follow(aux.usedMaps, "used_maps");
-    const bytes = mem.peek(array, aux.usedMapCnt * 8) ?? await mem.read(array, aux.usedMapCnt * 8);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    for (let i = 0; i < aux.usedMapCnt; i++) {
-      const at = follow(mem.space.pointerAt(view, i * 8), `used_maps[${i}]`);
-      let map = maps.get(at);
-      if (!map) {
-        const m = peekStruct(mem, at, types.map) ?? await readStruct(mem, at, types.map);
-        map = {
-          id: m.id,
-          name: m.name,
-          ...hexOf("nameHex", m.name),
-          type: types.mapTypes.get(m.type) ?? `type ${m.type}`,
-          map: mem.space.hex(at),
-        };
-        maps.set(at, map);
-      }
-      out.maps.push(map);
-    }
-  } catch (error) {
-    out.error = (error as Error).message;
-  }
-  return out;
-}
-
-/**
- * Re-reads a program seen in one view only through the live guest. Undefined when it was a race
- * (loading, unloading, gone); else the views it is still missing from ([] when it need not be
- * in the other: a program that is not JITed is on no kallsyms list).
- */
-async function confirmMissing(
-  types: BpfTypes,
-  found: Found,
-  program: BpfProgram,
-  options: BpfOptions,
-  out: BpfPrograms,
-): Promise<BpfView[] | undefined> {
-  const inIdr = program.seenIn.includes("prog_idr");
-  if (inIdr && !program.jited) return [];
-  const live = options.confirm;
-  if (!live) return inIdr ? ["kallsyms"] : ["prog_idr"];
-  const race = () => {
-    out.races++;
-    return undefined;
-  };
-  let reads = 0;
-  const counted: GuestMemory = {
-    space: live.space,
-    peek: () => undefined,
-    peekSpan: () => undefined,
-    peekRanges: () => undefined,
-    read: (addr, len) => {
-      reads++;
-      return live.read(addr, len);
-    },
-  };
-  try {
-    const now = await readProgram(counted, types, found.progAt);
-    if (!now || now.auxAt !== found.auxAt || now.aux.refcnt <= 0) return race();
-    if (inIdr) {
-      const lnode = found.auxAt + types.lnodeOffset;
-      if (typeof now.aux.ksymNext !== "number" || typeof now.aux.ksymPrev !== "number") {
-        return ["kallsyms"];
-      }
-      if (now.aux.ksymNext === lnode) return ["kallsyms"];
-      const prevOfNext = pointerIn(await counted.read(now.aux.ksymNext + 8, 8), live.space);
-      const nextOfPrev = pointerIn(await counted.read(now.aux.ksymPrev, 8), live.space);
-      return prevOfNext === lnode && nextOfPrev === lnode ? race() : ["kallsyms"];
-    }
-    const head = options.progIdr! + types.idrHeadOffset;
-    const inIdrNow = await lookupXarray(counted, types.xarray, head, now.aux.id);
-    return inIdrNow === found.progAt ? race() : ["prog_idr"];
-  } catch {
-    // What cannot be re-read is gone: freed between the walk and the re-read.
-    return race();
-  } finally {
-    out.confirmReads += reads;
-  }
 }
 
 const cachedTypes = new WeakMap<Btf, BpfTypes | Error>();

@@ -16,30 +16,28 @@
  * does not find its `struct pid` holding it. A fork that linked the task after the walk, or an
  * exit, clears the suspicion. Every walk is bounded and reports how it ended.
  *
+ * This file holds what the views return, their plan and their comparison; the pid IDR and the
+ * children lists are walked in `_pid_walks.ts`, and suspicions and shared creds are re-checked in
+ * `_pid_recheck.ts`.
+ *
  * @module
  */
 
-import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
 import {
   type AddressSpace,
   BadPointer,
-  follow,
   type GuestMemory,
   type KAddr,
   type Pointer,
 } from "../memory/mod.ts";
 import {
-  type Fields,
   firstPtr,
-  lookupXarray,
   offsetOf,
-  peekStruct,
   type PlanBuilder,
   planXarray,
   ptr,
   readStruct,
-  readXarray,
   resolveLayout,
   resolveXarrayTypes,
   sint,
@@ -54,12 +52,12 @@ import {
   type ProcessViewName,
   type TaskNodes,
 } from "./processes.ts";
+import { idrLeaders, ScanTasks, treeTasks } from "./_pid_walks.ts";
+import { confirmSharedCreds, MAX_CONFIRMS, recheck } from "./_pid_recheck.ts";
+
+export { confirmSharedCreds } from "./_pid_recheck.ts";
 
 export const PROCESS_VIEWS: readonly ProcessViewName[] = ["tasks", "pid_idr", "children"];
-
-const PF_EXITING = 0x4;
-/** Suspicions re-checked per scan; past this the rest are reported unconfirmed, by count. */
-const MAX_CONFIRMS = 64;
 
 /** Resolves `struct pid`, `struct upid` and the pid namespace's IDR. */
 export function resolvePidTypes(btf: Btf) {
@@ -310,252 +308,4 @@ function unreadable(at: KAddr, space: AddressSpace): Process {
     task: space.hex(at),
     cred: "",
   };
-}
-
-type TaskFields = Fields<KernelTypes["taskLinks"]>;
-
-/**
- * The tasks of one scan, each decoded once (several views read each): `peek` serves one the
- * snapshot holds without an await, `read` fetches what it does not.
- */
-class ScanTasks {
-  #decoded = new Map<KAddr, TaskFields>();
-  constructor(readonly mem: GuestMemory, readonly layout: KernelTypes["taskLinks"]) {}
-
-  peek(at: KAddr): TaskFields | undefined {
-    let t = this.#decoded.get(at);
-    if (!t && (t = peekStruct(this.mem, at, this.layout))) this.#decoded.set(at, t);
-    return t;
-  }
-
-  async read(at: KAddr): Promise<TaskFields> {
-    const t = this.peek(at) ?? await readStruct(this.mem, at, this.layout);
-    this.#decoded.set(at, t);
-    return t;
-  }
-}
-type ReadTask = ScanTasks;
-
-/** The process leaders of the tasks the pid IDR holds. */
-async function idrLeaders(
-  mem: GuestMemory,
-  task: ReadTask,
-  types: KernelTypes,
-  pidTypes: PidTypes,
-  headAt: KAddr,
-  maxTasks: number,
-  walk: ViewWalk,
-): Promise<Set<KAddr>> {
-  const leaders = new Set<KAddr>();
-  const contents = await readXarray(mem, pidTypes.xarray, headAt, { maxEntries: maxTasks });
-  walk.truncated = contents.truncated;
-  walk.reason = contents.reason;
-  for (const { index, value: pid } of contents.entries) {
-    try {
-      const links = peekStruct(mem, pid, pidTypes.pid) ?? await readStruct(mem, pid, pidTypes.pid);
-      if (links.tasks === null) continue; // allocated, not yet attached, or already detached
-      const at = follow(links.tasks, `pid ${index}'s first task`) - types.pidLinksOffset;
-      const t = task.peek(at) ?? await task.read(at);
-      if (t.pid !== index) {
-        throw new Error(`task ${mem.space.hex(at)} of pid ${index} has pid ${t.pid}`);
-      }
-      leaders.add(t.pid === t.tgid ? at : mem.space.follow(t.groupLeader, "group_leader of", at));
-    } catch (error) {
-      walk.truncated = true;
-      walk.reason ??= `pid ${index} (struct pid ${mem.space.hex(pid)}): ${
-        (error as Error).message
-      }`;
-    }
-  }
-  walk.count = leaders.size;
-  return leaders;
-}
-
-/** The threads of the process led by `leader` (its `signal->thread_head` list), at most `max`. */
-async function threadsOf(
-  mem: GuestMemory,
-  task: ReadTask,
-  types: KernelTypes,
-  leader: KAddr,
-  max: number,
-): Promise<KAddr[]> {
-  const t = task.peek(leader) ?? await task.read(leader);
-  if (t.signal === null) return [leader]; // init_task's own, or a task being freed
-  const signal = mem.space.follow(t.signal, "signal of", leader);
-  const head = signal + types.threadHeadOffset;
-  const threads: KAddr[] = [];
-  const s = peekStruct(mem, signal, types.signal) ?? await readStruct(mem, signal, types.signal);
-  let e = follow(s.threadHeadNext, "thread_head");
-  while (e !== head) {
-    if (threads.length >= max) {
-      throw new Error(`more than ${max} threads in ${mem.space.hex(leader)}`);
-    }
-    const thread = e - types.threadNodeOffset;
-    threads.push(thread);
-    e = follow((task.peek(thread) ?? await task.read(thread)).threadNext, "thread_node.next");
-  }
-  return threads.length ? threads : [leader];
-}
-
-/**
- * Every process reached through `children` lists from init_task, breadth first. A child is on
- * the list of the thread that forked it, so every thread's list is walked.
- */
-async function treeTasks(
-  mem: GuestMemory,
-  task: ReadTask,
-  types: KernelTypes,
-  initTask: KAddr,
-  maxTasks: number,
-  walk: ViewWalk,
-): Promise<Set<KAddr>> {
-  const seen = new Set<KAddr>();
-  const queue: KAddr[] = [initTask];
-  const stop = (reason: string) => {
-    walk.truncated = true;
-    walk.reason ??= reason;
-  };
-  const parents: KAddr[] = [];
-  for (let q = 0; q < queue.length; q++) {
-    parents.length = 0;
-    try {
-      parents.push(
-        ...(q === 0 ? [initTask] : await threadsOf(mem, task, types, queue[q], 1 << 16)),
-      );
-    } catch (error) {
-      stop(`the threads of ${mem.space.hex(queue[q])}: ${(error as Error).message}`);
-      parents.push(queue[q]);
-    }
-    for (const parent of parents) {
-      if (!await childrenOf(parent)) {
-        walk.count = seen.size;
-        return seen;
-      }
-    }
-  }
-  walk.count = seen.size;
-  return seen;
-
-  /** Adds the children of `parent` to the queue; false when past the bound. */
-  async function childrenOf(parent: KAddr): Promise<boolean> {
-    const head = parent + types.childrenOffset;
-    try {
-      let e = follow((task.peek(parent) ?? await task.read(parent)).childrenNext, "children.next");
-      for (let n = 0; e !== head; n++) {
-        const child = e - types.siblingOffset;
-        if (seen.has(child) || child === initTask) {
-          stop(`the children list of ${mem.space.hex(parent)} loops at ${mem.space.hex(child)}`);
-          break;
-        }
-        if (seen.size >= maxTasks) {
-          stop(`more than ${maxTasks} tasks`);
-          return false;
-        }
-        seen.add(child);
-        queue.push(child);
-        e = follow((task.peek(child) ?? await task.read(child)).siblingNext, "sibling.next");
-      }
-    } catch (error) {
-      stop(`the children list of ${mem.space.hex(parent)}: ${(error as Error).message}`);
-    }
-    return true;
-  }
-}
-
-/**
- * Re-reads the task at `at` in the live guest: the views it is still missing from. None when
- * it exited, when its memory now holds another task (freed and reused by a fork, which copies
- * its parent's task before it is linked anywhere: the pid and start time tell), or when its own
- * links show it in the view after all (it was linked after the walk).
- */
-async function recheck(
-  live: GuestMemory,
-  types: KernelTypes,
-  pidTypes: PidTypes,
-  headAt: KAddr,
-  look: { at: KAddr; was: Process; seenIn: readonly ProcessViewName[] },
-  missing: ProcessViewName[],
-): Promise<ProcessViewName[]> {
-  const { at, was } = look;
-  try {
-    const task = await readStruct(live, at, types.task);
-    if (task.exitState !== 0 || (task.flags & PF_EXITING) !== 0) return [];
-    if (task.pid !== was.pid || task.startTime !== was.startTime) return [];
-    const holds = (view: ProcessViewName): Promise<boolean> =>
-      view === "tasks"
-        ? isLinked(live, pidTypes.listHead, at + types.tasksOffset)
-        : view === "children"
-        ? isLinked(live, pidTypes.listHead, at + types.siblingOffset)
-        : inIdr(live, types, pidTypes, headAt, at, task.pid);
-    // Gone from a view that held it too: it left (its memory freed, perhaps not yet reused),
-    // which is no proof of hiding.
-    for (const view of look.seenIn) if (!await holds(view)) return [];
-    const still: ProcessViewName[] = [];
-    for (const view of missing) if (!await holds(view)) still.push(view);
-    return still;
-  } catch {
-    // It cannot be read any more: it is gone (freed), which is no proof of hiding.
-    return [];
-  }
-}
-
-/**
- * The creds that processes of more than one thread group hold, each confirmed against the live
- * guest. A walk is not atomic: a process that exits after the walk read it frees its cred, whose
- * memory a process forked later may get before the walk reaches that one, and both then seem to
- * hold it. A cred is kept when processes of at least two thread groups are still alive live (the
- * same pid and start time, not exiting) and still hold it as their real_cred; past
- * {@linkcode MAX_CONFIRMS} creds, the rest are not confirmed and not kept.
- */
-export async function confirmSharedCreds(
-  live: GuestMemory,
-  types: KernelTypes,
-  processes: readonly Process[],
-): Promise<{ shared: string[]; cleared: number }> {
-  const groups = new Map<string, Process[]>();
-  for (const p of processes) {
-    if (!p.cred || p.error) continue;
-    const group = groups.get(p.cred);
-    if (group) group.push(p);
-    else groups.set(p.cred, [p]);
-  }
-  const shared: string[] = [];
-  let cleared = 0;
-  let looked = 0;
-  for (const [cred, group] of groups) {
-    if (new Set(group.map((p) => p.tgid)).size < 2 || looked++ >= MAX_CONFIRMS) continue;
-    const holders = new Set<number>();
-    for (const p of group) {
-      const at = live.space.parseKAddr(p.task);
-      if (at === undefined) continue;
-      try {
-        const t = await readStruct(live, at, types.task);
-        const alive = t.exitState === 0 && (t.flags & PF_EXITING) === 0 &&
-          t.pid === p.pid && t.startTime === p.startTime;
-        if (alive && typeof t.realCred === "number" && live.space.hex(t.realCred) === cred) {
-          holders.add(p.tgid);
-        }
-      } catch {
-        // It cannot be read any more: gone.
-      }
-    }
-    if (holders.size >= 2) shared.push(cred);
-    else cleared++;
-  }
-  return { shared, cleared };
-}
-
-/** Whether looking up `nr` in the live pid IDR leads to the task at `at`. */
-async function inIdr(
-  live: GuestMemory,
-  types: KernelTypes,
-  pidTypes: PidTypes,
-  headAt: KAddr,
-  at: KAddr,
-  nr: number,
-): Promise<boolean> {
-  if (nr <= 0) return false;
-  const pid = await lookupXarray(live, pidTypes.xarray, headAt, nr);
-  if (pid === undefined) return false;
-  return (await readStruct(live, pid, pidTypes.pid)).tasks === at + types.pidLinksOffset;
 }
