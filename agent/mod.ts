@@ -46,11 +46,6 @@ export {
   type WalkLimits,
 } from "./walker.ts";
 export { LibbpfError } from "./libbpf.ts";
-export {
-  type CheckedObject,
-  checkObject,
-  FORBIDDEN_HELPERS,
-  LAST_HELPER,
-  ObjectRefused,
-} from "./bpf_check.ts";
+export { type CheckedObject, checkObject, FORBIDDEN_HELPERS, LAST_HELPER } from "./bpf_check.ts";
+export { ObjectRefused } from "./object_refused.ts";
 export { DeltaEncoder, RememberedAnswer } from "./delta.ts";

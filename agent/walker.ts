@@ -9,7 +9,8 @@
  */
 
 import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
-import { checkObject, ObjectRefused } from "./bpf_check.ts";
+import { checkObject } from "./bpf_check.ts";
+import { ObjectRefused } from "./object_refused.ts";
 import { kernelHalf } from "./_kernel_facts.ts";
 import type { DeltaEncoder } from "./delta.ts";
 import {
