@@ -29,13 +29,8 @@ export {
   spawnReady,
 } from "./process.ts";
 export { Agent, type AgentOptions } from "./server.ts";
-export {
-  DEFAULT_MAX_HOLD_MS,
-  type HoldCgroup,
-  Holder,
-  type HolderOptions,
-  resolveHoldCgroup,
-} from "./hold.ts";
+export { DEFAULT_MAX_HOLD_MS, Holder, type HolderOptions } from "./hold.ts";
+export { type HoldCgroup, resolveHoldCgroup } from "./hold_cgroup.ts";
 export {
   describePrograms,
   type RunResult,

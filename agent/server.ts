@@ -98,7 +98,7 @@ export interface AgentOptions {
   idleTimeoutMs?: number;
   /**
    * Cgroup directories the IDS may ask to hold still (HOLD), the monitored workload's: each is
-   * checked at start (`agent/hold.ts`), and one that holds the agent itself is refused.
+   * checked at start (`agent/hold_cgroup.ts`), and one that holds the agent itself is refused.
    * @default none: HOLD is answered with an ERROR
    */
   holdCgroups?: readonly string[];
