@@ -17,8 +17,9 @@ import {
   join,
   MOV0,
 } from "../tests/support/mod.ts";
-import { checkObject, ObjectRefused } from "./bpf_check.ts";
-import { WALK_OBJECT } from "./walker.ts";
+import { checkObject } from "./bpf_check.ts";
+import { ObjectRefused } from "./object_refused.ts";
+import { WALK_OBJECT } from "./walker_object.ts";
 
 /** The helpers that must be refused, by their number in the kernel's UAPI header. */
 const REFUSED_HELPERS: [number, string][] = [

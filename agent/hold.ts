@@ -4,12 +4,12 @@
  * many requests (on-demand mode) reads lists that do not change under it.
  *
  * The operator decides what may be held; a HOLD can only freeze that, never more:
- * - Each cgroup is checked when the agent starts: an absolute path to a directory of a cgroup v2
- *   hierarchy (frozen with `cgroup.freeze`, confirmed by `frozen 1` in `cgroup.events`) or of a
- *   v1 `freezer` hierarchy (`freezer.state` FROZEN / THAWED), not a hierarchy's root, and not
- *   holding the agent itself: a cgroup that is the agent's own, or one of its ancestors, is
- *   refused (`/proc/self/cgroup`). The agent must never freeze itself. That last check runs
- *   again on every HOLD: the guest may move the agent after it started.
+ * - Each cgroup is checked when the agent starts (`hold_cgroup.ts`): an absolute path to a
+ *   directory of a cgroup v2 hierarchy (frozen with `cgroup.freeze`, confirmed by `frozen 1` in
+ *   `cgroup.events`) or of a v1 `freezer` hierarchy (`freezer.state` FROZEN / THAWED), not a
+ *   hierarchy's root, and not holding the agent itself: a cgroup that is the agent's own, or one
+ *   of its ancestors, is refused (`/proc/self/cgroup`). The agent must never freeze itself. That
+ *   last check runs again on every HOLD: the guest may move the agent after it started.
  * - A hold lasts at most `min(maxMs asked, the agent's cap)`; a timer thaws it then. It also ends
  *   on RELEASE, when its connection closes, when the agent closes (SIGINT, SIGTERM) and, as a last
  *   resort, when the agent's process exits through `Deno.exit`.
@@ -18,8 +18,8 @@
  * - Freezing is waited for within a bound; a cgroup that does not freeze in time is thawed and
  *   the HOLD refused.
  *
- * This is the only place that writes to cgroups. The agent still interprets no guest memory: a
- * hold only stops and restarts the workload's tasks.
+ * A hold is the only thing that writes to cgroups (`hold_cgroup.ts` holds the writes). The agent
+ * still interprets no guest memory: a hold only stops and restarts the workload's tasks.
  *
  * @module
  */
@@ -33,37 +33,21 @@ import {
   HoldState,
   LIMITS,
 } from "../protocol/mod.ts";
+import {
+  type CgroupFacts,
+  containsAgent,
+  freeze,
+  frozenElsewhere,
+  type HoldCgroup,
+  isFrozen,
+  resolveHoldCgroup,
+  systemFacts,
+} from "./hold_cgroup.ts";
 
 /** Default of the agent's own cap on a hold, in milliseconds (the protocol's limit). */
 export const DEFAULT_MAX_HOLD_MS = LIMITS.maxHoldMs;
 /** Longest the agent waits for the kernel to freeze every task of a cgroup. */
 const FREEZE_TIMEOUT_MS = 1000;
-
-/** One cgroup the agent may hold, as checked at start. */
-export interface HoldCgroup {
-  /** Its directory (symbolic links resolved). */
-  dir: string;
-  version: 1 | 2;
-  /** Its path within its hierarchy, as `/proc/PID/cgroup` writes it. */
-  path: string;
-}
-
-/** What the checks read of the system (the files themselves unless a test gives others). */
-export interface CgroupFacts {
-  /** `/proc/self/mountinfo`. */
-  mountinfo: string;
-  /** `/proc/self/cgroup`. */
-  selfCgroup: () => string;
-  pid: number;
-}
-
-function systemFacts(): CgroupFacts {
-  return {
-    mountinfo: Deno.readTextFileSync("/proc/self/mountinfo"),
-    selfCgroup: () => Deno.readTextFileSync("/proc/self/cgroup"),
-    pid: Deno.pid,
-  };
-}
 
 /** A HOLD or RELEASE that cannot be served: the ERROR frame's code and message. */
 export class HoldError extends Error {
@@ -71,123 +55,6 @@ export class HoldError extends Error {
     super(message);
     this.name = "HoldError";
   }
-}
-
-interface Mount {
-  root: string;
-  point: string;
-  fstype: string;
-  superOptions: string[];
-}
-
-/** `\040`-style escapes of mountinfo's paths. */
-function unescape(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal) => String.fromCharCode(parseInt(octal, 8)));
-}
-
-function parseMountinfo(text: string): Mount[] {
-  const mounts: Mount[] = [];
-  for (const line of text.split("\n")) {
-    const fields = line.split(" ");
-    const dash = fields.indexOf("-", 6);
-    if (dash < 0 || dash + 3 >= fields.length) continue;
-    mounts.push({
-      root: unescape(fields[3]),
-      point: unescape(fields[4]),
-      fstype: fields[dash + 1],
-      superOptions: (fields[dash + 3] ?? "").split(","),
-    });
-  }
-  return mounts;
-}
-
-function under(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir === "/" ? "/" : `${dir}/`);
-}
-
-/** The agent's own cgroup in the hierarchy of `version` (v1: the freezer's), if it has one. */
-function ownCgroup(selfCgroup: string, version: 1 | 2): string | undefined {
-  for (const line of selfCgroup.split("\n")) {
-    const match = /^(\d+):([^:]*):(.*)$/.exec(line);
-    if (!match) continue;
-    if (
-      version === 2 ? match[1] === "0" && match[2] === "" : match[2].split(",").includes("freezer")
-    ) {
-      return match[3];
-    }
-  }
-  return undefined;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Why the agent, as `facts` sees it now, must not hold `cgroup`; undefined when it may. */
-function containsAgent(cgroup: HoldCgroup, facts: CgroupFacts): string | undefined {
-  const own = ownCgroup(facts.selfCgroup(), cgroup.version);
-  if (own === undefined) {
-    return `the agent cannot tell its own cgroup of that hierarchy (no line of /proc/self/cgroup names it)`;
-  }
-  if (!under(own, cgroup.path)) return undefined;
-  return `it holds the agent itself (pid ${facts.pid} is in cgroup "${own}"${
-    own === cgroup.path ? "" : `, below it`
-  }), and the agent must never freeze itself`;
-}
-
-/**
- * Checks that the agent may hold the cgroup directory `dir` (see the module's rules).
- * @throws {Error} naming the directory and the problem.
- */
-export function resolveHoldCgroup(dir: string, facts: CgroupFacts = systemFacts()): HoldCgroup {
-  const fail = (problem: string): never => {
-    throw new Error(`Cannot hold cgroup "${dir}": ${problem}`);
-  };
-  if (!dir.startsWith("/")) fail("expected an absolute path");
-  if (dir.split("/").some((part) => part === "." || part === "..")) {
-    fail('the path must not have "." or ".." parts');
-  }
-  let real = dir;
-  try {
-    real = Deno.realPathSync(dir);
-    if (!Deno.statSync(real).isDirectory) fail("it is not a directory");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) fail("no such directory");
-    if (!(error instanceof Deno.errors.PermissionDenied)) throw error;
-    fail(`cannot read it: ${error.message}`);
-  }
-  // The mount it is on: the deepest mount point above it, the last one mounted there.
-  let mount: Mount | undefined;
-  for (const m of parseMountinfo(facts.mountinfo)) {
-    if (under(real, m.point) && (!mount || m.point.length >= mount.point.length)) mount = m;
-  }
-  const version = mount?.fstype === "cgroup2"
-    ? 2
-    : mount?.fstype === "cgroup" && mount.superOptions.includes("freezer")
-    ? 1
-    : fail(
-      `it is not in a cgroup v2 hierarchy or a v1 freezer hierarchy (it is on ${
-        mount
-          ? `a ${mount.fstype} mount at "${mount.point}"`
-          : "no mount /proc/self/mountinfo lists"
-      })`,
-    );
-  const rest = real.slice(mount!.point.length);
-  const path = mount!.root === "/" ? rest || "/" : `${mount!.root}${rest}`;
-  if (rest === "") {
-    fail(`it is the root of its hierarchy ("${mount!.point}"), which holds everything`);
-  }
-  const control = version === 2 ? ["cgroup.freeze", "cgroup.events"] : ["freezer.state"];
-  for (const file of control) if (!exists(`${real}/${file}`)) fail(`it has no ${file}`);
-  const cgroup: HoldCgroup = { dir: real, version, path };
-  const problem = containsAgent(cgroup, facts);
-  if (problem) fail(problem);
-  return cgroup;
 }
 
 /** Options of {@linkcode Holder.open}. */
@@ -372,33 +239,6 @@ export class Holder {
 
 function ms(ns: number): string {
   return (ns / 1e6).toFixed(0);
-}
-
-function freeze(cgroup: HoldCgroup, frozen: boolean): void {
-  if (cgroup.version === 2) {
-    Deno.writeTextFileSync(`${cgroup.dir}/cgroup.freeze`, frozen ? "1" : "0");
-  } else {
-    Deno.writeTextFileSync(`${cgroup.dir}/freezer.state`, frozen ? "FROZEN" : "THAWED");
-  }
-}
-
-function isFrozen(cgroup: HoldCgroup): boolean {
-  if (cgroup.version === 2) {
-    return /^frozen 1$/m.test(Deno.readTextFileSync(`${cgroup.dir}/cgroup.events`));
-  }
-  return Deno.readTextFileSync(`${cgroup.dir}/freezer.state`).trim() === "FROZEN";
-}
-
-/** Why `cgroup` is frozen (or freezing) by someone else already; undefined when it is not. */
-function frozenElsewhere(cgroup: HoldCgroup): string | undefined {
-  if (cgroup.version === 2) {
-    const asked = Deno.readTextFileSync(`${cgroup.dir}/cgroup.freeze`).trim();
-    return asked === "0" ? undefined : "it is frozen already, by someone else: left as it is";
-  }
-  const state = Deno.readTextFileSync(`${cgroup.dir}/freezer.state`).trim();
-  return state === "THAWED"
-    ? undefined
-    : `it is ${state} already, by someone else (or a frozen parent): left as it is`;
 }
 
 /**

@@ -5,7 +5,8 @@
  */
 
 import { assert, assertEquals, assertRejects, assertThrows } from "../tests/support/mod.ts";
-import { answerHold, type CgroupFacts, Holder, HoldError, resolveHoldCgroup } from "./hold.ts";
+import { answerHold, Holder, HoldError } from "./hold.ts";
+import { type CgroupFacts, resolveHoldCgroup } from "./hold_cgroup.ts";
 import { ErrorCode, FrameType, HoldState } from "../protocol/mod.ts";
 
 /** A fake hierarchy at a temporary directory: `fstype` "cgroup2" or "cgroup" (v1 freezer). */

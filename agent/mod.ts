@@ -29,28 +29,11 @@ export {
   spawnReady,
 } from "./process.ts";
 export { Agent, type AgentOptions } from "./server.ts";
-export {
-  DEFAULT_MAX_HOLD_MS,
-  type HoldCgroup,
-  Holder,
-  type HolderOptions,
-  resolveHoldCgroup,
-} from "./hold.ts";
-export {
-  describePrograms,
-  type RunResult,
-  WALK_OBJECT,
-  Walker,
-  WALKER_PROGRAMS,
-  type WalkerOptions,
-  type WalkLimits,
-} from "./walker.ts";
+export { DEFAULT_MAX_HOLD_MS, Holder, type HolderOptions } from "./hold.ts";
+export { type HoldCgroup, resolveHoldCgroup } from "./hold_cgroup.ts";
+export { describePrograms, type RunResult, Walker, type WalkLimits } from "./walker.ts";
+export { WALK_OBJECT, WALKER_PROGRAMS, type WalkerOptions } from "./walker_object.ts";
 export { LibbpfError } from "./libbpf.ts";
-export {
-  type CheckedObject,
-  checkObject,
-  FORBIDDEN_HELPERS,
-  LAST_HELPER,
-  ObjectRefused,
-} from "./bpf_check.ts";
+export { type CheckedObject, checkObject, FORBIDDEN_HELPERS, LAST_HELPER } from "./bpf_check.ts";
+export { ObjectRefused } from "./object_refused.ts";
 export { DeltaEncoder, RememberedAnswer } from "./delta.ts";

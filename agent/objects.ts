@@ -13,7 +13,7 @@
  */
 
 import { encodeFrame, ErrorCode, FrameType, LIMITS, StopReason } from "../protocol/mod.ts";
-import { ObjectRefused } from "./bpf_check.ts";
+import { ObjectRefused } from "./object_refused.ts";
 import { LibbpfError } from "./libbpf.ts";
 import { describePrograms, Walker } from "./walker.ts";
 

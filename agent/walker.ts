@@ -1,7 +1,8 @@
 /**
- * The user side of `bpf/walk.bpf.c`: loads the object, attaches its programs to the trigger,
- * writes requests into the shared `.bss`, fires the trigger and hands out the records the
- * programs left in the ring buffer. The layouts mirror `bpf/walk.h`.
+ * The user side of `bpf/walk.bpf.c`: loads the object and attaches its programs to the trigger
+ * (`walker_object.ts`), writes requests into the shared `.bss`, fires the trigger and hands out
+ * the records the programs left in the ring buffer. The layouts mirror `bpf/walk.h`
+ * (`_walk_layout.ts`).
  *
  * The walker copies bytes; it never interprets them.
  *
@@ -9,79 +10,28 @@
  */
 
 import { type DataFrameBuilder, PLAN_SIZE } from "../protocol/mod.ts";
-import { checkObject, ObjectRefused } from "./bpf_check.ts";
-import { kernelHalf } from "./_kernel_facts.ts";
-import type { DeltaEncoder } from "./delta.ts";
 import {
-  BpfObject,
-  currentThreadId,
-  fireTrigger,
-  type LoadedProgramEntry,
-  TRIGGER,
-} from "./libbpf.ts";
-
-const OP_READ = 1;
-const OP_WALK_TASKS = 2;
-const OP_ANCHOR = 3;
-const OP_PLAN = 4;
-const OP_RESUME = 5;
-/** StopReason.RING_FULL: the one stop a walk resumes from. */
-const STOP_RING_FULL = 3;
-
-/**
- * Mirrors `struct ebpfmon_shared` in bpf/walk.h: request at 0 (48 bytes), result at 48
- * (72 bytes), plan at 120.
- */
-const REQ = { seq: 0, op: 8, tid: 12, addr: 16, len: 24, maxObjects: 32, maxBytes: 40 } as const;
-const RES = {
-  seq: 48,
-  objects: 56,
-  bytes: 64,
-  walkNs: 72,
-  root: 80,
-  faults: 88,
-  error: 96,
-  stop: 104,
-  pruned: 112,
-} as const;
-const PLAN_AT = 120;
-/** Mirrors `struct ebpfmon_config` in bpf/walk.h, the object's `.rodata`. */
-const CONFIG = { agentTgid: 0, seenMask: 4, kernelMin: 8 } as const;
-const CONFIG_SIZE = 16;
-const SHARED_SIZE = PLAN_AT + PLAN_SIZE;
-/**
- * Mirrors `struct ebpfmon_record`, a record in the ring: u64 address, u32 length, u32 padding,
- * then the bytes (the wire's DATA records have no padding: protocol/data_records.ts).
- */
-const RING_RECORD_HEADER = 16;
-/**
- * Mirrors EBPFMON_READ_CHUNK and EBPFMON_READ_MAX_CHUNKS: the longest read one run of the BPF
- * program can do. The agent serves READs of at most `LIMITS.maxRead` (protocol/frames.ts), less.
- */
-export const WALKER_READ_MAX = 1024 * 4096;
-
-/** The programs a walker object must have (it may have more: every one is attached). */
-export const WALKER_PROGRAMS = ["read_memory", "walk_tasks", "report_anchor", "walk_plan"] as const;
-
-/** The kernel's program type of uprobes (BPF_PROG_TYPE_KPROBE). */
-const PROG_TYPE_KPROBE = 2;
+  OP_ANCHOR,
+  OP_PLAN,
+  OP_READ,
+  OP_RESUME,
+  OP_WALK_TASKS,
+  PLAN_AT,
+  REQ,
+  RES,
+  RING_RECORD_HEADER,
+  SHARED_SIZE,
+  STOP_RING_FULL,
+  WALKER_READ_MAX,
+} from "./_walk_layout.ts";
+import type { DeltaEncoder } from "./delta.ts";
+import { type BpfObject, currentThreadId, fireTrigger, type LoadedProgramEntry } from "./libbpf.ts";
+import { loadWalkerObject, type WalkerOptions } from "./walker_object.ts";
 
 /** Programs as HELLO and the agent's log name them: `name:tag` words, or "none". */
 export function describePrograms(programs: readonly { name: string; tag: string }[]): string {
   return programs.length ? programs.map((p) => `${p.name}:${p.tag}`).join(" ") : "none";
 }
-
-/**
- * The default of {@linkcode WalkerOptions.ringBytes}: a READ as long as the protocol allows
- * (`LIMITS.maxRead`, 256 records of a page and their headers) fits whole, and a walk that needs
- * more is resumed ({@linkcode Walker.resume}). The ring's pages are guest kernel memory, which
- * the agent maps twice (a record that wraps around the end reads as one): its RSS counts them
- * twice.
- */
-export const DEFAULT_RING_BYTES = 2 << 20;
-
-/** Where the compiled object is, for `deno run` and inside a `deno compile` binary alike. */
-export const WALK_OBJECT = new URL("../bpf/out/walk.bpf.o", import.meta.url);
 
 /** What a program run reported. */
 export interface RunResult {
@@ -104,40 +54,6 @@ export interface RunResult {
 export interface WalkLimits {
   maxObjects: number;
   maxBytes: number;
-}
-
-/** Options of {@linkcode Walker.open}. */
-export interface WalkerOptions {
-  /**
-   * Size of the ring buffer in bytes; a power of two, multiple of the page size. A walk that
-   * copies more than it holds is resumed once it is drained ({@linkcode Walker.resume}), so the
-   * ring bounds how much of an answer is held at once, not how large it may be.
-   * @default {@linkcode DEFAULT_RING_BYTES} (2 MiB)
-   */
-  ringBytes?: number;
-  /**
-   * Items the plan walker's work stack holds (24 bytes each). A plan needs at most 3 per level of
-   * depth plus 3 (195 at the deepest); fewer stop deep walks with STACK_FULL. @default 256
-   */
-  stackItems?: number;
-  /**
-   * Slots of the table in which the plan walker remembers, per walk, the objects of nodes that
-   * dedupe: a power of two, direct-mapped, 24 bytes a slot, allocated at load (6 MiB by
-   * default). Objects whose slots collide may be copied twice.
-   * @default 262144
-   */
-  dedupeEntries?: number;
-  /**
-   * The compiled object; read from {@linkcode WALK_OBJECT} when absent. It is checked first
-   * (`agent/bpf_check.ts`): program types and helpers.
-   */
-  object?: Uint8Array;
-  /**
-   * The first address of the kernel half: the plan walker reads and follows nothing below it.
-   * @default this kernel's, for its paging mode (`KERNEL_HALF`, or `KERNEL_HALF_LA57` with
-   * 5-level paging)
-   */
-  kernelHalf?: bigint;
 }
 
 /**
@@ -172,53 +88,14 @@ export class Walker implements Disposable {
 
   /**
    * Checks, opens, configures, loads and attaches the walker, for this process only: every
-   * program of the object is attached to the trigger (uprobe or uretprobe, as its section says).
+   * program of the object is attached to the trigger (uprobe or uretprobe, as its section says;
+   * see `loadWalkerObject`).
    * @throws {ObjectRefused} when the check refuses the object, or it is not a walker.
    * @throws {LibbpfError} when the kernel refuses (no BPF permission, verifier, no uprobes).
    */
   static async open(options: WalkerOptions = {}): Promise<Walker> {
-    const elf = options.object ?? await Deno.readFile(WALK_OBJECT);
-    const checked = checkObject(elf);
     using stack = new DisposableStack();
-    const obj = stack.use(BpfObject.open(elf, "walk"));
-    // libbpf's own reading of the object must agree with the check's: the programs it will load
-    // are uprobes, each in a section the check read.
-    const kinds = new Map(checked.sections.map((s) => [s.section, s.kind]));
-    const programs = obj.programs();
-    for (const p of programs) {
-      if (p.type !== PROG_TYPE_KPROBE || !kinds.has(p.section)) {
-        throw new ObjectRefused(
-          `Cannot load the object: libbpf reads program "${p.name}" in section "${p.section}" as a ${p.typeName} program the check did not pass`,
-        );
-      }
-    }
-    for (const name of WALKER_PROGRAMS) {
-      if (!programs.some((p) => p.name === name)) {
-        throw new ObjectRefused(
-          `Cannot use the object as a walker: it has no program "${name}" (a walker has ${
-            WALKER_PROGRAMS.join(", ")
-          })`,
-        );
-      }
-    }
-    const config = new Uint8Array(CONFIG_SIZE);
-    const seenSlots = positive(options.dedupeEntries ?? 1 << 18, "dedupeEntries");
-    if ((seenSlots & (seenSlots - 1)) !== 0) {
-      throw new RangeError(`dedupeEntries must be a power of two, not ${seenSlots}`);
-    }
-    const settings = new DataView(config.buffer);
-    settings.setUint32(CONFIG.agentTgid, Deno.pid, true);
-    settings.setUint32(CONFIG.seenMask, seenSlots - 1, true);
-    settings.setBigUint64(CONFIG.kernelMin, options.kernelHalf ?? await kernelHalf(), true);
-    obj.setGlobals(".rodata", config);
-    obj.setMaxEntries("records", options.ringBytes ?? DEFAULT_RING_BYTES);
-    obj.setMaxEntries("plan_stack", positive(options.stackItems ?? 256, "stackItems"));
-    obj.setMaxEntries("plan_seen", seenSlots);
-    obj.load();
-    for (const p of programs) {
-      const retprobe = kinds.get(p.section) === "uretprobe";
-      obj.attachUprobe(p.name, { pid: Deno.pid, ...TRIGGER, retprobe });
-    }
+    const obj = stack.use(await loadWalkerObject(options));
     const walker = new Walker(obj);
     stack.move();
     return walker;
@@ -421,11 +298,4 @@ export class Walker implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-function positive(value: number, name: string): number {
-  if (!Number.isInteger(value) || value < 1 || value > 0xffff_ffff) {
-    throw new RangeError(`Cannot size the walker: ${name} ${value} is not a positive u32`);
-  }
-  return value;
 }
