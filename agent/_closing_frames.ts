@@ -1,6 +1,6 @@
 /**
- * ERROR and END, the frames that close an answer, each encoded in one call: the server and its
- * answers of memory and of files end theirs with them.
+ * ERROR and END, the frames that close an answer, each encoded in one call: the server, its
+ * answers of memory and of files, and the objects' LOAD end theirs with them.
  *
  * @module
  */

@@ -14,6 +14,7 @@
 
 import { encodeFrame, ErrorCode, FrameType, LIMITS, StopReason } from "../protocol/mod.ts";
 import { ObjectRefused } from "./object_refused.ts";
+import { errorFrame } from "./_closing_frames.ts";
 import { LibbpfError } from "./libbpf.ts";
 import { describePrograms, Walker } from "./walker.ts";
 
@@ -162,8 +163,4 @@ export class LoadedObjects {
     frames.push(errorFrame(id, code, reason));
     return frames;
   }
-}
-
-function errorFrame(id: number, code: number, message: string): Uint8Array {
-  return encodeFrame({ type: FrameType.ERROR, id, code, message });
 }

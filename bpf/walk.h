@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Layouts shared by walk.bpf.c and its user side, agent/walker.ts (which mirrors the offsets).
+ * Layouts shared by walk.bpf.c and its user side, agent/_walk_layout.ts (which mirrors the
+ * offsets).
  *
  * The agent writes a request into the object's .bss, calls the trigger function, and the program
  * attached to it (a uprobe filtered to the agent's pid and calling thread) serves the request:
