@@ -42,7 +42,9 @@ export {
   type ViewedModule,
 } from "./module_views.ts";
 export { listModules, type Module, planModules, resolveModuleTypes } from "./modules.ts";
-export { type CgroupSupport, NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
+export { type CgroupSupport } from "./namespaces.ts";
+export { NAME_BYTES } from "./namespace_types.ts";
+export { PLANNED_LEVELS } from "./namespace_plan.ts";
 export {
   findInitPidNamespace,
   type PidTypes,

@@ -19,13 +19,8 @@ import {
   readStruct,
 } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
-import {
-  type CgroupSupport,
-  type NamespaceFields,
-  NamespaceReader,
-  namespaceTaskRanges,
-  planNamespaces,
-} from "./namespaces.ts";
+import { type CgroupSupport, type NamespaceFields, NamespaceReader } from "./namespaces.ts";
+import { namespaceTaskRanges, planNamespaces } from "./namespace_plan.ts";
 import { MAX_THREADS, type Thread } from "./threads.ts";
 
 /** One process as the guest kernel holds it. */
@@ -167,7 +162,7 @@ export interface TaskNodes {
   task: NodeRef<KernelTypes["task"]>;
   /** Each task's signal_struct: its thread count and thread list. */
   signal: NodeRef<KernelTypes["signal"]>;
-  /** Each task's `struct pid` (namespaces.ts), which the pid IDR's walk also reaches. */
+  /** Each task's `struct pid` (namespace_plan.ts), which the pid IDR's walk also reaches. */
   pid: NodeRef<KernelTypes["ns"]["pid"]>;
   /**
    * The threads on each signal's thread list, copied for their `thread` fields (a leader
