@@ -23,14 +23,8 @@ export {
   parseCgroupPath,
   parseNamespaceId,
 } from "./container_filter.ts";
-export {
-  type FdTypes,
-  type FileTypes,
-  listFiles,
-  type OpenFile,
-  planFiles,
-  resolveFileTypes,
-} from "./files.ts";
+export { type FdTypes } from "./fd_table.ts";
+export { type FileTypes, listFiles, type OpenFile, planFiles, resolveFileTypes } from "./files.ts";
 export { type FtraceOps, ftraceSource } from "./ftrace.ts";
 export { type KernelPointers, moduleHolding, ownerOf, pointersSource } from "./kernel_pointers.ts";
 export { type KernelTypes, resolveKernelTypes } from "./kernel_types.ts";

@@ -28,7 +28,8 @@ import {
   readStruct,
 } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
-import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
+import { planFdTables, readFdTable } from "./fd_table.ts";
+import { S_IFSOCK } from "./files.ts";
 import { listProcesses, type Process, type ProcessList, type TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import {
