@@ -38,7 +38,7 @@ import type { GuestMemory, KAddr } from "../memory/mod.ts";
 import { type PlanBuilder, planXarray, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { Source } from "../detect/mod.ts";
-import { planFdTables, readFdTable } from "./files.ts";
+import { planFdTables, readFdTable } from "./fd_table.ts";
 import { type BpfTypes, MAX_USED_MAPS, resolveBpfTypes, typeMask } from "./bpf_types.ts";
 import { describe, type Found, readProgram } from "./_bpf_program.ts";
 import { walkIdr, walkKallsyms } from "./_bpf_walks.ts";

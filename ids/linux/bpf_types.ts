@@ -16,7 +16,7 @@ import {
   str,
   uint,
 } from "../kernel/mod.ts";
-import { resolveFdTypes } from "./files.ts";
+import { resolveFdTypes } from "./fd_table.ts";
 
 /**
  * Resolves the structures of BPF programs. Field names are the same in Linux 6.1 and 6.18.

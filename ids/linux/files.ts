@@ -1,10 +1,10 @@
 /**
  * A task's open files, rebuilt from guest kernel memory as /proc/PID/fd shows them: the fd table
- * (`task->files->fdt`: `max_fds` slots of `struct file *`), each file's inode, and its path,
- * rebuilt from `f_path.dentry` up `d_parent` to the root of its mount, then up the mount tree
- * (`struct mount`: `mnt_parent`, `mnt_mountpoint`) to the namespace's root mount. Sockets, pipes
- * and anonymous inodes are named as the kernel names them (`socket:[INODE]`, `pipe:[INODE]`,
- * `anon_inode:[eventfd]`).
+ * (`task->files->fdt`: `max_fds` slots of `struct file *`; fd_table.ts), each file's inode, and
+ * its path, rebuilt from `f_path.dentry` up `d_parent` to the root of its mount, then up the
+ * mount tree (`struct mount`: `mnt_parent`, `mnt_mountpoint`) to the namespace's root mount
+ * (_file_path.ts). Sockets, pipes and anonymous inodes are named as the kernel names them
+ * (`socket:[INODE]`, `pipe:[INODE]`, `anon_inode:[eventfd]`).
  *
  * Guest memory is hostile: the fd table, every path and every name is bounded, chains are
  * checked for loops, a file that cannot be read is listed with an error, a path that cannot be
@@ -16,12 +16,8 @@
 import type { Btf } from "../btf/mod.ts";
 import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
 import {
-  decodeName,
-  type Fields,
   hexOf,
-  type NodeRef,
   offsetOf,
-  peekStruct,
   type PlanBuilder,
   ptr,
   readStruct,
@@ -30,30 +26,14 @@ import {
 } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { TaskNodes } from "./processes.ts";
-
-/**
- * Resolves the structures of fd tables (what the socket owners' walk needs too).
- * @throws {LayoutError} naming the struct and field the kernel lacks.
- */
-export function resolveFdTypes(btf: Btf) {
-  return {
-    files: resolveLayout(btf, "files_struct", { fdt: ptr("fdt") }),
-    fdtable: resolveLayout(btf, "fdtable", {
-      maxFds: uint("max_fds"),
-      fd: ptr("fd"),
-      /** Bit N is set when fd N is open: the slots worth reading. */
-      openFds: ptr("open_fds"),
-    }),
-    file: resolveLayout(btf, "file", {
-      inode: ptr("f_inode"),
-      dentry: ptr("f_path.dentry"),
-      mnt: ptr("f_path.mnt"),
-    }),
-  };
-}
-
-/** The resolved fd-table structures of one guest kernel. */
-export type FdTypes = ReturnType<typeof resolveFdTypes>;
+import {
+  MAX_FDS,
+  type PlanFdOptions,
+  planFdTables,
+  readFdTable,
+  resolveFdTypes,
+} from "./fd_table.ts";
+import { nameOf, pathOf, pseudoName } from "./_file_path.ts";
 
 /**
  * Resolves the structures of open files. Field names are the same in Linux 6.1 and 6.18.
@@ -148,7 +128,7 @@ export interface FileOptions {
   maxPathSteps?: number;
 }
 
-const DEFAULTS = { maxFds: 65536, maxPathDepth: 1024, maxName: 255, maxPathSteps: 1 << 20 };
+const DEFAULTS = { maxFds: MAX_FDS, maxPathDepth: 1024, maxName: 255, maxPathSteps: 1 << 20 };
 
 const S_IFMT = 0o170000;
 /** The `i_mode` type bits of a socket. */
@@ -167,101 +147,6 @@ const TYPES = new Map<number, FileType>([
 /** The file type of an inode's `i_mode`. */
 export function fileType(mode: number): FileType {
   return TYPES.get(mode & S_IFMT) ?? "other";
-}
-
-/** One slot of an fd table: the file, or why the slot is unusable. */
-export interface FdSlot {
-  fd: number;
-  file?: KAddr;
-  error?: string;
-}
-
-/** A task's fd table. */
-export interface FdTable {
-  pid: number;
-  slots: FdSlot[];
-  truncated: boolean;
-  reason?: string;
-}
-
-/** The 8 bytes of an fd slot, fetched. */
-async function slotView(mem: GuestMemory, at: KAddr): Promise<DataView> {
-  const slot = await mem.read(at, 8);
-  return new DataView(slot.buffer, slot.byteOffset, 8);
-}
-
-/**
- * Reads the open slots of a task's fd table (`files->fdt->fd[0 .. max_fds)`). A task without
- * files (exiting) has none. Never throws: what cannot be read ends the table as truncated.
- */
-export async function readFdTable(
-  mem: GuestMemory,
-  core: KernelTypes,
-  types: FdTypes,
-  task: KAddr,
-  maxFds = DEFAULTS.maxFds,
-): Promise<FdTable> {
-  const table: FdTable = { pid: -1, slots: [], truncated: false };
-  // Where a failure happened, written out only if one does.
-  let stage = "task";
-  let at = task;
-  const where = () => `${stage} ${mem.space.hex(at)}`;
-  try {
-    // Each read is served from the snapshot without an await when it holds the bytes.
-    const t = peekStruct(mem, task, core.taskFiles) ?? await readStruct(mem, task, core.taskFiles);
-    table.pid = t.pid;
-    if (t.files === null) return table;
-    const files = follow(t.files, "files");
-    stage = "files_struct";
-    at = files;
-    const f = peekStruct(mem, files, types.files) ?? await readStruct(mem, files, types.files);
-    const fdt = follow(f.fdt, "fdt");
-    stage = "fdtable";
-    at = fdt;
-    const { maxFds: count, fd, openFds } = peekStruct(mem, fdt, types.fdtable) ??
-      await readStruct(mem, fdt, types.fdtable);
-    let slots = count;
-    if (count > maxFds) {
-      table.truncated = true;
-      table.reason = `${where()}: max_fds ${count} is more than ${maxFds}`;
-      slots = maxFds;
-    }
-    if (slots === 0) return table;
-    const array = follow(fd, "fd");
-    stage = "open_fds of fdtable";
-    // Only the slots of open fds are read (a slot being installed may still be NULL).
-    const openAt = follow(openFds, "open_fds");
-    const bitmapBytes = Math.ceil(slots / 8);
-    const open = mem.peek(openAt, bitmapBytes) ?? await mem.read(openAt, bitmapBytes);
-    stage = "fd array";
-    at = array;
-    for (let fd = 0; fd < slots; fd++) {
-      if (open[fd >> 3] === 0) {
-        fd |= 7;
-        continue;
-      }
-      if (((open[fd >> 3] >> (fd & 7)) & 1) === 0) continue;
-      const slotAt = array + fd * 8;
-      const span = mem.peekSpan(slotAt, 8);
-      const p = span
-        ? mem.space.pointerAt(span.view, span.base + slotAt - span.start)
-        : mem.space.pointerAt(await slotView(mem, slotAt), 0);
-      if (p === null) continue;
-      if (typeof p === "number") {
-        table.slots.push({ fd, file: p });
-        continue;
-      }
-      try {
-        follow(p, `fd ${fd}`);
-      } catch (error) {
-        table.slots.push({ fd, error: (error as Error).message });
-      }
-    }
-  } catch (error) {
-    table.truncated = true;
-    table.reason = `${where()}: ${(error as Error).message}`;
-  }
-  return table;
 }
 
 /**
@@ -346,158 +231,10 @@ async function describeFile(
   return out;
 }
 
-/** PIPEFS_MAGIC and PIDFS_MAGIC of include/uapi/linux/magic.h. */
-const PIPEFS_MAGIC = 0x50495045;
-const PIDFS_MAGIC = 0x50494446;
-
-/**
- * The name /proc gives a file on a pseudo file system, where the kernel makes it up rather
- * than walking dentries: pipes and pidfds (Linux 6.9+, on pidfs); others keep their dentry path.
- */
-async function pseudoName(
-  mem: GuestMemory,
-  types: FileTypes,
-  inode: Fields<FileTypes["inode"]>,
-  path: string,
-): Promise<string> {
-  const magic = (await readStruct(mem, follow(inode.sb, "i_sb"), types.superBlock)).magic;
-  if (magic === PIPEFS_MAGIC) return `pipe:[${inode.ino}]`;
-  if (magic === PIDFS_MAGIC) return "anon_inode:[pidfd]";
-  return path;
-}
-
-/** The name of a dentry (`d_name`), at most `maxName` bytes. */
-async function nameOf(
-  mem: GuestMemory,
-  types: FileTypes,
-  at: KAddr,
-  maxName: number,
-  dentry?: Fields<FileTypes["dentry"]>,
-): Promise<string> {
-  const d = dentry ?? await readStruct(mem, at, types.dentry);
-  if (d.nameLen > maxName) {
-    throw new RangeError(
-      `Cannot read the name of dentry ${
-        mem.space.hex(at)
-      }: ${d.nameLen} bytes, more than ${maxName}`,
-    );
-  }
-  if (d.nameLen === 0) return "";
-  const bytes = await mem.read(mem.space.follow(d.name, "d_name.name of dentry", at), d.nameLen);
-  return decodeName(bytes);
-}
-
-interface PathResult {
-  path: string;
-  complete: boolean;
-  /** It ended at a dentry that is its own parent but not its mount's root (a pseudo file). */
-  pseudo: boolean;
-  error?: string;
-}
-
-/** The path of a file, rebuilt as the kernel's prepend_path() does. */
-async function pathOf(
-  mem: GuestMemory,
-  types: FileTypes,
-  file: Fields<FileTypes["file"]>,
-  limits: typeof DEFAULTS,
-  budget: { steps: number },
-): Promise<PathResult> {
-  const parts: string[] = [];
-  // As d_path(): a file whose own dentry was unlinked (unhashed, not a root) is "(deleted)".
-  let deleted = false;
-  const path = () => "/" + parts.toReversed().join("/") + (deleted ? " (deleted)" : "");
-  try {
-    let dentry = follow(file.dentry, "f_path.dentry");
-    let mount = follow(file.mnt, "f_path.mnt") - types.mntOffset;
-    let m = await readStruct(mem, mount, types.mount);
-    const seen = new Set<string>();
-    for (let hops = 0;; hops++) {
-      if (hops >= limits.maxPathDepth) {
-        throw new RangeError(`Cannot finish the path: more than ${limits.maxPathDepth} steps`);
-      }
-      if (budget.steps-- <= 0) {
-        throw new RangeError(
-          `Cannot finish the path: the list's paths took more than ${limits.maxPathSteps} steps`,
-        );
-      }
-      const key = `${mount}:${dentry}`;
-      if (seen.has(key)) {
-        throw new Error(`Cannot finish the path: it loops at dentry ${mem.space.hex(dentry)}`);
-      }
-      seen.add(key);
-      if (dentry === m.root) {
-        const parent = mem.space.follow(m.parent, "mnt_parent of mount", mount);
-        if (parent === mount) return { path: path(), complete: true, pseudo: false };
-        dentry = mem.space.follow(m.mountpoint, "mnt_mountpoint of mount", mount);
-        mount = parent;
-        m = await readStruct(mem, mount, types.mount);
-        continue;
-      }
-      const d = await readStruct(mem, dentry, types.dentry);
-      parts.push(await nameOf(mem, types, dentry, limits.maxName, d));
-      const parent = mem.space.follow(d.parent, "d_parent of dentry", dentry);
-      if (hops === 0 && d.hashed === null && parent !== dentry) deleted = true;
-      if (parent === dentry) {
-        // A pseudo file's dentry (a socket, a pipe, a memfd) is its own parent; any other
-        // dentry that is, and is not its mount's root, is cut off from the tree.
-        if (hops === 0) return { path: path(), complete: true, pseudo: true };
-        throw new Error(
-          `Cannot finish the path: dentry ${mem.space.hex(dentry)} is no mount's root`,
-        );
-      }
-      dentry = parent;
-    }
-  } catch (error) {
-    return { path: path(), complete: false, pseudo: false, error: (error as Error).message };
-  }
-}
-
-/** The plan nodes of an fd-table walk, for plans that go on from each file. */
-export interface FileNodes {
-  file: NodeRef<FdTypes["file"]>;
-}
-
 /** Limits of {@linkcode planFiles}; they should match the view's {@linkcode FileOptions}. */
-export interface PlanFileOptions {
-  /** Only the task whose `pid` field is this (an EQ condition on the task). */
-  pid?: number;
-  /** @default 65536 */
-  maxFds?: number;
+export interface PlanFileOptions extends PlanFdOptions {
   /** @default 255 */
   maxName?: number;
-  /**
-   * Copy only the fields the walk reads of files_struct, fdtable and file, in both modes: for a
-   * walk of every task's table that reads nothing else of them (the sockets they hold).
-   */
-  linksOnly?: boolean;
-}
-
-/**
- * Adds the fd-table walk to `b`: from each task of `tasks`, files → fdt → fd array → file.
- * Returns the file node, to which callers add what they read of each file.
- */
-export function planFdTables(
-  b: PlanBuilder,
-  types: FdTypes,
-  tasks: Pick<TaskNodes, "task">,
-  options: PlanFileOptions = {},
-): FileNodes {
-  const fieldsOnly = options.linksOnly ?? false;
-  const files = b.node(types.files, { fieldsOnly });
-  const fdt = b.node(types.fdtable, { fieldsOnly });
-  const file = b.node(types.file, { fieldsOnly });
-  const when = options.pid === undefined ? undefined : {
-    field: "pid",
-    equals: { mask: 0xffff_ffffn, value: BigInt(options.pid >>> 0) },
-  };
-  b.ptr(tasks.task, "files", files, 0, { when });
-  b.ptr(files, "fdt", fdt);
-  // Most of an fd array is NULL: copy the open-fds bitmap and the non-NULL slots only.
-  const maxFds = options.maxFds ?? DEFAULTS.maxFds;
-  b.bytes(fdt, "openFds", "maxFds", Math.ceil(maxFds / 8), { bits: true });
-  b.array(fdt, "fd", "maxFds", file, { stride: 8, max: maxFds, sparse: true });
-  return { file };
 }
 
 /**

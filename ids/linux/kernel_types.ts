@@ -7,7 +7,7 @@
 
 import type { Btf } from "../btf/mod.ts";
 import { hexInt, ptr, resolveLayout, sint, str, uint } from "../kernel/mod.ts";
-import { resolveNamespaceTypes } from "./namespaces.ts";
+import { resolveNamespaceTypes } from "./namespace_types.ts";
 
 /** Resolves every layout the views use. @throws {LayoutError} naming what is missing. */
 export function resolveKernelTypes(btf: Btf) {

@@ -24,14 +24,8 @@ export {
   parseCgroupPath,
   parseNamespaceId,
 } from "./container_filter.ts";
-export {
-  type FdTypes,
-  type FileTypes,
-  listFiles,
-  type OpenFile,
-  planFiles,
-  resolveFileTypes,
-} from "./files.ts";
+export { type FdTypes } from "./fd_table.ts";
+export { type FileTypes, listFiles, type OpenFile, planFiles, resolveFileTypes } from "./files.ts";
 export { type FtraceOps, ftraceSource } from "./ftrace.ts";
 export { type KernelPointers, pointersSource } from "./kernel_pointers.ts";
 export { type KernelTypes, resolveKernelTypes } from "./kernel_types.ts";
@@ -44,7 +38,9 @@ export {
 } from "./module_views.ts";
 export { listModules, type Module, planModules } from "./modules.ts";
 export { resolveModuleTypes } from "./module_types.ts";
-export { type CgroupSupport, NAME_BYTES, PLANNED_LEVELS } from "./namespaces.ts";
+export { type CgroupSupport } from "./namespaces.ts";
+export { NAME_BYTES } from "./namespace_types.ts";
+export { PLANNED_LEVELS } from "./namespace_plan.ts";
 export {
   findInitPidNamespace,
   type PidTypes,

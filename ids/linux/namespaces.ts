@@ -13,12 +13,8 @@
  *   root's kernfs has no superblock) has no such line, and the processes no cgroup: the list
  *   says so instead.
  *
- * The plan copies every structure this reads in the snapshot's one round trip: struct pid with
- * its first {@linkcode PLANNED_LEVELS} levels (deeper nesting is read on demand), the pid
- * namespace of its last level (an edge per level, each taken only at that `level`), nsproxy and
- * the net, the css_set, the cgroup, its kernfs nodes up to the root, their names, and the
- * hierarchy's root. Most of these are shared by many processes: each is decoded once per
- * snapshot.
+ * A snapshot holds every structure this reads (namespace_plan.ts); what it lacks is read on
+ * demand. Most of these are shared by many processes: each is decoded once per snapshot.
  *
  * Guest memory is hostile: the pid level is bounded by the kernel's own limit, a kernfs chain by
  * depth and total length and checked for loops, a name by NAME_MAX, and each field that cannot
@@ -27,139 +23,16 @@
  * @module
  */
 
-import type { Btf } from "../btf/mod.ts";
 import { type GuestMemory, type KAddr, PAGE_SIZE, type Pointer } from "../memory/mod.ts";
-import {
-  bytesLayout,
-  decodeName,
-  firstPtr,
-  LayoutError,
-  type NodeRef,
-  offsetOf,
-  peekStruct,
-  type PlanBuilder,
-  ptr,
-  resolveLayout,
-  sint,
-  type StructLayout,
-  uint,
-} from "../kernel/mod.ts";
+import { decodeName, peekStruct, type StructLayout } from "../kernel/mod.ts";
+import { NAME_BYTES, type NamespaceTypes } from "./namespace_types.ts";
 
-/** Levels of `struct pid`'s `numbers[]` a plan copies: the initial namespace and three nested. */
-export const PLANNED_LEVELS = 4;
 /** The kernel's limit of nested pid namespaces (MAX_PID_NS_LEVEL). */
 export const MAX_PID_LEVEL = 32;
-/** Bytes copied of a kernfs node's name: NAME_MAX and its NUL. */
-export const NAME_BYTES = 256;
 /** Most kernfs nodes from a cgroup up to its hierarchy's root. */
 export const MAX_CGROUP_DEPTH = 128;
 /** Longest cgroup path (PATH_MAX, its NUL left out). */
 export const MAX_CGROUP_PATH = 4095;
-
-function resolveCgroupTypes(btf: Btf) {
-  return {
-    /** The task's css_set, in a layout of its own: a kernel without cgroups lacks the field. */
-    task: resolveLayout(btf, "task_struct", { cgroups: ptr("cgroups") }),
-    cssSet: resolveLayout(btf, "css_set", { dfl: ptr("dfl_cgrp") }),
-    cgroup: resolveLayout(btf, "cgroup", { kn: ptr("kn"), root: ptr("root") }),
-    root: resolveLayout(btf, "cgroup_root", { kfRoot: ptr("kf_root") }),
-    kernfsRoot: resolveLayout(btf, "kernfs_root", { supersNext: ptr("supers.next") }),
-    supersOffset: offsetOf(btf, "kernfs_root", "supers"),
-    /** `parent` up to Linux 6.14, `__parent` (RCU-managed) since. */
-    kernfsNode: resolveLayout(btf, "kernfs_node", {
-      parent: ptr("__parent", "parent"),
-      name: ptr("name"),
-    }),
-    name: bytesLayout("kernfs_node name", NAME_BYTES),
-  };
-}
-
-/** The structures of a process's cgroup, or why this kernel has none the views can read. */
-export type CgroupTypes =
-  | ({ supported: true } & ReturnType<typeof resolveCgroupTypes>)
-  | { supported: false; reason: string };
-
-/**
- * Resolves the namespace and cgroup structures.
- * @throws {LayoutError} when the kernel lacks a pid or network namespace field; a kernel
- * without the cgroup fields gets `cgroup.supported: false` instead.
- */
-export function resolveNamespaceTypes(btf: Btf) {
-  let cgroup: CgroupTypes;
-  try {
-    cgroup = { supported: true, ...resolveCgroupTypes(btf) };
-  } catch (error) {
-    if (!(error instanceof LayoutError)) throw error;
-    cgroup = { supported: false, reason: `this kernel has no cgroups: ${error.message}` };
-  }
-  const upid = resolveLayout(btf, "upid", { nr: sint("nr"), ns: ptr("ns") });
-  return {
-    /** `tasks` decodes to tasks[PIDTYPE_PID].first (pids.ts). */
-    pid: resolveLayout(btf, "pid", { level: uint("level"), tasks: firstPtr("tasks") }),
-    upid,
-    /** `numbers[]`, one `struct upid` per level, trails struct pid at this offset. */
-    numbersOffset: offsetOf(btf, "pid", "numbers"),
-    upidNsOffset: upid.fields.find((f) => f.name === "ns")!.offset,
-    pidNs: resolveLayout(btf, "pid_namespace", { inum: uint("ns.inum") }),
-    nsproxy: resolveLayout(btf, "nsproxy", { netNs: ptr("net_ns") }),
-    net: resolveLayout(btf, "net", { inum: uint("ns.inum") }),
-    cgroup,
-  };
-}
-
-/** The resolved namespace structures of one guest kernel. */
-export type NamespaceTypes = ReturnType<typeof resolveNamespaceTypes>;
-
-/** The bytes of the task structure beyond `task`'s fields that {@linkcode planNamespaces} reads. */
-export function namespaceTaskRanges(ns: NamespaceTypes): { off: number; len: number }[] {
-  return ns.cgroup.supported ? [...ns.cgroup.task.ranges].map(shift(ns.cgroup.task.start)) : [];
-}
-
-const shift = (by: number) => (r: { off: number; len: number }) => ({
-  off: r.off + by,
-  len: r.len,
-});
-
-/**
- * Adds to `b`, from each `task`, what {@linkcode NamespaceReader} reads. Returns the node of
- * the tasks' `struct pid`s, which the pid IDR's walk (pids.ts) shares.
- */
-export function planNamespaces(
-  b: PlanBuilder,
-  ns: NamespaceTypes,
-  task: NodeRef,
-): NodeRef<NamespaceTypes["pid"]> {
-  const pid = b.node(ns.pid, {
-    extra: [{ off: ns.numbersOffset, len: PLANNED_LEVELS * ns.upid.size }],
-  });
-  b.ptr(task, "threadPid", pid);
-  const pidNs = b.node(ns.pidNs, { fieldsOnly: true });
-  for (let level = 0; level < PLANNED_LEVELS; level++) {
-    const off = ns.numbersOffset + level * ns.upid.size + ns.upidNsOffset;
-    b.ptrAt(pid, off, pidNs, 0, { when: { field: "level", inSet: 1n << BigInt(level) } });
-  }
-  const nsproxy = b.node(ns.nsproxy);
-  const net = b.node(ns.net, { fieldsOnly: true });
-  b.ptr(task, "nsproxy", nsproxy);
-  b.ptr(nsproxy, "netNs", net);
-  const cg = ns.cgroup;
-  if (cg.supported) {
-    const cssSet = b.node(cg.cssSet, { fieldsOnly: true });
-    const cgroup = b.node(cg.cgroup, { fieldsOnly: true });
-    const root = b.node(cg.root, { fieldsOnly: true });
-    const kernfsRoot = b.node(cg.kernfsRoot, { fieldsOnly: true });
-    const kn = b.node(cg.kernfsNode, { fieldsOnly: true });
-    const name = b.node(cg.name);
-    b.ptrAt(task, cg.task.fields[0].offset, cssSet);
-    b.ptr(cssSet, "dfl", cgroup);
-    b.ptr(cgroup, "root", root);
-    b.ptr(root, "kfRoot", kernfsRoot);
-    b.ptr(cgroup, "kn", kn);
-    b.ptr(kn, "name", name);
-    b.ptr(kn, "parent", kn);
-  }
-  return pid;
-}
 
 /** A process's namespaces and cgroup, as far as they could be read. */
 export interface NamespaceFields {

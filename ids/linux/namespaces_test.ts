@@ -5,7 +5,8 @@ import { checkPlan } from "../kernel/testing/mod.ts";
 import { CachedMemory, type GuestMemory } from "../memory/mod.ts";
 import { listProcesses, planTasks, type Process } from "./processes.ts";
 import { listThreads } from "./threads.ts";
-import { MAX_CGROUP_DEPTH, NAME_BYTES, resolveNamespaceTypes } from "./namespaces.ts";
+import { MAX_CGROUP_DEPTH } from "./namespaces.ts";
+import { NAME_BYTES, resolveNamespaceTypes } from "./namespace_types.ts";
 import { INIT_NET_NS, INIT_PID_NS, SyntheticKernel, type TaskSpec } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 

@@ -3,7 +3,8 @@ import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "./kernel_types.ts";
 import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { checkPlan } from "../kernel/testing/mod.ts";
-import { findInitTask, listProcesses, planTasks, stateLetter } from "./processes.ts";
+import { findInitTask, listProcesses, planTasks } from "./processes.ts";
+import { stateLetter } from "./_process_fields.ts";
 import { SyntheticKernel, type TaskSpec } from "./testing/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;

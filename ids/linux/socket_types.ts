@@ -15,7 +15,7 @@ import {
   type StructLayout,
   uint,
 } from "../kernel/mod.ts";
-import { resolveFdTypes } from "./files.ts";
+import { resolveFdTypes } from "./fd_table.ts";
 
 const common = (field: string) => `__sk_common.${field}`;
 

@@ -8,9 +8,10 @@
  * whose `lhash2` (listeners) and `ehash` (everything else, TIME_WAIT and NEW_SYN_RECV included)
  * are arrays of hlist_nulls chains through `skc_nulls_node`. UDP: `net->ipv4.udp_table` (Linux
  * 6.2+; on 6.1 the table is the global `udp_table`, whose address callers pass as `udpTable`),
- * an array of `udp_hslot` whose hlists run through `skc_node`. Owners come from every task's fd
- * table: a socket file's inode is the `vfs_inode` of a `struct socket_alloc`, whose socket's
- * `sk` is the sock.
+ * an array of `udp_hslot` whose hlists run through `skc_node` (the scan: _socket_tables.ts).
+ * Owners come from every task's fd table: a socket file's inode is the `vfs_inode` of a `struct
+ * socket_alloc`, whose socket's `sk` is the sock (_socket_fds.ts, which the held sockets' view,
+ * {@linkcode listHeldSockets}, reads alone).
  *
  * Guest memory is hostile: bucket counts, chains and tables are bounded, chains are checked for
  * loops, a socket whose fields cannot be read is listed with an error, and every walk that
@@ -19,17 +20,10 @@
  * @module
  */
 
-import { BadPointer, follow, type GuestMemory, type KAddr, type Pointer } from "../memory/mod.ts";
-import {
-  type Fields,
-  type NodeRef,
-  peekStruct,
-  type PlanBuilder,
-  readStruct,
-} from "../kernel/mod.ts";
+import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
+import { type PlanBuilder, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
-import { planFdTables, readFdTable, S_IFSOCK } from "./files.ts";
-import { listProcesses, type Process, type ProcessList, type TaskNodes } from "./processes.ts";
+import { listProcesses, type ProcessList, type TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";
 import {
   AF_INET,
@@ -42,9 +36,9 @@ import {
   TCP_STATES,
 } from "./_inet.ts";
 
-import { listNetNamespaces, NetLabels, planNetNamespaces, type Table, tablesOf } from "./_netns.ts";
-
-export { resolveSocketTypes, type SocketTypes } from "./socket_types.ts";
+import { listNetNamespaces, NetLabels, planNetNamespaces, tablesOf } from "./_netns.ts";
+import { type Entry, scan, type Visit } from "./_socket_tables.ts";
+import { planFdSockets, socketFds } from "./_socket_fds.ts";
 
 /** A process holding a socket open. */
 export interface SocketOwner {
@@ -111,19 +105,6 @@ const DEFAULTS = {
   maxFds: 65536,
 };
 
-type Entry = Fields<SocketTypes["sock"]>;
-/** Lists a chain entry; false when no more may be listed; throws when the chain is bad. */
-type Visit = (at: KAddr, entry: Entry, protocol: "tcp" | "udp") => Promise<boolean>;
-
-function chainEnd(p: Pointer, nulls: boolean): boolean {
-  if (p === null) return true;
-  if (!nulls) return false;
-  return p instanceof BadPointer ? (BigInt(p.value) & 1n) === 1n : p % 2 === 1;
-}
-
-/** Buckets read per guest read. */
-const BUCKETS_PER_READ = 4096;
-
 /**
  * Lists the TCP and UDP sockets of init_task's network namespace, with their owners.
  * Never throws: what cannot be read is reported in the list.
@@ -170,61 +151,6 @@ export async function listSockets(
 function summary(problems: string[]): string {
   const shown = problems.slice(0, 5).join("; ");
   return problems.length > 5 ? `${shown}; and ${problems.length - 5} more` : shown;
-}
-
-/** Scans a table's buckets and chains; false when the socket limit stopped it. */
-async function scan(
-  mem: GuestMemory,
-  types: SocketTypes,
-  table: Table,
-  limits: typeof DEFAULTS,
-  problems: string[],
-  visit: Visit,
-): Promise<boolean> {
-  const buckets = table.mask + 1;
-  let count = buckets;
-  if (buckets > limits.maxBuckets) {
-    problems.push(`${table.name}: ${buckets} buckets, more than ${limits.maxBuckets}`);
-    count = limits.maxBuckets;
-  }
-  let array: KAddr;
-  try {
-    array = follow(table.array, `the buckets of ${table.name}`);
-  } catch (error) {
-    problems.push((error as Error).message);
-    return true;
-  }
-  for (let first = 0; first < count; first += BUCKETS_PER_READ) {
-    const n = Math.min(BUCKETS_PER_READ, count - first);
-    let view: DataView;
-    try {
-      const bytes = await mem.read(array + first * table.stride, n * table.stride);
-      view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    } catch (error) {
-      problems.push(`${table.name}: ${(error as Error).message}`);
-      return true;
-    }
-    for (let i = 0; i < n; i++) {
-      const where = `bucket ${first + i} of ${table.name}`;
-      const seen = new Set<KAddr>();
-      let p = mem.space.pointerAt(view, i * table.stride + table.head);
-      for (let length = 0; !chainEnd(p, table.nulls); length++) {
-        try {
-          if (length >= limits.maxChain) throw new Error(`more than ${limits.maxChain} entries`);
-          const at = follow(p, "the chain") - table.delta;
-          if (seen.has(at)) throw new Error(`the chain loops back to ${mem.space.hex(at)}`);
-          seen.add(at);
-          const entry = await readStruct(mem, at, types.sock);
-          if (!await visit(at, entry, table.protocol)) return false;
-          p = entry.next;
-        } catch (error) {
-          problems.push(`${where}: ${(error as Error).message}`);
-          break;
-        }
-      }
-    }
-  }
-  return true;
 }
 
 async function describe(
@@ -295,56 +221,6 @@ async function findOwners(
 }
 
 /**
- * Calls `visit` with each socket fd of `processes` (its sock's address), through their fd
- * tables: each file's inode read as the socket_alloc around it (what the plans copy), whose
- * i_mode says whether it is one. Stops when `visit` answers false; problems go to `problems`.
- */
-async function socketFds(
-  mem: GuestMemory,
-  core: KernelTypes,
-  types: SocketTypes,
-  processes: Process[],
-  maxFds: number,
-  problems: string[],
-  visit: (pid: number, fd: number, sk: KAddr) => Promise<boolean>,
-): Promise<void> {
-  // Processes share open files (a shell's terminal, inherited pipes): each is read once.
-  const sockOf = new Map<KAddr, KAddr | null>();
-  const sockIn = (alloc: Fields<SocketTypes["socketAlloc"]>) =>
-    (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
-  // Served from the snapshot without an await when it holds the file and its inode.
-  const peek = (at: KAddr): KAddr | null | undefined => {
-    const file = peekStruct(mem, at, types.fd.file);
-    if (typeof file?.inode !== "number") return undefined;
-    const alloc = peekStruct(mem, file.inode - types.vfsInodeOffset, types.socketAlloc);
-    return alloc && sockIn(alloc);
-  };
-  const read = async (at: KAddr, fd: number): Promise<KAddr | null> => {
-    const file = await readStruct(mem, at, types.fd.file);
-    const inode = follow(file.inode, `f_inode of fd ${fd}`);
-    return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
-  };
-  for (const process of processes) {
-    const task = mem.space.parseKAddr(process.task)!;
-    const table = await readFdTable(mem, core, types.fd, task, maxFds);
-    if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
-    for (const slot of table.slots) {
-      if (slot.file === undefined) continue;
-      try {
-        let sk = sockOf.get(slot.file);
-        if (sk === undefined) {
-          sk = peek(slot.file);
-          sockOf.set(slot.file, sk = sk === undefined ? await read(slot.file, slot.fd) : sk);
-        }
-        if (sk !== null && !await visit(process.pid, slot.fd, sk)) return;
-      } catch (error) {
-        problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
-      }
-    }
-  }
-}
-
-/**
  * Adds to `b` what {@linkcode listSockets} reads, going on from the task walk `tasks` of
  * `planTasks`: from init_task, nsproxy → net → the TCP and UDP tables, their buckets and
  * chains; from each entry in a full-socket state (an IN_SET condition on `skc_state`), its
@@ -397,23 +273,6 @@ export function planSockets(
   });
   b.ptr(sock, "net", net);
   planFdSockets(b, types, tasks, socket, sock, limits.maxFds);
-}
-
-/** Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk. */
-function planFdSockets(
-  b: PlanBuilder,
-  types: SocketTypes,
-  tasks: TaskNodes,
-  socket: NodeRef,
-  sock: NodeRef,
-  maxFds: number,
-  linksOnly = false,
-): void {
-  const { file } = planFdTables(b, types.fd, tasks, { maxFds, linksOnly });
-  b.ptr(file, "inode", socket, types.vfsInodeOffset);
-  b.ptr(socket, "sk", sock, 0, {
-    when: { field: "mode", equals: { mask: 0o170000n, value: BigInt(S_IFSOCK) } },
-  });
 }
 
 /**

@@ -5,7 +5,8 @@ import { resolveKernelTypes } from "./kernel_types.ts";
 import { checkPlan } from "../kernel/testing/mod.ts";
 import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { planTasks } from "./processes.ts";
-import { listSockets, planSockets, resolveSocketTypes, type SocketList } from "./sockets.ts";
+import { listSockets, planSockets, type SocketList } from "./sockets.ts";
+import { resolveSocketTypes } from "./socket_types.ts";
 import { ipv4Text, ipv6Text } from "./_inet.ts";
 import {
   addressBytes,

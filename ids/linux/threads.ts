@@ -14,7 +14,8 @@
 import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
 import { type Fields, hexOf, peekStruct, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
-import { type Process, stateLetter } from "./processes.ts";
+import type { Process } from "./processes.ts";
+import { stateLetter } from "./_process_fields.ts";
 
 /** One thread of a process. */
 export interface Thread {

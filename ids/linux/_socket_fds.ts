@@ -1,0 +1,89 @@
+/**
+ * The sockets processes hold open, found through their fd tables (fd_table.ts), read and planned:
+ * a socket file's inode is the `vfs_inode` of a `struct socket_alloc`, whose i_mode says it is a
+ * socket and whose socket's `sk` is the sock. What both socket views go through: the tables' view
+ * for each socket's owners, the held sockets' view for the sockets themselves.
+ *
+ * @module
+ */
+
+import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
+import {
+  type Fields,
+  type NodeRef,
+  peekStruct,
+  type PlanBuilder,
+  readStruct,
+} from "../kernel/mod.ts";
+import type { KernelTypes } from "./kernel_types.ts";
+import { planFdTables, readFdTable } from "./fd_table.ts";
+import { S_IFSOCK } from "./files.ts";
+import type { Process, TaskNodes } from "./processes.ts";
+import type { SocketTypes } from "./socket_types.ts";
+
+/**
+ * Calls `visit` with each socket fd of `processes` (its sock's address), through their fd
+ * tables: each file's inode read as the socket_alloc around it (what the plans copy), whose
+ * i_mode says whether it is one. Stops when `visit` answers false; problems go to `problems`.
+ */
+export async function socketFds(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: SocketTypes,
+  processes: Process[],
+  maxFds: number,
+  problems: string[],
+  visit: (pid: number, fd: number, sk: KAddr) => Promise<boolean>,
+): Promise<void> {
+  // Processes share open files (a shell's terminal, inherited pipes): each is read once.
+  const sockOf = new Map<KAddr, KAddr | null>();
+  const sockIn = (alloc: Fields<SocketTypes["socketAlloc"]>) =>
+    (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
+  // Served from the snapshot without an await when it holds the file and its inode.
+  const peek = (at: KAddr): KAddr | null | undefined => {
+    const file = peekStruct(mem, at, types.fd.file);
+    if (typeof file?.inode !== "number") return undefined;
+    const alloc = peekStruct(mem, file.inode - types.vfsInodeOffset, types.socketAlloc);
+    return alloc && sockIn(alloc);
+  };
+  const read = async (at: KAddr, fd: number): Promise<KAddr | null> => {
+    const file = await readStruct(mem, at, types.fd.file);
+    const inode = follow(file.inode, `f_inode of fd ${fd}`);
+    return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
+  };
+  for (const process of processes) {
+    const task = mem.space.parseKAddr(process.task)!;
+    const table = await readFdTable(mem, core, types.fd, task, maxFds);
+    if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
+    for (const slot of table.slots) {
+      if (slot.file === undefined) continue;
+      try {
+        let sk = sockOf.get(slot.file);
+        if (sk === undefined) {
+          sk = peek(slot.file);
+          sockOf.set(slot.file, sk = sk === undefined ? await read(slot.file, slot.fd) : sk);
+        }
+        if (sk !== null && !await visit(process.pid, slot.fd, sk)) return;
+      } catch (error) {
+        problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
+      }
+    }
+  }
+}
+
+/** Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk. */
+export function planFdSockets(
+  b: PlanBuilder,
+  types: SocketTypes,
+  tasks: TaskNodes,
+  socket: NodeRef,
+  sock: NodeRef,
+  maxFds: number,
+  linksOnly = false,
+): void {
+  const { file } = planFdTables(b, types.fd, tasks, { maxFds, linksOnly });
+  b.ptr(file, "inode", socket, types.vfsInodeOffset);
+  b.ptr(socket, "sk", sock, 0, {
+    when: { field: "mode", equals: { mask: 0o170000n, value: BigInt(S_IFSOCK) } },
+  });
+}
