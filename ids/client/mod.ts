@@ -20,14 +20,8 @@
  * @module
  */
 
-export {
-  AgentClient,
-  AgentClosedError,
-  AgentError,
-  AgentLoadError,
-  AgentMisbehaviorError,
-  type ClientCounters,
-} from "./client.ts";
+export { AgentClient, type ClientCounters } from "./client.ts";
+export { AgentClosedError, AgentError, AgentLoadError, AgentMisbehaviorError } from "./errors.ts";
 export { type AgentTarget, explainPinMismatch, guestCredentials, openSession } from "./connect.ts";
 export {
   DEFAULT_FULL_EVERY,

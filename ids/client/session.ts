@@ -24,7 +24,8 @@ import {
   PrefetchTarget,
   StopReason,
 } from "../../protocol/mod.ts";
-import { type AgentClient, AgentError, AgentMisbehaviorError, type Meter } from "./client.ts";
+import type { AgentClient, Meter } from "./client.ts";
+import { AgentError, AgentMisbehaviorError } from "./errors.ts";
 import { holding, type HoldStats } from "./hold.ts";
 export type { HoldStats };
 import { loadBtf } from "./btf_store.ts";
