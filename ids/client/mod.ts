@@ -24,15 +24,17 @@ export { AgentClient, type ClientCounters } from "./client.ts";
 export { AgentClosedError, AgentError, AgentLoadError, AgentMisbehaviorError } from "./errors.ts";
 export { type AgentTarget, explainPinMismatch, guestCredentials, openSession } from "./connect.ts";
 export {
-  DEFAULT_FULL_EVERY,
-  DEFAULT_PREFETCH_LIMITS,
   type FilesAnswer,
   GuestSession,
-  type Mode,
-  MODES,
   type ModulesAnswer,
   NoSuchProcessError,
+} from "./session.ts";
+export {
+  DEFAULT_FULL_EVERY,
+  DEFAULT_PREFETCH_LIMITS,
+  type Mode,
+  MODES,
   type PrefetchLimits,
   type SnapshotStats,
-} from "./session.ts";
+} from "./snapshot.ts";
 export { describeLoaded, loadWalker } from "./walker_object.ts";
