@@ -7,8 +7,9 @@
  */
 
 import { HoldState } from "../../protocol/mod.ts";
-import { type AgentClient, AgentError, AgentMisbehaviorError, type Meter } from "./client.ts";
-import type { SnapshotStats } from "./session.ts";
+import type { AgentClient, Meter } from "./client.ts";
+import { AgentError, AgentMisbehaviorError } from "./errors.ts";
+import type { SnapshotStats } from "./snapshot.ts";
 
 /** How a snapshot's hold of the workload went, as the agent measured it. */
 export interface HoldStats {

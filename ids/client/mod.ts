@@ -20,25 +20,21 @@
  * @module
  */
 
-export {
-  AgentClient,
-  AgentClosedError,
-  AgentError,
-  AgentLoadError,
-  AgentMisbehaviorError,
-  type ClientCounters,
-} from "./client.ts";
+export { AgentClient, type ClientCounters } from "./client.ts";
+export { AgentClosedError, AgentError, AgentLoadError, AgentMisbehaviorError } from "./errors.ts";
 export { type AgentTarget, explainPinMismatch, guestCredentials, openSession } from "./connect.ts";
+export {
+  type FilesAnswer,
+  GuestSession,
+  type ModulesAnswer,
+  NoSuchProcessError,
+} from "./session.ts";
 export {
   DEFAULT_FULL_EVERY,
   DEFAULT_PREFETCH_LIMITS,
-  type FilesAnswer,
-  GuestSession,
   type Mode,
   MODES,
-  type ModulesAnswer,
-  NoSuchProcessError,
   type PrefetchLimits,
   type SnapshotStats,
-} from "./session.ts";
+} from "./snapshot.ts";
 export { describeLoaded, loadWalker } from "./walker_object.ts";

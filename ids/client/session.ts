@@ -14,37 +14,32 @@
  * With {@linkcode GuestSession.holdMs} set, each snapshot holds the monitored workload still
  * (`ids/client/hold.ts`), so that lists walked over many round trips do not change under the walk.
  *
+ * Here: opening a session, its settings and its views. A snapshot is taken by
+ * `_snapshot_taker.ts`; what opening learns of the guest's kernel is `_guest_kernel.ts`'s.
+ *
  * @module
  */
 
-import {
-  encodePlan,
-  LIMITS,
-  type LoadedProgram,
-  PrefetchTarget,
-  StopReason,
-} from "../../protocol/mod.ts";
-import { type AgentClient, AgentError, AgentMisbehaviorError, type Meter } from "./client.ts";
-import { holding, type HoldStats } from "./hold.ts";
-export type { HoldStats };
-import { loadBtf } from "./btf_store.ts";
+import { LIMITS, type LoadedProgram } from "../../protocol/mod.ts";
+import type { AgentClient, Meter } from "./client.ts";
+import { AgentMisbehaviorError } from "./errors.ts";
+import { holding } from "./hold.ts";
 import { loadWalker } from "./walker_object.ts";
-import { type Btf, parseBtf } from "../btf/mod.ts";
+import { addressSpaceOf, kernelOf, lookUp } from "./_guest_kernel.ts";
+import { SnapshotTaker } from "./_snapshot_taker.ts";
 import {
-  AddressSpace,
-  AnswerBuilder,
-  type AnswerRecords,
-  type KAddr,
-  MemoryCache,
-  RemoteMemory,
-} from "../memory/mod.ts";
-import { type CopyMode, PlanBuilder } from "../kernel/mod.ts";
+  DEFAULT_PREFETCH_LIMITS,
+  type Mode,
+  type PrefetchLimits,
+  type SnapshotStats,
+  type View,
+} from "./snapshot.ts";
+import type { Btf } from "../btf/mod.ts";
+import { type AddressSpace, type KAddr, MemoryCache, RemoteMemory } from "../memory/mod.ts";
 import {
-  AddressSpaceError,
   type CgroupSupport,
   findInitTask,
   type KernelTypes,
-  learnAddressSpace,
   listFiles,
   listModules,
   listProcesses,
@@ -58,92 +53,10 @@ import {
   planTasks,
   type Process,
   resolveFileTypes,
-  resolveKernelTypes,
   resolveModuleTypes,
   resolveSocketTypes,
   type Socket,
 } from "../linux/mod.ts";
-
-/** How a snapshot gets its memory. */
-export type Mode = "prefetch" | "selective" | "on-demand";
-export const MODES: readonly Mode[] = ["prefetch", "selective", "on-demand"];
-
-/** What a snapshot cost and how it ended. */
-export interface SnapshotStats {
-  mode: Mode;
-  /** Requests to the agent, each one network round trip. */
-  roundTrips: number;
-  /** Frame bytes received from the agent. */
-  bytes: number;
-  /** Wall-clock milliseconds of the snapshot. */
-  ms: number;
-  /** The view could not be completed. */
-  truncated: boolean;
-  reason?: string;
-  /** Reads the cache could not serve (each fetched page by page). */
-  misses: number;
-  /** Cache lookups the view made; `1 - misses / lookups` is the hit ratio. */
-  lookups: number;
-  /** Prefetch modes: what the in-guest walk returned. */
-  prefetch?: {
-    objects: number;
-    bytes: number;
-    /** Milliseconds the eBPF program ran in the guest kernel. */
-    guestMs: number;
-    /** Milliseconds from request to END in the agent. */
-    agentMs: number;
-    /** Why the walk stopped ("complete" when it did not stop early). */
-    stop: string;
-    /** Edges the walker did not follow because they lead deeper than the plan allows. */
-    pruned: number;
-    /** Records refused because their address is not a kernel address. */
-    rejected: number;
-    /**
-     * Whether it was asked as a delta (against the session's previous answer, see
-     * {@linkcode GuestSession.fullEvery}); `carried` records (`carriedBytes` bytes) of it were
-     * unchanged since and came as references.
-     */
-    delta: boolean;
-    carried: number;
-    carriedBytes: number;
-  };
-  /** When the session holds the workload ({@linkcode GuestSession.holdMs}): how that went. */
-  hold?: HoldStats;
-}
-
-/** Limits of a prefetch walk. */
-export interface PrefetchLimits {
-  maxObjects: number;
-  maxBytes: number;
-}
-
-export const DEFAULT_PREFETCH_LIMITS: PrefetchLimits = { maxObjects: 1 << 20, maxBytes: 256 << 20 };
-
-const STOP_NAMES = new Map<number, string>(
-  Object.entries(StopReason).map(([name, code]) => [code, name.toLowerCase().replaceAll("_", "-")]),
-);
-
-/** What a view returns to {@linkcode GuestSession.snapshot}. */
-export interface ViewResult<T> {
-  value: T;
-  truncated: boolean;
-  reason?: string;
-}
-
-/**
- * A view as a session runs it: its plan, and the view itself over guest memory. `confirm` reads
- * the guest anew (not from the snapshot), for re-checking a suspicion; its reads are counted in
- * the snapshot's round trips.
- */
-export interface View<T> {
-  plan(builder: PlanBuilder): void;
-  read(memory: RemoteMemory, confirm: RemoteMemory): Promise<ViewResult<T>>;
-  /**
-   * Names the plan when it depends on nothing but the session (its kernel, and what it found
-   * once): the session then builds and encodes it once per mode, and sends the same bytes again.
-   */
-  planKey?: string;
-}
 
 /** The module list, or why the guest cannot have one. */
 export interface ModulesAnswer {
@@ -160,9 +73,6 @@ export interface FilesAnswer {
   task: string;
   files: OpenFile[];
 }
-
-/** Most named plans a session keeps (each a few tens of KB). */
-const MAX_PLANS = 32;
 
 /** Options of {@linkcode GuestSession.open}. */
 export interface SessionOptions {
@@ -181,9 +91,6 @@ export interface SessionOptions {
   object?: Uint8Array | null;
 }
 
-/** Most symbols a session keeps (the views ask for a few dozen). */
-const MAX_SYMBOLS = 4096;
-
 /** No process has the pid asked for. */
 export class NoSuchProcessError extends Error {
   constructor(readonly pid: number) {
@@ -196,10 +103,7 @@ export class NoSuchProcessError extends Error {
 export class GuestSession implements Disposable {
   #lazy = new Map<string, unknown>();
   #holdMs: number | undefined;
-  #fullEvery = DEFAULT_FULL_EVERY;
-  /** The last answer of a prefetch, and how many deltas were asked since the last whole one. */
-  #base: AnswerRecords | undefined;
-  #deltas = 0;
+  #taker: SnapshotTaker;
 
   private constructor(
     readonly client: AgentClient,
@@ -213,7 +117,9 @@ export class GuestSession implements Disposable {
     readonly initTask: KAddr,
     /** Kernel symbols looked up so far (see {@linkcode SessionOptions.symbols}). */
     readonly symbolCache: Map<string, KAddr | undefined>,
-  ) {}
+  ) {
+    this.#taker = new SnapshotTaker(client, space, (meter) => this.liveMemory(meter));
+  }
 
   /**
    * Loads the guest's BTF (from `stateDir`'s store when known, else from the agent), resolves
@@ -284,15 +190,14 @@ export class GuestSession implements Disposable {
    * @default {@linkcode DEFAULT_FULL_EVERY}
    */
   get fullEvery(): number {
-    return this.#fullEvery;
+    return this.#taker.fullEvery;
   }
 
   set fullEvery(n: number) {
     if (!(Number.isSafeInteger(n) && n >= 1 && n <= MAX_FULL_EVERY)) {
       throw new RangeError(`Cannot ask every ${n}th prefetch whole: expected 1..${MAX_FULL_EVERY}`);
     }
-    this.#fullEvery = n;
-    if (n === 1) this.#base = undefined;
+    this.#taker.fullEvery = n;
   }
 
   /**
@@ -464,28 +369,6 @@ export class GuestSession implements Disposable {
     }, limits);
     return { answer: value, stats };
   }
-
-  /** Encoded plans of views that name theirs, by mode and name. */
-  readonly #plans = new Map<string, Uint8Array | undefined>();
-
-  /**
-   * The encoded plan of `view` in `mode`, or undefined when it has no roots (the view then reads
-   * on demand only); kept when the view names it.
-   */
-  #planOf<T>(mode: CopyMode, view: View<T>): Uint8Array | undefined {
-    const key = view.planKey === undefined ? undefined : `${mode} ${view.planKey}`;
-    if (key !== undefined && this.#plans.has(key)) return this.#plans.get(key);
-    const builder = new PlanBuilder(mode, this.space);
-    view.plan(builder);
-    const plan = builder.build();
-    const encoded = plan.roots.length ? encodePlan(plan) : undefined;
-    if (key !== undefined) {
-      if (this.#plans.size >= MAX_PLANS) this.#plans.clear();
-      this.#plans.set(key, encoded);
-    }
-    return encoded;
-  }
-
   /** Takes one snapshot of `view` in `mode`. */
   async snapshot<T>(
     mode: Mode,
@@ -494,98 +377,9 @@ export class GuestSession implements Disposable {
   ): Promise<{ value: T; stats: SnapshotStats }> {
     const started = performance.now();
     const meter: Meter = { roundTrips: 0, bytes: 0 };
-    const take = () => this.#take(mode, view, limits, started, meter);
+    const take = () => this.#taker.take(mode, view, limits, started, meter);
     if (this.#holdMs === undefined) return await take();
     return await holding(this.client, this.#holdMs, meter, started, take);
-  }
-
-  async #take<T>(
-    mode: Mode,
-    view: View<T>,
-    limits: PrefetchLimits,
-    started: number,
-    meter: Meter,
-  ): Promise<{ value: T; stats: SnapshotStats }> {
-    const cache = new MemoryCache();
-    const space = this.space;
-    const memory = new RemoteMemory(
-      cache,
-      (addr, len) => this.client.read(space.fromKAddr(addr), len, meter),
-      space,
-    );
-    let prefetch: SnapshotStats["prefetch"];
-    const planned = mode === "on-demand" ? undefined : this.#planOf(COPY_MODES[mode], view);
-    // A view that found nothing to walk (no roots) reads on demand only.
-    if (planned) {
-      let rejected = 0;
-      const batch = cache.batch();
-      const asks = this.#fullEvery > 1;
-      const base = asks && this.#deltas < this.#fullEvery - 1 ? this.#base : undefined;
-      const answer = asks ? new AnswerBuilder() : undefined;
-      let end;
-      try {
-        end = await this.client.prefetch(
-          PrefetchTarget.PLAN,
-          limits,
-          (high, low, payload, start, len) => {
-            // In the guest's kernel half (the client checked), but maybe in none of its windows.
-            const at = space.kaddrOf(high, low);
-            if (at === undefined || !space.contains(at, len)) {
-              rejected++;
-              return true;
-            }
-            answer?.add(at, payload, start, len);
-            // A refusal (the cache is full) cuts the answer off.
-            return cache.insertFrom(at, payload, start, len, batch);
-          },
-          planned,
-          meter,
-          answer && {
-            base: base?.generation ?? 0,
-            onCarried: (first, count) => answer.carry(base!, first, count, cache, batch),
-          },
-        );
-      } catch (error) {
-        this.#base = undefined;
-        throw error;
-      }
-      // The next delta goes against this answer, if the agent remembers it and it came whole.
-      if (answer && end.generation && !rejected) {
-        if (!this.#base || end.generation > this.#base.generation) {
-          this.#base = answer.finish(end.generation);
-          this.#deltas = base ? this.#deltas + 1 : 0;
-        }
-      } else if (answer) {
-        this.#base = undefined;
-      }
-      prefetch = {
-        objects: end.objects,
-        bytes: end.bytes,
-        guestMs: end.guestNs / 1e6,
-        agentMs: end.agentNs / 1e6,
-        stop: STOP_NAMES.get(end.stop) ?? String(end.stop),
-        pruned: end.pruned,
-        rejected,
-        delta: base !== undefined,
-        carried: answer?.carried ?? 0,
-        carriedBytes: answer?.carriedBytes ?? 0,
-      };
-    }
-    const result = await view.read(memory, this.liveMemory(meter));
-    return {
-      value: result.value,
-      stats: {
-        mode,
-        roundTrips: meter.roundTrips,
-        bytes: meter.bytes,
-        ms: performance.now() - started,
-        truncated: result.truncated,
-        ...(result.reason ? { reason: result.reason } : {}),
-        misses: memory.stats.misses,
-        lookups: cache.stats.hits + cache.stats.misses,
-        ...(prefetch ? { prefetch } : {}),
-      },
-    };
   }
 
   close(): void {
@@ -597,87 +391,8 @@ export class GuestSession implements Disposable {
   }
 }
 
-/** Every how many prefetches of a session one is asked whole, unless set otherwise. */
-export const DEFAULT_FULL_EVERY = 10;
 const MAX_FULL_EVERY = 1000;
-
-/** How many guest kernels' parsed BTF the IDS keeps, the most recently used. */
-const MAX_KERNELS = 8;
-const kernels = new Map<string, { btf: Btf; types: KernelTypes }>();
-
-/**
- * The guest kernel's parsed BTF and types, parsed once per BTF hash: an agent that reconnects
- * again and again (a restart loop, or a lie per connection) costs a lookup, not a parse.
- */
-async function kernelOf(
-  client: AgentClient,
-  stateDir: string,
-): Promise<{ btf: Btf; types: KernelTypes }> {
-  const hash = Array.from(client.info.btfHash, (b) => b.toString(16).padStart(2, "0")).join("");
-  let kernel = kernels.get(hash);
-  if (kernel) {
-    kernels.delete(hash);
-  } else {
-    const btf = parseBtf(await loadBtf(client, stateDir));
-    kernel = { btf, types: resolveKernelTypes(btf) };
-  }
-  kernels.set(hash, kernel);
-  for (const old of kernels.keys()) {
-    if (kernels.size <= MAX_KERNELS) break;
-    kernels.delete(old);
-  }
-  return kernel;
-}
-
-/**
- * Kernel symbols, each looked up once in `cache` (one round trip for all the new ones); undefined
- * for one the guest's kallsyms does not give. Symbols are in window 0 (the kernel image and
- * modules), which every address space numbers alike, so the cache outlives a space.
- */
-async function lookUp(
-  client: AgentClient,
-  cache: Map<string, KAddr | undefined>,
-  names: readonly string[],
-): Promise<Map<string, KAddr | undefined>> {
-  const missing = [...new Set(names)].filter((name) => !cache.has(name));
-  if (missing.length) {
-    if (cache.size + missing.length > MAX_SYMBOLS) cache.clear();
-    const found = await client.symbols(missing);
-    for (const name of missing) {
-      cache.set(name, AddressSpace.FOUR_LEVEL.toKAddr(found.get(name) ?? 0n));
-    }
-  }
-  return new Map(names.map((name) => [name, cache.get(name)]));
-}
-
-/**
- * The guest's address space (`linux/address_space.ts`); what it says that cannot be used is the
- * agent misbehaving (limit "addressSpace").
- */
-async function addressSpaceOf(
-  client: AgentClient,
-  symbols: Map<string, KAddr | undefined>,
-): Promise<AddressSpace> {
-  try {
-    return await learnAddressSpace({
-      features: client.info.features,
-      symbols: (names) => lookUp(client, symbols, names),
-      read: (addr, len) => client.read(addr, len),
-    });
-  } catch (error) {
-    if (!(error instanceof AddressSpaceError)) throw error;
-    // The agent's failures (a closed connection, a broken protocol) are its own errors.
-    const cause = error.cause;
-    if (cause instanceof AgentError && cause.code === 0) throw cause;
-    throw new AgentMisbehaviorError("addressSpace", error.message, {}, { cause: error });
-  }
-}
 
 function emptyStats(mode: Mode): SnapshotStats {
   return { mode, roundTrips: 0, bytes: 0, ms: 0, truncated: false, misses: 0, lookups: 0 };
 }
-
-const COPY_MODES: Record<Exclude<Mode, "on-demand">, CopyMode> = {
-  prefetch: "whole",
-  selective: "selective",
-};
