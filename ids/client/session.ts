@@ -187,7 +187,7 @@ export class GuestSession implements Disposable {
    * answer (only what changed since comes whole; protocol/data_records.ts). 1 asks every one
    * whole. The first prefetch of a session is whole, and a session is one connection to one agent
    * (one boot, one kernel): a delta never crosses a reconnection.
-   * @default {@linkcode DEFAULT_FULL_EVERY}
+   * @default 10 (`DEFAULT_FULL_EVERY` of snapshot.ts)
    */
   get fullEvery(): number {
     return this.#taker.fullEvery;
