@@ -6,7 +6,8 @@
 import { assert, assertEquals, assertThrows } from "../tests/support/mod.ts";
 import fc from "fast-check";
 import { DataFrameBuilder, dataRecords, FrameError, FrameType } from "./mod.ts";
-import { concat, decodeAll, u64 } from "./_frames_test_utils.ts";
+import { decodeAll, u64 } from "./_frames_test_utils.ts";
+import { concatBytes } from "./bytes.ts";
 
 Deno.test("DataFrameBuilder packs records that dataRecords() reads back in order", () => {
   fc.assert(
@@ -22,7 +23,7 @@ Deno.test("DataFrameBuilder packs records that dataRecords() reads back in order
           }
         }
         if (builder.records) frames.push(builder.take(3));
-        const out = decodeAll(concat(frames)).flatMap((f) => {
+        const out = decodeAll(concatBytes(frames)).flatMap((f) => {
           assertEquals(f.type, FrameType.DATA);
           return f.type === FrameType.DATA ? [...dataRecords(f.payload)] : [];
         });

@@ -6,7 +6,8 @@
 import { assertEquals } from "../tests/support/mod.ts";
 import fc from "fast-check";
 import { encodeFrame, type Frame } from "./mod.ts";
-import { concat, decodeAll, frame } from "./_frames_test_utils.ts";
+import { decodeAll, frame } from "./_frames_test_utils.ts";
+import { concatBytes } from "./bytes.ts";
 
 Deno.test("encodeFrame() and the decoder round-trip every frame type, whatever the chunking", () => {
   fc.assert(
@@ -14,7 +15,7 @@ Deno.test("encodeFrame() and the decoder round-trip every frame type, whatever t
       fc.array(frame, { maxLength: 8 }),
       fc.array(fc.nat(4000), { maxLength: 10 }),
       (frames, cuts) => {
-        const decoded = decodeAll(concat(frames.map(encodeFrame)), cuts);
+        const decoded = decodeAll(concatBytes(frames.map(encodeFrame)), cuts);
         assertEquals(decoded.length, frames.length);
         decoded.forEach((d, i) => assertEquals(normalize(d), normalize(frames[i])));
       },

@@ -81,6 +81,7 @@ export {
   guestCertificatePath,
 } from "./enroll.ts";
 export { fingerprint, parsePin } from "./fingerprint.ts";
+export { concatBytes } from "./bytes.ts";
 export { checkPrivateDirectory, checkPrivateFile, exists } from "./_files.ts";
 export {
   DEFAULT_AGENT_ADDRESS,

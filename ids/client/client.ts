@@ -21,6 +21,7 @@
 
 import {
   type AgentInfo,
+  concatBytes,
   connectChannel,
   type EndStats,
   type Frame,
@@ -191,7 +192,7 @@ export class AgentClient implements Disposable {
       });
     } catch (error) {
       if (!(error instanceof AgentError) || error instanceof AgentMisbehaviorError) throw error;
-      const text = new TextDecoder().decode(concat(log));
+      const text = new TextDecoder().decode(concatBytes(log));
       throw new AgentLoadError(error.message, error.code, text, { cause: error });
     }
     if (!answer) throw misbehaving("load", "Agent ended LOAD without a LOADED frame");
@@ -377,14 +378,4 @@ export class AgentClient implements Disposable {
 
 function secondAnswer(id: number): AgentMisbehaviorError {
   return misbehaving("answers", `Agent answered SYMBOLS request ${id} more than once`);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

@@ -14,7 +14,7 @@ import {
   resolveFtraceTypes,
 } from "./ftrace.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./testing/mod.ts";
+import { SyntheticKernel, testContext } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
@@ -257,18 +257,7 @@ Deno.test({
 });
 
 function context(btf: Btf, symbols: Record<string, number>): ScanContext {
-  return {
-    btf,
-    types: resolveKernelTypes(host),
-    space,
-    initTask: 0,
-    anchor: 0,
-    agentPid: 0,
-    loaded: [],
-    symbols: new Map(Object.entries(symbols)),
-    features: [],
-    anchors: new Map(),
-  };
+  return testContext(btf, host, symbols);
 }
 
 Deno.test("ftraceSource on a kernel with text symbols only names the missing symbol", async () => {

@@ -12,7 +12,7 @@ import {
 } from "./kernel_pointers.ts";
 import { resolvePointerTypes } from "./_pointer_tables.ts";
 import type { ModuleViews, ViewedModule } from "./module_views.ts";
-import { SyntheticKernel } from "./testing/mod.ts";
+import { SyntheticKernel, testContext } from "./testing/mod.ts";
 import { guestBtf } from "./_guest_btf.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
@@ -120,18 +120,7 @@ function image(hooks: Hooks = {}) {
 }
 
 function context(btf = btf61!, symbols: Record<string, number> = SYMBOLS): ScanContext {
-  return {
-    btf,
-    types: resolveKernelTypes(host),
-    space,
-    initTask: 0,
-    anchor: 0,
-    agentPid: 0,
-    loaded: [],
-    symbols: new Map(Object.entries(symbols)),
-    features: ["modules"],
-    anchors: new Map(),
-  };
+  return testContext(btf, host, symbols, ["modules"]);
 }
 
 const hexOf = (at: KAddr) => "0x" + space.fromKAddr(at).toString(16);

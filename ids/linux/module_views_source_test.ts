@@ -1,34 +1,16 @@
 import { assert, assertEquals } from "../../tests/support/mod.ts";
 import { parseBtf } from "../btf/mod.ts";
 import { resolveKernelTypes } from "./kernel_types.ts";
-import { AddressSpace, CachedMemory } from "../memory/mod.ts";
-import type { ScanContext } from "../detect/mod.ts";
+import { CachedMemory } from "../memory/mod.ts";
 import { modulesSource } from "./module_views.ts";
 import { resolveModuleViewTypes } from "./_module_view_types.ts";
-import { SyntheticKernel } from "./testing/mod.ts";
+import { SyntheticKernel, testContext } from "./testing/mod.ts";
 import { btf61, ignore, image, SPECS } from "./_module_views_image.ts";
-
-const space = AddressSpace.FOUR_LEVEL;
 
 const host = parseBtf(Deno.readFileSync("/sys/kernel/btf/vmlinux"));
 
-function context(
-  btf: typeof host,
-  symbols: Record<string, number>,
-  features: string[],
-): ScanContext {
-  return {
-    btf,
-    types: resolveKernelTypes(host),
-    space,
-    initTask: 0,
-    anchor: 0,
-    agentPid: 0,
-    loaded: [],
-    symbols: new Map(Object.entries(symbols)),
-    features,
-    anchors: new Map(),
-  };
+function context(btf: typeof host, symbols: Record<string, number>, features: string[]) {
+  return testContext(btf, host, symbols, features);
 }
 
 Deno.test("modulesSource says why a kernel without loadable modules has no modules section", async () => {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { concatBytes } from "../../protocol/mod.ts";
+
 /** A section of a hand-built object. */
 export interface FixtureSection {
   name: string;
@@ -34,15 +36,8 @@ export const MOV0 = insn(0xb7);
 /** A call of helper `id`. */
 export const helper = (id: number) => insn(0x85, 0, 0, 0, id);
 
-export function join(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+/** `parts` one after another, in a new array. */
+export const join = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
 
 /**
  * Writes a relocatable ELF64 BPF object holding `sections`, with a function symbol at the start

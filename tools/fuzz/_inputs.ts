@@ -6,7 +6,7 @@
  */
 
 import fc from "fast-check";
-import { encodePlan } from "../../protocol/mod.ts";
+import { concatBytes, encodePlan } from "../../protocol/mod.ts";
 import { parseBtf } from "../../ids/btf/mod.ts";
 import { type KernelTypes, planTasks, resolveKernelTypes } from "../../ids/linux/mod.ts";
 import { PlanBuilder } from "../../ids/kernel/mod.ts";
@@ -64,21 +64,11 @@ export function mutate(bytes: Uint8Array, mutations: readonly Mutation[]): Uint8
       new DataView(out.buffer, out.byteOffset).setUint32(at, m.value >>> 0, true);
     }
     if (m.kind === "truncate") out = out.slice(0, at);
-    if (m.kind === "insert") out = concat([out.subarray(0, at), m.bytes, out.subarray(at)]);
+    if (m.kind === "insert") out = concatBytes([out.subarray(0, at), m.bytes, out.subarray(at)]);
     if (m.kind === "repeat") {
       const piece = out.subarray(at, at + m.len);
-      out = concat([out.subarray(0, at), piece, out.subarray(at)]);
+      out = concatBytes([out.subarray(0, at), piece, out.subarray(at)]);
     }
-  }
-  return out;
-}
-
-export function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
   }
   return out;
 }

@@ -9,6 +9,7 @@
 
 import fc from "fast-check";
 import {
+  concatBytes,
   dataRecords,
   decodePlan,
   encodeFrame,
@@ -25,7 +26,7 @@ import {
   PrefetchTarget,
   StopReason,
 } from "../../protocol/mod.ts";
-import { concat, mutated, planBytes, u32, u64 } from "./_inputs.ts";
+import { mutated, planBytes, u32, u64 } from "./_inputs.ts";
 import { FuzzPropertyError, type FuzzTarget } from "./types.ts";
 
 const kaddr = fc.oneof(
@@ -44,7 +45,10 @@ function stream(frame: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Stream> {
   const bytes = fc.oneof(
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) },
     { weight: 1, arbitrary: headerThenNoise },
-    { weight: 4, arbitrary: mutated(fc.array(frame, { minLength: 1, maxLength: 4 }).map(concat)) },
+    {
+      weight: 4,
+      arbitrary: mutated(fc.array(frame, { minLength: 1, maxLength: 4 }).map(concatBytes)),
+    },
   );
   return fc.record({ bytes, cuts: fc.array(fc.integer({ min: 1, max: 96 }), { maxLength: 6 }) });
 }
@@ -61,7 +65,7 @@ const headerThenNoise: fc.Arbitrary<Uint8Array> = fc.tuple(
   view.setUint32(0, length, true);
   view.setUint8(4, type);
   view.setUint32(5, id, true);
-  return concat([head, payload]);
+  return concatBytes([head, payload]);
 });
 
 function chunks({ bytes, cuts }: Stream): Uint8Array[] {
@@ -133,7 +137,7 @@ function records(): fc.Arbitrary<Uint8Array> {
   return fc.array(fc.record({ addr: u64, bytes: fc.uint8Array({ maxLength: 64 }) }), {
     maxLength: 6,
   }).map((list) =>
-    concat(list.flatMap(({ addr, bytes }) => {
+    concatBytes(list.flatMap(({ addr, bytes }) => {
       const head = new Uint8Array(12);
       const view = new DataView(head.buffer);
       view.setBigUint64(0, addr, true);
