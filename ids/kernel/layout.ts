@@ -29,6 +29,24 @@ export class LayoutError extends Error {
   }
 }
 
+/** A structure resolved from BTF, or why this kernel lacks it. */
+export type Optional<T> = { ok: T } | { reason: string };
+
+/**
+ * What `make` resolves, or, when the kernel lacks a structure or field it needs (a
+ * `LayoutError` or a `BtfError`), the reason: a part of a view that a kernel may not have.
+ */
+export function optional<T>(make: () => T): Optional<T> {
+  try {
+    return { ok: make() };
+  } catch (error) {
+    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
+      return { reason: (error as Error).message };
+    }
+    throw error;
+  }
+}
+
 type Kind = "uint" | "sint" | "ptr" | "ptr0" | "str" | "raw" | "hex" | "hexraw";
 
 /** One declared field: its kind and the member path (or alternatives, first found wins). */

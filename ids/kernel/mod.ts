@@ -18,6 +18,8 @@ export {
   hexRaw,
   LayoutError,
   offsetOf,
+  type Optional,
+  optional,
   peekStruct,
   ptr,
   raw,

@@ -9,25 +9,10 @@
 
 import type { Btf } from "../btf/mod.ts";
 import type { KAddr } from "../memory/mod.ts";
-import { LayoutError, offsetOf, ptr, resolveLayout, uint } from "../kernel/mod.ts";
+import { offsetOf, type Optional, optional, ptr, resolveLayout, uint } from "../kernel/mod.ts";
 import { resolveModuleTypes } from "./module_types.ts";
 import { fixedLayout } from "./_kernel_image.ts";
 import { resolveText } from "./_module_text.ts";
-
-/** A part of the views' structures, or why this kernel lacks it. */
-export type Optional<T> = { ok: T } | { reason: string };
-
-/** What `make` resolves; a structure the kernel lacks (`LayoutError`, `BtfError`) is a reason. */
-export function optional<T>(make: () => T): Optional<T> {
-  try {
-    return { ok: make() };
-  } catch (error) {
-    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
-      return { reason: (error as Error).message };
-    }
-    throw error;
-  }
-}
 
 /**
  * Resolves the structures of the three views; a view the kernel lacks is a reason.

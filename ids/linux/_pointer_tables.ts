@@ -18,6 +18,7 @@ import {
   type Decoded,
   type FieldSpec,
   LayoutError,
+  optional,
   ptr,
   resolveLayout,
   type StructLayout,
@@ -51,26 +52,13 @@ function functionPointers(btf: Btf, struct: string) {
   return resolveLayout(btf, struct, spec);
 }
 
-type Result<T> = { ok: T } | { reason: string };
-
-function attempt<T>(make: () => T): Result<T> {
-  try {
-    return { ok: make() };
-  } catch (error) {
-    if (error instanceof LayoutError || (error as Error).name === "BtfError") {
-      return { reason: (error as Error).message };
-    }
-    throw error;
-  }
-}
-
 /**
  * Resolves what the tables are made of in one kernel; a part the kernel lacks is a reason, not
  * an error.
  */
 export function resolvePointerTypes(btf: Btf) {
   return {
-    syscalls: attempt(() => {
+    syscalls: optional(() => {
       const field = btf.field("trace_array", "enter_syscall_files");
       const array = btf.type(btf.resolve(field.typeId));
       if (array.kind !== "ARRAY" || array.count === 0) {
@@ -78,21 +66,21 @@ export function resolvePointerTypes(btf: Btf) {
       }
       return array.count;
     }),
-    gate: attempt(() => ({
+    gate: optional(() => ({
       size: btf.sizeof(btf.struct("gate_struct").id),
       low: btf.field("gate_struct", "offset_low").offset,
       middle: btf.field("gate_struct", "offset_middle").offset,
       high: btf.field("gate_struct", "offset_high").offset,
     })),
-    seqOps: attempt(() => functionPointers(btf, "seq_operations")),
-    procRoot: attempt(() =>
+    seqOps: optional(() => functionPointers(btf, "seq_operations")),
+    procRoot: optional(() =>
       resolveLayout(btf, "proc_dir_entry", {
         dirOps: ptr("proc_dir_ops"),
         iops: ptr("proc_iops"),
       })
     ),
-    fileOps: attempt(() => functionPointers(btf, "file_operations")),
-    inodeOps: attempt(() => functionPointers(btf, "inode_operations")),
+    fileOps: optional(() => functionPointers(btf, "file_operations")),
+    inodeOps: optional(() => functionPointers(btf, "inode_operations")),
   };
 }
 

@@ -30,7 +30,13 @@
 import { isLinked } from "./_list.ts";
 import type { Btf } from "../btf/mod.ts";
 import type { GuestMemory, KAddr } from "../memory/mod.ts";
-import { LayoutError, type PlanBuilder, readStruct } from "../kernel/mod.ts";
+import {
+  LayoutError,
+  type Optional,
+  optional,
+  type PlanBuilder,
+  readStruct,
+} from "../kernel/mod.ts";
 import type { ScanContext, Section, Source } from "../detect/mod.ts";
 import { describeModule, listModules, type Module, planModuleUsers } from "./modules.ts";
 import type { AddressRange } from "./address_owner.ts";
@@ -39,8 +45,6 @@ import {
   MODULE_SYMBOLS,
   type ModuleAnchors,
   type ModuleViewTypes,
-  type Optional,
-  optional,
   resolveModuleViewTypes,
 } from "./_module_view_types.ts";
 import { textOf } from "./_module_text.ts";
