@@ -30,6 +30,18 @@ export function stateLetter(state: number, exitState: number): string {
 
 type Task = Fields<KernelTypes["task"]>;
 
+/** A process's uids and gids before its cred is read, or when it cannot be. */
+export const UNKNOWN_IDS = {
+  uid: -1,
+  euid: -1,
+  suid: -1,
+  fsuid: -1,
+  gid: -1,
+  egid: -1,
+  sgid: -1,
+  fsgid: -1,
+} as const;
+
 /** The process of `task` with only its own fields filled in; its parent and cred follow. */
 function processOf(
   task: Task,
@@ -43,14 +55,7 @@ function processOf(
     ppid: -1,
     comm: task.comm,
     state: stateLetter(task.state, task.exitState),
-    uid: -1,
-    euid: -1,
-    suid: -1,
-    fsuid: -1,
-    gid: -1,
-    egid: -1,
-    sgid: -1,
-    fsgid: -1,
+    ...UNKNOWN_IDS,
     kthread: (task.flags & PF_KTHREAD) !== 0,
     startTime: task.startTime,
     execId: task.selfExecId,

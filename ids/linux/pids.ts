@@ -54,6 +54,7 @@ import {
 } from "./processes.ts";
 import { idrLeaders, ScanTasks, treeTasks } from "./_pid_walks.ts";
 import { confirmSharedCreds, MAX_CONFIRMS, recheck } from "./_pid_recheck.ts";
+import { UNKNOWN_IDS } from "./_process_fields.ts";
 
 export { confirmSharedCreds } from "./_pid_recheck.ts";
 
@@ -296,14 +297,7 @@ function unreadable(at: KAddr, space: AddressSpace): Process {
     ppid: -1,
     comm: "",
     state: "?",
-    uid: -1,
-    euid: -1,
-    suid: -1,
-    fsuid: -1,
-    gid: -1,
-    egid: -1,
-    sgid: -1,
-    fsgid: -1,
+    ...UNKNOWN_IDS,
     kthread: false,
     task: space.hex(at),
     cred: "",
