@@ -17,7 +17,14 @@
  * closed, a field that moved) is excepted by reading /proc before and after.
  */
 
-import { assert, privilegedTest, procNet, readFds, readProcStatuses } from "./support/mod.ts";
+import {
+  assert,
+  privilegedTest,
+  procNet,
+  readFds,
+  readProcStatuses,
+  TestSockets,
+} from "./support/mod.ts";
 import { compareFds, compareProcesses, compareSockets } from "./truth.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { MODES, openSession } from "../ids/client/mod.ts";
@@ -43,34 +50,21 @@ privilegedTest("ss lists what /proc/net lists, no more, in every mode", async ()
   using session = await openSession({ agent: agent.address, state });
   const ownNetNs = Number(/\[(\d+)\]/.exec(Deno.readLinkSync("/proc/self/ns/net"))![1]);
   // At least one socket of each kind, whatever else the machine has.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listener6 = Deno.listen({ hostname: "::1", port: 0 });
-  const client = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
-  const server = await listener.accept();
-  try {
-    for (const mode of MODES) {
-      const before = procNet();
-      const { sockets, stats } = await session.sockets(mode);
-      const after = procNet();
-      assert(!stats.truncated, `${mode}: truncated: ${stats.reason}`);
-      const { listed, stable } = compareSockets(
-        mode,
-        sockets,
-        before,
-        after,
-        new Set([ownNetNs]),
-      );
-      assert(stable >= 4, `${mode}: only ${stable} sockets compared`);
-      console.log(`this machine, ${mode}: sockets IDS->/proc ${listed}, /proc->IDS ${stable}`);
-    }
-  } finally {
-    client.close();
-    server.close();
-    listener.close();
-    listener6.close();
+  using _held = await TestSockets.open();
+  for (const mode of MODES) {
+    const before = procNet();
+    const { sockets, stats } = await session.sockets(mode);
+    const after = procNet();
+    assert(!stats.truncated, `${mode}: truncated: ${stats.reason}`);
+    const { listed, stable } = compareSockets(
+      mode,
+      sockets,
+      before,
+      after,
+      new Set([ownNetNs]),
+    );
+    assert(stable >= 4, `${mode}: only ${stable} sockets compared`);
+    console.log(`this machine, ${mode}: sockets IDS->/proc ${listed}, /proc->IDS ${stable}`);
   }
 });
 

@@ -12,18 +12,11 @@ import {
   procNet,
   socketFields,
   TestProcesses,
+  TestSockets,
 } from "./support/mod.ts";
 import { spawnAgent } from "../agent/mod.ts";
 import { MODES, openSession } from "../ids/client/mod.ts";
 import type { Socket } from "../ids/linux/mod.ts";
-import dgram from "node:dgram";
-
-/** A bound UDP socket (node:dgram: Deno's own datagram API is unstable). */
-async function bindUdp(type: "udp4" | "udp6", address: string): Promise<dgram.Socket> {
-  const socket = dgram.createSocket(type);
-  await new Promise<void>((resolve) => socket.bind(0, address, resolve));
-  return socket;
-}
 
 /** /proc/self/fd: fd → readlink target. */
 function ownFds(): Map<number, string> {
@@ -43,15 +36,7 @@ privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", asy
   await using agent = await spawnAgent({ stateDir: state });
   await using children = await TestProcesses.start("ebpfmon-cred-", [65534, 0]);
 
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const listener6 = Deno.listen({ hostname: "::1", port: 0 });
-  const client = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
-  const server = await listener.accept();
-  const udp = await bindUdp("udp4", "127.0.0.1");
-  const udp6 = await bindUdp("udp6", "::1");
+  using held = await TestSockets.open();
   const dir = await Deno.makeTempDir({ prefix: "ebpfmon-lsof-" });
   const path = `${dir}/nested/witness.txt`;
   await Deno.mkdir(`${dir}/nested`);
@@ -85,14 +70,7 @@ privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", asy
       const inode = Number(/^socket:\[(\d+)\]$/.exec(target)?.[1]);
       return net.has(inode) ? [{ fd, ...net.get(inode)! }] : [];
     });
-    const expectedPorts = [
-      (listener.addr as Deno.NetAddr).port,
-      (listener6.addr as Deno.NetAddr).port,
-      udp.address().port,
-      udp6.address().port,
-      (client.localAddr as Deno.NetAddr).port,
-    ];
-    for (const port of expectedPorts) {
+    for (const port of held.ports) {
       assert(
         ownSockets.some((s) => s.localPort === port),
         `/proc shows our socket on port ${port}`,
@@ -115,7 +93,7 @@ privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", asy
         );
       }
       const listening = sockets.find((s) =>
-        s.localPort === (listener.addr as Deno.NetAddr).port && s.state === "LISTEN"
+        s.localPort === held.listener.addr.port && s.state === "LISTEN"
       );
       assert(listening, `${mode}: our listener is listed as LISTEN`);
 
@@ -165,12 +143,6 @@ privilegedTest("ss, lsof and ps credentials agree with /proc in every mode", asy
     }
   } finally {
     file.close();
-    client.close();
-    server.close();
-    listener.close();
-    listener6.close();
-    udp.close();
-    udp6.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

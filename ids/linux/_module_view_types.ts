@@ -9,7 +9,7 @@
 
 import type { Btf } from "../btf/mod.ts";
 import type { KAddr } from "../memory/mod.ts";
-import { offsetOf, type Optional, optional, ptr, resolveLayout, uint } from "../kernel/mod.ts";
+import { offsetOf, optional, ptr, resolveLayout, uint } from "../kernel/mod.ts";
 import { resolveModuleTypes } from "./module_types.ts";
 import { fixedLayout } from "./_kernel_image.ts";
 import { resolveText } from "./_module_text.ts";

@@ -3,9 +3,10 @@
  * ({@linkcode assertEquals}...), tests of the real kernel path that skip with a reason
  * ({@linkcode privilegedTest}; CI turns the skip into a failure), waiting for what a refresh loop
  * makes true ({@linkcode eventually}), ground truth from this machine's /proc
- * ({@linkcode readProc}, {@linkcode TestProcesses}), throwaway cgroups ({@linkcode TestCgroup}),
+ * ({@linkcode readProc}, {@linkcode TestProcesses}), sockets of every kind to find
+ * ({@linkcode TestSockets}), throwaway cgroups ({@linkcode TestCgroup}),
  * BPF objects made for the checks ({@linkcode buildElf}, {@linkcode compileBpf}), what this
- * process still holds after a garbage collection ({@linkcode retainedBytes}), and the project's
+ * process still holds after a garbage collection ({@linkcode retainedBytes}), the project's
  * programs run as users run them ({@linkcode runIds}, {@linkcode runEntry}), and a churning
  * workload beside a check ({@linkcode forkStorm}).
  *
@@ -49,6 +50,7 @@ export {
   TestProcesses,
 } from "./procfs.ts";
 export { retainedBytes } from "./memory.ts";
+export { TestSockets } from "./sockets.ts";
 export { type ProgramRun, runEntry, runIds } from "./programs.ts";
 export { eventually, freePort } from "./waiting.ts";
 export { forkStorm } from "./workloads.ts";
