@@ -188,13 +188,29 @@ static __always_inline void push(struct plan_scratch *s, __u8 kind, __u64 addr, 
 	item->depth = depth;
 }
 
+/*
+ * Whether the object at addr was visited as node n, or as the node that covers n, in this
+ * request: it is then not pushed at all, which saves the step that would pop it (step_object
+ * checks again, for an object pushed twice before its first visit).
+ */
+static __always_inline int visited(__u64 addr, __u32 n)
+{
+	const struct plan_node *node = node_at(n);
+	__u64 seq = request.seq;
+
+	if (node->covered_by &&
+	    seen_in(addr, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq))
+		return 1;
+	return (node->flags & PLAN_FLAG_DEDUPE) && seen_in(addr, n & (PLAN_MAX_NODES - 1), seq);
+}
+
 /* Objects are checked when found; lists, chains and arrays check each entry as they read it. */
 static __always_inline void push_object(struct plan_scratch *s, __u64 addr, __u32 node,
 					__u32 depth)
 {
 	if (addr < KERNEL_MIN)
 		result.faults++;
-	else
+	else if (!visited(addr, node))
 		push(s, ITEM_OBJECT, addr, 0, node, 0, depth);
 }
 

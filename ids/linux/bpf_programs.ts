@@ -139,6 +139,13 @@ export interface BpfOptions {
   maxFds?: number;
   /** Most programs re-read to confirm that a view lacks them. @default 256 */
   maxConfirms?: number;
+  /**
+   * The tag (hex, as the kernel reports it) of the agent's program to go around the list from:
+   * every own program is on the one list, so walking it from each of them copies nothing more
+   * and costs the walk once per program. Without it, or when none of the agent's linked programs
+   * has it, every one of them is a start.
+   */
+  startTag?: string;
 }
 
 const DEFAULTS = { maxPrograms: 65536, maxFds: 65536, maxConfirms: 256 };
@@ -170,7 +177,8 @@ export function planBpfPrograms(
   // Only the declared fields of these are read, in every mode: a whole aux is 1.3 KB, a whole
   // bpf_ksym half a KB of name.
   const fieldsOnly = true;
-  const ownAux = b.node(types.aux, { fieldsOnly });
+  const start = options.startTag === undefined ? undefined : b.node(types.aux, { fieldsOnly });
+  const ownAux = b.node(types.aux, { fieldsOnly, ...(start ? { coveredBy: start } : {}) });
   // The list's entries are programs' (the aux holds the entry's bpf_ksym, so its copy holds the
   // link to the next) and others' (trampolines, dispatchers), of which only the bpf_ksym is
   // copied: an aux-sized copy around one can run into memory that is not mapped.
@@ -186,10 +194,18 @@ export function planBpfPrograms(
   b.ptr(file, "privateData", fdProg);
   const dentry = b.node(types.dentry, { fieldsOnly: true });
   b.ptr(file, "dentry", dentry);
+  // The program to start from first (its subtree is walked before the others' auxes, which it
+  // then covers), then every program among the agent's files.
+  if (start) {
+    b.ptr(fdProg, "aux", start, 0, {
+      when: { field: "tag", equals: tagCondition(options.startTag!) },
+    });
+  }
   b.ptr(fdProg, "aux", ownAux, 0, { when: { field: "type", inSet: typeMask(types) } });
-  b.list(ownAux, types.lnodeOffset, ksym, types.ksymLnodeOffset, { max, when: IS_PROGRAM });
-  b.list(ownAux, types.lnodeOffset, aux, types.lnodeOffset, { max, when: IS_PROGRAM });
-  for (const from of [ownAux, aux]) {
+  const from = start ?? ownAux;
+  b.list(from, types.lnodeOffset, ksym, types.ksymLnodeOffset, { max, when: IS_PROGRAM });
+  b.list(from, types.lnodeOffset, aux, types.lnodeOffset, { max, when: IS_PROGRAM });
+  for (const from of [...(start ? [start] : []), ownAux, aux]) {
     b.ptr(from, "prog", prog, 0, { when: IS_PROGRAM });
     b.array(from, "usedMaps", "usedMapCnt", map, {
       stride: 8,
@@ -203,6 +219,18 @@ export function planBpfPrograms(
     b.root(options.progIdr, idr);
     planXarray(b, types.xarray, idr, "head", prog);
   }
+}
+
+/** The plan condition that a `struct bpf_prog`'s 8-byte tag is `hex` (memory order). */
+function tagCondition(hex: string): { mask: bigint; value: bigint } {
+  if (!/^[0-9a-f]{16}$/.test(hex)) {
+    throw new RangeError(`A program tag is 16 hex digits, not "${hex}"`);
+  }
+  let value = 0n;
+  for (let i = 7; i >= 0; i--) {
+    value = value << 8n | BigInt(parseInt(hex.slice(i * 2, i * 2 + 2), 16));
+  }
+  return { mask: (1n << 64n) - 1n, value };
 }
 
 /** The name of a BPF program's anonymous inode. */
@@ -277,7 +305,11 @@ export async function listBpfPrograms(
     })),
     complete: !table.truncated,
   };
-  await walkKallsyms(mem, types, [...own.values()], limits.maxPrograms, out, add, table.reason);
+  // The plan went around the list from the program of `startTag`: so does the read.
+  const starts = [...own.values()].sort((a, b) =>
+    Number(b.prog.tag === options.startTag) - Number(a.prog.tag === options.startTag)
+  );
+  await walkKallsyms(mem, types, starts, limits.maxPrograms, out, add, table.reason);
   if (options.progIdr !== undefined) {
     // A program the list gave is checked both ways already: the IDR's entry reuses it.
     const known = new Map([...found.values()].map(({ program }) => [program.progAt, program]));
@@ -324,6 +356,12 @@ function typesOf(btf: Btf): BpfTypes | Error {
   return types;
 }
 
+/** The first program the agent says it loaded for this session: where the list is entered. */
+function startTagOf(ctx: { loaded: readonly { tag: string }[] }): string | undefined {
+  const tag = ctx.loaded[0]?.tag;
+  return tag !== undefined && /^[0-9a-f]{16}$/.test(tag) ? tag : undefined;
+}
+
 /** The `bpf` section of a scan: the guest's BPF programs, both views cross-checked. */
 export const bpfSource: Source<"bpf"> = {
   name: "bpf",
@@ -331,7 +369,10 @@ export const bpfSource: Source<"bpf"> = {
   plan(b, ctx) {
     const types = typesOf(ctx.btf);
     if (types instanceof Error) return;
-    planBpfPrograms(b, ctx.types, types, ctx.anchor, { progIdr: ctx.symbols.get("prog_idr") });
+    planBpfPrograms(b, ctx.types, types, ctx.anchor, {
+      progIdr: ctx.symbols.get("prog_idr"),
+      startTag: startTagOf(ctx),
+    });
   },
   async read(memory, ctx, confirm) {
     const types = typesOf(ctx.btf);
@@ -341,6 +382,7 @@ export const bpfSource: Source<"bpf"> = {
     const value = await listBpfPrograms(memory, ctx.types, types, ctx.anchor, {
       progIdr: ctx.symbols.get("prog_idr"),
       confirm,
+      startTag: startTagOf(ctx),
     });
     const views = Object.entries(value.views);
     if (views.every(([, v]) => !v.supported)) {

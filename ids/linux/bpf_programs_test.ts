@@ -1,5 +1,7 @@
-import { assert, assertEquals } from "../../tests/support/mod.ts";
-import { checkPlan } from "../kernel/testing/mod.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
+import { decodePlan, encodePlan } from "../../protocol/mod.ts";
+import { PlanBuilder } from "../kernel/mod.ts";
+import { checkPlan, interpretPlan } from "../kernel/testing/mod.ts";
 import { CachedMemory } from "../memory/mod.ts";
 import { listBpfPrograms, planBpfPrograms } from "./bpf_programs.ts";
 import {
@@ -53,6 +55,31 @@ Deno.test("listBpfPrograms() reads only what its plan prefetched, in both copy m
   }
   // The BPF objects are copied field by field in both modes; only the agent's task is whole.
   assert(check.selective.bytes < check.whole.bytes);
+});
+
+Deno.test("planBpfPrograms() with a start tag goes around bpf_kallsyms once, from that program", async () => {
+  const { kernel } = image();
+  const cache = kernel.build();
+  const walk = (startTag?: string) => {
+    const b = new PlanBuilder("selective");
+    planBpfPrograms(b, core, types, kernel.tasks[0], { startTag });
+    return interpretPlan(decodePlan(encodePlan(b.build())), cache);
+  };
+  const fromEvery = walk();
+  // The second of the agent's two programs: the read must start where the plan did.
+  const fromOne = walk("1111111111111111");
+  assert(fromOne.steps < fromEvery.steps, `${fromOne.steps} steps, not < ${fromEvery.steps}`);
+  assertEquals(fromOne.objects, fromEvery.objects);
+  const check = await checkPlan(
+    cache,
+    (b) => planBpfPrograms(b, core, types, kernel.tasks[0], { startTag: "1111111111111111" }),
+    (mem) => listBpfPrograms(mem, core, types, kernel.tasks[0], { startTag: "1111111111111111" }),
+  );
+  for (const mode of [check.whole, check.selective]) {
+    assertEquals(mode.misses, []);
+    assertEquals(summary(mode.result), KALLSYMS_ONLY);
+  }
+  assertThrows(() => walk("not a tag"), RangeError, "16 hex digits");
 });
 
 Deno.test("listBpfPrograms() reads only what its plan prefetched, with prog_idr too", async () => {

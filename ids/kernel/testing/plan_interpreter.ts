@@ -214,9 +214,15 @@ export function interpretPlan(
       copied: 0,
     });
   };
+  /** visited: an object seen as its node, or as the node covering it, is not pushed. */
+  const visited = (addr: bigint, n: number) => {
+    const node = nodeAt(n);
+    return (node.coveredBy !== undefined && seenAt(addr, node.coveredBy & NODE_MASK)) ||
+      (node.dedupe && seenAt(addr, n & NODE_MASK));
+  };
   const pushObject = (addr: bigint, node: number, depth: number) => {
     if (addr < space.kernelHalf) out.faults++;
-    else push(Item.OBJECT, addr, 0n, node, 0, depth);
+    else if (!visited(addr, node)) push(Item.OBJECT, addr, 0n, node, 0, depth);
   };
   const pushCopy = (addr: bigint, len: bigint) => {
     if (len) push(Item.COPY, addr, len);
