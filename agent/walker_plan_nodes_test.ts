@@ -114,6 +114,43 @@ privilegedTest(
 );
 
 privilegedTest(
+  "walkPlan() tests the difference of two fields of an object (a DIFF guard)",
+  async () => {
+    using walker = await Walker.open({ ringBytes: 16 << 20 });
+    const root = tasksOf(walker).root;
+    // A task's real_parent is its parent unless a tracer adopted it: none is, here.
+    const parents = (value: bigint): PlanCondition => ({
+      kind: CondKind.DIFF,
+      off: off("task_struct", "real_parent"),
+      size: 8,
+      mask: BigInt(off("task_struct", "parent")),
+      value,
+    });
+    const guarded = (guard: PlanCondition): Plan => {
+      const plan = taskPlan(root, wholeTask());
+      plan.nodes[1] = { ...plan.nodes[1], edges: [], guard };
+      return plan;
+    };
+    const before = new Set(tasksOf(walker).tasks);
+    const same = walk(walker, guarded(parents(0n)));
+    const after = new Set(tasksOf(walker).tasks);
+    assertEquals(same.run.stop, StopReason.COMPLETE);
+    const visited = new Set(addrsOfSize(same.records, size("task_struct")));
+    const field = (task: bigint, name: string) =>
+      Number(u64(walker, task + BigInt(off("task_struct", name))) & 0xffff_ffffn);
+    // Threads are not on the tasks list the plan follows.
+    const stable = [...before].filter((task) =>
+      after.has(task) && field(task, "pid") === field(task, "tgid")
+    );
+    const missed = stable.filter((task) => !visited.has(task));
+    assertEquals(missed.length, 0, `${missed.length} of ${stable.length} tasks not visited`);
+    const apart = walk(walker, guarded(parents(8n)));
+    assertEquals(apart.run.stop, StopReason.COMPLETE);
+    assertEquals(addrsOfSize(apart.records, size("task_struct")), []);
+  },
+);
+
+privilegedTest(
   "walkPlan() visits only the objects whose own field passes a node's guard",
   async () => {
     using walker = await Walker.open({ ringBytes: 16 << 20 });

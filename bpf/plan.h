@@ -36,8 +36,9 @@
  *
  * An edge may carry a condition on a field of the current object, read as `cond_size` bytes at
  * `cond_off`: PLAN_COND_EQ follows when (field & mask) == value, PLAN_COND_NE when it is not;
- * PLAN_COND_IN_SET when the
- * field is below 32 and bit `field` of `mask` is set. Lists, chains and arrays are followed for
+ * PLAN_COND_IN_SET when the field is below 32 and bit `field` of `mask` is set; PLAN_COND_DIFF
+ * when the 8-byte field minus the 8-byte field at offset `mask` of the same object is `value`
+ * (two pointers into one object: a socket file's f_inode and its private_data). Lists, chains and arrays are followed for
  * at most `max` entries each.
  *
  * Every walk is bounded: by PLAN_MAX_DEPTH (or the plan's max_depth) hops from a root, by the
@@ -84,6 +85,7 @@
 #define PLAN_COND_EQ 1
 #define PLAN_COND_IN_SET 2
 #define PLAN_COND_NE 3
+#define PLAN_COND_DIFF 4
 
 /* Edge flags. */
 #define PLAN_FLAG_COUNT_IS_MASK 1

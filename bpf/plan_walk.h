@@ -269,6 +269,11 @@ static __always_inline int cond_check(__u32 cond, __u32 size, __u32 off, __u64 m
 		return v < 32 && ((mask >> v) & 1);
 	if (cond == PLAN_COND_NE)
 		return (v & mask) != value;
+	if (cond == PLAN_COND_DIFF) {
+		__u64 w;
+
+		return size == 8 && read_num(obj + mask, 8, &w) && v - w == value;
+	}
 	return 0;
 }
 
@@ -478,6 +483,49 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 	return 1;
 }
 
+/*
+ * The next slot of a SLOTS edge that holds an entry of the edge's kind, in one step: reads up to
+ * SPARSE_WINDOW slots and visits the first entry, or skips them all (an xarray node's 64 slots
+ * then cost 8 steps, not 64). Nothing is copied: the slots are part of their object. Returns 0
+ * when the window cannot be read: the caller then takes the slot alone.
+ */
+static __always_inline int step_slots(struct plan_scratch *s, struct plan_item *top,
+				      const struct plan_edge *edge)
+{
+	__u64 window[SPARSE_WINDOW];
+	__u64 i = top->index, at = top->addr + i * 8, left, v = 0;
+	__u32 n, k;
+
+	if (i >= top->cursor) {
+		s->sp--;
+		return 1;
+	}
+	left = top->cursor - i;
+	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
+	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
+						     (const void *)at))
+		return 0;
+	for (k = 0; k < SPARSE_WINDOW; k++) {
+		if (k >= n)
+			break;
+		v = window[k];
+		if (v && (v & edge->aux) == edge->stride && v - edge->delta >= KERNEL_MIN)
+			break;
+	}
+	if (k >= n) {
+		top->index = i + n;
+		if (i + n >= top->cursor)
+			s->sp--;
+		return 1;
+	}
+	if (i + k + 1 < top->cursor)
+		top->index = i + k + 1;
+	else
+		s->sp--;
+	push_object(s, v - edge->delta, edge->target, top->depth);
+	return 1;
+}
+
 /* One array element (a pointer to an object, or the head of a chain), or one slot. */
 static __always_inline void step_array(struct plan_scratch *s, struct plan_item *top)
 {
@@ -486,6 +534,8 @@ static __always_inline void step_array(struct plan_scratch *s, struct plan_item 
 	__u64 i = top->index, v, at;
 	__u32 n = top->node, e = top->edge, depth = top->depth;
 
+	if (slots && step_slots(s, top, edge))
+		return;
 	if (!slots && (edge->flags & PLAN_FLAG_SPARSE) && edge->elem == PLAN_ELEM_PTR &&
 	    edge->stride == 8 && edge->elem_off == 0 && step_sparse(s, top, edge))
 		return;

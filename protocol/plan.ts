@@ -29,19 +29,24 @@ export type EdgeKind = typeof EdgeKind[keyof typeof EdgeKind];
 export const ElemKind = { PTR: 0, HLIST: 1, HNULLS: 2 } as const;
 export type ElemKind = typeof ElemKind[keyof typeof ElemKind];
 
-export const CondKind = { NONE: 0, EQ: 1, IN_SET: 2, NE: 3 } as const;
+export const CondKind = { NONE: 0, EQ: 1, IN_SET: 2, NE: 3, DIFF: 4 } as const;
 export type CondKind = typeof CondKind[keyof typeof CondKind];
 
 /** Byte sizes a count or a condition field may have. */
 export type FieldSize = 1 | 2 | 4 | 8;
 
-/** Follow an edge only when a field of the current object passes this test. */
+/**
+ * Follow an edge only when a field of the current object passes this test. DIFF compares two
+ * 8-byte fields: it holds when the field minus the one at offset `mask` is `value` (modulo 2^64),
+ * e.g. a socket file's `f_inode` and its `private_data`, which point into one socket_alloc.
+ */
 export interface PlanCondition {
-  kind: typeof CondKind.EQ | typeof CondKind.IN_SET | typeof CondKind.NE;
+  kind: typeof CondKind.EQ | typeof CondKind.IN_SET | typeof CondKind.NE | typeof CondKind.DIFF;
   off: number;
   size: FieldSize;
+  /** EQ, NE: the bits compared; IN_SET: the set; DIFF: the other field's offset. */
   mask: bigint;
-  /** EQ and NE only. */
+  /** EQ, NE and DIFF only. */
   value?: bigint;
 }
 
@@ -132,9 +137,14 @@ function checkCondition(cond: PlanCondition, what: string): void {
   u32(cond.off, `${what} offset`);
   check(FIELD_SIZES.has(cond.size), `${what} size ${cond.size}`);
   check(
-    cond.kind === CondKind.EQ || cond.kind === CondKind.IN_SET || cond.kind === CondKind.NE,
+    cond.kind === CondKind.EQ || cond.kind === CondKind.IN_SET || cond.kind === CondKind.NE ||
+      cond.kind === CondKind.DIFF,
     `${what} kind ${cond.kind}`,
   );
+  if (cond.kind === CondKind.DIFF) {
+    check(cond.size === 8, `${what} size ${cond.size}: a difference is of 8-byte fields`);
+    check(cond.mask >= 0n && cond.mask <= BigInt(U32), `${what} other offset ${cond.mask}`);
+  }
 }
 
 /** Checks every limit and reference of a plan. @throws {PlanError} naming the problem. */

@@ -46,6 +46,7 @@ Deno.test("a node's guard survives encoding, in each kind; a bad one is refused"
       { kind: CondKind.EQ, off: 4, size: 4 as const, mask: 0xffn, value: 1n },
       { kind: CondKind.NE, off: 8, size: 1 as const, mask: 0xffn, value: 1n },
       { kind: CondKind.IN_SET, off: 0, size: 8 as const, mask: 0b101n },
+      { kind: CondKind.DIFF, off: 32, size: 8 as const, mask: 24n, value: 0x80n },
     ]
   ) {
     const p = plan(1);
@@ -55,4 +56,8 @@ Deno.test("a node's guard survives encoding, in each kind; a bad one is refused"
   const p = plan(1);
   p.nodes[3].guard = { kind: CondKind.EQ, off: 4, size: 3 as never, mask: 1n, value: 1n };
   assertThrows(() => encodePlan(p), PlanError, "node 3 guard size 3");
+  p.nodes[3].guard = { kind: CondKind.DIFF, off: 32, size: 4, mask: 24n, value: 0n };
+  assertThrows(() => encodePlan(p), PlanError, "a difference is of 8-byte fields");
+  p.nodes[3].guard = { kind: CondKind.DIFF, off: 32, size: 8, mask: 1n << 32n, value: 0n };
+  assertThrows(() => encodePlan(p), PlanError, "other offset 4294967296");
 });

@@ -54,6 +54,8 @@ export interface FieldCondition {
   differs?: { mask: bigint; value: bigint };
   /** Follow when the field is below 32 and its bit in `mask` is set. */
   inSet?: bigint;
+  /** Follow when the field minus the field `field` is `equals` (two 8-byte fields). */
+  minus?: { field: string; equals: bigint };
 }
 
 /** Options shared by edges: entries followed at most, and a condition. */
@@ -139,6 +141,12 @@ export class PlanBuilder {
        */
       fieldsOnly?: boolean;
       /**
+       * Copy the declared fields as one range, from the first to the last, in both modes: for a
+       * structure that is one allocation, whose fields lie far apart (more than a record costs
+       * in bytes) and are read on every visit.
+       */
+      span?: boolean;
+      /**
        * A node that leads wherever this one does from an object both visit (a task copied as a
        * process covers the same task read as a thread): an object already visited as that node
        * is not visited as this one. This node's ranges are added to that node's, so that it
@@ -157,7 +165,9 @@ export class PlanBuilder {
         `Cannot add node "${layout.struct}": a plan has at most ${PLAN_LIMITS.nodes}`,
       );
     }
-    const fields = layout.fields.map((f) => ({ off: f.offset, len: f.size }));
+    const fields = options.span
+      ? [{ off: layout.start, len: layout.end - layout.start }]
+      : layout.fields.map((f) => ({ off: f.offset, len: f.size }));
     const ranges = this.mode === "whole" && !options.fieldsOnly
       ? [{ off: 0, len: layout.size }]
       : fields;
@@ -216,7 +226,23 @@ export class PlanBuilder {
     if (when.equals) return { kind: CondKind.EQ, ...base, ...when.equals };
     if (when.differs) return { kind: CondKind.NE, ...base, ...when.differs };
     if (when.inSet !== undefined) return { kind: CondKind.IN_SET, ...base, mask: when.inSet };
-    throw new TypeError(`Condition on "${when.field}" says neither equals nor inSet`);
+    if (when.minus) {
+      const other = fieldOf(from.layout, when.minus.field);
+      if (base.size !== 8 || sizeOf(other) !== 8) {
+        throw new TypeError(
+          `Condition "${when.field}" minus "${when.minus.field}" needs two 8-byte fields`,
+        );
+      }
+      return {
+        kind: CondKind.DIFF,
+        ...base,
+        mask: BigInt(other.offset),
+        value: BigInt.asUintN(64, when.minus.equals),
+      };
+    }
+    throw new TypeError(
+      `Condition on "${when.field}" says none of equals, differs, inSet and minus`,
+    );
   }
 
   /** Follows the pointer field `field` of `from` to a `to` structure at pointer - `delta`. */

@@ -1,7 +1,10 @@
 /**
  * The sockets processes hold open, found through their fd tables (fd_table.ts), read and planned:
  * a socket file's inode is the `vfs_inode` of a `struct socket_alloc`, whose i_mode says it is a
- * socket and whose socket's `sk` is the sock. What both socket views go through: the tables' view
+ * socket and whose socket's `sk` is the sock. Only a file whose `private_data` is the socket of
+ * that socket_alloc (`f_inode - private_data` is the inode's offset from the socket) is read on:
+ * the kernel takes a socket file's socket from its private_data (`sock_from_file`), so every
+ * working socket passes, and the inodes of the other files (most of them) are never copied. What both socket views go through: the tables' view
  * for each socket's owners, the held sockets' view for the sockets themselves.
  *
  * @module
@@ -39,15 +42,18 @@ export async function socketFds(
   const sockOf = new Map<KAddr, KAddr | null>();
   const sockIn = (alloc: Fields<SocketTypes["socketAlloc"]>) =>
     (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
-  // Served from the snapshot without an await when it holds the file and its inode.
+  const between = socketInodeOffset(types);
+  // Served from the snapshot without an await when it holds the file (and its inode).
   const peek = (at: KAddr): KAddr | null | undefined => {
     const file = peekStruct(mem, at, types.fd.file);
-    if (typeof file?.inode !== "number") return undefined;
+    if (!file) return undefined;
+    if (!socketFile(file, between)) return null;
     const alloc = peekStruct(mem, file.inode - types.vfsInodeOffset, types.socketAlloc);
     return alloc && sockIn(alloc);
   };
   const read = async (at: KAddr, fd: number): Promise<KAddr | null> => {
     const file = await readStruct(mem, at, types.fd.file);
+    if (!socketFile(file, between)) return null;
     const inode = follow(file.inode, `f_inode of fd ${fd}`);
     return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
   };
@@ -71,7 +77,23 @@ export async function socketFds(
   }
 }
 
-/** Each file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's sk. */
+/** How far a socket file's inode is from its socket (private_data): both are in one socket_alloc. */
+function socketInodeOffset(types: SocketTypes): number {
+  return types.vfsInodeOffset - types.socketOffset;
+}
+
+/** Whether a file is a socket's: its private_data is the socket its inode belongs with. */
+function socketFile(file: Fields<SocketTypes["fd"]["file"]>, between: number): file is
+  & Fields<SocketTypes["fd"]["file"]>
+  & { inode: KAddr; privateData: KAddr } {
+  return typeof file.inode === "number" && typeof file.privateData === "number" &&
+    file.inode - file.privateData === between;
+}
+
+/**
+ * Each socket file's inode as the socket_alloc around it: its i_mode and i_ino, and the socket's
+ * sk; the inodes of other files are not followed.
+ */
 export function planFdSockets(
   b: PlanBuilder,
   types: SocketTypes,
@@ -82,7 +104,12 @@ export function planFdSockets(
   linksOnly = false,
 ): void {
   const { file } = planFdTables(b, types.fd, tasks, { maxFds, linksOnly });
-  b.ptr(file, "inode", socket, types.vfsInodeOffset);
+  b.ptr(file, "inode", socket, types.vfsInodeOffset, {
+    when: {
+      field: "inode",
+      minus: { field: "privateData", equals: BigInt(socketInodeOffset(types)) },
+    },
+  });
   b.ptr(socket, "sk", sock, 0, {
     when: { field: "mode", equals: { mask: 0o170000n, value: BigInt(S_IFSOCK) } },
   });

@@ -175,14 +175,18 @@ export function planBpfPrograms(
   // program-sized copy around a smaller object can run into unmapped memory and fail whole).
   const fdProg = b.node(types.prog, { extra: jitedByte, fieldsOnly: true });
   // Only the declared fields of these are read, in every mode: a whole aux is 1.3 KB, a whole
-  // bpf_ksym half a KB of name.
+  // bpf_ksym half a KB of name. An aux's are copied as one range (its first field to its last,
+  // 1 KB apart): one record of them costs less than two.
   const fieldsOnly = true;
-  const start = options.startTag === undefined ? undefined : b.node(types.aux, { fieldsOnly });
-  const ownAux = b.node(types.aux, { fieldsOnly, ...(start ? { coveredBy: start } : {}) });
+  const span = true;
+  const start = options.startTag === undefined
+    ? undefined
+    : b.node(types.aux, { fieldsOnly, span });
+  const ownAux = b.node(types.aux, { fieldsOnly, span, ...(start ? { coveredBy: start } : {}) });
   // The list's entries are programs' (the aux holds the entry's bpf_ksym, so its copy holds the
   // link to the next) and others' (trampolines, dispatchers), of which only the bpf_ksym is
   // copied: an aux-sized copy around one can run into memory that is not mapped.
-  const aux = b.node(types.aux, { fieldsOnly, when: IS_PROGRAM });
+  const aux = b.node(types.aux, { fieldsOnly, span, when: IS_PROGRAM });
   const prog = b.node(types.prog, { extra: jitedByte, fieldsOnly });
   const map = b.node(types.map, { fieldsOnly });
   const ksym = b.node(types.ksym, {

@@ -106,7 +106,16 @@ export function resolveSocketTypes(btf: Btf) {
     /** Offsets of the socket and the inode in struct socket_alloc. */
     socketOffset: offsetOf(btf, "socket_alloc", "socket"),
     vfsInodeOffset: offsetOf(btf, "socket_alloc", "vfs_inode"),
-    fd: resolveFdTypes(btf),
+    fd: {
+      ...resolveFdTypes(btf),
+      /** A file's links, and its private_data: a socket file's is its socket (_socket_fds.ts). */
+      file: resolveLayout(btf, "file", {
+        inode: ptr("f_inode"),
+        dentry: ptr("f_path.dentry"),
+        mnt: ptr("f_path.mnt"),
+        privateData: ptr("private_data"),
+      }),
+    },
   };
 }
 

@@ -1,8 +1,9 @@
 import { assert, assertEquals, assertThrows } from "../../tests/support/mod.ts";
 import { BtfBuilder, parseBtf } from "../btf/mod.ts";
-import { LayoutError } from "../kernel/mod.ts";
+import { LayoutError, PlanBuilder } from "../kernel/mod.ts";
 import { resolveKernelTypes } from "./kernel_types.ts";
-import { checkPlan } from "../kernel/testing/mod.ts";
+import { checkPlan, interpretPlan } from "../kernel/testing/mod.ts";
+import { decodePlan, encodePlan } from "../../protocol/mod.ts";
 import { AddressSpace, CachedMemory } from "../memory/mod.ts";
 import { planTasks } from "./processes.ts";
 import { listSockets, planSockets, type SocketList } from "./sockets.ts";
@@ -93,10 +94,10 @@ function image() {
     }),
   };
   const fds = new SyntheticFds(kernel, types.fd);
-  const sshd = [null, null, null, fds.file(net.inodeOf(socks.listen))];
-  fds.table(kernel.tasks[1], [...sshd, fds.file(net.inodeOf(socks.ssh6))]);
+  const sshd = [null, null, null, net.file(socks.listen)];
+  fds.table(kernel.tasks[1], [...sshd, net.file(socks.ssh6)]);
   const regular = fds.file(net.regularInode(55));
-  fds.table(kernel.tasks[2], [regular, null, null, null, null, fds.file(net.inodeOf(socks.dhcp))]);
+  fds.table(kernel.tasks[2], [regular, null, null, null, null, net.file(socks.dhcp)]);
   return { kernel, net, socks };
 }
 
@@ -258,6 +259,37 @@ Deno.test("planSockets() covers listSockets() in both modes; selective copies fa
     }
     assert(checks.selective.bytes * 3 < checks.whole.bytes);
   }
+});
+
+Deno.test("a file is a socket's only when its private_data is its inode's socket, in both modes", async () => {
+  const { kernel, net, socks } = image();
+  const fds = new SyntheticFds(kernel, types.fd);
+  // init holds the listener through a file whose private_data is another socket (the kernel
+  // would not take that file for the listener's: sock_from_file reads private_data), and a
+  // regular file whose inode is laid out like a socket_alloc.
+  const other = kernel.place(types.socketAlloc, { sk: null }) + types.socketOffset;
+  const regular = net.regularInode(56);
+  fds.table(kernel.tasks[0], [net.file(socks.listen, other), fds.file(regular)]);
+  const img = kernel.build();
+  const expected = await listSockets(new CachedMemory(img), core, types, kernel.initTask);
+  assertEquals(rows(expected), EXPECTED);
+  const checks = await checkPlan(
+    img,
+    (b) => planSockets(b, types, planTasks(b, core, kernel.initTask)),
+    (mem) => listSockets(mem, core, types, kernel.initTask),
+  );
+  for (const check of Object.values(checks)) {
+    assertEquals(check.misses, []);
+    assertEquals(check.result, expected);
+  }
+  // The regular file's inode is never copied: the plan tests private_data first.
+  const b = new PlanBuilder("selective");
+  planSockets(b, types, planTasks(b, core, kernel.initTask));
+  const walked = interpretPlan(decodePlan(encodePlan(b.build())), img);
+  const mode = regular + types.socketAlloc.fields.find((f) => f.name === "mode")!.offset -
+    types.vfsInodeOffset;
+  const raw = space.fromKAddr(mode);
+  assert(!walked.records.some((r) => r.addr <= raw && raw < r.addr + BigInt(r.bytes.length)));
 });
 
 const CHILD_NET_NS = 4026532400;

@@ -189,6 +189,10 @@ export function interpretPlan(
     if (cond.kind === CondKind.EQ) return (v & cond.mask) === (cond.value ?? 0n);
     if (cond.kind === CondKind.IN_SET) return v < 32n && ((cond.mask >> v) & 1n) === 1n;
     if (cond.kind === CondKind.NE) return (v & cond.mask) !== (cond.value ?? 0n);
+    if (cond.kind === CondKind.DIFF) {
+      const w = cond.size === 8 ? readNum(u64(obj + cond.mask), 8) : undefined;
+      return w !== undefined && u64(v - w) === (cond.value ?? 0n);
+    }
     return false;
   };
   const slotOf = (addr: bigint, node: number) =>
@@ -358,6 +362,35 @@ export function interpretPlan(
     return true;
   };
 
+  /** step_slots: the next slot of a window holding an entry; false when it is unreadable. */
+  const stepSlots = (top: WorkItem, edge: PlanEdge): boolean => {
+    const i = top.index;
+    if (BigInt(i) >= top.cursor) {
+      stack.pop();
+      return true;
+    }
+    const at = u64(top.addr + BigInt(i) * 8n);
+    const left = top.cursor - BigInt(i);
+    const n = left < WINDOW ? Number(left) : WINDOW;
+    const bytes = load(at, n * 8);
+    if (!bytes) return false;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const entry = (v: bigint) =>
+      v !== 0n && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) &&
+      u64(v - BigInt(edge.delta)) >= space.kernelHalf;
+    const window = Array.from({ length: n }, (_, k) => view.getBigUint64(k * 8, true));
+    const k = window.findIndex(entry);
+    if (k < 0) {
+      top.index = i + n;
+      if (BigInt(i + n) >= top.cursor) stack.pop();
+      return true;
+    }
+    if (BigInt(i + k + 1) < top.cursor) top.index = i + k + 1;
+    else stack.pop();
+    pushObject(u64(window[k] - BigInt(edge.delta)), edge.target, top.depth);
+    return true;
+  };
+
   /** step_array: one array element (a pointer, or a chain's head), or one slot. */
   const stepArray = (top: WorkItem) => {
     const edge = edgeAt(top.node, top.edge);
@@ -365,6 +398,7 @@ export function interpretPlan(
     const { index: i, node: n, edge: e, depth } = top;
     const sparse = !slots && edge.sparse === true && edge.elem === ElemKind.PTR &&
       edge.stride === 8 && (edge.elemOffset ?? 0) === 0;
+    if (slots && stepSlots(top, edge)) return;
     if (sparse && stepSparse(top, edge)) return;
     if (BigInt(i + 1) < top.cursor) top.index = i + 1;
     else stack.pop();

@@ -156,11 +156,19 @@ export class SyntheticNet {
     return at;
   }
 
-  /** The inode of the socket of the sock at `sock` (what a socket file's f_inode holds). */
-  inodeOf(sock: KAddr): KAddr {
+  /**
+   * A file of the socket of the sock at `sock`, as sock_alloc_file makes it: its f_inode is the
+   * socket's inode, its private_data the socket; `privateData` puts something else there.
+   */
+  file(sock: KAddr, privateData?: KAddr | null): KAddr {
     const alloc = this.#allocs.get(sock);
     if (alloc === undefined) throw new TypeError(`The sock at ${sock} has no socket`);
-    return alloc + this.types.vfsInodeOffset;
+    return this.kernel.place(this.types.fd.file, {
+      inode: alloc + this.types.vfsInodeOffset,
+      dentry: null,
+      mnt: null,
+      privateData: privateData === undefined ? alloc + this.types.socketOffset : privateData,
+    });
   }
 
   /** An inode that is not a socket's, inside memory laid out like a socket_alloc. */
