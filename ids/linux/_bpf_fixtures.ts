@@ -118,18 +118,11 @@ export class SyntheticBpf {
     });
   }
 
-  /**
-   * Gives `task` an fd table whose files' private_data are `objects` (null: an empty slot), each
-   * file named as a program's ("bpf-prog") unless `name` says otherwise.
-   */
-  files(task: KAddr, objects: (KAddr | null)[], name = "bpf-prog"): void {
-    const files = objects.map((o) => {
-      if (o === null) return null;
-      const dentry = this.kernel.place(types.dentry, {
-        name: new TextEncoder().encode(`${name}\0`),
-      });
-      return this.kernel.place(types.fd.file, { privateData: o, dentry });
-    });
+  /** Gives `task` an fd table whose files' private_data are `objects` (null: an empty slot). */
+  files(task: KAddr, objects: (KAddr | null)[]): void {
+    const files = objects.map((o) =>
+      o === null ? null : this.kernel.place(types.fd.file, { privateData: o })
+    );
     this.fds.table(task, files);
   }
 

@@ -35,7 +35,7 @@
 
 import type { Btf } from "../btf/mod.ts";
 import type { GuestMemory, KAddr } from "../memory/mod.ts";
-import { type PlanBuilder, planXarray, readStruct } from "../kernel/mod.ts";
+import { peekStruct, type PlanBuilder, planXarray, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { Source } from "../detect/mod.ts";
 import { planFdTables, readFdTable } from "./fd_table.ts";
@@ -168,25 +168,23 @@ export function planBpfPrograms(
   const jitedByte = [{ off: types.jited.offset, len: 1 }];
   const task = b.node(core.task);
   b.root(anchor, task);
+  // Of the agent's files only their links are read: their private_data.
   const { file } = planFdTables(b, types.fd, { task }, {
     maxFds: options.maxFds ?? DEFAULTS.maxFds,
+    linksOnly: true,
   });
   // Any file's private_data is a candidate, read for a type test: copy its fields only (a
   // program-sized copy around a smaller object can run into unmapped memory and fail whole).
   const fdProg = b.node(types.prog, { extra: jitedByte, fieldsOnly: true });
   // Only the declared fields of these are read, in every mode: a whole aux is 1.3 KB, a whole
-  // bpf_ksym half a KB of name. An aux's are copied as one range (its first field to its last,
-  // 1 KB apart): one record of them costs less than two.
+  // bpf_ksym half a KB of name.
   const fieldsOnly = true;
-  const span = true;
-  const start = options.startTag === undefined
-    ? undefined
-    : b.node(types.aux, { fieldsOnly, span });
-  const ownAux = b.node(types.aux, { fieldsOnly, span, ...(start ? { coveredBy: start } : {}) });
+  const start = options.startTag === undefined ? undefined : b.node(types.aux, { fieldsOnly });
+  const ownAux = b.node(types.aux, { fieldsOnly, ...(start ? { coveredBy: start } : {}) });
   // The list's entries are programs' (the aux holds the entry's bpf_ksym, so its copy holds the
   // link to the next) and others' (trampolines, dispatchers), of which only the bpf_ksym is
   // copied: an aux-sized copy around one can run into memory that is not mapped.
-  const aux = b.node(types.aux, { fieldsOnly, span, when: IS_PROGRAM });
+  const aux = b.node(types.aux, { fieldsOnly, when: IS_PROGRAM });
   const prog = b.node(types.prog, { extra: jitedByte, fieldsOnly });
   const map = b.node(types.map, { fieldsOnly });
   const ksym = b.node(types.ksym, {
@@ -196,8 +194,6 @@ export function planBpfPrograms(
   // Every file's private_data is read as a program; only a plausible type leads on to an aux,
   // and only a linked program's aux to the list.
   b.ptr(file, "privateData", fdProg);
-  const dentry = b.node(types.dentry, { fieldsOnly: true });
-  b.ptr(file, "dentry", dentry);
   // The program to start from first (its subtree is walked before the others' auxes, which it
   // then covers), then every program among the agent's files.
   if (start) {
@@ -236,9 +232,6 @@ function tagCondition(hex: string): { mask: bigint; value: bigint } {
   }
   return { mask: (1n << 64n) - 1n, value };
 }
-
-/** The name of a BPF program's anonymous inode. */
-const BPF_PROG_NAME = "bpf-prog";
 
 const status = (supported: boolean, reason?: string): BpfViewStatus => ({
   supported,
@@ -289,11 +282,11 @@ export async function listBpfPrograms(
   for (const slot of table.slots) {
     if (slot.file === undefined) continue;
     try {
-      const file = await readStruct(mem, slot.file, types.fd.file);
-      if (typeof file.privateData !== "number" || typeof file.dentry !== "number") continue;
-      // Only a program's fd holds a program: other files' private_data is something else.
-      const { name } = await readStruct(mem, file.dentry, types.dentry);
-      if (name !== BPF_PROG_NAME) continue;
+      const file = peekStruct(mem, slot.file, types.fd.file) ??
+        await readStruct(mem, slot.file, types.fd.file);
+      if (typeof file.privateData !== "number") continue;
+      // Only a program's file holds a program whose aux points back to it: any other file's
+      // private_data is something else, whatever its bytes look like.
       const program = await readProgram(mem, types, file.privateData, mask);
       if (program) own.set(program.auxAt, program);
     } catch {

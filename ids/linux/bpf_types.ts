@@ -27,18 +27,9 @@ export function resolveBpfTypes(btf: Btf) {
   return {
     fd: {
       ...resolveFdTypes(btf),
-      file: resolveLayout(btf, "file", {
-        inode: ptr("f_inode"),
-        dentry: ptr("f_path.dentry"),
-        mnt: ptr("f_path.mnt"),
-        privateData: ptr("private_data"),
-      }),
+      /** A file's private_data: a BPF program's file holds its `struct bpf_prog`. */
+      file: resolveLayout(btf, "file", { privateData: ptr("private_data") }),
     },
-    /**
-     * A file's dentry, for its name: a BPF program's fd is an anonymous inode named "bpf-prog"
-     * (`d_shortname` since Linux 6.15, `d_iname` before).
-     */
-    dentry: resolveLayout(btf, "dentry", { name: str("d_shortname", "d_iname") }),
     prog: resolveLayout(btf, "bpf_prog", {
       type: uint("type"),
       tag: hexRaw("tag"),

@@ -18,6 +18,7 @@ import {
   ptr,
   readStruct,
   resolveLayout,
+  type StructLayout,
   uint,
 } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
@@ -50,6 +51,11 @@ export function resolveFdTypes(btf: Btf) {
 /** The resolved fd-table structures of one guest kernel. */
 export type FdTypes = ReturnType<typeof resolveFdTypes>;
 
+/** What a walk of fd tables needs: the tables' structures, and the fields it reads of a file. */
+export type FdWalkTypes<F extends StructLayout<unknown> = StructLayout<unknown>> =
+  & Pick<FdTypes, "files" | "fdtable">
+  & { file: F };
+
 /** One slot of an fd table: the file, or why the slot is unusable. */
 export interface FdSlot {
   fd: number;
@@ -78,7 +84,7 @@ async function slotView(mem: GuestMemory, at: KAddr): Promise<DataView> {
 export async function readFdTable(
   mem: GuestMemory,
   core: KernelTypes,
-  types: FdTypes,
+  types: FdWalkTypes,
   task: KAddr,
   maxFds = MAX_FDS,
 ): Promise<FdTable> {
@@ -146,8 +152,8 @@ export async function readFdTable(
 }
 
 /** The plan nodes of an fd-table walk, for plans that go on from each file. */
-export interface FileNodes {
-  file: NodeRef<FdTypes["file"]>;
+export interface FileNodes<F extends StructLayout<unknown> = FdTypes["file"]> {
+  file: NodeRef<F>;
 }
 
 /** Options of {@linkcode planFdTables}. */
@@ -167,12 +173,12 @@ export interface PlanFdOptions {
  * Adds the fd-table walk to `b`: from each task of `tasks`, files → fdt → fd array → file.
  * Returns the file node, to which callers add what they read of each file.
  */
-export function planFdTables(
+export function planFdTables<F extends StructLayout<unknown>>(
   b: PlanBuilder,
-  types: FdTypes,
+  types: FdWalkTypes<F>,
   tasks: Pick<TaskNodes, "task">,
   options: PlanFdOptions = {},
-): FileNodes {
+): FileNodes<F> {
   const fieldsOnly = options.linksOnly ?? false;
   const files = b.node(types.files, { fieldsOnly });
   const fdt = b.node(types.fdtable, { fieldsOnly });

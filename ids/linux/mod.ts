@@ -24,7 +24,7 @@ export {
   parseCgroupPath,
   parseNamespaceId,
 } from "./container_filter.ts";
-export { type FdTypes } from "./fd_table.ts";
+export { type FdTypes, type FdWalkTypes } from "./fd_table.ts";
 export { type FileTypes, listFiles, type OpenFile, planFiles, resolveFileTypes } from "./files.ts";
 export { type FtraceOps, ftraceSource } from "./ftrace.ts";
 export { type KernelPointers, pointersSource } from "./kernel_pointers.ts";

@@ -7,7 +7,7 @@
 
 import type { Btf } from "../../btf/mod.ts";
 import type { KAddr } from "../../memory/mod.ts";
-import type { FdTypes, FileTypes } from "../mod.ts";
+import type { FdWalkTypes, FileTypes } from "../mod.ts";
 import type { SyntheticKernel } from "./synthetic.ts";
 
 const EXT4_SUPER_MAGIC = 0xef53;
@@ -23,7 +23,7 @@ export interface Mount {
 
 /** Builds fd tables: files_struct → fdtable → fd array, hung on a task. */
 export class SyntheticFds {
-  constructor(readonly kernel: SyntheticKernel, readonly types: FdTypes) {}
+  constructor(readonly kernel: SyntheticKernel, readonly types: FdWalkTypes) {}
 
   /**
    * Gives `task` an fd table of `maxFds` slots (at least `slots.length`), slot i holding
@@ -48,7 +48,7 @@ export class SyntheticFds {
     return fdt;
   }
 
-  /** A file on `inode`, without a path. */
+  /** A file on `inode`, without a path (for a file layout with `inode`, `dentry` and `mnt`). */
   file(inode: KAddr): KAddr {
     return this.kernel.place(this.types.file, { inode, dentry: null, mnt: null });
   }
