@@ -108,13 +108,8 @@ export function resolveSocketTypes(btf: Btf) {
     vfsInodeOffset: offsetOf(btf, "socket_alloc", "vfs_inode"),
     fd: {
       ...resolveFdTypes(btf),
-      /** A file's links, and its private_data: a socket file's is its socket (_socket_fds.ts). */
-      file: resolveLayout(btf, "file", {
-        inode: ptr("f_inode"),
-        dentry: ptr("f_path.dentry"),
-        mnt: ptr("f_path.mnt"),
-        privateData: ptr("private_data"),
-      }),
+      /** A file's inode and private_data: a socket file's is its socket (_socket_fds.ts). */
+      file: resolveLayout(btf, "file", { inode: ptr("f_inode"), privateData: ptr("private_data") }),
     },
   };
 }

@@ -48,9 +48,9 @@ export class SyntheticFds {
     return fdt;
   }
 
-  /** A file on `inode`, without a path (for a file layout with `inode`, `dentry` and `mnt`). */
+  /** A file on `inode`, without a path (its other fields zero). */
   file(inode: KAddr): KAddr {
-    return this.kernel.place(this.types.file, { inode, dentry: null, mnt: null });
+    return this.kernel.place(this.types.file, { inode });
   }
 }
 

@@ -165,8 +165,6 @@ export class SyntheticNet {
     if (alloc === undefined) throw new TypeError(`The sock at ${sock} has no socket`);
     return this.kernel.place(this.types.fd.file, {
       inode: alloc + this.types.vfsInodeOffset,
-      dentry: null,
-      mnt: null,
       privateData: privateData === undefined ? alloc + this.types.socketOffset : privateData,
     });
   }
