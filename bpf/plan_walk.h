@@ -367,7 +367,7 @@ static __always_inline void step_object(struct plan_scratch *s, struct plan_item
 	__u32 nranges = min_u32(node->nranges, PLAN_MAX_RANGES);
 	__u32 slots = nranges + min_u32(node->nedges, PLAN_MAX_EDGES);
 	__u64 obj = top->addr, seq = request.seq;
-	struct plan_seen_slot *slot0;
+	struct plan_seen_slot *slot0, *marked = NULL;
 
 	if (slot == 0 && node->guard.cond != PLAN_COND_NONE &&
 	    !cond_check(node->guard.cond, node->guard.size, node->guard.off, node->guard.mask,
@@ -390,6 +390,28 @@ static __always_inline void step_object(struct plan_scratch *s, struct plan_item
 			slot0->addr = obj;
 			slot0->node = n;
 			slot0->seq = seq;
+			marked = slot0;
+		}
+	}
+	if (slot < nranges) {
+		const struct plan_range *r = &node->ranges[slot & (PLAN_MAX_RANGES - 1)];
+
+		/*
+		 * A range of one chunk is copied in this step, not by a copy step of its own. When a
+		 * budget or the ring stops it, the object is left as it was (and not marked visited):
+		 * the next run does this step again.
+		 */
+		if (r->len && r->len <= PLAN_CHUNK) {
+			if (copy_chunk(s, obj + r->off, r->len) < 0) {
+				if (marked)
+					marked->seq = 0;
+				return;
+			}
+			if (slot + 1 < slots)
+				top->index = slot + 1;
+			else
+				s->sp--;
+			return;
 		}
 	}
 	/* Leave the object for its next slot, or pop it, before pushing what this slot finds. */

@@ -303,6 +303,18 @@ export function interpretPlan(
       }
       if (node.dedupe) seen.set(slotOf(obj, n), { addr: obj, node: n });
     }
+    // A range of one chunk is copied in this step; when a budget stops it, the object is left as
+    // it was, unmarked.
+    const r = slot < nranges ? node.ranges[slot] : undefined;
+    if (r && r.len > 0 && r.len <= CHUNK) {
+      if (copyChunk(u64(obj + BigInt(r.off)), BigInt(r.len)) < 0) {
+        if (slot === 0 && node.dedupe) seen.delete(slotOf(obj, n));
+        return;
+      }
+      if (slot + 1 < slots) top.index = slot + 1;
+      else stack.pop();
+      return;
+    }
     // Leave the object for its next slot, or pop it, before pushing what this slot finds.
     if (slot + 1 < slots) top.index = slot + 1;
     else stack.pop();
@@ -423,27 +435,37 @@ export function interpretPlan(
     }
   };
 
-  /** step_copy: one chunk of a copy, unless a budget ran out. */
-  const stepCopy = (top: WorkItem) => {
-    const n = top.cursor > BigInt(CHUNK) ? CHUNK : Number(top.cursor);
+  /**
+   * copy_chunk: up to CHUNK bytes at `addr` as one record; the bytes consumed (copied, or skipped
+   * after a counted fault), or -1 when a budget ran out (the walk stops).
+   */
+  const copyChunk = (addr: bigint, len: bigint): number => {
+    const n = len > BigInt(CHUNK) ? CHUNK : Number(len);
     if (out.objects >= maxObjects) {
       out.stop = StopReason.MAX_OBJECTS;
-      return;
+      return -1;
     }
     if (out.bytes + n > maxBytes) {
       out.stop = StopReason.MAX_BYTES;
-      return;
+      return -1;
     }
-    const bytes = load(top.addr, n);
+    const bytes = load(addr, n);
     if (bytes) {
       const copy = bytes.slice();
-      out.records.push({ addr: top.addr, bytes: copy });
-      out.cache.insert(space.toKAddr(top.addr)!, copy);
+      out.records.push({ addr, bytes: copy });
+      out.cache.insert(space.toKAddr(addr)!, copy);
       out.objects++;
       out.bytes += n;
     } else {
       out.faults++;
     }
+    return n;
+  };
+
+  /** step_copy: one chunk of a copy, unless a budget ran out. */
+  const stepCopy = (top: WorkItem) => {
+    const n = copyChunk(top.addr, top.cursor);
+    if (n < 0) return;
     if (BigInt(n) < top.cursor) {
       top.addr = u64(top.addr + BigInt(n));
       top.cursor -= BigInt(n);
