@@ -26,8 +26,10 @@ import type { SocketTypes } from "./socket_types.ts";
 
 /**
  * Calls `visit` with each socket fd of `processes` (its sock's address), through their fd
- * tables: each file's inode read as the socket_alloc around it (what the plans copy), whose
- * i_mode says whether it is one. Stops when `visit` answers false; problems go to `problems`.
+ * tables: each socket file's inode read as the socket_alloc around it (what the plans copy),
+ * whose i_mode says it is a socket's. Stops when `visit` answers false; problems go to
+ * `problems`. A file processes share is read again for each (from the snapshot, or the pages
+ * the first read fetched).
  */
 export async function socketFds(
   mem: GuestMemory,
@@ -38,8 +40,6 @@ export async function socketFds(
   problems: string[],
   visit: (pid: number, fd: number, sk: KAddr) => Promise<boolean>,
 ): Promise<void> {
-  // Processes share open files (a shell's terminal, inherited pipes): each is read once.
-  const sockOf = new Map<KAddr, KAddr | null>();
   const sockIn = (alloc: Fields<SocketTypes["socketAlloc"]>) =>
     (alloc.mode & 0o170000) === S_IFSOCK && typeof alloc.sk === "number" ? alloc.sk : null;
   const between = socketInodeOffset(types);
@@ -64,11 +64,8 @@ export async function socketFds(
     for (const slot of table.slots) {
       if (slot.file === undefined) continue;
       try {
-        let sk = sockOf.get(slot.file);
-        if (sk === undefined) {
-          sk = peek(slot.file);
-          sockOf.set(slot.file, sk = sk === undefined ? await read(slot.file, slot.fd) : sk);
-        }
+        let sk = peek(slot.file);
+        if (sk === undefined) sk = await read(slot.file, slot.fd);
         if (sk !== null && !await visit(process.pid, slot.fd, sk)) return;
       } catch (error) {
         problems.push(`fd ${slot.fd} of pid ${process.pid}: ${(error as Error).message}`);
