@@ -111,6 +111,11 @@ export interface StructLayout<T> {
   /** The fields' byte ranges relative to `start`. */
   readonly ranges: readonly { off: number; len: number }[];
   /**
+   * The same, those at most {@linkcode GATHER_GAP} apart taken as one (a plan copies them as one
+   * record): what {@linkcode peekStruct} gathers first, one lookup each.
+   */
+  readonly gather: readonly { off: number; len: number }[];
+  /**
    * Decodes the fields from `view`, which holds bytes [start, end) of the struct from its byte
    * `at` on, reading pointers as `space` numbers them (the guest's).
    */
@@ -192,6 +197,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
   const start = Math.min(...fields.map((f) => f.offset));
   const end = Math.max(...fields.map((f) => f.offset + f.size));
   const ranges = fields.map((f) => ({ off: f.offset - start, len: f.size }));
+  const gather = joinRanges(ranges);
   return {
     struct,
     size,
@@ -199,6 +205,7 @@ export function resolveLayout<S extends Record<string, FieldSpec>>(
     start,
     end,
     ranges,
+    gather,
     decode: compileDecoder<Decoded<S>>(fields, start),
   };
 }
@@ -219,6 +226,7 @@ export function bytesLayout(name: string, size: number): StructLayout<{ bytes: U
     start: 0,
     end: size,
     ranges: [{ off: 0, len: size }],
+    gather: [{ off: 0, len: size }],
     decode: compileDecoder(fields, 0),
   };
 }
@@ -327,6 +335,26 @@ function scratchOf(layout: StructLayout<unknown>): Uint8Array {
 }
 
 /**
+ * Fields closer than this are gathered as one range: what a plan's fields-only copy merges
+ * (ids/kernel/plan.ts), so the gap between them is cached too.
+ */
+export const GATHER_GAP = 64;
+
+/** `ranges` (sorted, or not) with those at most GATHER_GAP apart joined. */
+function joinRanges(
+  ranges: readonly { off: number; len: number }[],
+): { off: number; len: number }[] {
+  const out: { off: number; len: number }[] = [];
+  for (const r of [...ranges].sort((a, b) => a.off - b.off)) {
+    const last = out[out.length - 1];
+    if (last && r.off - (last.off + last.len) <= GATHER_GAP) {
+      last.len = Math.max(last.len, r.off + r.len - last.off);
+    } else out.push({ ...r });
+  }
+  return out;
+}
+
+/**
  * The declared fields of the struct at `addr` if the memory at hand holds them all (no I/O),
  * else undefined: one cache lookup when the fields' span is cached whole or field by field
  * (after a selective prefetch). The way a walk over a prefetched snapshot reads without
@@ -344,7 +372,13 @@ export function peekStruct<T>(
     return layout.decode(inPlace.view, inPlace.base + first - inPlace.start, mem.space);
   }
   // The fields are decoded before anything else runs, so one scratch buffer per layout serves.
-  const bytes = mem.peekRanges(first, scratchOf(layout), layout.ranges);
+  // The fields close together are one range each; when a gap between them is not cached (a
+  // plan that copied them apart), field by field.
+  const scratch = scratchOf(layout);
+  const bytes = mem.peekRanges(first, scratch, layout.gather) ??
+    (layout.gather.length < layout.ranges.length
+      ? mem.peekRanges(first, scratch, layout.ranges)
+      : undefined);
   return bytes && layout.decode(new DataView(bytes.buffer, bytes.byteOffset, span), 0, mem.space);
 }
 

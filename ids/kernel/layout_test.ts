@@ -5,6 +5,7 @@ import {
   hexInt,
   hexRaw,
   LayoutError,
+  peekStruct,
   ptr,
   raw,
   resolveLayout,
@@ -12,7 +13,7 @@ import {
   str,
   uint,
 } from "./layout.ts";
-import { AddressSpace, BadPointer } from "../memory/mod.ts";
+import { AddressSpace, BadPointer, CachedMemory, MemoryCache } from "../memory/mod.ts";
 
 const space = AddressSpace.FOUR_LEVEL;
 
@@ -102,4 +103,35 @@ Deno.test("a layout refuses a field whose size its kind cannot decode", () => {
   assertThrows(() => resolveLayout(btf, "cred", { caps: ptr("uid") }), LayoutError);
   assertThrows(() => resolveLayout(btf, "task_struct", { comm: uint("comm") }), LayoutError);
   assertThrows(() => resolveLayout(btf, "task_struct", { pid: firstPtr("pid") }), LayoutError);
+});
+
+Deno.test("peekStruct() gathers fields close together as one range, else field by field", () => {
+  // An aux's id and refcnt are within a few bytes, its name a kilobyte on.
+  const aux = resolveLayout(btf, "bpf_prog_aux", {
+    refcnt: sint("refcnt.counter"),
+    id: uint("id"),
+    name: str("name"),
+  });
+  assertEquals(aux.gather.length, 2);
+  assertEquals(aux.ranges.length, 3);
+  const at = 0xffff_8880_0010_0000n;
+  const field = (name: string) => aux.fields.find((f) => f.name === name)!;
+  const image = (parts: { off: number; len: number }[]) => {
+    const cache = new MemoryCache();
+    const bytes = new Uint8Array(aux.end).fill(0);
+    new DataView(bytes.buffer).setUint32(field("id").offset, 42, true);
+    bytes.set(new TextEncoder().encode("walk"), field("name").offset);
+    for (const p of parts) {
+      cache.insert(space.toKAddr(at + BigInt(p.off))!, bytes.slice(p.off, p.off + p.len));
+    }
+    return new CachedMemory(cache, space);
+  };
+  const asCopied = aux.gather.map((r) => ({ off: aux.start + r.off, len: r.len }));
+  const fieldByField = aux.fields.map((f) => ({ off: f.offset, len: f.size }));
+  for (const parts of [asCopied, fieldByField]) {
+    const got = peekStruct(image(parts), space.toKAddr(at)!, aux);
+    assertEquals([got?.id, got?.name], [42, "walk"]);
+  }
+  // A field missing is missing either way.
+  assertEquals(peekStruct(image(fieldByField.slice(1)), space.toKAddr(at)!, aux), undefined);
 });

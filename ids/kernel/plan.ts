@@ -22,16 +22,16 @@ import {
   type PlanNode,
 } from "../../protocol/mod.ts";
 import { AddressSpace, type KAddr } from "../memory/mod.ts";
-import type { ResolvedField, StructLayout } from "./layout.ts";
+import { GATHER_GAP, type ResolvedField, type StructLayout } from "./layout.ts";
 
 /** What a prefetch copies of each visited structure. */
 export type CopyMode = "whole" | "selective";
 
 /**
  * Ranges closer than this are copied as one: a few bytes more on the wire, but fewer records to
- * copy, frame, decode and index.
+ * copy, frame, decode and index. peekStruct gathers fields this close as one range.
  */
-const MERGE_GAP = 64;
+const MERGE_GAP = GATHER_GAP;
 /**
  * In whole mode, ranges this close are copied as one when the gap lies inside the structure
  * (a copy of fields only, for a structure whose whole copy may run into unmapped memory): a

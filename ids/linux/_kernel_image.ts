@@ -31,13 +31,16 @@ export function fixedLayout(
   const resolved: ResolvedField[] = fields.map((f) => ({ ...f, member: f.name }));
   const start = Math.min(...fields.map((f) => f.offset));
   const end = Math.max(...fields.map((f) => f.offset + f.size));
+  const ranges = fields.map((f) => ({ off: f.offset - start, len: f.size }));
   return {
     struct,
     size,
     fields: resolved,
     start,
     end,
-    ranges: fields.map((f) => ({ off: f.offset - start, len: f.size })),
+    ranges,
+    // Regions far apart in the image, copied each on its own: gathered as they are.
+    gather: ranges,
     decode(view: DataView, from: number, space: AddressSpace) {
       const out: Record<string, unknown> = {};
       for (const f of fields) {

@@ -203,7 +203,8 @@ export class MemoryCache {
       const e = this.#covering(at);
       if (e && at + r.len <= e.end && this.#servedUntil(e, at, at + r.len) === at + r.len) {
         const from = e.base + at - e.start;
-        for (let i = 0; i < r.len; i++) out[r.off + i] = e.bytes[from + i];
+        if (r.len > 32) out.set(e.bytes.subarray(from, from + r.len), r.off);
+        else for (let i = 0; i < r.len; i++) out[r.off + i] = e.bytes[from + i];
         continue;
       }
       const bytes = this.#lookup(at, r.len);
