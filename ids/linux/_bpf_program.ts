@@ -80,17 +80,27 @@ export async function describe(
   };
   try {
     const bitsAt = progAt + types.jited.offset;
-    const bits = (mem.peek(bitsAt, 1) ?? await mem.read(bitsAt, 1))[0];
+    // Read in place where the snapshot holds them: no view per program.
+    const bitsSpan = mem.peekSpan(bitsAt, 1);
+    const bits = bitsSpan
+      ? bitsSpan.view.getUint8(bitsSpan.base + bitsAt - bitsSpan.start)
+      : (await mem.read(bitsAt, 1))[0];
     out.jited = (bits >> types.jited.bit & 1) === 1;
     if (aux.usedMapCnt > MAX_USED_MAPS) {
       throw new RangeError(`used_map_cnt ${aux.usedMapCnt} is more than ${MAX_USED_MAPS}`);
     }
     if (aux.usedMapCnt === 0) return out;
     const array = follow(aux.usedMaps, "used_maps");
-    const bytes = mem.peek(array, aux.usedMapCnt * 8) ?? await mem.read(array, aux.usedMapCnt * 8);
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const len = aux.usedMapCnt * 8;
+    const span = mem.peekSpan(array, len);
+    let view: DataView, base: number;
+    if (span) [view, base] = [span.view, span.base + array - span.start];
+    else {
+      const bytes = await mem.read(array, len);
+      [view, base] = [new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0];
+    }
     for (let i = 0; i < aux.usedMapCnt; i++) {
-      const at = follow(mem.space.pointerAt(view, i * 8), `used_maps[${i}]`);
+      const at = follow(mem.space.pointerAt(view, base + i * 8), `used_maps[${i}]`);
       let map = maps.get(at);
       if (!map) {
         const m = peekStruct(mem, at, types.map) ?? await readStruct(mem, at, types.map);

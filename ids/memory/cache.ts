@@ -20,8 +20,10 @@ export interface Span {
 /** The extents that hold bytes of one page. */
 interface Page {
   extents: Extent[];
-  /** Extents were appended since the last lookup: sort before searching. */
+  /** An extent came out of order since the last lookup: sort before searching. */
   dirty: boolean;
+  /** Of the extents kept in order, the one that reaches furthest. */
+  reach: Extent;
   /** Extents of different ages overlap here: search for the newest. */
   overlapped: boolean;
 }
@@ -141,17 +143,40 @@ export class MemoryCache {
     for (let n = Math.floor(addr / PAGE_SIZE); n <= last; n++) {
       const page = this.#pages.get(n);
       if (!page) {
-        this.#pages.set(n, { extents: [extent], dirty: false, overlapped: false });
+        this.#pages.set(n, { extents: [extent], dirty: false, reach: extent, overlapped: false });
       } else {
         // Extents of two ages on a page may overlap: lookups must then look (#page tells).
         if (page.extents[0].seq !== extent.seq) this.#overlaps = true;
-        page.extents.push(extent);
-        page.dirty = true;
+        this.#append(page, extent);
       }
     }
     this.#stats.bytes += len;
     this.#stats.extents++;
     return true;
+  }
+
+  /**
+   * Adds `extent` to `page`: one that comes in order (after the last by start, as #page sorts)
+   * is kept as #page would keep it, so the page stays sorted; any other makes the page dirty.
+   */
+  #append(page: Page, extent: Extent): void {
+    const list = page.extents;
+    const last = list[list.length - 1];
+    const inOrder = !page.dirty &&
+      (extent.start > last.start || (extent.start === last.start && extent.end <= last.end));
+    if (!inOrder) {
+      list.push(extent);
+      page.dirty = true;
+      return;
+    }
+    const reach = page.reach;
+    if (extent.start < reach.end) {
+      if (extent.seq !== reach.seq) page.overlapped = this.#overlaps = true;
+      // Wholly inside an extent of its own batch: it holds the same bytes.
+      else if (extent.end <= reach.end) return;
+    }
+    list.push(extent);
+    if (extent.end > reach.end) page.reach = extent;
   }
 
   /**
@@ -269,9 +294,10 @@ export class MemoryCache {
   }
 
   /**
-   * A page, its extents sorted by address. Extents appended since the last lookup are sorted in
-   * then: one wholly inside an extent of its own batch is dropped (it holds the same bytes), and
-   * the page is marked as overlapped when extents of different ages overlap. Without such
+   * A page, its extents sorted by address. Extents that came out of order since the last lookup
+   * are sorted in then (those in order were kept in order as they came): one wholly inside an
+   * extent of its own batch is dropped (it holds the same bytes), and the page is marked as
+   * overlapped when extents of different ages overlap. Without such
    * overlaps, the ends of the kept extents rise with their starts, so a binary search finds the
    * one extent that can hold an address.
    */
@@ -298,6 +324,7 @@ export class MemoryCache {
       if (!reach || e.end > reach.end) reach = e;
     }
     list.length = kept;
+    page.reach = reach!;
     return page;
   }
 
