@@ -61,8 +61,8 @@ export async function listThreads(
   const perProcess = options.maxPerProcess ?? MAX_THREADS;
   let left = options.maxThreads ?? 1 << 22;
   const problems: string[] = [];
-  const read = async (at: KAddr): Promise<ThreadFields> =>
-    peekStruct(mem, at, types.thread) ?? await readStruct(mem, at, types.thread);
+  const read = (at: KAddr): ThreadFields | Promise<ThreadFields> =>
+    peekStruct(mem, at, types.thread) ?? readStruct(mem, at, types.thread);
   for (const process of processes) {
     const leader = mem.space.parseKAddr(process.task);
     const threads: Thread[] = process.threadList = [];
@@ -91,7 +91,8 @@ export async function listThreads(
           return problems;
         }
         seen.add(at);
-        const t = await read(at);
+        // The leader is on its own list: decoded once.
+        const t = at === leader ? first : await read(at);
         threads.push(threadOf(t, at, process.tgid, mem.space));
         e = mem.space.follow(t.threadNext, "thread_node.next of task", at);
       }
