@@ -455,6 +455,8 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 
 /* Elements of a sparse pointer array read at once, so that a run of NULLs costs one step. */
 #define SPARSE_WINDOW 8
+/* Windows of NULLs one step skips at most: a grown fd table of 256 slots and 4 files, 4 steps. */
+#define SPARSE_SKIP 8
 
 /*
  * The first of the `n` elements of `window` from `from` that push_object would push or count as
@@ -490,7 +492,7 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 {
 	__u64 window[SPARSE_WINDOW];
 	__u64 i = top->index, at = top->addr + i * 8, left;
-	__u32 n, k, c, j, x, last;
+	__u32 n, k, c, j, x, w, last;
 
 	if (i >= top->cursor) {
 		s->sp--;
@@ -506,8 +508,25 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 			break;
 	}
 	if (k >= n) {
-		top->index = i + n;
-		if (i + n >= top->cursor)
+		/* A run of NULLs: this step skips up to SPARSE_SKIP windows of them. */
+		for (w = 1, i += n; w < SPARSE_SKIP && i < top->cursor; w++, i += n) {
+			left = top->cursor - i;
+			n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
+			at = top->addr + i * 8;
+			if (at < KERNEL_MIN ||
+			    bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
+						  (const void *)at))
+				break;
+			for (k = 0; k < SPARSE_WINDOW; k++) {
+				if (k >= n || window[k])
+					break;
+			}
+			/* This window holds one: the next step takes it. */
+			if (k < n)
+				break;
+		}
+		top->index = i;
+		if (i >= top->cursor)
 			s->sp--;
 		return 1;
 	}

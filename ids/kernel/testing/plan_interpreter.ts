@@ -95,6 +95,8 @@ const CHUNK = 16384;
 const MAX_STEPS = 1 << 23;
 /** Elements of a sparse array read at once (SPARSE_WINDOW). */
 const WINDOW = 8;
+/** Windows of NULLs one step of a sparse array skips at most (SPARSE_SKIP). */
+const SKIP = 8;
 /** The multiplier of the dedupe table's hash (seen_slot). */
 const GOLDEN = 0x9e3779b97f4a7c15n;
 const U64 = (1n << 64n) - 1n;
@@ -360,7 +362,14 @@ export function interpretPlan(
     if (!window) return false;
     const k = window.findIndex((v) => v !== 0n);
     if (k < 0) {
+      // A run of NULLs: this step skips up to SKIP windows of them.
       top.index = i + window.length;
+      for (let w = 1; w < SKIP && BigInt(top.index) < top.cursor; w++) {
+        const next = windowAt(top);
+        // Unreadable, or it holds one: the next step takes it.
+        if (!next || next.some((v) => v !== 0n)) break;
+        top.index += next.length;
+      }
       if (BigInt(top.index) >= top.cursor) stack.pop();
       return true;
     }
