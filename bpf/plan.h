@@ -55,8 +55,10 @@
  * a list whose entries are of several kinds) and the guard keeps those of this node's kind.
  *
  * A sparse ARRAY copies, for each window of elements it reads, the elements from its first
- * non-NULL one to its last as one record, the NULLs between included: an fd table's open fds
- * cost a record per window, not one each.
+ * non-NULL one not copied yet to its last as one record, the NULLs between included: an fd
+ * table's open fds cost a record per window, not one each. An array of plain pointers (sparse
+ * or not) visits, in each step, the next element that leads to an object not visited yet: the
+ * maps programs share, the files processes share, cost no step each.
  */
 #ifndef EBPFMON_PLAN_H
 #define EBPFMON_PLAN_H

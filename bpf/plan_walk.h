@@ -188,32 +188,6 @@ static __always_inline void push(struct plan_scratch *s, __u8 kind, __u64 addr, 
 	item->depth = depth;
 }
 
-/*
- * Whether the object at addr was visited as node n, or as the node that covers n, in this
- * request: it is then not pushed at all, which saves the step that would pop it (step_object
- * checks again, for an object pushed twice before its first visit).
- */
-static __always_inline int visited(__u64 addr, __u32 n)
-{
-	const struct plan_node *node = node_at(n);
-	__u64 seq = request.seq;
-
-	if (node->covered_by &&
-	    seen_in(addr, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq))
-		return 1;
-	return (node->flags & PLAN_FLAG_DEDUPE) && seen_in(addr, n & (PLAN_MAX_NODES - 1), seq);
-}
-
-/* Objects are checked when found; lists, chains and arrays check each entry as they read it. */
-static __always_inline void push_object(struct plan_scratch *s, __u64 addr, __u32 node,
-					__u32 depth)
-{
-	if (addr < KERNEL_MIN)
-		result.faults++;
-	else if (!visited(addr, node))
-		push(s, ITEM_OBJECT, addr, 0, node, 0, depth);
-}
-
 static __always_inline void push_copy(struct plan_scratch *s, __u64 addr, __u64 len)
 {
 	if (len)
@@ -282,6 +256,44 @@ static __always_inline int cond_holds(const struct plan_edge *edge, __u64 obj)
 {
 	return cond_check(edge->cond, edge->cond_size, edge->cond_off, edge->cond_mask,
 			  edge->cond_value, obj);
+}
+
+/*
+ * Whether the object at addr was visited as node n, or as the node that covers n, in this
+ * request: it is then not pushed at all, which saves the step that would pop it (step_object
+ * checks again, for an object pushed twice before its first visit).
+ */
+static __always_inline int visited(__u64 addr, __u32 n)
+{
+	const struct plan_node *node = node_at(n);
+	__u64 seq = request.seq;
+
+	if (node->covered_by &&
+	    seen_in(addr, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq))
+		return 1;
+	return (node->flags & PLAN_FLAG_DEDUPE) && seen_in(addr, n & (PLAN_MAX_NODES - 1), seq);
+}
+
+/*
+ * Objects are checked when found; lists, chains and arrays check each entry as they read it. An
+ * object that fails its node's guard, or was visited already, is not pushed.
+ */
+static __always_inline void push_object(struct plan_scratch *s, __u64 addr, __u32 node,
+					__u32 depth)
+{
+	const struct plan_node *target = node_at(node);
+
+	if (addr < KERNEL_MIN) {
+		result.faults++;
+		return;
+	}
+	if (visited(addr, node))
+		return;
+	if (target->guard.cond != PLAN_COND_NONE &&
+	    !cond_check(target->guard.cond, target->guard.size, target->guard.off,
+			target->guard.mask, target->guard.value, addr))
+		return;
+	push(s, ITEM_OBJECT, addr, 0, node, 0, depth);
 }
 
 static __always_inline int chain_end(__u64 p, int nulls)
@@ -369,12 +381,6 @@ static __always_inline void step_object(struct plan_scratch *s, struct plan_item
 	__u64 obj = top->addr, seq = request.seq;
 	struct plan_seen_slot *slot0, *marked = NULL;
 
-	if (slot == 0 && node->guard.cond != PLAN_COND_NONE &&
-	    !cond_check(node->guard.cond, node->guard.size, node->guard.off, node->guard.mask,
-			node->guard.value, obj)) {
-		s->sp--;
-		return;
-	}
 	if (slot == 0 && node->covered_by &&
 	    seen_in(obj, (node->covered_by - 1) & (PLAN_MAX_NODES - 1), seq)) {
 		s->sp--;
@@ -451,6 +457,28 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 #define SPARSE_WINDOW 8
 
 /*
+ * The first of the `n` elements of `window` from `from` that push_object would push or count as
+ * a fault: not NULL, and not an object of the edge's target visited already; n when none is.
+ */
+static __always_inline __u32 next_to_visit(const __u64 *window, __u32 from, __u32 n,
+					   const struct plan_edge *edge)
+{
+	__u32 j;
+	__u64 v;
+
+	for (j = 0; j < SPARSE_WINDOW; j++) {
+		if (j >= n)
+			break;
+		if (j < from)
+			continue;
+		v = window[j];
+		if (v && (v - edge->delta < KERNEL_MIN || !visited(v - edge->delta, edge->target)))
+			break;
+	}
+	return j < n ? j : n;
+}
+
+/*
  * The next non-NULL element of a sparse array of plain pointers (stride 8) from top->index, in
  * one step: reads up to SPARSE_WINDOW elements and visits the first non-NULL one, or skips them
  * all. The first visit in a window copies the window's elements from that one to its last
@@ -462,8 +490,7 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 {
 	__u64 window[SPARSE_WINDOW];
 	__u64 i = top->index, at = top->addr + i * 8, left;
-	__u32 n, k, j, last;
-	int copy;
+	__u32 n, k, c, j, x, last;
 
 	if (i >= top->cursor) {
 		s->sp--;
@@ -484,24 +511,74 @@ static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item 
 			s->sp--;
 		return 1;
 	}
-	last = k;
-	copy = i + k >= top->copied;
-	if (copy) {
-		for (j = k + 1; j < SPARSE_WINDOW; j++) {
-			if (j < n && window[j])
-				last = j;
+	j = next_to_visit(window, k, n, edge);
+	/*
+	 * The elements this step passes (up to the one it visits, or the whole window) must be
+	 * copied by now: from the first of them not copied yet to the window's last non-NULL one,
+	 * as one record, before the objects. A full ring leaves the step undone.
+	 */
+	for (c = k; c < SPARSE_WINDOW; c++) {
+		if (c >= n || c > j || (window[c] && i + c >= top->copied))
+			break;
+	}
+	if (c < n && c <= j) {
+		last = c;
+		for (x = c + 1; x < SPARSE_WINDOW; x++) {
+			if (x < n && window[x])
+				last = x;
 		}
+		if (copy_chunk(s, at + c * 8, (last - c + 1) * 8) < 0)
+			return 1;
 		top->copied = i + last + 1;
 	}
-	if (i + k + 1 < top->cursor) {
-		top->index = i + k + 1;
-	} else {
-		s->sp--;
+	if (j >= n) {
+		top->index = i + n;
+		if (i + n >= top->cursor)
+			s->sp--;
+		return 1;
 	}
-	push_object(s, window[k & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
-	/* The run is copied on top, so before its first object. */
-	if (copy)
-		push_copy(s, at + k * 8, (last - k + 1) * 8);
+	if (i + j + 1 < top->cursor)
+		top->index = i + j + 1;
+	else
+		s->sp--;
+	push_object(s, window[j & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
+	return 1;
+}
+
+/*
+ * The next element of a plain pointer array (stride 8, not sparse: its bytes are copied whole
+ * when it is found) to visit, in one step: like step_sparse, elements that are NULL or lead to
+ * an object visited already cost no step of their own. Returns 0 when the window cannot be
+ * read: the caller then takes the element alone.
+ */
+static __always_inline int step_ptrs(struct plan_scratch *s, struct plan_item *top,
+				     const struct plan_edge *edge)
+{
+	__u64 window[SPARSE_WINDOW];
+	__u64 i = top->index, at = top->addr + i * 8, left;
+	__u32 n, j;
+
+	if (i >= top->cursor) {
+		s->sp--;
+		return 1;
+	}
+	left = top->cursor - i;
+	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
+	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
+						     (const void *)at))
+		return 0;
+	j = next_to_visit(window, 0, n, edge);
+	if (j >= n) {
+		top->index = i + n;
+		if (i + n >= top->cursor)
+			s->sp--;
+		return 1;
+	}
+	if (i + j + 1 < top->cursor)
+		top->index = i + j + 1;
+	else
+		s->sp--;
+	push_object(s, window[j & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
 	return 1;
 }
 
@@ -558,8 +635,8 @@ static __always_inline void step_array(struct plan_scratch *s, struct plan_item 
 
 	if (slots && step_slots(s, top, edge))
 		return;
-	if (!slots && (edge->flags & PLAN_FLAG_SPARSE) && edge->elem == PLAN_ELEM_PTR &&
-	    edge->stride == 8 && edge->elem_off == 0 && step_sparse(s, top, edge))
+	if (!slots && edge->elem == PLAN_ELEM_PTR && edge->stride == 8 && edge->elem_off == 0 &&
+	    ((edge->flags & PLAN_FLAG_SPARSE) ? step_sparse(s, top, edge) : step_ptrs(s, top, edge)))
 		return;
 
 	if (i + 1 < top->cursor)

@@ -224,9 +224,16 @@ export function interpretPlan(
     return (node.coveredBy !== undefined && seenAt(addr, node.coveredBy & NODE_MASK)) ||
       (node.dedupe && seenAt(addr, n & NODE_MASK));
   };
+  /** push_object: an object that fails its node's guard, or was visited, is not pushed. */
   const pushObject = (addr: bigint, node: number, depth: number) => {
-    if (addr < space.kernelHalf) out.faults++;
-    else if (!visited(addr, node)) push(Item.OBJECT, addr, 0n, node, 0, depth);
+    if (addr < space.kernelHalf) {
+      out.faults++;
+      return;
+    }
+    if (visited(addr, node)) return;
+    const guard = nodeAt(node).guard;
+    if (guard !== undefined && !passes(guard, addr)) return;
+    push(Item.OBJECT, addr, 0n, node, 0, depth);
   };
   const pushCopy = (addr: bigint, len: bigint) => {
     if (len) push(Item.COPY, addr, len);
@@ -295,8 +302,7 @@ export function interpretPlan(
     const nranges = Math.min(node.ranges.length, PLAN_LIMITS.ranges);
     const slots = nranges + Math.min(node.edges.length, PLAN_LIMITS.edges);
     if (slot === 0) {
-      const skip = (node.guard !== undefined && !passes(node.guard, obj)) ||
-        (node.coveredBy !== undefined && seenAt(obj, node.coveredBy & NODE_MASK));
+      const skip = node.coveredBy !== undefined && seenAt(obj, node.coveredBy & NODE_MASK);
       if (skip || (node.dedupe && seenAt(obj, n))) {
         stack.pop();
         return;
@@ -350,27 +356,77 @@ export function interpretPlan(
       stack.pop();
       return true;
     }
-    const at = u64(top.addr + BigInt(i) * 8n);
-    const left = top.cursor - BigInt(i);
-    const n = left < WINDOW ? Number(left) : WINDOW;
-    const bytes = load(at, n * 8);
-    if (!bytes) return false;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const window = Array.from({ length: n }, (_, k) => view.getBigUint64(k * 8, true));
+    const window = windowAt(top);
+    if (!window) return false;
     const k = window.findIndex((v) => v !== 0n);
     if (k < 0) {
-      top.index = i + n;
-      if (BigInt(i + n) >= top.cursor) stack.pop();
+      top.index = i + window.length;
+      if (BigInt(top.index) >= top.cursor) stack.pop();
       return true;
     }
-    const copy = i + k >= top.copied;
-    const last = copy ? window.findLastIndex((v) => v !== 0n) : k;
-    if (copy) top.copied = i + last + 1;
-    if (BigInt(i + k + 1) < top.cursor) top.index = i + k + 1;
+    // The elements this step passes (up to the one it visits, or the whole window) must be
+    // copied by now: from the first of them not copied yet to the window's last non-NULL one,
+    // as one record, before the objects. A budget that stops it leaves the step.
+    const j = nextToVisit(window, k, edge);
+    const c = window.findIndex((v, x) => x <= j && v !== 0n && i + x >= top.copied);
+    if (c >= 0) {
+      const last = window.findLastIndex((v) => v !== 0n);
+      const at = u64(top.addr + BigInt(i + c) * 8n);
+      if (copyChunk(at, BigInt(last - c + 1) * 8n) < 0) return true;
+      top.copied = i + last + 1;
+    }
+    visitNext(top, edge, window, k);
+    return true;
+  };
+
+  /**
+   * next_to_visit: the first element of `window` from `from` that pushObject would push or count
+   * as a fault; its length when none is.
+   */
+  const nextToVisit = (window: bigint[], from: number, edge: PlanEdge): number => {
+    for (let j = from; j < window.length; j++) {
+      const v = window[j];
+      if (v === 0n) continue;
+      const target = u64(v - BigInt(edge.delta));
+      if (target < space.kernelHalf || !visited(target, edge.target)) return j;
+    }
+    return window.length;
+  };
+
+  /** Visits the next element of `window` worth it, and moves past it (or past the window). */
+  const visitNext = (top: WorkItem, edge: PlanEdge, window: bigint[], from: number) => {
+    const i = top.index;
+    const j = nextToVisit(window, from, edge);
+    if (j >= window.length) {
+      top.index = i + window.length;
+      if (BigInt(top.index) >= top.cursor) stack.pop();
+      return;
+    }
+    if (BigInt(i + j + 1) < top.cursor) top.index = i + j + 1;
     else stack.pop();
-    pushObject(u64(window[k] - BigInt(edge.delta)), edge.target, top.depth);
-    // The run is copied on top, so before its first object.
-    if (copy) pushCopy(u64(at + BigInt(k) * 8n), BigInt(last - k + 1) * 8n);
+    pushObject(u64(window[j] - BigInt(edge.delta)), edge.target, top.depth);
+  };
+
+  /** A window of up to WINDOW elements at top.index, or undefined when unreadable. */
+  const windowAt = (top: WorkItem): bigint[] | undefined => {
+    const at = u64(top.addr + BigInt(top.index) * 8n);
+    const left = top.cursor - BigInt(top.index);
+    const n = left < WINDOW ? Number(left) : WINDOW;
+    const bytes = load(at, n * 8);
+    if (!bytes) return undefined;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return Array.from({ length: n }, (_, k) => view.getBigUint64(k * 8, true));
+  };
+
+  /** step_ptrs: the next element of a plain pointer array worth a visit, in one step. */
+  const stepPtrs = (top: WorkItem, edge: PlanEdge): boolean => {
+    if (BigInt(top.index) >= top.cursor) {
+      stack.pop();
+      return true;
+    }
+    const window = windowAt(top);
+    if (!window) return false;
+    visitNext(top, edge, window, 0);
     return true;
   };
 
@@ -381,20 +437,15 @@ export function interpretPlan(
       stack.pop();
       return true;
     }
-    const at = u64(top.addr + BigInt(i) * 8n);
-    const left = top.cursor - BigInt(i);
-    const n = left < WINDOW ? Number(left) : WINDOW;
-    const bytes = load(at, n * 8);
-    if (!bytes) return false;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const window = windowAt(top);
+    if (!window) return false;
     const entry = (v: bigint) =>
       v !== 0n && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) &&
       u64(v - BigInt(edge.delta)) >= space.kernelHalf;
-    const window = Array.from({ length: n }, (_, k) => view.getBigUint64(k * 8, true));
     const k = window.findIndex(entry);
     if (k < 0) {
-      top.index = i + n;
-      if (BigInt(i + n) >= top.cursor) stack.pop();
+      top.index = i + window.length;
+      if (BigInt(top.index) >= top.cursor) stack.pop();
       return true;
     }
     if (BigInt(i + k + 1) < top.cursor) top.index = i + k + 1;
@@ -408,10 +459,10 @@ export function interpretPlan(
     const edge = edgeAt(top.node, top.edge);
     const slots = edge.kind === EdgeKind.SLOTS;
     const { index: i, node: n, edge: e, depth } = top;
-    const sparse = !slots && edge.sparse === true && edge.elem === ElemKind.PTR &&
-      edge.stride === 8 && (edge.elemOffset ?? 0) === 0;
+    const plain = !slots && edge.elem === ElemKind.PTR && edge.stride === 8 &&
+      (edge.elemOffset ?? 0) === 0;
     if (slots && stepSlots(top, edge)) return;
-    if (sparse && stepSparse(top, edge)) return;
+    if (plain && (edge.sparse === true ? stepSparse(top, edge) : stepPtrs(top, edge))) return;
     if (BigInt(i + 1) < top.cursor) top.index = i + 1;
     else stack.pop();
     const at = slots
