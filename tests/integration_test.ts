@@ -116,7 +116,7 @@ privilegedTest(
   "a process list many times the agent's ring arrives whole in one round trip",
   async () => {
     const state = await Deno.makeTempDir({ prefix: "ebpfmon-state-" });
-    const ringBytes = 64 << 10;
+    const ringBytes = 32 << 10;
     await using agent = await Agent.start({ port: 0, stateDir: state, ringBytes, log: () => {} });
     using session = await openSession({ agent: `127.0.0.1:${agent.port}`, state });
     const before = readProc();
