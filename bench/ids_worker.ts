@@ -159,11 +159,13 @@ async function warmUp(snapshot: () => Promise<Sample>, ms: number): Promise<Samp
 const MAX_REPS = 200;
 
 /**
- * Runs every view in every mode: a warm-up each, then `reps` measured snapshots per mode, or
- * as many as `sampleMs` of snapshots take when that is more (at most {@linkcode MAX_REPS}: a
- * median of a few 3 ms snapshots is noise), taking views and modes in turn. A mode whose warm-up
- * says its snapshots would take longer than `budgetMs` gets fewer (never fewer than `minReps`),
- * and says so in its note.
+ * Runs every view in every mode: a warm-up each, then rounds of one measured snapshot of every
+ * view in every mode in turn, `reps` rounds or as many as `sampleMs` of the fastest series'
+ * snapshots take when that is more (at most {@linkcode MAX_REPS}: a median of a few 3 ms
+ * snapshots is noise). Every series takes every round, so each snapshot of one has a snapshot of
+ * every other measured beside it; a mode whose warm-up says its snapshots would take longer than
+ * `budgetMs` sits out the rounds past its budget (never fewer than `minReps`), and says so in its
+ * note.
  */
 export async function runPoint(session: GuestSession, options: {
   views: string[];
@@ -176,11 +178,13 @@ export async function runPoint(session: GuestSession, options: {
   sampleMs: number;
 }): Promise<ModeReport[]> {
   // Every view in every mode is one series; measuring them in turn puts the same moment of the
-  // machine (whose speed drifts) behind each, so their ratios compare like with like.
+  // machine (whose speed drifts) behind each, so their ratios compare like with like. A series
+  // measured alone at the end (say the fast list after the slow check stopped) would not be.
   const reports = options.views.flatMap((view) =>
     options.modes.map((mode): ModeReport => ({ view, mode, warmupMs: null, samples: [] }))
   );
-  const wanted = new Map<ModeReport, number>();
+  const affordable = new Map<ModeReport, number>();
+  let rounds = options.reps;
   for (const report of reports) {
     try {
       const warmup = await warmUp(
@@ -188,22 +192,24 @@ export async function runPoint(session: GuestSession, options: {
         options.warmupMs,
       );
       report.warmupMs = warmup.ms;
-      const affordable = Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3));
-      const enough = Math.ceil(options.sampleMs / Math.max(warmup.ms, 1e-3));
-      const asked = Math.min(MAX_REPS, Math.max(options.reps, enough));
-      const reps = Math.max(options.minReps, Math.min(asked, affordable));
-      if (reps < options.reps) {
-        report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
-          warmup.ms.toFixed(0)
-        } ms and the budget per point and mode is ${(options.budgetMs / 1000).toFixed(0)} s`;
-      }
-      wanted.set(report, reps);
+      affordable.set(report, Math.floor(options.budgetMs / Math.max(warmup.ms, 1e-3)));
+      rounds = Math.max(rounds, Math.ceil(options.sampleMs / Math.max(warmup.ms, 1e-3)));
     } catch (error) {
       report.error = (error as Error).message;
     }
   }
-  const most = Math.max(0, ...wanted.values());
-  for (let i = 0; i < most; i++) {
+  rounds = Math.min(MAX_REPS, rounds);
+  const wanted = new Map<ModeReport, number>();
+  for (const [report, most] of affordable) {
+    const reps = Math.max(options.minReps, Math.min(rounds, most));
+    if (reps < options.reps) {
+      report.note = `${reps} of ${options.reps} repetitions: the warm-up took ${
+        report.warmupMs!.toFixed(0)
+      } ms and the budget per point and mode is ${(options.budgetMs / 1000).toFixed(0)} s`;
+    }
+    wanted.set(report, reps);
+  }
+  for (let i = 0; i < rounds; i++) {
     for (const report of reports) {
       if (report.error || i >= (wanted.get(report) ?? 0)) continue;
       try {

@@ -64,7 +64,10 @@ export function renderMarkdown(results: BenchResults, chart?: string): string {
       `Run ${results.startedAt}${results.quick ? " (--quick)" : ""}, ` +
       `${(results.wallS / 60).toFixed(1)} min; ` +
       `${results.settings.reps} measured repetitions per point (more where ` +
-      `${results.settings.sampleS ?? 0} s of snapshots hold more, at most 200; the column reps) ` +
+      `${
+        results.settings.sampleS ?? 0
+      } s of the fastest series' snapshots hold more, at most 200; ` +
+      `every series of a point takes every round, past its budget excepted; the column reps) ` +
       `after a warm-up of at least ${results.settings.warmupS} s per mode, views and modes in turn.`,
     "",
     "Links, measured before the run (one-byte ping-pong; bulk transfers, the median of 5):",

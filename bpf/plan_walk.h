@@ -457,10 +457,10 @@ static __always_inline void step_entry(struct plan_scratch *s, struct plan_item 
 #define SPARSE_WINDOW 8
 
 /*
- * The first of the `n` elements of `window` from `from` that push_object would push or count as
- * a fault: not NULL, and not an object of the edge's target visited already; n when none is.
+ * The first of the `n` elements of `window` that push_object would push or count as a fault:
+ * not NULL, and not an object of the edge's target visited already; n when none is.
  */
-static __always_inline __u32 next_to_visit(const __u64 *window, __u32 from, __u32 n,
+static __always_inline __u32 next_to_visit(const __u64 *window, __u32 n,
 					   const struct plan_edge *edge)
 {
 	__u32 j;
@@ -469,8 +469,6 @@ static __always_inline __u32 next_to_visit(const __u64 *window, __u32 from, __u3
 	for (j = 0; j < SPARSE_WINDOW; j++) {
 		if (j >= n)
 			break;
-		if (j < from)
-			continue;
 		v = window[j];
 		if (v && (v - edge->delta < KERNEL_MIN || !visited(v - edge->delta, edge->target)))
 			break;
@@ -479,105 +477,79 @@ static __always_inline __u32 next_to_visit(const __u64 *window, __u32 from, __u3
 }
 
 /*
- * The next non-NULL element of a sparse array of plain pointers (stride 8) from top->index, in
- * one step: reads up to SPARSE_WINDOW elements and visits the first non-NULL one, or skips them
- * all. The first visit in a window copies the window's elements from that one to its last
- * non-NULL one as one record (top->copied remembers how far); the later visits copy nothing.
- * Returns 0 when the window cannot be read: the caller then takes the element alone.
+ * Reads up to SPARSE_WINDOW elements of the array (or slots) of `top` from top->index into
+ * `window`: their count, 0 past the end (the item is then popped), or -1 when they cannot be
+ * read.
  */
-static __always_inline int step_sparse(struct plan_scratch *s, struct plan_item *top,
-				       const struct plan_edge *edge)
+static __always_inline int read_window(struct plan_scratch *s, struct plan_item *top,
+				       __u64 *window)
 {
-	__u64 window[SPARSE_WINDOW];
 	__u64 i = top->index, at = top->addr + i * 8, left;
-	__u32 n, k, c, j, x, last;
+	__u32 n;
 
 	if (i >= top->cursor) {
 		s->sp--;
-		return 1;
+		return 0;
 	}
 	left = top->cursor - i;
 	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
 	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
 						     (const void *)at))
-		return 0;
-	for (k = 0; k < SPARSE_WINDOW; k++) {
-		if (k >= n || window[k])
-			break;
-	}
-	if (k >= n) {
-		top->index = i + n;
-		if (i + n >= top->cursor)
-			s->sp--;
-		return 1;
-	}
-	j = next_to_visit(window, k, n, edge);
-	/*
-	 * The elements this step passes (up to the one it visits, or the whole window) must be
-	 * copied by now: from the first of them not copied yet to the window's last non-NULL one,
-	 * as one record, before the objects. A full ring leaves the step undone.
-	 */
-	for (c = k; c < SPARSE_WINDOW; c++) {
-		if (c >= n || c > j || (window[c] && i + c >= top->copied))
-			break;
-	}
-	if (c < n && c <= j) {
-		last = c;
-		for (x = c + 1; x < SPARSE_WINDOW; x++) {
-			if (x < n && window[x])
-				last = x;
-		}
-		if (copy_chunk(s, at + c * 8, (last - c + 1) * 8) < 0)
-			return 1;
-		top->copied = i + last + 1;
-	}
-	if (j >= n) {
-		top->index = i + n;
-		if (i + n >= top->cursor)
-			s->sp--;
-		return 1;
-	}
-	if (i + j + 1 < top->cursor)
-		top->index = i + j + 1;
+		return -1;
+	return n;
+}
+
+/* Moves `top` past the `n` elements from its index, popping it at the end of its array. */
+static __always_inline void pass(struct plan_scratch *s, struct plan_item *top, __u32 n)
+{
+	if (top->index + n < top->cursor)
+		top->index += n;
 	else
 		s->sp--;
-	push_object(s, window[j & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
-	return 1;
 }
 
 /*
- * The next element of a plain pointer array (stride 8, not sparse: its bytes are copied whole
- * when it is found) to visit, in one step: like step_sparse, elements that are NULL or lead to
- * an object visited already cost no step of their own. Returns 0 when the window cannot be
- * read: the caller then takes the element alone.
+ * The next element of an array of plain pointers (stride 8) to visit, in one step: reads up to
+ * SPARSE_WINDOW elements and visits the first one that is not NULL and leads to an object not
+ * visited yet (the others cost no step of their own), or passes them all. A sparse array's
+ * elements are copied here (a whole one's were, with its object): the elements this step passes,
+ * up to the one it visits or the whole window, from the first of them not copied yet to the
+ * window's last non-NULL one, as one record, before the objects (top->copied remembers how far;
+ * a full ring leaves the step undone). Returns 0 when the window cannot be read: the caller then
+ * takes the element alone.
  */
 static __always_inline int step_ptrs(struct plan_scratch *s, struct plan_item *top,
 				     const struct plan_edge *edge)
 {
 	__u64 window[SPARSE_WINDOW];
-	__u64 i = top->index, at = top->addr + i * 8, left;
-	__u32 n, j;
+	__u64 i = top->index;
+	__u32 c, j, x, last;
+	int n = read_window(s, top, window);
 
-	if (i >= top->cursor) {
-		s->sp--;
-		return 1;
+	if (n <= 0)
+		return n == 0;
+	j = next_to_visit(window, n, edge);
+	if (edge->flags & PLAN_FLAG_SPARSE) {
+		for (c = 0; c < SPARSE_WINDOW; c++) {
+			if (c >= n || c > j || (window[c] && i + c >= top->copied))
+				break;
+		}
+		if (c < n && c <= j) {
+			last = c;
+			for (x = c + 1; x < SPARSE_WINDOW; x++) {
+				if (x < n && window[x])
+					last = x;
+			}
+			if (copy_chunk(s, top->addr + (i + c) * 8, (last - c + 1) * 8) < 0)
+				return 1;
+			top->copied = i + last + 1;
+		}
 	}
-	left = top->cursor - i;
-	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
-	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
-						     (const void *)at))
-		return 0;
-	j = next_to_visit(window, 0, n, edge);
 	if (j >= n) {
-		top->index = i + n;
-		if (i + n >= top->cursor)
-			s->sp--;
+		pass(s, top, n);
 		return 1;
 	}
-	if (i + j + 1 < top->cursor)
-		top->index = i + j + 1;
-	else
-		s->sp--;
+	pass(s, top, j + 1);
 	push_object(s, window[j & (SPARSE_WINDOW - 1)] - edge->delta, edge->target, top->depth);
 	return 1;
 }
@@ -592,18 +564,12 @@ static __always_inline int step_slots(struct plan_scratch *s, struct plan_item *
 				      const struct plan_edge *edge)
 {
 	__u64 window[SPARSE_WINDOW];
-	__u64 i = top->index, at = top->addr + i * 8, left, v = 0;
-	__u32 n, k;
+	__u64 v = 0;
+	__u32 k;
+	int n = read_window(s, top, window);
 
-	if (i >= top->cursor) {
-		s->sp--;
-		return 1;
-	}
-	left = top->cursor - i;
-	n = left < SPARSE_WINDOW ? left : SPARSE_WINDOW;
-	if (at < KERNEL_MIN || bpf_probe_read_kernel(window, (n & (SPARSE_WINDOW * 2 - 1)) * 8,
-						     (const void *)at))
-		return 0;
+	if (n <= 0)
+		return n == 0;
 	for (k = 0; k < SPARSE_WINDOW; k++) {
 		if (k >= n)
 			break;
@@ -612,15 +578,10 @@ static __always_inline int step_slots(struct plan_scratch *s, struct plan_item *
 			break;
 	}
 	if (k >= n) {
-		top->index = i + n;
-		if (i + n >= top->cursor)
-			s->sp--;
+		pass(s, top, n);
 		return 1;
 	}
-	if (i + k + 1 < top->cursor)
-		top->index = i + k + 1;
-	else
-		s->sp--;
+	pass(s, top, k + 1);
 	push_object(s, v - edge->delta, edge->target, top->depth);
 	return 1;
 }
@@ -636,7 +597,7 @@ static __always_inline void step_array(struct plan_scratch *s, struct plan_item 
 	if (slots && step_slots(s, top, edge))
 		return;
 	if (!slots && edge->elem == PLAN_ELEM_PTR && edge->stride == 8 && edge->elem_off == 0 &&
-	    ((edge->flags & PLAN_FLAG_SPARSE) ? step_sparse(s, top, edge) : step_ptrs(s, top, edge)))
+	    step_ptrs(s, top, edge))
 		return;
 
 	if (i + 1 < top->cursor)

@@ -349,42 +349,12 @@ export function interpretPlan(
     pushObject(u64(e - BigInt(edge.delta)), edge.target, top.depth);
   };
 
-  /** step_sparse: the next non-NULL element of a window; false when the window is unreadable. */
-  const stepSparse = (top: WorkItem, edge: PlanEdge): boolean => {
-    const i = top.index;
-    if (BigInt(i) >= top.cursor) {
-      stack.pop();
-      return true;
-    }
-    const window = windowAt(top);
-    if (!window) return false;
-    const k = window.findIndex((v) => v !== 0n);
-    if (k < 0) {
-      top.index = i + window.length;
-      if (BigInt(top.index) >= top.cursor) stack.pop();
-      return true;
-    }
-    // The elements this step passes (up to the one it visits, or the whole window) must be
-    // copied by now: from the first of them not copied yet to the window's last non-NULL one,
-    // as one record, before the objects. A budget that stops it leaves the step.
-    const j = nextToVisit(window, k, edge);
-    const c = window.findIndex((v, x) => x <= j && v !== 0n && i + x >= top.copied);
-    if (c >= 0) {
-      const last = window.findLastIndex((v) => v !== 0n);
-      const at = u64(top.addr + BigInt(i + c) * 8n);
-      if (copyChunk(at, BigInt(last - c + 1) * 8n) < 0) return true;
-      top.copied = i + last + 1;
-    }
-    visitNext(top, edge, window, k);
-    return true;
-  };
-
   /**
-   * next_to_visit: the first element of `window` from `from` that pushObject would push or count
-   * as a fault; its length when none is.
+   * next_to_visit: the first element of `window` that pushObject would push or count as a fault;
+   * its length when none is.
    */
-  const nextToVisit = (window: bigint[], from: number, edge: PlanEdge): number => {
-    for (let j = from; j < window.length; j++) {
+  const nextToVisit = (window: bigint[], edge: PlanEdge): number => {
+    for (let j = 0; j < window.length; j++) {
       const v = window[j];
       if (v === 0n) continue;
       const target = u64(v - BigInt(edge.delta));
@@ -393,22 +363,15 @@ export function interpretPlan(
     return window.length;
   };
 
-  /** Visits the next element of `window` worth it, and moves past it (or past the window). */
-  const visitNext = (top: WorkItem, edge: PlanEdge, window: bigint[], from: number) => {
-    const i = top.index;
-    const j = nextToVisit(window, from, edge);
-    if (j >= window.length) {
-      top.index = i + window.length;
-      if (BigInt(top.index) >= top.cursor) stack.pop();
-      return;
+  /**
+   * read_window: up to WINDOW elements at top.index; an empty one past the end (the item is
+   * then popped), undefined when unreadable.
+   */
+  const readWindow = (top: WorkItem): bigint[] | undefined => {
+    if (BigInt(top.index) >= top.cursor) {
+      stack.pop();
+      return [];
     }
-    if (BigInt(i + j + 1) < top.cursor) top.index = i + j + 1;
-    else stack.pop();
-    pushObject(u64(window[j] - BigInt(edge.delta)), edge.target, top.depth);
-  };
-
-  /** A window of up to WINDOW elements at top.index, or undefined when unreadable. */
-  const windowAt = (top: WorkItem): bigint[] | undefined => {
     const at = u64(top.addr + BigInt(top.index) * 8n);
     const left = top.cursor - BigInt(top.index);
     const n = left < WINDOW ? Number(left) : WINDOW;
@@ -418,38 +381,55 @@ export function interpretPlan(
     return Array.from({ length: n }, (_, k) => view.getBigUint64(k * 8, true));
   };
 
-  /** step_ptrs: the next element of a plain pointer array worth a visit, in one step. */
+  /** pass: moves `top` past `n` elements, popping it at the end of its array. */
+  const pass = (top: WorkItem, n: number) => {
+    if (BigInt(top.index + n) < top.cursor) top.index += n;
+    else stack.pop();
+  };
+
+  /**
+   * step_ptrs: the next element of a plain pointer array worth a visit, in one step, a sparse
+   * array's passed elements copied first; false when the window is unreadable.
+   */
   const stepPtrs = (top: WorkItem, edge: PlanEdge): boolean => {
-    if (BigInt(top.index) >= top.cursor) {
-      stack.pop();
+    const i = top.index;
+    const window = readWindow(top);
+    if (!window?.length) return window !== undefined;
+    const j = nextToVisit(window, edge);
+    // The elements this step passes (up to the one it visits, or the whole window) must be
+    // copied by now: from the first of them not copied yet to the window's last non-NULL one,
+    // as one record, before the objects. A budget that stops it leaves the step.
+    const c = edge.sparse
+      ? window.findIndex((v, x) => x <= j && v !== 0n && i + x >= top.copied)
+      : -1;
+    if (c >= 0) {
+      const last = window.findLastIndex((v) => v !== 0n);
+      const at = u64(top.addr + BigInt(i + c) * 8n);
+      if (copyChunk(at, BigInt(last - c + 1) * 8n) < 0) return true;
+      top.copied = i + last + 1;
+    }
+    if (j >= window.length) {
+      pass(top, window.length);
       return true;
     }
-    const window = windowAt(top);
-    if (!window) return false;
-    visitNext(top, edge, window, 0);
+    pass(top, j + 1);
+    pushObject(u64(window[j] - BigInt(edge.delta)), edge.target, top.depth);
     return true;
   };
 
   /** step_slots: the next slot of a window holding an entry; false when it is unreadable. */
   const stepSlots = (top: WorkItem, edge: PlanEdge): boolean => {
-    const i = top.index;
-    if (BigInt(i) >= top.cursor) {
-      stack.pop();
-      return true;
-    }
-    const window = windowAt(top);
-    if (!window) return false;
+    const window = readWindow(top);
+    if (!window?.length) return window !== undefined;
     const entry = (v: bigint) =>
       v !== 0n && (v & BigInt(edge.tagMask!)) === BigInt(edge.tagValue!) &&
       u64(v - BigInt(edge.delta)) >= space.kernelHalf;
     const k = window.findIndex(entry);
     if (k < 0) {
-      top.index = i + window.length;
-      if (BigInt(top.index) >= top.cursor) stack.pop();
+      pass(top, window.length);
       return true;
     }
-    if (BigInt(i + k + 1) < top.cursor) top.index = i + k + 1;
-    else stack.pop();
+    pass(top, k + 1);
     pushObject(u64(window[k] - BigInt(edge.delta)), edge.target, top.depth);
     return true;
   };
@@ -462,7 +442,7 @@ export function interpretPlan(
     const plain = !slots && edge.elem === ElemKind.PTR && edge.stride === 8 &&
       (edge.elemOffset ?? 0) === 0;
     if (slots && stepSlots(top, edge)) return;
-    if (plain && (edge.sparse === true ? stepSparse(top, edge) : stepPtrs(top, edge))) return;
+    if (plain && stepPtrs(top, edge)) return;
     if (BigInt(i + 1) < top.cursor) top.index = i + 1;
     else stack.pop();
     const at = slots
