@@ -51,9 +51,10 @@ export function decodeName(bytes: Uint8Array): string {
   if (i === bytes.length && i <= MAX_SPREAD) {
     return escape(String.fromCharCode.apply(null, bytes as unknown as number[]));
   }
-  for (let length; i < bytes.length; i += length) {
-    length = sequenceAt(bytes, i);
+  while (i < bytes.length) {
+    const length = sequenceAt(bytes, i);
     if (!length) return decodeInvalid(bytes);
+    i += length;
   }
   return escape(utf8.decode(bytes));
 }
