@@ -231,6 +231,11 @@ export interface LoadedProgramEntry extends ProgramEntry {
   tag: string;
   /** Instructions loaded (after libbpf's relocations). */
   instructions: number;
+  /**
+   * Instructions the verifier processed to accept it (fdinfo's `verified_insns`, Linux 5.16+;
+   * undefined before): its work at load, which the kernel caps at a million.
+   */
+  verifiedInstructions?: number;
 }
 
 /** Options of {@linkcode BpfObject.attachUprobe}. */
@@ -365,7 +370,13 @@ export class BpfObject implements Disposable {
       const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
       const tag = /^prog_tag:\s*([0-9a-f]{16})$/m.exec(info)?.[1];
       if (!tag) throw new LibbpfError(`Cannot read the tag of program "${entry.name}"`, 22);
-      return { ...entry, tag, instructions: Number(l.bpf.bpf_program__insn_cnt(prog)) };
+      const verified = /^verified_insns:\s*(\d+)$/m.exec(info)?.[1];
+      return {
+        ...entry,
+        tag,
+        instructions: Number(l.bpf.bpf_program__insn_cnt(prog)),
+        ...(verified === undefined ? {} : { verifiedInstructions: Number(verified) }),
+      };
     });
   }
 

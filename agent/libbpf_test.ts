@@ -59,3 +59,32 @@ privilegedTest("Walker reads kernel memory, walks the tasks, and closes idempote
   }
   assertThrows(() => walker.anchor(), TypeError, "closed");
 });
+
+/**
+ * The verifier's work to accept each of the walker's programs: a LOAD runs it on the agent's
+ * thread (0.36 s here for the plan walker's 128k instructions), and every window, loop and branch
+ * of bpf/plan_walk.h multiplies it. A change that needs more raises this budget knowingly.
+ */
+const VERIFIER_BUDGET: Record<string, number> = {
+  read_memory: 2_000,
+  report_anchor: 1_000,
+  walk_tasks: 10_000,
+  walk_plan: 160_000,
+};
+
+privilegedTest("the walker's programs stay within the verifier's budget at load", async () => {
+  using walker = await Walker.open({ ringBytes: 1 << 20 });
+  assertEquals(walker.programs.map((p) => p.name).sort(), Object.keys(VERIFIER_BUDGET).sort());
+  for (const p of walker.programs) {
+    assert(p.instructions > 0, `${p.name}: no instructions`);
+    // fdinfo says since Linux 5.16; an older kernel's agent loads without telling.
+    if (p.verifiedInstructions === undefined) continue;
+    assert(
+      p.verifiedInstructions >= p.instructions / 4 &&
+        p.verifiedInstructions <= VERIFIER_BUDGET[p.name],
+      `${p.name}: the verifier processed ${p.verifiedInstructions} instructions (budget ${
+        VERIFIER_BUDGET[p.name]
+      })`,
+    );
+  }
+});
