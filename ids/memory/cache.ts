@@ -293,23 +293,32 @@ export class MemoryCache {
     return stop;
   }
 
-  /**
-   * A page, its extents sorted by address. Extents that came out of order since the last lookup
-   * are sorted in then (those in order were kept in order as they came): one wholly inside an
-   * extent of its own batch is dropped (it holds the same bytes), and the page is marked as
-   * overlapped when extents of different ages overlap. Without such
-   * overlaps, the ends of the kept extents rise with their starts, so a binary search finds the
-   * one extent that can hold an address.
-   */
+  /** Page `n` (sorted), for lookups that search it whole. */
   #page(n: number): Page | undefined {
-    // Lookups cluster: a struct's fields, the structs of one slab page.
-    if (n === this.#lastPage && !this.#last!.dirty) return this.#last;
+    const page = this.#at(n);
+    if (page?.dirty) this.#sort(page);
+    return page;
+  }
+
+  /** Page `n` as it is; lookups cluster (a struct's fields, the structs of one slab page). */
+  #at(n: number): Page | undefined {
+    if (n === this.#lastPage) return this.#last;
     const page = this.#pages.get(n);
     if (page) {
       this.#lastPage = n;
       this.#last = page;
     }
-    if (!page?.dirty) return page;
+    return page;
+  }
+
+  /**
+   * Sorts by address the extents of `page` that came out of order since the last lookup (those
+   * in order were kept in order as they came): one wholly inside an extent of its own batch is
+   * dropped (it holds the same bytes), and the page is marked as overlapped when extents of
+   * different ages overlap. Without such overlaps, the ends of the kept extents rise with their
+   * starts, so a binary search finds the one extent that can hold an address.
+   */
+  #sort(page: Page): void {
     page.dirty = false;
     const list = page.extents;
     list.sort((a, b) => a.start - b.start || b.end - a.end || a.seq - b.seq);
@@ -325,14 +334,26 @@ export class MemoryCache {
     }
     list.length = kept;
     page.reach = reach!;
-    return page;
   }
 
   /** The newest extent holding the byte at `addr`. */
   #covering(addr: KAddr): Extent | undefined {
-    const page = this.#page(Math.floor(addr / PAGE_SIZE));
+    const page = this.#at(Math.floor(addr / PAGE_SIZE));
     if (!page) return undefined;
     const list = page.extents;
+    if (page.dirty) {
+      // Extents of one age (no page holds two yet) on a page of a few that came out of order:
+      // searched as they are, not sorted first. Any extent holding the byte serves it, and the
+      // one that reaches furthest serves the most, as the sorted page's would.
+      if (!this.#overlaps && list.length <= SCAN_EXTENTS) {
+        let best: Extent | undefined;
+        for (const e of list) {
+          if (e.start <= addr && addr < e.end && (!best || e.end > best.end)) best = e;
+        }
+        return best;
+      }
+      this.#sort(page);
+    }
     if (!page.overlapped) {
       const e = list[upperBound(list, addr) - 1];
       return e && addr < e.end ? e : undefined;
@@ -376,6 +397,9 @@ class PageIndex {
     this.#group(n, true)!.set(n % GROUP_PAGES, page);
   }
 }
+
+/** Most extents of a page searched one by one rather than sorted (see #covering). */
+const SCAN_EXTENTS = 8;
 
 /** Pages per group of {@linkcode PageIndex}: 2^20 pages, 4 GiB of addresses. */
 const GROUP_PAGES = 2 ** 20;
