@@ -56,6 +56,7 @@ import {
   resolveModuleTypes,
   resolveSocketTypes,
   type Socket,
+  taskAddress,
 } from "../linux/mod.ts";
 
 /** The module list, or why the guest cannot have one. */
@@ -358,7 +359,7 @@ export class GuestSession implements Disposable {
         const list = await listProcesses(memory, this.types, this.initTask);
         const process = list.processes.find((p) => p.pid === pid);
         if (!process) throw new NoSuchProcessError(pid);
-        const task = this.space.parseKAddr(process.task)!;
+        const task = taskAddress(process, this.space)!;
         const files = await listFiles(memory, this.types, types, task);
         return {
           value: { pid, task: process.task, files: files.files },

@@ -99,15 +99,10 @@ export async function readXarray(
     out.truncated = true;
     out.reason ??= reason;
   };
-  /** Adds an entry; `at` undefined when `value` is not a kernel address (named by `where`). */
-  const entry = (
-    index: number,
-    at: KAddr | undefined,
-    value: () => bigint,
-    where: () => string,
-  ): boolean => {
+  /** Adds an entry; `at` undefined when `value` is not a kernel address (at `where`). */
+  const entry = (index: number, at: KAddr | undefined, value: bigint, where: string): boolean => {
     if (at === undefined) {
-      stop(`${where()} holds ${value().toString(16)}, not a kernel address`);
+      stop(`${where} holds ${value.toString(16)}, not a kernel address`);
       return true;
     }
     if (out.entries.length >= maxEntries) {
@@ -155,12 +150,11 @@ export async function readXarray(
         }
         if (!await visit(child, index, n.shift - CHUNK_SHIFT)) return false;
       } else if (tag === 0) {
-        const value = () => slots.getBigUint64(i * 8, true);
-        if (
-          !entry(index, space.kaddrOf(high, low), value, () => `node ${space.hex(node)} slot ${i}`)
-        ) {
-          return false;
-        }
+        const at = space.kaddrOf(high, low);
+        // What names a bad entry is made only for one.
+        const bad = at === undefined;
+        const value = bad ? slots.getBigUint64(i * 8, true) : 0n;
+        if (!entry(index, at, value, bad ? `node ${space.hex(node)} slot ${i}` : "")) return false;
       }
     }
     return true;
@@ -172,7 +166,7 @@ export async function readXarray(
     if (node === undefined) stop(`xa_head ${head.toString(16)} is not a kernel address`);
     else await visit(node, 0, undefined);
   } else if ((head & 3n) === 0n) {
-    entry(0, space.toKAddr(head), () => head, () => "xa_head");
+    entry(0, space.toKAddr(head), head, "xa_head");
   }
   return out;
 }

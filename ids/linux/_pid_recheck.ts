@@ -13,6 +13,7 @@ import { lookupXarray, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { Process, ProcessViewName } from "./processes.ts";
 import type { PidTypes } from "./pids.ts";
+import { taskAddress } from "./_process_fields.ts";
 
 const PF_EXITING = 0x4;
 /** Suspicions re-checked per scan; past this the rest are reported unconfirmed, by count. */
@@ -79,10 +80,11 @@ export async function confirmSharedCreds(
   let cleared = 0;
   let looked = 0;
   for (const [cred, group] of groups) {
-    if (new Set(group.map((p) => p.tgid)).size < 2 || looked++ >= MAX_CONFIRMS) continue;
+    // Most creds are one process's: no set of thread groups for those.
+    if (group.every((p) => p.tgid === group[0].tgid) || looked++ >= MAX_CONFIRMS) continue;
     const holders = new Set<number>();
     for (const p of group) {
-      const at = live.space.parseKAddr(p.task);
+      const at = taskAddress(p, live.space);
       if (at === undefined) continue;
       try {
         const t = await readStruct(live, at, types.task);

@@ -42,6 +42,14 @@ export const UNKNOWN_IDS = {
   fsgid: -1,
 } as const;
 
+/** The task_struct of each process described in this file, so as not to parse its `task` back. */
+const taskAddresses = new WeakMap<Process, KAddr>();
+
+/** The address of the task_struct of `p` (its `task`), or undefined when that is no address. */
+export function taskAddress(p: Process, space: AddressSpace): KAddr | undefined {
+  return taskAddresses.get(p) ?? space.parseKAddr(p.task);
+}
+
 /** The process of `task` with only its own fields filled in; its parent and cred follow. */
 function processOf(
   task: Task,
@@ -65,6 +73,7 @@ function processOf(
   const commHex = hexOf("commHex", task.comm).commHex;
   if (commHex !== undefined) p.commHex = commHex;
   if (initCred !== undefined) p.initCred = task.realCred === initCred;
+  taskAddresses.set(p, at);
   return p;
 }
 

@@ -23,6 +23,7 @@ import { planFdTables, readFdTable } from "./fd_table.ts";
 import { S_IFSOCK } from "./files.ts";
 import type { Process, TaskNodes } from "./processes.ts";
 import type { SocketTypes } from "./socket_types.ts";
+import { taskAddress } from "./_process_fields.ts";
 
 /**
  * Calls `visit` with each socket fd of `processes` (its sock's address), through their fd
@@ -58,7 +59,7 @@ export async function socketFds(
     return sockIn(await readStruct(mem, inode - types.vfsInodeOffset, types.socketAlloc));
   };
   for (const process of processes) {
-    const task = mem.space.parseKAddr(process.task)!;
+    const task = taskAddress(process, mem.space)!;
     const table = await readFdTable(mem, core, types.fd, task, maxFds);
     if (table.truncated) problems.push(`fds of pid ${process.pid}: ${table.reason}`);
     for (const slot of table.slots) {

@@ -56,6 +56,7 @@ export {
   type Process,
   type ProcessList,
   type ProcessViewName,
+  taskAddress,
   type TaskNodes,
 } from "./processes.ts";
 export { resolveSocketTypes, type SocketTypes } from "./socket_types.ts";

@@ -54,7 +54,7 @@ import {
 } from "./processes.ts";
 import { idrLeaders, ScanTasks, treeTasks } from "./_pid_walks.ts";
 import { confirmSharedCreds, MAX_CONFIRMS, recheck } from "./_pid_recheck.ts";
-import { UNKNOWN_IDS } from "./_process_fields.ts";
+import { taskAddress, UNKNOWN_IDS } from "./_process_fields.ts";
 
 export { confirmSharedCreds } from "./_pid_recheck.ts";
 
@@ -198,7 +198,7 @@ export async function readProcessViews(
 ): Promise<ProcessViews> {
   const maxTasks = options.maxTasks ?? 1_000_000;
   const list = options.list ?? await listProcesses(mem, types, initTask, { maxTasks });
-  const listed = list.processes.map((p) => mem.space.parseKAddr(p.task)!);
+  const listed = list.processes.map((p) => taskAddress(p, mem.space)!);
   const onList = new Set(listed);
   const views: Record<ProcessViewName, ViewWalk> = {
     tasks: { count: onList.size, truncated: list.truncated, reason: list.reason },

@@ -18,6 +18,8 @@ import { namespaceTaskRanges, planNamespaces } from "./namespace_plan.ts";
 import { MAX_THREADS, type Thread } from "./threads.ts";
 import { describe, describeCached } from "./_process_fields.ts";
 
+export { taskAddress } from "./_process_fields.ts";
+
 /** One process as the guest kernel holds it. */
 export interface Process {
   pid: number;

@@ -15,7 +15,7 @@ import type { AddressSpace, GuestMemory, KAddr } from "../memory/mod.ts";
 import { type Fields, hexOf, peekStruct, readStruct } from "../kernel/mod.ts";
 import type { KernelTypes } from "./kernel_types.ts";
 import type { Process } from "./processes.ts";
-import { stateLetter } from "./_process_fields.ts";
+import { stateLetter, taskAddress } from "./_process_fields.ts";
 
 /** One thread of a process. */
 export interface Thread {
@@ -64,7 +64,7 @@ export async function listThreads(
   const read = (at: KAddr): ThreadFields | Promise<ThreadFields> =>
     peekStruct(mem, at, types.thread) ?? readStruct(mem, at, types.thread);
   for (const process of processes) {
-    const leader = mem.space.parseKAddr(process.task);
+    const leader = taskAddress(process, mem.space);
     const threads: Thread[] = process.threadList = [];
     if (leader === undefined) continue;
     try {
