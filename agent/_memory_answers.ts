@@ -22,6 +22,7 @@ import {
   PlanError,
   PrefetchTarget,
   StopReason,
+  unpackPlan,
 } from "../protocol/mod.ts";
 import { endFrame, errorFrame } from "./_closing_frames.ts";
 import type { WalkerQueue } from "./_walker_queue.ts";
@@ -160,7 +161,7 @@ export class MemoryAnswers {
   #checkedPlan(channel: Channel, wire: Uint8Array): Uint8Array {
     const last = this.#plans.get(channel);
     if (last && sameBytes(last.wire, wire)) return last.checked;
-    const checked = encodePlan(decodePlan(wire));
+    const checked = encodePlan(decodePlan(unpackPlan(wire)));
     this.#plans.set(channel, { wire: wire.slice(), checked });
     return checked;
   }

@@ -38,6 +38,7 @@ import {
   encodeFrame,
   ensureAgentCredentials,
   ErrorCode,
+  FEATURE_PACKED_PLANS,
   type Frame,
   FRAME_HEADER,
   FrameDecoder,
@@ -199,7 +200,8 @@ export class Agent implements AsyncDisposable {
         anchor: walker?.anchor() ?? 0n,
         agentPid: Deno.pid,
         programs: describePrograms(walker?.programs ?? []),
-        features: await kernelFeatures(),
+        // What the kernel offers, and what this agent's protocol does beyond its first version.
+        features: [...await kernelFeatures(), FEATURE_PACKED_PLANS],
       };
       const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
       const agent = new Agent(walker, objects, btfPath, info, peerLog, maxConnections, holder);

@@ -199,7 +199,8 @@ export interface AgentInfo {
   programs: string;
   /**
    * What the guest kernel offers: "modules" when it has loadable modules (/proc/modules),
-   * {@linkcode FEATURE_LA57} when it uses 5-level paging.
+   * {@linkcode FEATURE_LA57} when it uses 5-level paging; and what the agent's protocol does
+   * beyond its first version: {@linkcode FEATURE_PACKED_PLANS} (PREFETCH plans packed).
    */
   features: string[];
 }

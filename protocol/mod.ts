@@ -57,6 +57,7 @@ export {
   RECORD_HEADER,
 } from "./data_records.ts";
 export * from "./plan.ts";
+export { FEATURE_PACKED_PLANS, packPlan, unpackPlan } from "./plan_packing.ts";
 export { type Channel, ChannelError, type ChannelErrorCode } from "./channel.ts";
 export { connectChannel, type ConnectChannelOptions } from "./connect_channel.ts";
 export { type ChannelServer, listenChannel, type ListenChannelOptions } from "./listen_channel.ts";

@@ -14,10 +14,12 @@ import {
   encodeFrame,
   encodePlan,
   ensureIdsCredentials,
+  FEATURE_PACKED_PLANS,
   ErrorCode,
   type Frame,
   FrameDecoder,
   FrameType,
+  packPlan,
   parseFrame,
   type Plan,
   PLAN_SIZE,
@@ -270,10 +272,16 @@ privilegedTest("the agent walks a PREFETCH plan and refuses a bad one with BAD_F
   assert(shallow.type === FrameType.END, `expected END, got ${shallow.type}`);
   assertEquals([shallow.stats.objects, shallow.stats.pruned], [2, 1]);
 
+  // A plan of any other length than the struct's is packed (protocol/plan_packing.ts).
   await prefetch(22, new Uint8Array(10));
   const short = errorOf(await raw.answer());
   assertEquals([short.id, short.code], [22, ErrorCode.BAD_FRAME]);
-  assert(short.message.includes(`10 bytes, expected ${PLAN_SIZE}`), short.message);
+  assert(short.message.includes("Invalid packed plan: it ends at byte 10"), short.message);
+  assert(greeting.agent.features.includes(FEATURE_PACKED_PLANS), "the agent takes packed plans");
+  await prefetch(28, packPlan(encodePlan(ancestors(64))));
+  const packed = (await raw.answer()).pop()!;
+  assert(packed.type === FrameType.END, `expected END, got ${packed.type}`);
+  assertEquals(packed.stats.objects, end.stats.objects, "the packed plan walks as the plan");
 
   await prefetch(23, new Uint8Array(PLAN_SIZE));
   const empty = errorOf(await raw.answer());

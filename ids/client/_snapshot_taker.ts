@@ -6,7 +6,13 @@
  * @module
  */
 
-import { encodePlan, PrefetchTarget, StopReason } from "../../protocol/mod.ts";
+import {
+  encodePlan,
+  FEATURE_PACKED_PLANS,
+  packPlan,
+  PrefetchTarget,
+  StopReason,
+} from "../../protocol/mod.ts";
 import { type CopyMode, PlanBuilder } from "../kernel/mod.ts";
 import {
   type AddressSpace,
@@ -76,7 +82,13 @@ export class SnapshotTaker {
     const builder = new PlanBuilder(mode, this.#space);
     view.plan(builder);
     const plan = builder.build();
-    const encoded = plan.roots.length ? encodePlan(plan) : undefined;
+    // Packed for an agent that takes it: most of the plan's fixed layout is unused slots.
+    const packed = this.#client.info.features.includes(FEATURE_PACKED_PLANS);
+    const encoded = !plan.roots.length
+      ? undefined
+      : packed
+      ? packPlan(encodePlan(plan))
+      : encodePlan(plan);
     if (key !== undefined) {
       if (this.#plans.size >= MAX_PLANS) this.#plans.clear();
       this.#plans.set(key, encoded);
