@@ -20,6 +20,12 @@ export const core = resolveKernelTypes(btf);
 export const types = resolveBpfTypes(btf);
 
 // enum bpf_prog_type and enum bpf_map_type values (include/uapi/linux/bpf.h).
+/** The f_op of program files (`bpf_prog_fops`) and of others, at kernel-image addresses. */
+export const PROG_FOPS = 0x7f00_0300_0000;
+export const OTHER_FOPS = 0x7f00_0300_1000;
+/** Where nothing is: the private_data of a file whose object the walk cannot read. */
+export const NOWHERE = 0x0888_6666_0000;
+
 export const SOCKET_FILTER = 1;
 export const KPROBE = 2;
 const TRACING = 26;
@@ -118,10 +124,17 @@ export class SyntheticBpf {
     });
   }
 
-  /** Gives `task` an fd table whose files' private_data are `objects` (null: an empty slot). */
-  files(task: KAddr, objects: (KAddr | null)[]): void {
+  /**
+   * Gives `task` an fd table whose files' private_data are `objects` (null: an empty slot), each
+   * file's f_op {@linkcode PROG_FOPS} when it holds a program of `programs`, else
+   * {@linkcode OTHER_FOPS}.
+   */
+  files(task: KAddr, objects: (KAddr | null)[], programs: KAddr[] = []): void {
     const files = objects.map((o) =>
-      o === null ? null : this.kernel.place(types.fd.file, { privateData: o })
+      o === null ? null : this.kernel.place(types.fd.file, {
+        privateData: o,
+        fOp: programs.includes(o) ? PROG_FOPS : OTHER_FOPS,
+      })
     );
     this.fds.table(task, files);
   }
@@ -144,7 +157,7 @@ export class SyntheticBpf {
  * hold a socket-like object whose bytes look like a program type but whose aux does not point
  * back.
  */
-export function image() {
+export function image(options: { unreadableFile?: boolean } = {}) {
   const kernel = new SyntheticKernel(core, [{ pid: 50, comm: "ebpfmon" }, { pid: 60, comm: "x" }]);
   const bpf = new SyntheticBpf(kernel);
   const events = bpf.map(11, "events", RINGBUF);
@@ -177,7 +190,11 @@ export function image() {
   const junk = kernel.place(types.prog, { type: SOCKET_FILTER, aux: junkAux });
   const head = bpf.head();
   const trampoline = bpf.trampoline();
-  bpf.files(kernel.tasks[0], [null, junk, p.walk.prog, null, p.trigger.prog]);
+  bpf.files(
+    kernel.tasks[0],
+    [null, junk, p.walk.prog, null, p.trigger.prog, ...options.unreadableFile ? [NOWHERE] : []],
+    [p.walk.prog, p.trigger.prog],
+  );
   bpf.link([
     head,
     p.walk.lnode,

@@ -9,7 +9,9 @@
 
 import { follow, type GuestMemory, type KAddr } from "../memory/mod.ts";
 import { type Fields, hexOf, peekStruct, readStruct } from "../kernel/mod.ts";
-import { type BpfTypes, MAX_USED_MAPS } from "./bpf_types.ts";
+import { type BpfTypes, MAX_USED_MAPS, typeMask } from "./bpf_types.ts";
+import { readFdTable } from "./fd_table.ts";
+import type { KernelTypes } from "./kernel_types.ts";
 import type { BpfMap, BpfProgram, BpfView } from "./bpf_programs.ts";
 
 type Aux = Fields<BpfTypes["aux"]>;
@@ -40,6 +42,36 @@ export async function readProgram(
   if (typeof prog.aux !== "number") return undefined;
   const aux = peekStruct(mem, prog.aux, types.aux) ?? await readStruct(mem, prog.aux, types.aux);
   return aux.prog === progAt ? { progAt, auxAt: prog.aux, prog, aux } : undefined;
+}
+
+/**
+ * The `f_op` of the agent's program files, which is `bpf_prog_fops` (a data symbol, which
+ * kallsyms lists only in kernels built with KALLSYMS_ALL): the first file of the agent's fd
+ * table at `anchor` whose private_data is a program whose aux points back to it. Undefined when
+ * none is. Read once per session (it is the kernel's): a check then reads only the files that
+ * have it, not every file's private_data as a candidate program (a candidate read past the end
+ * of what it points to can fault, and cost round trips to be sure).
+ */
+export async function findProgramFops(
+  mem: GuestMemory,
+  core: KernelTypes,
+  types: BpfTypes,
+  anchor: KAddr,
+  maxFds: number,
+): Promise<KAddr | undefined> {
+  const table = await readFdTable(mem, core, types.fd, anchor, maxFds);
+  const mask = typeMask(types);
+  for (const slot of table.slots) {
+    if (slot.file === undefined) continue;
+    try {
+      const file = await readStruct(mem, slot.file, types.fd.file);
+      if (typeof file.privateData !== "number" || typeof file.fOp !== "number") continue;
+      if (await readProgram(mem, types, file.privateData, mask)) return file.fOp;
+    } catch {
+      // Not a program file.
+    }
+  }
+  return undefined;
 }
 
 /** The program whose aux is at `auxAt`, if its ksym says program and its prog points back. */

@@ -40,7 +40,7 @@ import type { KernelTypes } from "./kernel_types.ts";
 import type { Source } from "../detect/mod.ts";
 import { planFdTables, readFdTable } from "./fd_table.ts";
 import { type BpfTypes, MAX_USED_MAPS, resolveBpfTypes, typeMask } from "./bpf_types.ts";
-import { describe, type Found, readProgram } from "./_bpf_program.ts";
+import { describe, findProgramFops, type Found, readProgram } from "./_bpf_program.ts";
 import { walkIdr, walkKallsyms } from "./_bpf_walks.ts";
 import { confirmMissing } from "./_bpf_confirm.ts";
 
@@ -146,6 +146,11 @@ export interface BpfOptions {
    * has it, every one of them is a start.
    */
   startTag?: string;
+  /**
+   * The `f_op` of program files (`bpf_prog_fops`, {@linkcode findProgramFops}): only the
+   * agent's files that have it are read as programs. Without it, every file's private_data is.
+   */
+  programFops?: KAddr;
 }
 
 const DEFAULTS = { maxPrograms: 65536, maxFds: 65536, maxConfirms: 256 };
@@ -191,9 +196,19 @@ export function planBpfPrograms(
     fieldsOnly,
     when: { field: "prog", differs: { mask: 0xffn, value: 1n } },
   });
-  // Every file's private_data is read as a program; only a plausible type leads on to an aux,
-  // and only a linked program's aux to the list.
-  b.ptr(file, "privateData", fdProg);
+  // Every program file's private_data (every file's, when their f_op is not known) is read as a
+  // program; only a plausible type leads on to an aux, and only a linked program's aux to the
+  // list.
+  const fops = options.programFops;
+  b.ptr(
+    file,
+    "privateData",
+    fdProg,
+    0,
+    fops === undefined ? {} : {
+      when: { field: "fOp", equals: { mask: (1n << 64n) - 1n, value: b.space.fromKAddr(fops) } },
+    },
+  );
   // The program to start from first (its subtree is walked before the others' auxes, which it
   // then covers), then every program among the agent's files.
   if (start) {
@@ -285,6 +300,7 @@ export async function listBpfPrograms(
       const file = peekStruct(mem, slot.file, types.fd.file) ??
         await readStruct(mem, slot.file, types.fd.file);
       if (typeof file.privateData !== "number") continue;
+      if (options.programFops !== undefined && file.fOp !== options.programFops) continue;
       // Only a program's file holds a program whose aux points back to it: any other file's
       // private_data is something else, whatever its bytes look like.
       const program = await readProgram(mem, types, file.privateData, mask);
@@ -353,6 +369,9 @@ function typesOf(btf: Btf): BpfTypes | Error {
   return types;
 }
 
+/** The anchor of the program files' f_op, found once per session. */
+const PROGRAM_FOPS = "bpf_prog_fops";
+
 /** The first program the agent says it loaded for this session: where the list is entered. */
 function startTagOf(ctx: { loaded: readonly { tag: string }[] }): string | undefined {
   const tag = ctx.loaded[0]?.tag;
@@ -363,12 +382,20 @@ function startTagOf(ctx: { loaded: readonly { tag: string }[] }): string | undef
 export const bpfSource: Source<"bpf"> = {
   name: "bpf",
   symbols: ["prog_idr"],
+  async prepare(ctx, memory): Promise<Record<string, KAddr>> {
+    const types = typesOf(ctx.btf);
+    if (types instanceof Error) return {};
+    const fops = await findProgramFops(memory, ctx.types, types, ctx.anchor, DEFAULTS.maxFds)
+      .catch(() => undefined);
+    return fops === undefined ? {} : { [PROGRAM_FOPS]: fops };
+  },
   plan(b, ctx) {
     const types = typesOf(ctx.btf);
     if (types instanceof Error) return;
     planBpfPrograms(b, ctx.types, types, ctx.anchor, {
       progIdr: ctx.symbols.get("prog_idr"),
       startTag: startTagOf(ctx),
+      programFops: ctx.anchors.get(PROGRAM_FOPS),
     });
   },
   async read(memory, ctx, confirm) {
@@ -380,6 +407,7 @@ export const bpfSource: Source<"bpf"> = {
       progIdr: ctx.symbols.get("prog_idr"),
       confirm,
       startTag: startTagOf(ctx),
+      programFops: ctx.anchors.get(PROGRAM_FOPS),
     });
     const views = Object.entries(value.views);
     if (views.every(([, v]) => !v.supported)) {

@@ -9,10 +9,13 @@ import {
   image,
   KALLSYMS_ONLY,
   KPROBE,
+  NOWHERE,
+  PROG_FOPS,
   SOCKET_FILTER,
   summary,
   types,
 } from "./_bpf_fixtures.ts";
+import { findProgramFops } from "./_bpf_program.ts";
 
 Deno.test("listBpfPrograms() walks bpf_kallsyms from the agent's own programs, dropping the head and trampolines", async () => {
   const { kernel, maps } = image();
@@ -55,6 +58,33 @@ Deno.test("listBpfPrograms() reads only what its plan prefetched, in both copy m
   }
   // The BPF objects are copied field by field in both modes; only the agent's task is whole.
   assert(check.selective.bytes < check.whole.bytes);
+});
+
+Deno.test("with the program files' f_op, only the agent's program files are read as programs", async () => {
+  // One of the agent's files holds what the walk cannot read (NOWHERE): read as a candidate
+  // program, it is a miss that costs round trips; with program files told by their f_op, it is
+  // never read.
+  const { kernel } = image({ unreadableFile: true });
+  const agent = kernel.tasks[0];
+  const fops = await findProgramFops(new CachedMemory(kernel.build()), core, types, agent, 64);
+  assertEquals(fops, PROG_FOPS);
+  const read = (programFops?: number) =>
+    checkPlan(
+      kernel.build(),
+      (b) => planBpfPrograms(b, core, types, agent, { programFops }),
+      (mem) => listBpfPrograms(mem, core, types, agent, { programFops }),
+    );
+  const told = await read(fops);
+  for (const mode of [told.whole, told.selective]) {
+    assertEquals(mode.misses, []);
+    assertEquals(summary(mode.result), KALLSYMS_ONLY);
+  }
+  const guessed = await read(undefined);
+  assert(
+    guessed.selective.misses.some((m) => m.addr >= NOWHERE && m.addr < NOWHERE + 4096),
+    `the unreadable candidate is read on demand: ${JSON.stringify(guessed.selective.misses)}`,
+  );
+  assertEquals(summary(guessed.selective.result), KALLSYMS_ONLY);
 });
 
 Deno.test("planBpfPrograms() with a start tag goes around bpf_kallsyms once, from that program", async () => {

@@ -27,8 +27,11 @@ export function resolveBpfTypes(btf: Btf) {
   return {
     fd: {
       ...resolveFdTypes(btf),
-      /** A file's private_data: a BPF program's file holds its `struct bpf_prog`. */
-      file: resolveLayout(btf, "file", { privateData: ptr("private_data") }),
+      /**
+       * A file's private_data: a BPF program's file holds its `struct bpf_prog`; and its f_op,
+       * `bpf_prog_fops` for every program's file.
+       */
+      file: resolveLayout(btf, "file", { fOp: ptr("f_op"), privateData: ptr("private_data") }),
     },
     prog: resolveLayout(btf, "bpf_prog", {
       type: uint("type"),
